@@ -1,0 +1,749 @@
+// Package controller decides what the locker does: it keeps compartments and
+// grants, runs the keypad session, opens doors for valid grants and signed
+// commands, and records every state change together with its trace event in
+// one durable transaction (the outbox that sync drains).
+//
+// controller knows nothing of MQTT: sync calls ApplyGrants, Execute and the
+// outbox methods. Hardware facts arrive as hal events.
+//
+// Concurrency: every state change runs on one goroutine, the loop started by
+// Run. Other goroutines hand work to the loop through c.work and wait for
+// its result. Read-only views (Status, Compartments, PendingEvents) read the
+// database directly: it holds the whole state, and its single connection
+// serialises them with the loop's transactions.
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/hal"
+)
+
+// Clock tells the time. The controller never calls time.Now itself, so that
+// tests run time-outs and expiry in microseconds.
+type Clock interface {
+	Now() time.Time
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time { return time.Now() }
+
+// WallClock is the real clock.
+var WallClock Clock = wallClock{}
+
+// Options configure a Controller. LockerID, Store and Cabinet are required.
+type Options struct {
+	LockerID string
+	Store    *store.Store
+	Cabinet  hal.Cabinet
+	Clock    Clock        // default WallClock
+	Logger   *slog.Logger // default: discard
+	Software string       // version, for status
+	Language string       // display language; default "en"
+
+	// OnTrace is called on the loop, after commit, with each recorded
+	// trace's JSON. It must not block.
+	OnTrace func(payload []byte)
+
+	MinCodeLen   int           // default 6
+	MaxCodeLen   int           // default 12
+	EntryTimeout time.Duration // an idle keypad entry is cleared after this; default 30s
+	MessageTime  time.Duration // a result message stays this long; default 5s
+	LockoutAfter int           // wrong codes in a row before a lockout; default 5
+	LockoutBase  time.Duration // first lockout; doubles with each further one; default 1m
+	LockoutMax   time.Duration // cap of a lockout; default 1h
+	DoorTimeout  time.Duration // a released door must open within this; default 5s
+	Tick         time.Duration // housekeeping interval; default 1s
+}
+
+// Controller is the locker's brain. Create it with New and start it with Run.
+type Controller struct {
+	opts  Options
+	log   *slog.Logger
+	st    *store.Store
+	cab   hal.Cabinet
+	clock Clock
+	hw    map[int]hal.Compartment
+
+	work     chan func()
+	appended chan struct{}
+	changed  chan struct{}
+	ready    chan struct{}
+	keys     atomic.Uint64
+
+	// Owned by the loop goroutine.
+	entry      []byte // digits typed so far; never logged
+	entryAt    time.Time
+	service    *serviceMode
+	msgUntil   time.Time // a result message is shown until then
+	display    [2]string
+	rejLast    time.Time
+	rejCount   int
+	failures   int
+	lockouts   int
+	lockedTill time.Time
+	traces     [][]byte // recorded in the current transaction, for OnTrace after commit
+	dirty      bool     // the current transaction changed a compartment
+}
+
+type serviceMode struct {
+	grantID, actor string
+}
+
+// New checks the options and builds a Controller.
+func New(opts Options) (*Controller, error) {
+	if opts.LockerID == "" || opts.Store == nil || opts.Cabinet == nil {
+		return nil, errors.New("controller: LockerID, Store and Cabinet are required")
+	}
+	if opts.Clock == nil {
+		opts.Clock = WallClock
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Language == "" {
+		opts.Language = "en"
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt(&opts.MinCodeLen, 6)
+	defInt(&opts.MaxCodeLen, 12)
+	defInt(&opts.LockoutAfter, 5)
+	def(&opts.EntryTimeout, 30*time.Second)
+	def(&opts.MessageTime, 5*time.Second)
+	def(&opts.LockoutBase, time.Minute)
+	def(&opts.LockoutMax, time.Hour)
+	def(&opts.DoorTimeout, 5*time.Second)
+	def(&opts.Tick, time.Second)
+	c := &Controller{
+		opts:     opts,
+		log:      opts.Logger,
+		st:       opts.Store,
+		cab:      opts.Cabinet,
+		clock:    opts.Clock,
+		hw:       map[int]hal.Compartment{},
+		work:     make(chan func()),
+		appended: make(chan struct{}, 1),
+		changed:  make(chan struct{}, 1),
+		ready:    make(chan struct{}),
+	}
+	for _, hc := range opts.Cabinet.Compartments() {
+		c.hw[hc.Number] = hc
+	}
+	return c, nil
+}
+
+// LockerID is this locker's id.
+func (c *Controller) LockerID() string { return c.opts.LockerID }
+
+// Ready is closed once the controller has reconciled the database with the
+// sensors and serves the keypad.
+func (c *Controller) Ready() <-chan struct{} { return c.ready }
+
+// KeysHandled counts the keys the controller has finished handling
+// (including any release a key caused being queued).
+func (c *Controller) KeysHandled() uint64 { return c.keys.Load() }
+
+// EventsAppended signals that new events were committed to the outbox.
+func (c *Controller) EventsAppended() <-chan struct{} { return c.appended }
+
+// Changed signals that the status or a compartment changed.
+func (c *Controller) Changed() <-chan struct{} { return c.changed }
+
+// Run reconciles the database with the sensors, records `started`, and then
+// serves hardware events, keypad, grants and commands until ctx is done.
+func (c *Controller) Run(ctx context.Context) error {
+	if err := c.boot(ctx); err != nil {
+		return err
+	}
+	close(c.ready)
+	tick := time.NewTicker(c.opts.Tick)
+	defer tick.Stop()
+	events := c.cab.Events()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("controller: hardware stopped")
+			}
+			c.handle(ctx, ev)
+		case fn := <-c.work:
+			fn()
+		case <-tick.C:
+			c.housekeeping(ctx)
+		}
+	}
+}
+
+// do runs fn on the loop and waits for it.
+func (c *Controller) do(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case c.work <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// update runs fn in one transaction; on commit it hands the recorded traces
+// to OnTrace and signals the outbox and status watchers.
+func (c *Controller) update(ctx context.Context, fn func(tx *store.Tx) error) error {
+	c.traces = c.traces[:0]
+	c.dirty = false
+	err := c.st.Update(ctx, fn)
+	if err != nil {
+		c.traces = c.traces[:0]
+		c.dirty = false
+		return err
+	}
+	if len(c.traces) > 0 {
+		c.dirty = true // last_seq and outbox are in the status
+	}
+	if len(c.traces) > 0 {
+		if c.opts.OnTrace != nil {
+			for _, p := range c.traces {
+				c.opts.OnTrace(p)
+			}
+		}
+		signal(c.appended)
+	}
+	c.traces = c.traces[:0]
+	if c.dirty {
+		signal(c.changed)
+	}
+	c.dirty = false
+	return nil
+}
+
+// putCompartment stores sc and notes that the published state may have changed.
+func (c *Controller) putCompartment(tx *store.Tx, sc store.Compartment) error {
+	c.dirty = true
+	return tx.PutCompartment(sc)
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// record appends one trace to the outbox inside tx.
+func (c *Controller) record(tx *store.Tx, tr Trace) error {
+	now := c.clock.Now()
+	_, payload, err := tx.AppendEvent(func(seq int64) ([]byte, error) {
+		tr.Seq = seq
+		tr.EventID = fmt.Sprintf("%s-%d", c.opts.LockerID, seq)
+		tr.Time = FormatTime(now)
+		return json.Marshal(tr)
+	})
+	if err != nil {
+		return fmt.Errorf("record %s: %w", tr.Type, err)
+	}
+	c.traces = append(c.traces, payload)
+	c.log.Info("trace", "type", tr.Type, "seq", tr.Seq, "compartment", tr.Compartment, "grant", tr.GrantID, "actor", tr.Actor)
+	return nil
+}
+
+// boot brings the compartments table in line with the wiring and the
+// sensors, without opening anything, and records what it found.
+func (c *Controller) boot(ctx context.Context) error {
+	if err := c.loadKeypadState(ctx); err != nil {
+		return err
+	}
+	err := c.update(ctx, func(tx *store.Tx) error {
+		stored, err := tx.Compartments()
+		if err != nil {
+			return err
+		}
+		byNum := map[int]store.Compartment{}
+		for _, sc := range stored {
+			byNum[sc.Number] = sc
+			if _, wired := c.hw[sc.Number]; !wired && sc.State == "free" && !sc.Session.Active() {
+				if err := tx.DeleteCompartment(sc.Number); err != nil {
+					return err
+				}
+			}
+		}
+		for _, hc := range c.opts.Cabinet.Compartments() {
+			sc, known := byNum[hc.Number]
+			if !known {
+				sc = store.Compartment{Number: hc.Number, State: "free"}
+			}
+			sc.Size = hc.Size
+			if err := c.reconcile(tx, &sc, known); err != nil {
+				return err
+			}
+			if err := c.putCompartment(tx, sc); err != nil {
+				return err
+			}
+		}
+		if err := c.refreshReservations(tx); err != nil {
+			return err
+		}
+		return c.record(tx, Trace{Type: "started", Content: "Locker " + c.opts.LockerID + " started, software " + c.opts.Software})
+	})
+	if err != nil {
+		return fmt.Errorf("controller: start-up: %w", err)
+	}
+	c.showIdle()
+	return nil
+}
+
+// reconcile compares one compartment's stored state with its sensors.
+func (c *Controller) reconcile(tx *store.Tx, sc *store.Compartment, known bool) error {
+	open, err := c.cab.DoorOpen(sc.Number)
+	if err != nil {
+		return err
+	}
+	present, hasSensor, err := c.cab.ParcelPresent(sc.Number)
+	if err != nil {
+		return err
+	}
+	if hasSensor {
+		sc.ParcelPresent = present
+	}
+	if known && open != sc.DoorOpen {
+		sc.DoorOpen = open
+		typ, what := "door_closed", "closed"
+		if open {
+			typ, what = "door_opened", "open"
+		}
+		if err := c.record(tx, Trace{Type: typ, Compartment: sc.Number,
+			Content: "Door " + two(sc.Number) + " found " + what + " at start-up"}); err != nil {
+			return err
+		}
+		if open {
+			sc.Session.Opened = sc.Session.Active()
+		}
+	}
+	sc.DoorOpen = open
+	if sc.Session.Active() && !open {
+		if sc.Session.Opened {
+			// The door was opened and closed while the daemon was down:
+			// finish the flow as if we had seen the close.
+			return c.finish(tx, sc)
+		}
+		// A release was recorded but the door never opened: the power went
+		// before or during the pulse. Nothing was taken or put; give back a
+		// pickup use and end the session without opening anything.
+		if err := c.returnUse(tx, sc.Session); err != nil {
+			return err
+		}
+		sc.Session = store.Session{}
+	}
+	return nil
+}
+
+func (c *Controller) loadKeypadState(ctx context.Context) error {
+	return c.st.View(ctx, func(tx *store.Tx) error {
+		get := func(k string) string {
+			v, _, _ := tx.Setting(k)
+			return v
+		}
+		fmt.Sscan(get("keypad.failures"), &c.failures)
+		fmt.Sscan(get("keypad.lockouts"), &c.lockouts)
+		if t, err := time.Parse(time.RFC3339Nano, get("keypad.locked_until")); err == nil {
+			c.lockedTill = t
+		}
+		return nil
+	})
+}
+
+// handle is the loop's reaction to one hardware event.
+func (c *Controller) handle(ctx context.Context, ev hal.Event) {
+	switch ev.Kind {
+	case hal.KeyPressed:
+		c.key(ctx, ev.Key)
+		c.keys.Add(1)
+	case hal.DoorChanged:
+		c.door(ctx, ev.Compartment, ev.On)
+	case hal.ParcelChanged:
+		err := c.update(ctx, func(tx *store.Tx) error {
+			sc, err := tx.Compartment(ev.Compartment)
+			if err != nil {
+				return err
+			}
+			sc.ParcelPresent = ev.On
+			return c.putCompartment(tx, sc)
+		})
+		if err != nil {
+			c.log.Error("occupancy change not recorded", "compartment", ev.Compartment, "err", err)
+		}
+	case hal.LockReleased:
+		if ev.Err != nil {
+			c.lockFault(ctx, ev.Compartment, ev.Err.Error())
+		}
+	}
+}
+
+// door reacts to a debounced door sensor change.
+func (c *Controller) door(ctx context.Context, n int, open bool) {
+	var shown msgID = -1
+	var incomplete bool
+	err := c.update(ctx, func(tx *store.Tx) error {
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		if sc.DoorOpen == open {
+			return nil
+		}
+		sc.DoorOpen = open
+		s := sc.Session
+		if open {
+			if err := c.record(tx, Trace{Type: "door_opened", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
+				Content: "Door " + two(n) + " opened"}); err != nil {
+				return err
+			}
+			if !s.Active() {
+				if err := c.record(tx, Trace{Type: "door_forced", Compartment: n,
+					Content: "Door " + two(n) + " opened without a release"}); err != nil {
+					return err
+				}
+			}
+			sc.Session.Opened = s.Active()
+			return c.putCompartment(tx, sc)
+		}
+		if err := c.record(tx, Trace{Type: "door_closed", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
+			Content: "Door " + two(n) + " closed"}); err != nil {
+			return err
+		}
+		if s.Active() && s.Opened {
+			if err := c.finish(tx, &sc); err != nil {
+				return err
+			}
+			switch {
+			case s.Action == "deposit" && sc.State == "occupied":
+				shown = msgDeposited
+			case s.Action == "deposit":
+				shown = msgCancelled
+			case (s.Action == "pickup" || s.Action == "reclaim") && sc.State == "free":
+				shown = msgPickedUp
+			case s.Action == "pickup" || s.Action == "reclaim":
+				shown, incomplete = msgIncomplete, true
+			}
+		}
+		if err := c.putCompartment(tx, sc); err != nil {
+			return err
+		}
+		return c.refreshReservations(tx)
+	})
+	if err != nil {
+		c.log.Error("door change not recorded", "compartment", n, "open", open, "err", err)
+		return
+	}
+	if shown >= 0 {
+		arg := ""
+		if incomplete {
+			arg = two(n)
+		}
+		c.message(shown, arg)
+	}
+}
+
+// finish ends the session of a compartment whose door was opened by a
+// release and has now been closed: the heart of deposit and pickup.
+func (c *Controller) finish(tx *store.Tx, sc *store.Compartment) error {
+	s := sc.Session
+	n := sc.Number
+	hasSensor := c.hw[n].HasOccupancy
+	sc.Session = store.Session{}
+	switch s.Action {
+	case "deposit":
+		// Without an occupancy sensor, a deposit closed again counts as done.
+		if hasSensor && !sc.ParcelPresent {
+			if err := c.record(tx, Trace{Type: "deposit_cancelled", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
+				ParcelID: s.Parcel, Content: "Door " + two(n) + " closed with nothing inside"}); err != nil {
+				return err
+			}
+			sc.State = "free" // refreshReservations makes it reserved again where a grant names it
+			return nil
+		}
+		sc.State = "occupied"
+		sc.ParcelID = s.Parcel
+		if !hasSensor {
+			sc.ParcelPresent = false
+		}
+		g, err := tx.Grant(s.GrantID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if err == nil && !g.Revoked {
+			if g.UsesLeft > 0 {
+				g.UsesLeft--
+			}
+			if err := tx.PutGrant(g); err != nil {
+				return err
+			}
+			if err := c.activatePickup(tx, g, n); err != nil {
+				return err
+			}
+		}
+		return c.record(tx, Trace{Type: "deposited", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
+			ParcelID: s.Parcel, Content: parcelText(s.Parcel) + " deposited in compartment " + two(n)})
+	case "pickup", "reclaim":
+		// Without an occupancy sensor, opened and closed again counts as emptied.
+		if hasSensor && sc.ParcelPresent {
+			return c.record(tx, Trace{Type: "pickup_incomplete", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
+				ParcelID: sc.ParcelID, Content: "Door " + two(n) + " closed with the parcel still inside"})
+		}
+		typ, verb := "picked_up", " picked up from compartment "
+		if s.Action == "reclaim" {
+			typ, verb = "reclaimed", " reclaimed from compartment "
+		}
+		parcel := sc.ParcelID
+		sc.State, sc.ParcelID = "free", ""
+		g, err := tx.Grant(s.GrantID)
+		if err == nil && !g.Revoked {
+			g.UsesLeft = 0
+			if err := tx.PutGrant(g); err != nil {
+				return err
+			}
+		}
+		return c.record(tx, Trace{Type: typ, Compartment: n, GrantID: s.GrantID, Actor: s.Actor, ParcelID: parcel,
+			Content: parcelText(parcel) + verb + two(n)})
+	}
+	// service and command openings change no parcel state.
+	return nil
+}
+
+func parcelText(id string) string {
+	if id == "" {
+		return "Parcel"
+	}
+	return "Parcel " + id
+}
+
+// pickupSpec is the nested pickup grant as stored with its deposit grant:
+// hashes and the masked holder only.
+type pickupSpec struct {
+	GrantID    string    `json:"grant_id"`
+	Actor      string    `json:"actor,omitempty"`
+	CodeHash   string    `json:"code_hash"`
+	ValidFrom  time.Time `json:"valid_from,omitempty"`
+	ValidUntil time.Time `json:"valid_until,omitempty"`
+	Uses       int       `json:"uses"`
+}
+
+// activatePickup brings the deposit grant's nested pickup grant into force
+// for compartment n, unless the central already sent a newer version of it.
+func (c *Controller) activatePickup(tx *store.Tx, dep store.Grant, n int) error {
+	if dep.Pickup == "" {
+		return nil
+	}
+	var p pickupSpec
+	if err := json.Unmarshal([]byte(dep.Pickup), &p); err != nil {
+		return fmt.Errorf("nested pickup of %s: %w", dep.ID, err)
+	}
+	old, err := tx.Grant(p.GrantID)
+	if err == nil && old.Version >= dep.Version {
+		return nil // the central sent this grant itself, or revoked it: that wins
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	from := p.ValidFrom
+	if from.IsZero() {
+		from = c.clock.Now()
+	}
+	return tx.PutGrant(store.Grant{
+		ID: p.GrantID, Version: dep.Version, Action: "pickup", Compartment: n, ParcelID: dep.ParcelID,
+		Actor: p.Actor, CodeHash: p.CodeHash, ValidFrom: from, ValidUntil: p.ValidUntil, UsesLeft: p.Uses,
+	})
+}
+
+// returnUse gives back the use a pickup or reclaim took at its release.
+func (c *Controller) returnUse(tx *store.Tx, s store.Session) error {
+	if s.Action != "pickup" && s.Action != "reclaim" {
+		return nil
+	}
+	g, err := tx.Grant(s.GrantID)
+	if err != nil || g.Revoked || g.UsesLeft < 0 {
+		return nil
+	}
+	g.UsesLeft++
+	return tx.PutGrant(g)
+}
+
+// refreshReservations sets free compartments named by a deposit grant in
+// force to reserved, and reserved ones that are no longer named to free.
+func (c *Controller) refreshReservations(tx *store.Tx) error {
+	reserved, err := tx.ReservedCompartments(c.clock.Now())
+	if err != nil {
+		return err
+	}
+	all, err := tx.Compartments()
+	if err != nil {
+		return err
+	}
+	for _, sc := range all {
+		want := sc.State
+		switch {
+		case sc.State == "free" && reserved[sc.Number]:
+			want = "reserved"
+		case sc.State == "reserved" && !reserved[sc.Number]:
+			want = "free"
+		}
+		if want != sc.State {
+			sc.State = want
+			if err := c.putCompartment(tx, sc); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// release records the intent to open compartment n (durably, with its
+// trace) and only then fires the coil.
+func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUse bool) error {
+	s.At = c.clock.Now()
+	err := c.update(ctx, func(tx *store.Tx) error {
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		sc.Session = s
+		if takeUse {
+			g, err := tx.Grant(s.GrantID)
+			if err != nil {
+				return err
+			}
+			if g.UsesLeft > 0 {
+				g.UsesLeft--
+			}
+			if err := tx.PutGrant(g); err != nil {
+				return err
+			}
+		}
+		if err := c.putCompartment(tx, sc); err != nil {
+			return err
+		}
+		return c.record(tx, Trace{Type: "lock_released", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
+			ParcelID: s.Parcel, Content: "Lock " + two(n) + " released for " + s.Action})
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.cab.Release(n); err != nil {
+		c.lockFault(ctx, n, err.Error())
+		return err
+	}
+	return nil
+}
+
+// lockFault records that compartment n's door did not open after a release.
+func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
+	err := c.update(ctx, func(tx *store.Tx) error {
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		if sc.DoorOpen {
+			return nil
+		}
+		if err := c.returnUse(tx, sc.Session); err != nil {
+			return err
+		}
+		s := sc.Session
+		sc.Session = store.Session{}
+		if sc.State == "free" || sc.State == "reserved" {
+			sc.State = "fault"
+		}
+		if err := c.putCompartment(tx, sc); err != nil {
+			return err
+		}
+		return c.record(tx, Trace{Type: "lock_fault", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
+			Reason: reason, Content: "Door " + two(n) + " did not open after a release"})
+	})
+	if err != nil {
+		c.log.Error("lock fault not recorded", "compartment", n, "err", err)
+	}
+	c.message(msgDoorFault, two(n))
+}
+
+// housekeeping runs every tick: expiry, time-outs, display.
+func (c *Controller) housekeeping(ctx context.Context) {
+	now := c.clock.Now()
+	if len(c.entry) > 0 && now.Sub(c.entryAt) > c.opts.EntryTimeout {
+		c.clearEntry()
+		c.service = nil
+		c.showIdle()
+	}
+	if !c.msgUntil.IsZero() && !now.Before(c.msgUntil) {
+		c.msgUntil = time.Time{}
+		if len(c.entry) == 0 {
+			c.showIdle()
+		}
+	}
+	if now.Before(c.lockedTill) {
+		c.showLocked()
+	}
+	var stuck []int
+	err := c.update(ctx, func(tx *store.Tx) error {
+		due, err := tx.PickupsDue(now)
+		if err != nil {
+			return err
+		}
+		for _, g := range due {
+			g.ExpiredSent = true
+			if err := tx.PutGrant(g); err != nil {
+				return err
+			}
+			sc, err := tx.Compartment(g.Compartment)
+			if err != nil || sc.State != "occupied" || sc.ParcelID != g.ParcelID || sc.Session.Active() {
+				continue
+			}
+			sc.State = "expired"
+			if err := c.putCompartment(tx, sc); err != nil {
+				return err
+			}
+			if err := c.record(tx, Trace{Type: "pickup_expired", Compartment: sc.Number, GrantID: g.ID, Actor: g.Actor,
+				ParcelID: g.ParcelID, Content: parcelText(g.ParcelID) + " not picked up in time from compartment " + two(sc.Number)}); err != nil {
+				return err
+			}
+		}
+		all, err := tx.Compartments()
+		if err != nil {
+			return err
+		}
+		for _, sc := range all {
+			if sc.Session.Active() && !sc.Session.Opened && !sc.DoorOpen && now.Sub(sc.Session.At) > c.opts.DoorTimeout {
+				stuck = append(stuck, sc.Number)
+			}
+		}
+		return c.refreshReservations(tx)
+	})
+	if err != nil {
+		c.log.Error("housekeeping", "err", err)
+	}
+	for _, n := range stuck {
+		c.lockFault(ctx, n, "door did not open within "+c.opts.DoorTimeout.String())
+	}
+}

@@ -1,0 +1,656 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	stdsync "sync"
+	"testing"
+	"time"
+
+	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/hal"
+)
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu  stdsync.Mutex
+	now time.Time
+}
+
+func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+func (f *fakeClock) Advance(d time.Duration) {
+	f.mu.Lock()
+	f.now = f.now.Add(d)
+	f.mu.Unlock()
+}
+
+// fakeCabinet is an in-memory hal.Cabinet. Its events channel is unbuffered,
+// so a send returns only once the controller's loop has taken the event.
+type fakeCabinet struct {
+	mu       stdsync.Mutex
+	comps    []hal.Compartment
+	door     map[int]bool
+	parcel   map[int]bool
+	releases []int
+	display  [2]string
+	events   chan hal.Event
+}
+
+func newFakeCabinet(sizes string) *fakeCabinet {
+	f := &fakeCabinet{door: map[int]bool{}, parcel: map[int]bool{}, events: make(chan hal.Event)}
+	for i, s := range strings.Fields(sizes) {
+		f.comps = append(f.comps, hal.Compartment{Number: i + 1, Size: s, HasOccupancy: true})
+	}
+	return f
+}
+
+func (f *fakeCabinet) Compartments() []hal.Compartment { return f.comps }
+func (f *fakeCabinet) Release(n int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n < 1 || n > len(f.comps) {
+		return hal.ErrNoCompartment
+	}
+	f.releases = append(f.releases, n)
+	return nil
+}
+func (f *fakeCabinet) DoorOpen(n int) (bool, error) { f.mu.Lock(); defer f.mu.Unlock(); return f.door[n], nil }
+func (f *fakeCabinet) ParcelPresent(n int) (bool, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.parcel[n], f.comps[n-1].HasOccupancy, nil
+}
+func (f *fakeCabinet) Show(lines ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.display = [2]string{}
+	copy(f.display[:], lines)
+	return nil
+}
+func (f *fakeCabinet) Events() <-chan hal.Event { return f.events }
+func (f *fakeCabinet) Releases() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int(nil), f.releases...)
+}
+func (f *fakeCabinet) Display() [2]string { f.mu.Lock(); defer f.mu.Unlock(); return f.display }
+
+// rig is a controller on a real SQLite file with a fake cabinet.
+type rig struct {
+	t      *testing.T
+	ctx    context.Context
+	cancel context.CancelFunc
+	path   string
+	st     *store.Store
+	cab    *fakeCabinet
+	clock  *fakeClock
+	c      *Controller
+	done   chan error
+	mu     stdsync.Mutex
+	traces []Trace
+}
+
+const lockerID = "610091A01"
+
+var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+func newRig(t *testing.T, sizes string) *rig {
+	t.Helper()
+	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet(sizes), clock: &fakeClock{now: t0}}
+	r.start()
+	return r
+}
+
+func (r *rig) start() {
+	r.t.Helper()
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	st, err := store.Open(r.ctx, r.path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.st = st
+	r.cab.events = make(chan hal.Event)
+	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: r.cab, Clock: r.clock, Tick: time.Hour,
+		OnTrace: func(p []byte) {
+			var tr Trace
+			if err := json.Unmarshal(p, &tr); err != nil {
+				r.t.Errorf("trace is not JSON: %v", err)
+			}
+			r.mu.Lock()
+			r.traces = append(r.traces, tr)
+			r.mu.Unlock()
+		}})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.c = c
+	r.done = make(chan error, 1)
+	go func() { r.done <- c.Run(r.ctx) }()
+	select {
+	case <-c.Ready():
+	case err := <-r.done:
+		r.t.Fatalf("controller stopped: %v", err)
+	}
+	r.t.Cleanup(r.stop)
+}
+
+func (r *rig) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+	r.st.Close()
+	r.cancel = nil
+}
+
+// restart stops the controller and starts a new one on the same database,
+// as after a power cut (the fake cabinet keeps its physical state).
+func (r *rig) restart() {
+	r.stop()
+	r.start()
+}
+
+func (r *rig) event(ev hal.Event) {
+	r.t.Helper()
+	select {
+	case r.cab.events <- ev:
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("controller does not take events")
+	}
+	// The loop took the event; wait until it has handled it.
+	if err := r.c.do(r.ctx, func() {}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) keys(s string) {
+	for i := 0; i < len(s); i++ {
+		r.event(hal.Event{Kind: hal.KeyPressed, Key: s[i]})
+	}
+}
+
+func (r *rig) door(n int, open bool) {
+	r.cab.mu.Lock()
+	r.cab.door[n] = open
+	r.cab.mu.Unlock()
+	r.event(hal.Event{Kind: hal.DoorChanged, Compartment: n, On: open})
+}
+
+func (r *rig) parcel(n int, present bool) {
+	r.cab.mu.Lock()
+	r.cab.parcel[n] = present
+	r.cab.mu.Unlock()
+	r.event(hal.Event{Kind: hal.ParcelChanged, Compartment: n, On: present})
+}
+
+func (r *rig) tick() {
+	if err := r.c.do(r.ctx, func() { r.c.housekeeping(r.ctx) }); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// types returns the trace types recorded since the last call.
+func (r *rig) types() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, tr := range r.traces {
+		out = append(out, tr.Type)
+	}
+	r.traces = nil
+	return out
+}
+
+func (r *rig) expectTypes(want ...string) {
+	r.t.Helper()
+	got := r.types()
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		r.t.Fatalf("traces = %v, want %v", got, want)
+	}
+}
+
+func (r *rig) state(n int) string {
+	r.t.Helper()
+	rep, err := r.c.Compartments(r.ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return rep.Compartments[n-1].State
+}
+
+func (r *rig) apply(body *GrantsBody) GrantsAck {
+	r.t.Helper()
+	ack, err := r.c.ApplyGrants(r.ctx, body)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return ack
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func hash(code string) string { return CodeHash(lockerID, code) }
+
+func body(ops ...GrantOp) *GrantsBody {
+	return &GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour), Ops: ops}
+}
+
+func depositOp(id string, version int64, code, size string, compartment int) GrantOp {
+	return GrantOp{Op: "put", GrantID: id, Version: version, Action: "deposit", Size: size, Compartment: compartment,
+		ParcelID: "JT" + id, Holder: "13488888888", CodeHash: hash(code), ValidUntil: ptr(t0.Add(24 * time.Hour)),
+		Pickup: &PickupSpec{GrantID: id + "-p", Holder: "13499996666", CodeHash: hash(code + "9"),
+			ValidUntil: ptr(t0.Add(72 * time.Hour))}}
+}
+
+func TestDepositAndPickup(t *testing.T) {
+	r := newRig(t, "S S M L")
+	r.expectTypes("started")
+	ack := r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	if ack.Applied != 1 || ack.Stale != 0 || len(ack.Rejected) != 0 {
+		t.Fatalf("ack = %+v", ack)
+	}
+
+	// The courier's code opens the smallest free compartment that fits: 3 (M).
+	r.keys("123456#")
+	if got := r.cab.Releases(); len(got) != 1 || got[0] != 3 {
+		t.Fatalf("releases = %v, want [3]", got)
+	}
+	if d := r.cab.Display(); d[0] != "Door 03 open" {
+		t.Fatalf("display = %q", d)
+	}
+	r.door(3, true)
+	r.parcel(3, true)
+	r.door(3, false)
+	r.expectTypes("lock_released", "door_opened", "door_closed", "deposited")
+	if s := r.state(3); s != "occupied" {
+		t.Fatalf("state = %s, want occupied", s)
+	}
+	// The deposit code is used up.
+	r.keys("123456#")
+	if n := len(r.cab.Releases()); n != 1 {
+		t.Fatalf("used-up deposit code opened a door: %v", r.cab.Releases())
+	}
+	r.expectTypes("grant_rejected")
+
+	// The recipient's code (the nested pickup grant) opens compartment 3.
+	r.keys("1234569#")
+	if got := r.cab.Releases(); len(got) != 2 || got[1] != 3 {
+		t.Fatalf("releases = %v", got)
+	}
+	r.door(3, true)
+	r.parcel(3, false)
+	r.door(3, false)
+	r.mu.Lock()
+	picked := r.traces[len(r.traces)-1]
+	r.mu.Unlock()
+	r.expectTypes("lock_released", "door_opened", "door_closed", "picked_up")
+	if picked.Actor != "134****6666" || picked.ParcelID != "JTg-1" || picked.GrantID != "g-1-p" {
+		t.Fatalf("picked_up = %+v", picked)
+	}
+	if s := r.state(3); s != "free" {
+		t.Fatalf("state = %s, want free", s)
+	}
+
+	// Every event is in the outbox, seq gapless from 1, ids as the protocol says.
+	evs, err := r.c.PendingEvents(r.ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range evs {
+		var tr Trace
+		if err := json.Unmarshal(e.Payload, &tr); err != nil {
+			t.Fatal(err)
+		}
+		if tr.Seq != int64(i+1) || e.Seq != tr.Seq || tr.EventID != fmt.Sprintf("%s-%d", lockerID, i+1) {
+			t.Fatalf("event %d: seq %d id %s", i, tr.Seq, tr.EventID)
+		}
+		if strings.Contains(string(e.Payload), "88888888") || strings.Contains(string(e.Payload), "99996666") {
+			t.Fatalf("a phone number leaked: %s", e.Payload)
+		}
+	}
+	if len(evs) != 10 {
+		t.Fatalf("outbox has %d events, want 10", len(evs))
+	}
+	st, err := r.c.Status(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastSeq != 10 || st.Outbox != 10 || st.Compartments.Total != 4 || st.Compartments.Free != 4 {
+		t.Fatalf("status = %+v", st)
+	}
+	if err := r.c.AckEvent(r.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := r.c.PendingEvents(r.ctx, 0, 1); evs[0].Seq != 2 {
+		t.Fatalf("after ack of 1 the first pending is %d", evs[0].Seq)
+	}
+}
+
+func TestDepositCancelledAndPickupIncomplete(t *testing.T) {
+	r := newRig(t, "M M")
+	r.apply(body(depositOp("g-1", 1, "111111", "M", 0)))
+	r.types()
+	r.keys("111111#")
+	r.door(1, true)
+	r.door(1, false) // nothing put in
+	r.expectTypes("lock_released", "door_opened", "door_closed", "deposit_cancelled")
+	if s := r.state(1); s != "free" {
+		t.Fatalf("state = %s", s)
+	}
+	// Nothing was used up: the same code works again.
+	r.keys("111111#")
+	r.door(1, true)
+	r.parcel(1, true)
+	r.door(1, false)
+	r.expectTypes("lock_released", "door_opened", "door_closed", "deposited")
+
+	// A pickup with 2 uses: closed with the parcel inside → incomplete, still usable.
+	r.apply(body(GrantOp{Op: "put", GrantID: "g-1-p", Version: 2, Action: "pickup", Compartment: 1, ParcelID: "JTg-1",
+		Holder: "13499996666", CodeHash: hash("222222"), Uses: ptr(2), ValidUntil: ptr(t0.Add(time.Hour))}))
+	r.keys("222222#")
+	r.door(1, true)
+	r.door(1, false)
+	r.expectTypes("lock_released", "door_opened", "door_closed", "pickup_incomplete")
+	if s := r.state(1); s != "occupied" {
+		t.Fatalf("state = %s", s)
+	}
+	r.keys("222222#")
+	r.door(1, true)
+	r.parcel(1, false)
+	r.door(1, false)
+	r.expectTypes("lock_released", "door_opened", "door_closed", "picked_up")
+}
+
+func TestReservedCompartment(t *testing.T) {
+	r := newRig(t, "M M")
+	r.apply(body(depositOp("res", 1, "333333", "", 1), depositOp("bysize", 1, "444444", "M", 0)))
+	if s := r.state(1); s != "reserved" {
+		t.Fatalf("state = %s, want reserved", s)
+	}
+	// A size-based deposit does not take the reserved compartment.
+	r.keys("444444#")
+	if got := r.cab.Releases(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("releases = %v, want [2]", got)
+	}
+	r.door(2, true)
+	r.parcel(2, true)
+	r.door(2, false)
+	r.apply(body(depositOp("bysize2", 1, "555555", "M", 0)))
+	r.types()
+	r.keys("555555#")
+	if n := len(r.cab.Releases()); n != 1 {
+		t.Fatalf("a size-based deposit opened the reserved compartment")
+	}
+	r.expectTypes("grant_rejected")
+	if d := r.cab.Display(); d[0] != "No free door" {
+		t.Fatalf("display = %q", d)
+	}
+	// The holder of the reservation gets it.
+	r.keys("333333#")
+	if got := r.cab.Releases(); got[len(got)-1] != 1 {
+		t.Fatalf("releases = %v", got)
+	}
+}
+
+func TestTransferStopsOldCode(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("res", 1, "333333", "", 1)))
+	moved := depositOp("res", 2, "777777", "", 1)
+	moved.Holder = "13500001111"
+	r.apply(body(moved))
+	r.types()
+	r.keys("333333#")
+	if n := len(r.cab.Releases()); n != 0 {
+		t.Fatal("the old code still opens")
+	}
+	r.expectTypes() // a wrong code: no trace, counted
+	r.keys("777777#")
+	if n := len(r.cab.Releases()); n != 1 {
+		t.Fatal("the new code does not open")
+	}
+}
+
+func TestGrantVersionsAndSnapshot(t *testing.T) {
+	r := newRig(t, "S M")
+	b := body(depositOp("g-1", 3, "123456", "S", 0))
+	if ack := r.apply(b); ack.Applied != 1 {
+		t.Fatalf("ack = %+v", ack)
+	}
+	// The same envelope again changes nothing.
+	if ack := r.apply(b); ack.Applied != 0 || ack.Stale != 1 {
+		t.Fatalf("replay ack = %+v", ack)
+	}
+	// Revoke at 4, then a replayed put at 3 (stale) and even at 4 (stale) cannot bring it back.
+	if ack := r.apply(body(GrantOp{Op: "revoke", GrantID: "g-1", Version: 4})); ack.Applied != 1 {
+		t.Fatalf("revoke ack = %+v", ack)
+	}
+	if ack := r.apply(body(depositOp("g-1", 4, "123456", "S", 0))); ack.Stale != 1 {
+		t.Fatalf("put after revoke ack = %+v", ack)
+	}
+	r.types()
+	r.keys("123456#")
+	if len(r.cab.Releases()) != 0 {
+		t.Fatal("revoked grant opened a door")
+	}
+	// Code hashes are unique among grants in force.
+	ack := r.apply(body(depositOp("g-2", 1, "888888", "S", 0), depositOp("g-3", 1, "888888", "S", 0)))
+	if ack.Applied != 1 || len(ack.Rejected) != 1 || ack.Rejected[0].GrantID != "g-3" ||
+		ack.Rejected[0].Error != "code_hash in use by another grant" {
+		t.Fatalf("ack = %+v", ack)
+	}
+	// Bad ops are rejected one by one.
+	bad := []GrantOp{
+		{Op: "put", GrantID: "x1", Version: 1, Action: "deposit", CodeHash: hash("101010"), ValidUntil: ptr(t0.Add(time.Hour))},
+		{Op: "put", GrantID: "x2", Version: 1, Action: "pickup", Compartment: 1, ParcelID: "P", CodeHash: "ABC", ValidUntil: ptr(t0.Add(time.Hour))},
+		{Op: "put", GrantID: "x3", Version: 1, Action: "teleport", CodeHash: hash("202020")},
+		{Op: "put", GrantID: "x4", Version: 1, Action: "reclaim", Compartment: 9, CodeHash: hash("303030"), ValidUntil: ptr(t0.Add(time.Hour))},
+		{Op: "put", GrantID: "", Version: 1},
+		{Op: "frobnicate", GrantID: "x5", Version: 1},
+	}
+	ack = r.apply(body(bad...))
+	if ack.Applied != 0 || len(ack.Rejected) != len(bad) {
+		t.Fatalf("ack = %+v", ack)
+	}
+	// A snapshot revokes every grant it does not name.
+	snap := body(depositOp("g-9", 1, "999999", "M", 0))
+	snap.Snapshot = true
+	r.apply(snap)
+	r.keys("888888#")
+	if len(r.cab.Releases()) != 0 {
+		t.Fatal("a grant left out of a snapshot still opens")
+	}
+	r.keys("999999#")
+	if len(r.cab.Releases()) != 1 {
+		t.Fatal("the snapshot's grant does not open")
+	}
+}
+
+func TestLockoutDoublesAndSurvivesRestart(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.types()
+	for i := 0; i < 5; i++ {
+		r.keys("000000#")
+	}
+	r.expectTypes("keypad_lockout")
+	if d := r.cab.Display(); d[0] != "Keypad locked" || d[1] != "Wait 1m 00s" {
+		t.Fatalf("display = %q", d)
+	}
+	// While locked, even the right code does nothing.
+	r.keys("123456#")
+	if len(r.cab.Releases()) != 0 {
+		t.Fatal("a locked keypad opened a door")
+	}
+	r.restart()
+	r.types()
+	r.keys("123456#")
+	if len(r.cab.Releases()) != 0 {
+		t.Fatal("the lockout did not survive a restart")
+	}
+	r.clock.Advance(61 * time.Second)
+	for i := 0; i < 5; i++ {
+		r.keys("000000#")
+	}
+	r.expectTypes("keypad_lockout")
+	if d := r.cab.Display(); d[1] != "Wait 2m 00s" {
+		t.Fatalf("second lockout: display = %q, want a 2 min wait", d)
+	}
+	r.clock.Advance(121 * time.Second)
+	r.keys("123456#")
+	if len(r.cab.Releases()) != 1 {
+		t.Fatal("the right code does not open after the lockout")
+	}
+}
+
+func TestCommands(t *testing.T) {
+	r := newRig(t, "M M")
+	r.types()
+	do := func(id, action string, n int) CommandResult {
+		res, err := r.c.Execute(r.ctx, &Command{Kind: "command", LockerID: lockerID, CommandID: id, Action: action, Compartment: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := do("c-1", "disable", 1); !res.OK {
+		t.Fatalf("disable: %+v", res)
+	}
+	if s := r.state(1); s != "disabled" {
+		t.Fatalf("state = %s", s)
+	}
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	if got := r.cab.Releases(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("deposit went to %v, want [2] (1 is disabled)", got)
+	}
+	if res := do("c-1", "enable", 1); res.OK || res.Error != "duplicate" {
+		t.Fatalf("repeated command id: %+v", res)
+	}
+	if res := do("c-2", "open", 1); !res.OK {
+		t.Fatalf("open: %+v", res)
+	}
+	if got := r.cab.Releases(); got[len(got)-1] != 1 {
+		t.Fatalf("releases = %v", got)
+	}
+	if res := do("c-3", "open", 7); res.OK {
+		t.Fatal("opened a compartment that does not exist")
+	}
+	r.restart()
+	if res := do("c-2", "open", 1); res.OK || res.Error != "duplicate" {
+		t.Fatalf("command id forgotten after restart: %+v", res)
+	}
+}
+
+func TestExpiryAndReclaim(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	r.door(1, true)
+	r.parcel(1, true)
+	r.door(1, false)
+	r.types()
+	r.clock.Advance(73 * time.Hour)
+	r.tick()
+	r.tick()
+	r.expectTypes("pickup_expired")
+	if s := r.state(1); s != "expired" {
+		t.Fatalf("state = %s", s)
+	}
+	r.keys("1234569#")
+	if len(r.cab.Releases()) != 1 {
+		t.Fatal("an expired pickup code opened the door")
+	}
+	r.types()
+	now := r.clock.Now()
+	r.apply(&GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: []GrantOp{
+		{Op: "put", GrantID: "rc-1", Version: 1, Action: "reclaim", Compartment: 1, Holder: "13400000000",
+			CodeHash: hash("654321"), ValidUntil: ptr(now.Add(time.Hour))}}})
+	r.keys("654321#")
+	r.door(1, true)
+	r.parcel(1, false)
+	r.door(1, false)
+	r.expectTypes("lock_released", "door_opened", "door_closed", "reclaimed")
+	if s := r.state(1); s != "free" {
+		t.Fatalf("state = %s", s)
+	}
+}
+
+func TestForcedDoorAndLockFault(t *testing.T) {
+	r := newRig(t, "M M")
+	r.types()
+	r.door(2, true)
+	r.expectTypes("door_opened", "door_forced")
+	r.door(2, false)
+	r.expectTypes("door_closed")
+
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	r.types()
+	r.clock.Advance(10 * time.Second) // the door never opens
+	r.tick()
+	r.expectTypes("lock_fault")
+	if s := r.state(1); s != "fault" {
+		t.Fatalf("state = %s, want fault", s)
+	}
+}
+
+func TestRejectEnvelopeRateLimit(t *testing.T) {
+	r := newRig(t, "M")
+	r.types()
+	for i := 0; i < 5; i++ {
+		if err := r.c.RejectEnvelope(r.ctx, "bad signature"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.expectTypes("envelope_rejected")
+	r.clock.Advance(11 * time.Second)
+	if err := r.c.RejectEnvelope(r.ctx, "unknown key_id"); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	last := r.traces[len(r.traces)-1]
+	r.mu.Unlock()
+	if last.Suppressed != 4 || last.Reason != "unknown key_id" {
+		t.Fatalf("second envelope_rejected = %+v, want 4 suppressed", last)
+	}
+}
+
+func TestBootReconcilesWithSensors(t *testing.T) {
+	r := newRig(t, "M M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	r.door(1, true)
+	r.parcel(1, true)
+	r.types()
+	// Power cut while the door is open; the courier closes it meanwhile, and
+	// someone opens door 2 by force.
+	r.stop()
+	r.cab.door[1] = false
+	r.cab.door[2] = true
+	r.start()
+	got := r.types()
+	want := "door_closed deposited door_opened started"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("boot traces = %v, want %s", got, want)
+	}
+	if s := r.state(1); s != "occupied" {
+		t.Fatalf("state = %s", s)
+	}
+	if n := len(r.cab.Releases()); n != 1 {
+		t.Fatalf("boot opened a door: %v", r.cab.Releases())
+	}
+}
+
+func TestMaskHolder(t *testing.T) {
+	for in, want := range map[string]string{
+		"13488888888": "134****8888", "+8613488888888": "+86*******8888", "1234567": "*******", "": "",
+	} {
+		if got := MaskHolder(in); got != want {
+			t.Errorf("MaskHolder(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

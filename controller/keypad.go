@@ -1,0 +1,360 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openlocker/locker/controller/store"
+)
+
+// Why a code that matched a grant cannot be used now. The text goes into
+// grant_rejected traces.
+var (
+	errNotYet   = errors.New("grant not yet valid")
+	errEnded    = errors.New("grant expired")
+	errUsedUp   = errors.New("grant used up")
+	errNoFree   = errors.New("no free compartment of that size")
+	errNotReady = errors.New("compartment not ready")
+	errNoParcel = errors.New("parcel not in its compartment")
+	errInUse    = errors.New("grant already has a door open")
+)
+
+// key handles one key press. The typed code lives only in c.entry, is
+// hashed on '#', and is wiped right after; it is never logged.
+func (c *Controller) key(ctx context.Context, k byte) {
+	now := c.clock.Now()
+	if now.Before(c.lockedTill) {
+		c.clearEntry()
+		c.showLocked()
+		return
+	}
+	switch {
+	case k >= '0' && k <= '9':
+		if len(c.entry) >= c.opts.MaxCodeLen {
+			return
+		}
+		c.entry = append(c.entry, k)
+		c.entryAt = now
+		c.msgUntil = time.Time{}
+		if c.service != nil {
+			c.show(c.text(msgServiceMenu, string(c.entry)))
+		} else {
+			c.show(c.text(msgCode, strings.Repeat("*", len(c.entry))))
+		}
+	case k == '*':
+		c.clearEntry()
+		c.service = nil
+		c.msgUntil = time.Time{}
+		c.showIdle()
+	case k == '#':
+		if c.service != nil {
+			c.serviceOpen(ctx)
+			return
+		}
+		if len(c.entry) == 0 {
+			return
+		}
+		code := string(c.entry)
+		c.clearEntry()
+		if len(code) < c.opts.MinCodeLen {
+			c.wrongCode(ctx)
+			return
+		}
+		c.tryCode(ctx, CodeHash(c.opts.LockerID, code))
+	default:
+		// A-D are reserved for the service menu's later pages.
+	}
+}
+
+// clearEntry wipes the typed digits.
+func (c *Controller) clearEntry() {
+	for i := range c.entry {
+		c.entry[i] = 0
+	}
+	c.entry = c.entry[:0]
+}
+
+// tryCode looks up the grant for a typed code and acts on it.
+func (c *Controller) tryCode(ctx context.Context, hash string) {
+	now := c.clock.Now()
+	var grants []store.Grant
+	err := c.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		grants, err = tx.GrantsByCode(hash)
+		return err
+	})
+	if err != nil {
+		c.log.Error("grant lookup", "err", err)
+		c.message(msgStorage, "")
+		return
+	}
+	if len(grants) == 0 {
+		c.wrongCode(ctx)
+		return
+	}
+	c.resetFailures(ctx)
+	var why error
+	for _, g := range grants {
+		if err := usable(g, now); err != nil {
+			why = err
+			continue
+		}
+		why = c.use(ctx, g)
+		if why == nil {
+			return
+		}
+	}
+	// A known code that cannot be used now: say why, in a trace and on the
+	// display; it does not count as a guess.
+	err = c.update(ctx, func(tx *store.Tx) error {
+		g := grants[0]
+		return c.record(tx, Trace{Type: "grant_rejected", GrantID: g.ID, Actor: g.Actor, Compartment: g.Compartment,
+			Reason: why.Error(), Content: "Code for grant " + g.ID + " refused: " + why.Error()})
+	})
+	if err != nil {
+		c.log.Error("grant_rejected not recorded", "err", err)
+	}
+	if errors.Is(why, errNoFree) {
+		c.message(msgNoFree, "")
+	} else {
+		c.message(msgNotValid, "")
+	}
+}
+
+// usable says whether grant g may be used at now.
+func usable(g store.Grant, now time.Time) error {
+	switch {
+	case g.Revoked:
+		return errEnded
+	case now.Before(g.ValidFrom):
+		return errNotYet
+	case !g.ValidUntil.IsZero() && !now.Before(g.ValidUntil):
+		return errEnded
+	case g.UsesLeft == 0:
+		return errUsedUp
+	}
+	return nil
+}
+
+var sizeRank = map[string]int{"S": 1, "M": 2, "L": 3, "XL": 4}
+
+// use acts on a usable grant: picks the compartment and releases its lock.
+func (c *Controller) use(ctx context.Context, g store.Grant) error {
+	var target int
+	var parcel string
+	err := c.st.View(ctx, func(tx *store.Tx) error {
+		switch g.Action {
+		case "deposit":
+			all, err := tx.Compartments()
+			if err != nil {
+				return err
+			}
+			for _, sc := range all {
+				if sc.Session.Active() && sc.Session.GrantID == g.ID {
+					return errInUse // one use, one open door
+				}
+			}
+			if g.Compartment != 0 {
+				sc, err := tx.Compartment(g.Compartment)
+				if err != nil {
+					return errNotReady
+				}
+				if sc.Disabled || sc.Session.Active() || (sc.State != "free" && sc.State != "reserved") {
+					return errNotReady
+				}
+				target = sc.Number
+			} else {
+				// The smallest free compartment that fits; the lowest number among equals.
+				for _, sc := range all {
+					if sc.State != "free" || sc.Disabled || sc.Session.Active() || sc.DoorOpen ||
+						sizeRank[sc.Size] < sizeRank[g.Size] {
+						continue
+					}
+					if target == 0 || sizeRank[sc.Size] < sizeRank[c.hw[target].Size] {
+						target = sc.Number
+					}
+				}
+				if target == 0 {
+					return errNoFree
+				}
+			}
+			parcel = g.ParcelID
+		case "pickup", "reclaim":
+			sc, err := tx.Compartment(g.Compartment)
+			if err != nil {
+				return errNoParcel
+			}
+			if sc.Session.Active() || (sc.State != "occupied" && sc.State != "expired") ||
+				(g.ParcelID != "" && sc.ParcelID != g.ParcelID) {
+				return errNoParcel
+			}
+			if sc.Disabled {
+				return errNotReady
+			}
+			target, parcel = sc.Number, sc.ParcelID
+		case "service":
+			if g.Compartment == 0 {
+				return nil
+			}
+			target = g.Compartment
+		default:
+			return fmt.Errorf("unknown action %q", g.Action)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if g.Action == "service" && target == 0 {
+		c.service = &serviceMode{grantID: g.ID, actor: g.Actor}
+		c.show(c.text(msgServiceMenu, ""))
+		c.entryAt = c.clock.Now()
+		return nil
+	}
+	s := store.Session{GrantID: g.ID, Action: g.Action, Actor: g.Actor, Parcel: parcel}
+	takeUse := g.Action == "pickup" || g.Action == "reclaim" || g.Action == "service"
+	if err := c.release(ctx, target, s, takeUse); err != nil {
+		c.log.Error("release not recorded: door stays shut", "compartment", target, "err", err)
+		c.message(msgStorage, "")
+		return nil
+	}
+	msg := msgServiceOpen
+	switch g.Action {
+	case "deposit":
+		msg = msgDepositOpen
+	case "pickup", "reclaim":
+		msg = msgPickupOpen
+	}
+	c.message(msg, two(target))
+	return nil
+}
+
+// serviceOpen opens the compartment typed in the service menu.
+func (c *Controller) serviceOpen(ctx context.Context) {
+	n, err := strconv.Atoi(string(c.entry))
+	c.clearEntry()
+	if _, wired := c.hw[n]; err != nil || !wired {
+		c.message(msgNoSuchDoor, "")
+		c.show(c.text(msgServiceMenu, ""))
+		return
+	}
+	sm := c.service
+	s := store.Session{GrantID: sm.grantID, Action: "service", Actor: sm.actor}
+	if err := c.release(ctx, n, s, false); err != nil {
+		c.log.Error("service release not recorded: door stays shut", "compartment", n, "err", err)
+		c.message(msgStorage, "")
+		return
+	}
+	c.message(msgServiceOpen, two(n))
+}
+
+// wrongCode counts a wrong code and locks the keypad after LockoutAfter in
+// a row, for LockoutBase doubled with each further lockout, up to LockoutMax.
+func (c *Controller) wrongCode(ctx context.Context) {
+	now := c.clock.Now()
+	c.failures++
+	locked := false
+	if c.failures >= c.opts.LockoutAfter {
+		c.failures = 0
+		c.lockouts++
+		wait := c.opts.LockoutBase
+		for i := 1; i < c.lockouts && wait < c.opts.LockoutMax; i++ {
+			wait *= 2
+		}
+		if wait > c.opts.LockoutMax {
+			wait = c.opts.LockoutMax
+		}
+		c.lockedTill = now.Add(wait)
+		locked = true
+	}
+	err := c.update(ctx, func(tx *store.Tx) error {
+		if err := c.saveKeypadState(tx); err != nil {
+			return err
+		}
+		if !locked {
+			return nil
+		}
+		return c.record(tx, Trace{Type: "keypad_lockout",
+			Content: fmt.Sprintf("Keypad locked for %s after %d wrong codes (lockout %d)",
+				c.lockedTill.Sub(now).Round(time.Second), c.opts.LockoutAfter, c.lockouts)})
+	})
+	if err != nil {
+		c.log.Error("keypad state not recorded", "err", err)
+	}
+	if locked {
+		c.showLocked()
+		return
+	}
+	c.message(msgWrong, "")
+}
+
+// resetFailures ends a run of wrong codes: a known code was typed.
+func (c *Controller) resetFailures(ctx context.Context) {
+	if c.failures == 0 && c.lockouts == 0 {
+		return
+	}
+	c.failures, c.lockouts = 0, 0
+	if err := c.update(ctx, c.saveKeypadState); err != nil {
+		c.log.Error("keypad state not recorded", "err", err)
+	}
+}
+
+func (c *Controller) saveKeypadState(tx *store.Tx) error {
+	if err := tx.SetSetting("keypad.failures", strconv.Itoa(c.failures)); err != nil {
+		return err
+	}
+	if err := tx.SetSetting("keypad.lockouts", strconv.Itoa(c.lockouts)); err != nil {
+		return err
+	}
+	return tx.SetSetting("keypad.locked_until", c.lockedTill.UTC().Format(time.RFC3339Nano))
+}
+
+// show writes two lines to the display, skipping a rewrite of the same text.
+func (c *Controller) show(l1, l2 string) {
+	if c.display == [2]string{l1, l2} {
+		return
+	}
+	c.display = [2]string{l1, l2}
+	if err := c.cab.Show(l1, l2); err != nil {
+		c.log.Warn("display", "err", err)
+	}
+}
+
+// message shows a result for MessageTime, then the idle prompt returns.
+func (c *Controller) message(id msgID, arg string) {
+	c.show(c.text(id, arg))
+	c.msgUntil = c.clock.Now().Add(c.opts.MessageTime)
+}
+
+func (c *Controller) showIdle() {
+	if c.clock.Now().Before(c.lockedTill) {
+		c.showLocked()
+		return
+	}
+	c.show(c.text(msgIdle, ""))
+}
+
+func (c *Controller) showLocked() {
+	left := c.lockedTill.Sub(c.clock.Now()).Round(time.Second)
+	if left < time.Second {
+		left = time.Second
+	}
+	c.show(c.text(msgLocked, waitText(left)))
+}
+
+// waitText is a short remaining time: "1m 30s", "45s", "2h 0m".
+func waitText(d time.Duration) string {
+	d = d.Round(time.Second)
+	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	switch {
+	case h > 0:
+		return fmt.Sprintf("%dh %dm", h, m)
+	case m > 0:
+		return fmt.Sprintf("%dm %02ds", m, s)
+	}
+	return fmt.Sprintf("%ds", s)
+}

@@ -1,0 +1,143 @@
+package store
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Grant is a stored grant, or the tombstone of a revoked one.
+type Grant struct {
+	ID          string
+	Version     int64
+	Revoked     bool
+	Action      string
+	Compartment int
+	Size        string
+	ParcelID    string
+	Actor       string // masked holder
+	CodeHash    string
+	ValidFrom   time.Time
+	ValidUntil  time.Time // zero: no end
+	UsesLeft    int       // -1: unlimited
+	Pickup      string    // JSON of the nested pickup grant
+	ExpiredSent bool
+}
+
+const grantCols = `grant_id, version, revoked, action, compartment, size, parcel_id, actor, code_hash,
+	valid_from, valid_until, uses_left, pickup, expired_sent`
+
+func scanGrant(sc interface{ Scan(...any) error }) (Grant, error) {
+	var g Grant
+	var from, until string
+	err := sc.Scan(&g.ID, &g.Version, &g.Revoked, &g.Action, &g.Compartment, &g.Size, &g.ParcelID, &g.Actor,
+		&g.CodeHash, &from, &until, &g.UsesLeft, &g.Pickup, &g.ExpiredSent)
+	g.ValidFrom, g.ValidUntil = parseTime(from), parseTime(until)
+	return g, err
+}
+
+func (t *Tx) queryGrants(where string, args ...any) ([]Grant, error) {
+	rows, err := t.tx.QueryContext(t.ctx, "SELECT "+grantCols+" FROM grants WHERE "+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Grant
+	for rows.Next() {
+		g, err := scanGrant(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+// Grant reads a grant or tombstone by id.
+func (t *Tx) Grant(id string) (Grant, error) {
+	row := t.tx.QueryRowContext(t.ctx, "SELECT "+grantCols+" FROM grants WHERE grant_id = ?", id)
+	g, err := scanGrant(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return g, fmt.Errorf("grant %q: %w", id, ErrNotFound)
+	}
+	return g, err
+}
+
+// GrantsByCode returns the live (not revoked) grants with this code hash.
+func (t *Tx) GrantsByCode(codeHash string) ([]Grant, error) {
+	return t.queryGrants("code_hash = ? AND revoked = 0 AND code_hash <> ''", codeHash)
+}
+
+// GrantsForCompartment returns the live grants that name compartment n.
+func (t *Tx) GrantsForCompartment(n int) ([]Grant, error) {
+	return t.queryGrants("compartment = ? AND revoked = 0 AND compartment <> 0", n)
+}
+
+// PickupsDue returns live pickup grants whose validity ended before now and
+// for which pickup_expired was not yet sent.
+func (t *Tx) PickupsDue(now time.Time) ([]Grant, error) {
+	return t.queryGrants("revoked = 0 AND action = 'pickup' AND expired_sent = 0 AND valid_until <> '' AND valid_until < ?",
+		timeText(now))
+}
+
+// LiveGrantIDs returns the ids of every grant that is not a tombstone.
+func (t *Tx) LiveGrantIDs() ([]string, error) {
+	rows, err := t.tx.QueryContext(t.ctx, "SELECT grant_id FROM grants WHERE revoked = 0")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
+// PutGrant inserts or replaces g.
+func (t *Tx) PutGrant(g Grant) error {
+	_, err := t.exec(`INSERT OR REPLACE INTO grants(`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		g.ID, g.Version, g.Revoked, g.Action, g.Compartment, g.Size, g.ParcelID, g.Actor, g.CodeHash,
+		timeText(g.ValidFrom), timeText(g.ValidUntil), g.UsesLeft, g.Pickup, g.ExpiredSent)
+	return err
+}
+
+// Tombstone marks grant id revoked at version, clearing everything but the
+// version so that an older put cannot bring it back.
+func (t *Tx) Tombstone(id string, version int64) error {
+	return t.PutGrant(Grant{ID: id, Version: version, Revoked: true})
+}
+
+// GrantCount counts live grants and tombstones.
+func (t *Tx) GrantCount() (live, tombstones int, err error) {
+	err = t.tx.QueryRowContext(t.ctx,
+		"SELECT COALESCE(SUM(revoked = 0), 0), COALESCE(SUM(revoked = 1), 0) FROM grants").Scan(&live, &tombstones)
+	return live, tombstones, err
+}
+
+// ReservedCompartments returns the compartments named by a deposit grant
+// that is in force at now (live, started, not ended, uses left).
+func (t *Tx) ReservedCompartments(now time.Time) (map[int]bool, error) {
+	ts := timeText(now)
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT compartment FROM grants
+		WHERE revoked = 0 AND compartment <> 0 AND action = 'deposit' AND uses_left <> 0
+		AND valid_from <= ? AND (valid_until = '' OR valid_until > ?)`, ts, ts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int]bool{}
+	for rows.Next() {
+		var n int
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out[n] = true
+	}
+	return out, rows.Err()
+}

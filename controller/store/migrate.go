@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"fmt"
+)
+
+// migrations are applied in order, each in its own transaction; the number
+// of applied migrations is kept in PRAGMA user_version. Never edit a
+// migration that has shipped: append a new one.
+var migrations = []string{
+	// 1: the first schema.
+	`
+CREATE TABLE compartments (
+	number         INTEGER PRIMARY KEY,
+	size           TEXT NOT NULL,
+	state          TEXT NOT NULL DEFAULT 'free', -- free, reserved, occupied, expired, fault
+	disabled       INTEGER NOT NULL DEFAULT 0,
+	door_open      INTEGER NOT NULL DEFAULT 0,   -- last debounced reading
+	parcel_present INTEGER NOT NULL DEFAULT 0,   -- last debounced reading (0 without a sensor)
+	parcel_id      TEXT NOT NULL DEFAULT '',
+	session_grant  TEXT NOT NULL DEFAULT '',     -- grant (or command) whose release opened the door
+	session_action TEXT NOT NULL DEFAULT '',     -- deposit, pickup, reclaim, service, command
+	session_actor  TEXT NOT NULL DEFAULT '',     -- masked holder
+	session_parcel TEXT NOT NULL DEFAULT '',
+	session_at     TEXT NOT NULL DEFAULT '',     -- when the release intent was recorded
+	session_opened INTEGER NOT NULL DEFAULT 0    -- the door was seen open during the session
+) STRICT;
+
+CREATE TABLE grants (
+	grant_id     TEXT PRIMARY KEY,
+	version      INTEGER NOT NULL,
+	revoked      INTEGER NOT NULL DEFAULT 0,     -- a tombstone: the version stays, the rest is cleared
+	action       TEXT NOT NULL DEFAULT '',
+	compartment  INTEGER NOT NULL DEFAULT 0,
+	size         TEXT NOT NULL DEFAULT '',
+	parcel_id    TEXT NOT NULL DEFAULT '',
+	actor        TEXT NOT NULL DEFAULT '',       -- the masked holder; the full number is never stored
+	code_hash    TEXT NOT NULL DEFAULT '',
+	valid_from   TEXT NOT NULL DEFAULT '',
+	valid_until  TEXT NOT NULL DEFAULT '',
+	uses_left    INTEGER NOT NULL DEFAULT 1,     -- -1: unlimited
+	pickup       TEXT NOT NULL DEFAULT '',       -- JSON of the nested pickup grant (hashes and masked holder only)
+	expired_sent INTEGER NOT NULL DEFAULT 0      -- pickup_expired was emitted
+) STRICT;
+CREATE INDEX grants_code ON grants(code_hash) WHERE revoked = 0 AND code_hash <> '';
+CREATE INDEX grants_compartment ON grants(compartment) WHERE revoked = 0 AND compartment <> 0;
+CREATE INDEX grants_until ON grants(valid_until) WHERE revoked = 0 AND action = 'pickup' AND expired_sent = 0;
+
+CREATE TABLE outbox (
+	seq     INTEGER PRIMARY KEY,
+	payload BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE counters (
+	name  TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+) STRICT;
+INSERT INTO counters(name, value) VALUES ('seq', 0);
+
+CREATE TABLE commands (
+	command_id TEXT PRIMARY KEY,
+	ok         INTEGER NOT NULL,
+	error      TEXT NOT NULL,
+	at         TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE settings (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+) STRICT;
+`,
+}
+
+// SchemaVersion is the number of migrations this build knows.
+func SchemaVersion() int { return len(migrations) }
+
+func (s *Store) migrate(ctx context.Context) error {
+	var v int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this software (%d): refusing to touch it", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		err := s.Update(ctx, func(tx *Tx) error {
+			if _, err := tx.exec(migrations[i]); err != nil {
+				return err
+			}
+			_, err := tx.exec(fmt.Sprintf("PRAGMA user_version = %d", i+1))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}

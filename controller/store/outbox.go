@@ -1,0 +1,107 @@
+package store
+
+import (
+	"database/sql"
+	"errors"
+)
+
+// OutboxEvent is one recorded event waiting for the broker's acknowledgement.
+type OutboxEvent struct {
+	Seq     int64
+	Payload []byte
+}
+
+// AppendEvent records one event in the outbox: it takes the next seq
+// (gapless: seq is only ever taken inside the transaction that records the
+// event, so a rolled-back transaction takes none), builds the payload for
+// it, and stores it. It returns the seq and the payload.
+func (t *Tx) AppendEvent(build func(seq int64) ([]byte, error)) (int64, []byte, error) {
+	var seq int64
+	if err := t.tx.QueryRowContext(t.ctx,
+		"UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value").Scan(&seq); err != nil {
+		return 0, nil, err
+	}
+	payload, err := build(seq)
+	if err != nil {
+		return 0, nil, err
+	}
+	if _, err := t.exec("INSERT INTO outbox(seq, payload) VALUES (?, ?)", seq, payload); err != nil {
+		return 0, nil, err
+	}
+	return seq, payload, nil
+}
+
+// LastSeq is the seq of the last event ever recorded (0 before any).
+func (t *Tx) LastSeq() (int64, error) {
+	var seq int64
+	err := t.tx.QueryRowContext(t.ctx, "SELECT value FROM counters WHERE name = 'seq'").Scan(&seq)
+	return seq, err
+}
+
+// Pending returns up to limit outbox events with seq > after, in seq order.
+func (t *Tx) Pending(after int64, limit int) ([]OutboxEvent, error) {
+	rows, err := t.tx.QueryContext(t.ctx,
+		"SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []OutboxEvent
+	for rows.Next() {
+		var e OutboxEvent
+		if err := rows.Scan(&e.Seq, &e.Payload); err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Ack removes event seq from the outbox (after its PUBACK).
+func (t *Tx) Ack(seq int64) error {
+	_, err := t.exec("DELETE FROM outbox WHERE seq = ?", seq)
+	return err
+}
+
+// OutboxLen counts the events waiting in the outbox.
+func (t *Tx) OutboxLen() (int, error) {
+	var n int
+	err := t.tx.QueryRowContext(t.ctx, "SELECT COUNT(*) FROM outbox").Scan(&n)
+	return n, err
+}
+
+// Setting reads a setting; ok is false when it was never set.
+func (t *Tx) Setting(key string) (value string, ok bool, err error) {
+	err = t.tx.QueryRowContext(t.ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&value)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return value, err == nil, err
+}
+
+// SetSetting writes a setting.
+func (t *Tx) SetSetting(key, value string) error {
+	_, err := t.exec("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", key, value)
+	return err
+}
+
+// CommandResult is the remembered result of an executed command.
+type CommandResult struct {
+	OK    bool
+	Error string
+}
+
+// Command reads the result of command id; ok is false when it never ran.
+func (t *Tx) Command(id string) (res CommandResult, ok bool, err error) {
+	err = t.tx.QueryRowContext(t.ctx, "SELECT ok, error FROM commands WHERE command_id = ?", id).Scan(&res.OK, &res.Error)
+	if errors.Is(err, sql.ErrNoRows) {
+		return res, false, nil
+	}
+	return res, err == nil, err
+}
+
+// PutCommand remembers that command id ran with this result.
+func (t *Tx) PutCommand(id string, res CommandResult, at string) error {
+	_, err := t.exec("INSERT INTO commands(command_id, ok, error, at) VALUES (?, ?, ?, ?)", id, res.OK, res.Error, at)
+	return err
+}

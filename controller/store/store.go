@@ -1,0 +1,165 @@
+// Package store keeps the locker's state in a SQLite file: compartments,
+// grants (with tombstones), executed commands, keypad lockout state and the
+// transactional outbox of trace events.
+//
+// Every change is made inside Update, one IMMEDIATE transaction on a single
+// connection, with synchronous=FULL in WAL mode: when Update returns nil the
+// change and the events it appended are durable, and after a power cut either
+// all of a transaction is in force or none of it.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound: no row with that key.
+	ErrNotFound = errors.New("store: not found")
+	// ErrCorrupt: the database file failed its integrity check.
+	ErrCorrupt = errors.New("store: database is corrupt")
+)
+
+// Store is an open locker database.
+type Store struct {
+	db   *sql.DB
+	path string
+}
+
+// DSN is the connection string for path: WAL, synchronous=FULL (durable on
+// power loss), foreign keys, a busy time-out and IMMEDIATE transactions.
+func DSN(path string) string {
+	u := url.URL{Scheme: "file", Opaque: path}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_txlock", "immediate")
+	return u.String() + "?" + q.Encode()
+}
+
+// Open opens (creating if needed) the database at path, checks it and brings
+// its schema up to date.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("store: data folder: %w", err)
+		}
+	}
+	db, err := sql.Open("sqlite", DSN(path))
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	// One connection: one writer, and reads see every committed write.
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	s := &Store{db: db, path: path}
+	if err := s.check(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// check runs a quick integrity check so that a corrupt file is refused at
+// start-up with a clear message instead of failing later.
+func (s *Store) check(ctx context.Context) error {
+	var res string
+	if err := s.db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
+		return fmt.Errorf("store: %s: %w: %v", s.path, ErrCorrupt, err)
+	}
+	if res != "ok" {
+		return fmt.Errorf("store: %s: %w: %s", s.path, ErrCorrupt, res)
+	}
+	return nil
+}
+
+// IntegrityCheck runs SQLite's full integrity check and returns its verdict
+// ("ok" when the file is sound).
+func (s *Store) IntegrityCheck(ctx context.Context) (string, error) {
+	var res string
+	err := s.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res)
+	return res, err
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Update runs fn in one IMMEDIATE transaction and commits it if fn returns
+// nil. fn must not keep tx after it returns.
+func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	sqlTx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	tx := &Tx{tx: sqlTx, ctx: ctx}
+	if err := fn(tx); err != nil {
+		sqlTx.Rollback()
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// View runs fn in a transaction that is rolled back afterwards: for reads.
+func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
+	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	defer sqlTx.Rollback()
+	return fn(&Tx{tx: sqlTx, ctx: ctx})
+}
+
+// Tx is one transaction.
+type Tx struct {
+	tx  *sql.Tx
+	ctx context.Context
+}
+
+func (t *Tx) exec(q string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(t.ctx, q, args...)
+}
+
+// storedTime is how times are kept: RFC 3339 in UTC with a fixed number of
+// fraction digits, so that comparing the text compares the times.
+const storedTime = "2006-01-02T15:04:05.000000000Z"
+
+// timeText formats t for storage; the zero time is "".
+func timeText(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(storedTime)
+}
+
+func parseTime(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}

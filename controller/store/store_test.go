@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestSeqIsGaplessAcrossRollbacksAndReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "l.db")
+	s := open(t, path)
+	appendOne := func(fail bool) error {
+		return s.Update(ctx, func(tx *Tx) error {
+			if _, _, err := tx.AppendEvent(func(seq int64) ([]byte, error) {
+				return []byte(fmt.Sprintf(`{"seq":%d}`, seq)), nil
+			}); err != nil {
+				return err
+			}
+			if fail {
+				return errors.New("boom")
+			}
+			return nil
+		})
+	}
+	for i := 0; i < 10; i++ {
+		if err := appendOne(i%3 == 1); (err != nil) != (i%3 == 1) {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	s.Close()
+	s = open(t, path)
+	if err := appendOne(false); err != nil {
+		t.Fatal(err)
+	}
+	var evs []OutboxEvent
+	s.View(ctx, func(tx *Tx) error {
+		var err error
+		evs, err = tx.Pending(0, 100)
+		return err
+	})
+	if len(evs) != 8 {
+		t.Fatalf("%d events, want 8", len(evs))
+	}
+	for i, e := range evs {
+		if e.Seq != int64(i+1) || string(e.Payload) != fmt.Sprintf(`{"seq":%d}`, i+1) {
+			t.Fatalf("event %d = %d %s", i, e.Seq, e.Payload)
+		}
+	}
+	// Acknowledged events leave the outbox; the counter never goes back.
+	s.Update(ctx, func(tx *Tx) error { return tx.Ack(8) })
+	s.Update(ctx, func(tx *Tx) error {
+		seq, _, err := tx.AppendEvent(func(int64) ([]byte, error) { return []byte("{}"), nil })
+		if seq != 9 {
+			t.Errorf("seq after ack of the last = %d, want 9", seq)
+		}
+		return err
+	})
+	if v, _ := s.IntegrityCheck(ctx); v != "ok" {
+		t.Fatalf("integrity_check = %s", v)
+	}
+}
+
+func TestGrantRoundTripAndTombstone(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "l.db"))
+	until := time.Date(2026, 11, 23, 10, 0, 0, 123, time.UTC)
+	g := Grant{ID: "g-1", Version: 2, Action: "pickup", Compartment: 3, ParcelID: "P1", Actor: "134****8888",
+		CodeHash: strings.Repeat("a", 64), ValidFrom: until.Add(-time.Hour), ValidUntil: until, UsesLeft: 1}
+	err := s.Update(ctx, func(tx *Tx) error { return tx.PutGrant(g) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.View(ctx, func(tx *Tx) error {
+		got, err := tx.Grant("g-1")
+		if err != nil || got != g {
+			t.Fatalf("read back %+v, %v; want %+v", got, err, g)
+		}
+		byCode, _ := tx.GrantsByCode(g.CodeHash)
+		if len(byCode) != 1 {
+			t.Fatalf("by code: %d", len(byCode))
+		}
+		due, _ := tx.PickupsDue(until.Add(time.Nanosecond))
+		if len(due) != 1 {
+			t.Fatalf("due: %d", len(due))
+		}
+		return nil
+	})
+	s.Update(ctx, func(tx *Tx) error { return tx.Tombstone("g-1", 5) })
+	s.View(ctx, func(tx *Tx) error {
+		got, _ := tx.Grant("g-1")
+		if !got.Revoked || got.Version != 5 || got.CodeHash != "" {
+			t.Fatalf("tombstone = %+v", got)
+		}
+		if byCode, _ := tx.GrantsByCode(g.CodeHash); len(byCode) != 0 {
+			t.Fatal("a tombstone still matches its code")
+		}
+		return nil
+	})
+}
+
+func TestRefusesCorruptAndNewerDatabases(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.db")
+	os.WriteFile(junk, []byte(strings.Repeat("not a database ", 500)), 0o600)
+	if _, err := Open(context.Background(), junk); err == nil || !strings.Contains(err.Error(), junk) {
+		t.Fatalf("corrupt file: err = %v, want an error naming the file", err)
+	}
+	newer := filepath.Join(dir, "newer.db")
+	s := open(t, newer)
+	s.db.Exec("PRAGMA user_version = 99")
+	s.Close()
+	if _, err := Open(context.Background(), newer); err == nil || !strings.Contains(err.Error(), "newer than this software") {
+		t.Fatalf("newer schema: err = %v", err)
+	}
+}

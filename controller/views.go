@@ -1,0 +1,98 @@
+package controller
+
+import (
+	"context"
+
+	"github.com/openlocker/locker/controller/store"
+)
+
+// PublicState is the state of a compartment as PROTOCOL.md names it.
+func PublicState(sc store.Compartment) string {
+	if sc.Disabled {
+		return "disabled"
+	}
+	return sc.State
+}
+
+func doorText(open bool) string {
+	if open {
+		return "open"
+	}
+	return "closed"
+}
+
+// Status is the locker status (State is left for the link to fill in).
+func (c *Controller) Status(ctx context.Context) (Status, error) {
+	st := Status{LockerID: c.opts.LockerID, Software: c.opts.Software, Time: FormatTime(c.clock.Now())}
+	err := c.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		if st.LastSeq, err = tx.LastSeq(); err != nil {
+			return err
+		}
+		if st.Outbox, err = tx.OutboxLen(); err != nil {
+			return err
+		}
+		all, err := tx.Compartments()
+		if err != nil {
+			return err
+		}
+		for _, sc := range all {
+			st.Compartments.Total++
+			switch PublicState(sc) {
+			case "free":
+				st.Compartments.Free++
+			case "reserved":
+				st.Compartments.Reserved++
+			case "occupied":
+				st.Compartments.Occupied++
+			case "expired":
+				st.Compartments.Expired++
+			case "disabled":
+				st.Compartments.Disabled++
+			case "fault":
+				st.Compartments.Fault++
+			}
+		}
+		return nil
+	})
+	return st, err
+}
+
+// Compartments is the state of every compartment.
+func (c *Controller) Compartments(ctx context.Context) (CompartmentsReport, error) {
+	rep := CompartmentsReport{LockerID: c.opts.LockerID, Time: FormatTime(c.clock.Now()), Compartments: []CompartmentState{}}
+	err := c.st.View(ctx, func(tx *store.Tx) error {
+		all, err := tx.Compartments()
+		if err != nil {
+			return err
+		}
+		for _, sc := range all {
+			rep.Compartments = append(rep.Compartments, CompartmentState{Number: sc.Number, Size: sc.Size,
+				State: PublicState(sc), Door: doorText(sc.DoorOpen), ParcelID: sc.ParcelID})
+		}
+		return nil
+	})
+	return rep, err
+}
+
+// PendingEvents returns up to limit outbox events with seq > after, in seq order.
+func (c *Controller) PendingEvents(ctx context.Context, after int64, limit int) ([]OutboxEvent, error) {
+	var out []OutboxEvent
+	err := c.st.View(ctx, func(tx *store.Tx) error {
+		evs, err := tx.Pending(after, limit)
+		for _, e := range evs {
+			out = append(out, OutboxEvent{Seq: e.Seq, Payload: e.Payload})
+		}
+		return err
+	})
+	return out, err
+}
+
+// AckEvent removes event seq from the outbox; call it only on its PUBACK.
+func (c *Controller) AckEvent(ctx context.Context, seq int64) error {
+	err := c.st.Update(ctx, func(tx *store.Tx) error { return tx.Ack(seq) })
+	if err == nil {
+		signal(c.changed)
+	}
+	return err
+}

@@ -1,0 +1,91 @@
+// Package hal is the locker's hardware abstraction: door solenoids, door and
+// occupancy sensors, the keypad and the display, built from named periph
+// pins (gpio.PinIO) so that the same code drives a real board and the
+// simulated cabinet.
+//
+// Data flows one way: pins → hal events → controller. hal knows nothing of
+// grants, parcels or MQTT.
+package hal
+
+import (
+	"errors"
+	"time"
+)
+
+// EventKind says what a hardware Event reports.
+type EventKind int
+
+const (
+	// DoorChanged: the debounced door sensor of Compartment changed; On is
+	// true when the door is open.
+	DoorChanged EventKind = iota + 1
+	// ParcelChanged: the debounced occupancy sensor of Compartment changed;
+	// On is true when a parcel is present.
+	ParcelChanged
+	// KeyPressed: a key of the keypad went down (Key is one of
+	// "0123456789*#ABCD").
+	KeyPressed
+	// LockReleased: a release pulse of Compartment's solenoid finished; Err
+	// is set when the pulse could not be given.
+	LockReleased
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case DoorChanged:
+		return "door"
+	case ParcelChanged:
+		return "parcel"
+	case KeyPressed:
+		return "key"
+	case LockReleased:
+		return "lock"
+	}
+	return "unknown"
+}
+
+// Event is one fact reported by the hardware.
+type Event struct {
+	Kind        EventKind
+	Compartment int  // DoorChanged, ParcelChanged, LockReleased
+	On          bool // door open / parcel present
+	Key         byte // KeyPressed
+	Err         error
+	At          time.Time
+}
+
+// Compartment describes one compartment's hardware.
+type Compartment struct {
+	Number       int
+	Size         string // S, M, L, XL
+	HasOccupancy bool   // an occupancy sensor is wired
+}
+
+// Cabinet is what the controller needs from the hardware. *Hardware
+// implements it over pins; the controller's unit tests use a fake.
+type Cabinet interface {
+	// Compartments lists the wired compartments in ascending number.
+	Compartments() []Compartment
+	// Release queues one release pulse for compartment n and returns at once;
+	// a LockReleased event follows when the pulse is done.
+	Release(n int) error
+	// DoorOpen is the current debounced reading of compartment n's door sensor.
+	DoorOpen(n int) (bool, error)
+	// ParcelPresent is the current debounced reading of compartment n's
+	// occupancy sensor; ok is false when none is wired.
+	ParcelPresent(n int) (present, ok bool, err error)
+	// Show writes the lines to the display (missing lines are blank).
+	Show(lines ...string) error
+	// Events delivers hardware events in the order they happened.
+	Events() <-chan Event
+}
+
+// Sentinel errors.
+var (
+	// ErrNoCompartment: the compartment number is not wired.
+	ErrNoCompartment = errors.New("hal: no such compartment")
+	// ErrNoPin: the wiring names a pin that the board does not have.
+	ErrNoPin = errors.New("hal: no such pin")
+	// ErrHalted: the hardware was halted; nothing more is driven.
+	ErrHalted = errors.New("hal: halted")
+)
