@@ -1,0 +1,763 @@
+// Package simulator is a physical model of a locker cabinet behind real
+// periph pins (gpio.PinIO): door latches that release when the daemon
+// energises a solenoid long enough, doors that spring ajar, door and
+// occupancy sensors, a 4x4 matrix keypad and an HD44780 character display.
+//
+// The daemon's hal drives the simulated pins exactly as it drives a board:
+// it finds them by name (Cabinet.ByName, or gpioreg after Cabinet.Register),
+// pulses lock pins, polls sensor pins, scans the keypad rows and columns and
+// writes the display in 4-bit mode. People act on the cabinet through
+// CloseDoor, OpenDoor, ForceDoor, SetParcel, SetFault, PressKey and
+// ReleaseKey (the HTTP API of simulator/api calls them).
+//
+// # Physics
+//
+// A closed door is held by its latch. When a lock coil is energised
+// continuously for at least Options.MinPulse, the latch releases and the door
+// springs ajar: it is open and no longer latched, by itself. A person pushes
+// the door shut (CloseDoor), which latches it again — unless the coil is
+// still energised at that moment: then the door is closed but stays
+// unlatched until the coil goes off, when the bolt drops and latches it. A
+// door pulled while latched stays shut (OpenDoor returns ErrLatched) unless
+// it is forced (ForceDoor). An open door is never latched.
+//
+// Faults are injected per compartment: FaultJammedLock (the coil fires but
+// the latch holds), FaultSensorStuckOpen and FaultSensorStuckClosed (the
+// door sensor reads open, or closed, whatever the door does) and
+// FaultSensorBounce (every change of the door's position makes its sensor
+// bounce for about 15 ms before it settles). Faults act on the door sensor
+// only; occupancy sensors always read the truth.
+//
+// Sensors drive their line actively: the configured pull resistor does not
+// change what a sensor pin reads, only door_open_low and parcel_present_low
+// do. Keypad columns read their pull level (high unless pulled down) unless a
+// held key connects them to a row driven low.
+//
+// # Persistence
+//
+// With Options.StatePath set, each compartment's door, latch, parcel and
+// fault are written atomically to that JSON file on every change and loaded
+// by New, so a cabinet survives a restart of its process, even kill -9. Coils,
+// held keys and the display are not kept: they are lost with the power, as on
+// a real board.
+package simulator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpioreg"
+
+	"github.com/openlocker/locker/hal/wiring"
+)
+
+// Sentinel errors.
+var (
+	// ErrNoCompartment: the compartment number is not in the wiring.
+	ErrNoCompartment = errors.New("simulator: no such compartment")
+	// ErrLatched: the door is held by its latch and cannot be pulled open.
+	ErrLatched = errors.New("simulator: door is latched")
+	// ErrDoorClosed: the door must be open to reach into the compartment.
+	ErrDoorClosed = errors.New("simulator: door is closed")
+	// ErrUnknownFault: the fault name is not one of the Fault constants.
+	ErrUnknownFault = errors.New("simulator: unknown fault")
+	// ErrNoKeypad: the wiring has no keypad.
+	ErrNoKeypad = errors.New("simulator: no keypad wired")
+	// ErrNoKey: the keypad has no such key.
+	ErrNoKey = errors.New("simulator: no such key")
+	// ErrCorruptState: the state file cannot be read back.
+	ErrCorruptState = errors.New("simulator: corrupt state file")
+	// ErrBadWiring: the wiring cannot be simulated (duplicate or missing pin
+	// names, a keypad layout that does not fit its rows and columns…).
+	ErrBadWiring = errors.New("simulator: bad wiring")
+)
+
+// Fault is a fault injected into a compartment.
+type Fault string
+
+// Faults.
+const (
+	FaultNone              Fault = "none"
+	FaultJammedLock        Fault = "jammed_lock"         // the coil fires but the latch holds
+	FaultSensorStuckOpen   Fault = "sensor_stuck_open"   // the door sensor always reads open
+	FaultSensorStuckClosed Fault = "sensor_stuck_closed" // the door sensor always reads closed
+	FaultSensorBounce      Fault = "sensor_bounce"       // the door sensor bounces on every move
+)
+
+// Faults lists every fault, FaultNone first.
+func Faults() []Fault {
+	return []Fault{FaultNone, FaultJammedLock, FaultSensorStuckOpen, FaultSensorStuckClosed, FaultSensorBounce}
+}
+
+// ParseFault returns the fault named s, or ErrUnknownFault.
+func ParseFault(s string) (Fault, error) {
+	f := Fault(s)
+	if slices.Contains(Faults(), f) {
+		return f, nil
+	}
+	return "", fmt.Errorf("%w %q", ErrUnknownFault, s)
+}
+
+// Door positions as reported in State.
+const (
+	DoorOpen   = "open"
+	DoorClosed = "closed"
+)
+
+const (
+	// DefaultMinPulse is the default Options.MinPulse.
+	DefaultMinPulse = 50 * time.Millisecond
+	// bounceWindow and bouncePeriod shape FaultSensorBounce: after a move the
+	// sensor alternates between the old and the new reading every
+	// bouncePeriod, starting with the old one, and settles after bounceWindow.
+	bounceWindow = 15 * time.Millisecond
+	bouncePeriod = 3 * time.Millisecond
+)
+
+// Options configure a Cabinet.
+type Options struct {
+	// StatePath is the JSON file keeping the physical state; "" keeps it in
+	// memory only.
+	StatePath string
+	// MinPulse is how long a coil must be energised without a break to
+	// release its latch (default DefaultMinPulse).
+	MinPulse time.Duration
+	// Logger receives the physical events (default: discard). It is called
+	// with the model's mutex held: its handler must not call the Cabinet.
+	Logger *slog.Logger
+}
+
+// State is the physical truth of the whole cabinet.
+type State struct {
+	Compartments []CompartmentState `json:"compartments"`
+	// Display holds the visible rows of the display, trailing spaces
+	// trimmed; nil when no display is wired.
+	Display []string `json:"display"`
+}
+
+// CompartmentState is the physical truth of one compartment.
+type CompartmentState struct {
+	Number  int    `json:"number"`
+	Size    string `json:"size"`
+	Door    string `json:"door"` // DoorOpen or DoorClosed
+	Latched bool   `json:"latched"`
+	Parcel  bool   `json:"parcel"`
+	Fault   Fault  `json:"fault"`
+}
+
+// Stats are the counters of one compartment since New, for tests and
+// invariant checks.
+type Stats struct {
+	Energised      bool          // the coil is energised now
+	Pulses         int           // times the coil was energised
+	LastPulse      time.Duration // length of the last finished pulse
+	LongestPulse   time.Duration // longest finished pulse
+	TotalEnergised time.Duration // sum of the finished pulses
+	Releases       int           // latch releases caused by the coil
+	Forced         int           // times the door was forced open while latched
+}
+
+// Cabinet is a simulated cabinet. Its methods are safe for concurrent use.
+type Cabinet struct {
+	w         *wiring.Wiring
+	log       *slog.Logger
+	minPulse  time.Duration
+	statePath string
+	pins      []*Pin          // fixed after New, in creation order
+	byName    map[string]*Pin // fixed after New
+
+	// persistMu serialises writes of the state file. Lock order: persistMu
+	// before mu; persistMu is never taken while mu is held.
+	persistMu sync.Mutex
+	savedGen  uint64 // the stateGen last written; guarded by persistMu
+
+	// mu guards the whole model: every field below, the contents of comps,
+	// keypad and lcd, and the mutable fields of every Pin. Nothing is called
+	// under mu but the model's own code, the logger, and non-blocking sends
+	// to subscribers: no callbacks, no file writes (persist runs after mu is
+	// released). The hal therefore never waits on the simulator for longer
+	// than a model update, except when its own pin write changes the
+	// persistent state (a latch) and that write waits for the file.
+	mu         sync.Mutex
+	comps      []*comp // compartment n at index n-1
+	coilsOn    int
+	maxCoils   int
+	keypad     *keypad // nil without a keypad
+	lcd        *lcd    // nil without a display
+	subs       map[int]chan struct{}
+	nextSub    int
+	stateGen   uint64 // bumped on every change of the persistent state
+	lastChange time.Time
+	halted     bool
+}
+
+// comp is one compartment's physical state; guarded by Cabinet.mu.
+type comp struct {
+	number int
+	size   string
+
+	open      bool
+	latched   bool
+	hasParcel bool
+	fault     Fault
+	movedAt   time.Time // last change of the door's position
+
+	coilOn        bool
+	coilSince     time.Time
+	coilGen       uint64 // identifies the current pulse for its timer
+	pulseReleased bool   // the current pulse already acted on the latch
+	timer         *time.Timer
+
+	stats Stats
+}
+
+// New builds the cabinet of wiring w, with one simulated pin per pin name of
+// the wiring, and loads its physical state from opts.StatePath when the file
+// exists (compartments are matched by number; the others start closed,
+// latched, empty and without fault).
+func New(w *wiring.Wiring, opts Options) (*Cabinet, error) {
+	if w == nil {
+		return nil, fmt.Errorf("%w: no wiring", ErrBadWiring)
+	}
+	c := &Cabinet{
+		w:         w,
+		log:       opts.Logger,
+		minPulse:  opts.MinPulse,
+		statePath: opts.StatePath,
+		byName:    map[string]*Pin{},
+		subs:      map[int]chan struct{}{},
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.minPulse <= 0 {
+		c.minPulse = DefaultMinPulse
+	}
+	if err := c.build(); err != nil {
+		return nil, err
+	}
+	if c.statePath != "" {
+		if err := c.load(); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.stateGen++ // write the file now, so that it exists from the start
+		c.mu.Unlock()
+		if err := c.persist(); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// build creates the compartments and the pins.
+func (c *Cabinet) build() error {
+	settled := time.Now().Add(-bounceWindow) // no door is bouncing at start
+	sensorPull := gpio.PullUp
+	switch strings.ToLower(c.w.Sensors.Pull) {
+	case "down":
+		sensorPull = gpio.PullDown
+	case "none":
+		sensorPull = gpio.Float
+	}
+	for i, wc := range c.w.Compartments {
+		if wc.Number != i+1 {
+			return fmt.Errorf("%w: compartment %d is listed at position %d (want 1..N in order)", ErrBadWiring, wc.Number, i+1)
+		}
+		k := &comp{number: wc.Number, size: wc.Size, latched: true, fault: FaultNone, movedAt: settled}
+		c.comps = append(c.comps, k)
+		if wc.Lock == "" || wc.Door == "" {
+			return fmt.Errorf("%w: compartment %d needs a lock and a door pin", ErrBadWiring, wc.Number)
+		}
+		if err := c.addPin(wc.Lock, roleLock, i, gpio.Float); err != nil {
+			return err
+		}
+		if err := c.addPin(wc.Door, roleDoor, i, sensorPull); err != nil {
+			return err
+		}
+		if wc.Parcel != "" {
+			if err := c.addPin(wc.Parcel, roleParcel, i, sensorPull); err != nil {
+				return err
+			}
+		}
+	}
+	if kp := c.w.Keypad; kp != nil {
+		k, err := newKeypad(kp)
+		if err != nil {
+			return err
+		}
+		c.keypad = k
+		for i, name := range kp.Rows {
+			if err := c.addPin(name, roleRow, i, gpio.Float); err != nil {
+				return err
+			}
+			k.rows = append(k.rows, c.byName[name])
+		}
+		for i, name := range kp.Cols {
+			if err := c.addPin(name, roleCol, i, gpio.PullUp); err != nil {
+				return err
+			}
+		}
+	}
+	if d := c.w.Display; d != nil {
+		if len(d.Data) != 4 {
+			return fmt.Errorf("%w: the display needs 4 data pins (D4..D7), got %d", ErrBadWiring, len(d.Data))
+		}
+		rows, cols := d.Rows, d.Cols
+		if rows == 0 {
+			rows = 2
+		}
+		if cols == 0 {
+			cols = 16
+		}
+		if rows < 1 || rows > 4 || cols < 1 || cols > 40 {
+			return fmt.Errorf("%w: display of %d rows x %d cols", ErrBadWiring, rows, cols)
+		}
+		c.lcd = newLCD(rows, cols)
+		if err := c.addPin(d.RS, roleLCDRS, 0, gpio.Float); err != nil {
+			return err
+		}
+		c.lcd.rs = c.byName[d.RS]
+		if err := c.addPin(d.E, roleLCDE, 0, gpio.Float); err != nil {
+			return err
+		}
+		for i, name := range d.Data {
+			if err := c.addPin(name, roleLCDData, i, gpio.Float); err != nil {
+				return err
+			}
+			c.lcd.data[i] = c.byName[name]
+		}
+	}
+	return nil
+}
+
+func (c *Cabinet) addPin(name string, r role, index int, pull gpio.Pull) error {
+	if name == "" {
+		return fmt.Errorf("%w: a %s pin has no name", ErrBadWiring, r)
+	}
+	if old, ok := c.byName[name]; ok {
+		return fmt.Errorf("%w: pin %s is wired twice (%s and %s)", ErrBadWiring, name, old.role, r)
+	}
+	p := &Pin{c: c, name: name, number: len(c.pins), role: r, index: index, defPull: pull, pull: pull, halt: make(chan struct{})}
+	c.pins = append(c.pins, p)
+	c.byName[name] = p
+	return nil
+}
+
+// Wiring returns the wiring the cabinet was built from. Do not modify it.
+func (c *Cabinet) Wiring() *wiring.Wiring { return c.w }
+
+// MinPulse returns how long a coil must be energised to release its latch.
+func (c *Cabinet) MinPulse() time.Duration { return c.minPulse }
+
+// ByName returns the simulated pin called name, or nil when the wiring names
+// no such pin (the contract of gpioreg.ByName).
+func (c *Cabinet) ByName(name string) gpio.PinIO {
+	if p, ok := c.byName[name]; ok {
+		return p
+	}
+	return nil
+}
+
+// Pins returns every simulated pin, in the order of the wiring.
+func (c *Cabinet) Pins() []gpio.PinIO {
+	out := make([]gpio.PinIO, len(c.pins))
+	for i, p := range c.pins {
+		out[i] = p
+	}
+	return out
+}
+
+// Register registers every pin in periph's global registry gpioreg, for a
+// process that runs a single cabinet. On error nothing stays registered.
+func (c *Cabinet) Register() error {
+	for i, p := range c.pins {
+		if err := gpioreg.Register(p); err != nil {
+			for _, q := range c.pins[:i] {
+				_ = gpioreg.Unregister(q.name)
+			}
+			return fmt.Errorf("simulator: registering pin %s: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
+// Unregister removes the cabinet's pins from gpioreg.
+func (c *Cabinet) Unregister() {
+	for _, p := range c.pins {
+		if gpioreg.ByName(p.name) == gpio.PinIO(p) {
+			_ = gpioreg.Unregister(p.name)
+		}
+	}
+}
+
+// Halt stops the cabinet's timers and interrupts every WaitForEdge. A coil
+// still energised releases nothing more; the physical state stays as it is.
+func (c *Cabinet) Halt() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.halted = true
+	for _, k := range c.comps {
+		if k.timer != nil {
+			k.timer.Stop()
+			k.timer = nil
+		}
+	}
+	for _, p := range c.pins {
+		p.haltLocked()
+	}
+	return nil
+}
+
+// compLocked returns compartment n or ErrNoCompartment.
+func (c *Cabinet) compLocked(n int) (*comp, error) {
+	if n < 1 || n > len(c.comps) {
+		return nil, fmt.Errorf("%w: %d", ErrNoCompartment, n)
+	}
+	return c.comps[n-1], nil
+}
+
+// changedLocked records a change visible in Snapshot and wakes the
+// subscribers; persistent says the state file must be written (the caller
+// calls persist after unlocking mu).
+func (c *Cabinet) changedLocked(persistent bool) {
+	if persistent {
+		c.stateGen++
+	}
+	c.lastChange = time.Now()
+	for _, ch := range c.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Subscribe returns a channel that receives a value after every change of
+// the snapshot (bursts are coalesced: the channel holds at most one pending
+// value), and a function that ends the subscription. The channel is never
+// closed.
+func (c *Cabinet) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	c.mu.Lock()
+	id := c.nextSub
+	c.nextSub++
+	c.subs[id] = ch
+	c.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.subs, id)
+			c.mu.Unlock()
+		})
+	}
+}
+
+// LastChange is when the snapshot last changed (a door, a latch, a parcel,
+// a fault, a coil, the display).
+func (c *Cabinet) LastChange() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastChange
+}
+
+// Settled reports whether the physics is at rest: no coil energised and no
+// door sensor bouncing.
+func (c *Cabinet) Settled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.coilsOn > 0 {
+		return false
+	}
+	now := time.Now()
+	for _, k := range c.comps {
+		if k.fault == FaultSensorBounce && now.Sub(k.movedAt) < bounceWindow {
+			return false
+		}
+	}
+	return true
+}
+
+// Snapshot returns the physical truth of every compartment and the display.
+func (c *Cabinet) Snapshot() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := State{Compartments: make([]CompartmentState, len(c.comps))}
+	for i, k := range c.comps {
+		s.Compartments[i] = k.stateLocked()
+	}
+	if c.lcd != nil {
+		s.Display = c.lcd.visible()
+	}
+	return s
+}
+
+// Compartment returns the physical truth of compartment n.
+func (c *Cabinet) Compartment(n int) (CompartmentState, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, err := c.compLocked(n)
+	if err != nil {
+		return CompartmentState{}, err
+	}
+	return k.stateLocked(), nil
+}
+
+func (k *comp) stateLocked() CompartmentState {
+	door := DoorClosed
+	if k.open {
+		door = DoorOpen
+	}
+	return CompartmentState{Number: k.number, Size: k.size, Door: door, Latched: k.latched, Parcel: k.hasParcel, Fault: k.fault}
+}
+
+// Display returns the visible rows of the display, trailing spaces trimmed
+// (blank while the display is off); nil when no display is wired.
+func (c *Cabinet) Display() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lcd == nil {
+		return nil
+	}
+	return c.lcd.visible()
+}
+
+// Stats returns the counters of compartment n.
+func (c *Cabinet) Stats(n int) (Stats, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, err := c.compLocked(n)
+	if err != nil {
+		return Stats{}, err
+	}
+	s := k.stats
+	s.Energised = k.coilOn
+	return s, nil
+}
+
+// MaxCoilsAtOnce is the largest number of coils that were energised at the
+// same time since New.
+func (c *Cabinet) MaxCoilsAtOnce() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.maxCoils
+}
+
+// CoilsOn is the number of coils energised now.
+func (c *Cabinet) CoilsOn() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.coilsOn
+}
+
+// CloseDoor pushes door n shut. It latches, unless the coil is energised at
+// that moment: then it stays closed and unlatched until the coil goes off.
+// Closing a closed door changes nothing.
+func (c *Cabinet) CloseDoor(n int) error {
+	return c.act(n, "close", func(k *comp, now time.Time) (bool, error) {
+		changed := false
+		if k.open {
+			k.open = false
+			k.movedAt = now
+			changed = true
+		}
+		if !k.latched && !k.coilOn {
+			k.latched = true
+			changed = true
+		}
+		return changed, nil
+	})
+}
+
+// OpenDoor pulls door n: it opens only if its latch is released, else
+// ErrLatched. Pulling an open door changes nothing.
+func (c *Cabinet) OpenDoor(n int) error {
+	return c.act(n, "open", func(k *comp, now time.Time) (bool, error) {
+		if k.open {
+			return false, nil
+		}
+		if k.latched {
+			return false, fmt.Errorf("%w: compartment %d", ErrLatched, k.number)
+		}
+		k.open = true
+		k.movedAt = now
+		return true, nil
+	})
+}
+
+// ForceDoor breaks door n open, latched or not.
+func (c *Cabinet) ForceDoor(n int) error {
+	return c.act(n, "force", func(k *comp, now time.Time) (bool, error) {
+		if k.open {
+			return false, nil
+		}
+		if k.latched {
+			k.stats.Forced++
+		}
+		k.open = true
+		k.latched = false
+		k.movedAt = now
+		return true, nil
+	})
+}
+
+// SetParcel puts a parcel into compartment n (present) or takes it out;
+// only while the door is open, else ErrDoorClosed.
+func (c *Cabinet) SetParcel(n int, present bool) error {
+	return c.act(n, "parcel", func(k *comp, _ time.Time) (bool, error) {
+		if !k.open {
+			return false, fmt.Errorf("%w: compartment %d", ErrDoorClosed, k.number)
+		}
+		changed := k.hasParcel != present
+		k.hasParcel = present
+		return changed, nil
+	})
+}
+
+// SetFault injects fault f into compartment n (FaultNone clears it).
+func (c *Cabinet) SetFault(n int, f Fault) error {
+	if _, err := ParseFault(string(f)); err != nil {
+		return err
+	}
+	return c.act(n, "fault", func(k *comp, _ time.Time) (bool, error) {
+		changed := k.fault != f
+		k.fault = f
+		return changed, nil
+	})
+}
+
+// act runs one person's action on compartment n under mu, then writes the
+// state file if it changed anything.
+func (c *Cabinet) act(n int, what string, f func(k *comp, now time.Time) (bool, error)) error {
+	c.mu.Lock()
+	k, err := c.compLocked(n)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	changed, err := f(k, time.Now())
+	if changed {
+		c.changedLocked(true)
+		c.log.Debug("simulator: person", "action", what, "compartment", n, "state", k.stateLocked())
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if changed {
+		return c.persist()
+	}
+	return nil
+}
+
+// setCoilLocked energises or de-energises compartment k's coil and reports
+// whether the persistent state changed.
+func (c *Cabinet) setCoilLocked(k *comp, on bool, now time.Time) bool {
+	if on == k.coilOn {
+		return false
+	}
+	persistent := false
+	if on {
+		k.coilOn = true
+		k.coilSince = now
+		k.coilGen++
+		k.pulseReleased = false
+		k.stats.Pulses++
+		c.coilsOn++
+		c.maxCoils = max(c.maxCoils, c.coilsOn)
+		if !c.halted {
+			gen := k.coilGen
+			k.timer = time.AfterFunc(c.minPulse, func() { c.coilTimer(k, gen) })
+		}
+	} else {
+		d := now.Sub(k.coilSince)
+		k.coilOn = false
+		c.coilsOn--
+		k.stats.LastPulse = d
+		k.stats.LongestPulse = max(k.stats.LongestPulse, d)
+		k.stats.TotalEnergised += d
+		if k.timer != nil {
+			k.timer.Stop()
+			k.timer = nil
+		}
+		if d >= c.minPulse && !k.pulseReleased {
+			persistent = c.releaseLocked(k, now)
+		}
+		if !k.open && !k.latched {
+			// The door was pushed shut while the coil held the bolt back.
+			k.latched = true
+			persistent = true
+		}
+		c.log.Debug("simulator: coil off", "compartment", k.number, "pulse", d)
+	}
+	c.changedLocked(persistent)
+	return persistent
+}
+
+// coilTimer runs MinPulse after coil k was energised for pulse gen.
+func (c *Cabinet) coilTimer(k *comp, gen uint64) {
+	c.mu.Lock()
+	if !k.coilOn || k.coilGen != gen || k.pulseReleased || c.halted {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if d := now.Sub(k.coilSince); d < c.minPulse {
+		k.timer = time.AfterFunc(c.minPulse-d, func() { c.coilTimer(k, gen) })
+		c.mu.Unlock()
+		return
+	}
+	persistent := c.releaseLocked(k, now)
+	if persistent {
+		c.changedLocked(true)
+	}
+	c.mu.Unlock()
+	if persistent {
+		if err := c.persist(); err != nil {
+			c.log.Error("simulator: writing state", "err", err)
+		}
+	}
+}
+
+// releaseLocked acts on the latch of k once its coil was energised long
+// enough, and reports whether the persistent state changed.
+func (c *Cabinet) releaseLocked(k *comp, now time.Time) bool {
+	k.pulseReleased = true
+	if k.fault == FaultJammedLock {
+		c.log.Info("simulator: coil fired, latch jammed", "compartment", k.number)
+		return false
+	}
+	if !k.latched {
+		return false
+	}
+	k.latched = false
+	k.stats.Releases++
+	if !k.open {
+		k.open = true // the door springs ajar
+		k.movedAt = now
+	}
+	c.log.Info("simulator: latch released, door ajar", "compartment", k.number)
+	return true
+}
+
+// doorReadsOpenLocked is what k's door sensor says at now.
+func (k *comp) doorReadsOpenLocked(now time.Time) bool {
+	switch k.fault {
+	case FaultSensorStuckOpen:
+		return true
+	case FaultSensorStuckClosed:
+		return false
+	case FaultSensorBounce:
+		if since := now.Sub(k.movedAt); since >= 0 && since < bounceWindow && (since/bouncePeriod)%2 == 0 {
+			return !k.open // the contact has not made it yet, or bounced back
+		}
+	}
+	return k.open
+}
