@@ -30,6 +30,7 @@ const (
 	LockReleased
 )
 
+// String returns a short name of the kind: "door", "parcel", "key", "lock".
 func (k EventKind) String() string {
 	switch k {
 	case DoorChanged:

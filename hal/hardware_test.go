@@ -1,0 +1,582 @@
+package hal
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpioreg"
+
+	"github.com/openlocker/locker/hal/wiring"
+)
+
+// rigWiring: 3 compartments on an active-low relay board; doors read high
+// when open; compartment 1 has an occupancy sensor that reads low when a
+// parcel is there.
+const rigWiring = `name: rig
+locks: {active_low: true, pulse: 30ms}
+sensors: {parcel_present_low: true, debounce: 40ms, poll: 1ms}
+keypad:
+  rows: [R1, R2, R3, R4]
+  cols: [C1, C2, C3, C4]
+display: {rs: RS, e: E, data: [DB4, DB5, DB6, DB7]}
+compartments:
+  - {number: 1, size: S, lock: L1, door: D1, parcel: P1}
+  - {number: 2, size: M, lock: L2, door: D2}
+  - {number: 3, size: XL, lock: L3, door: D3}
+`
+
+// rig is a Hardware over fake pins.
+type rig struct {
+	hw     *Hardware
+	pins   *pinSet
+	matrix *matrix
+}
+
+// newRig builds the hardware with doors closed and no parcel.
+func newRig(t *testing.T, yaml string, opts Options) *rig {
+	t.Helper()
+	w, err := wiring.Parse([]byte(yaml), "rig.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{pins: newPinSet()}
+	r.matrix = newMatrix(r.pins)
+	for _, c := range w.Compartments {
+		r.pins.get(c.Door).set(gpio.Low) // closed
+		if c.Parcel != "" {
+			r.pins.get(c.Parcel).set(gpio.High) // absent
+		}
+	}
+	opts.NoDisplayDelays = true
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	r.hw, err = New(w, r.pins.source, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.hw.Halt() })
+	return r
+}
+
+// run starts Run; the returned func stops it and returns its result.
+func (r *rig) run(t *testing.T) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- r.hw.Run(ctx) }()
+	t.Cleanup(cancel)
+	return func() error {
+		cancel()
+		select {
+		case err := <-res:
+			return err
+		case <-time.After(time.Second):
+			t.Fatal("Run did not return")
+			return nil
+		}
+	}
+}
+
+// next waits for the next event.
+func (r *rig) next(t *testing.T, within time.Duration) Event {
+	t.Helper()
+	select {
+	case ev := <-r.hw.Events():
+		return ev
+	case <-time.After(within):
+		t.Fatalf("no event within %v", within)
+		return Event{}
+	}
+}
+
+// quiet checks that no event comes for d.
+func (r *rig) quiet(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case ev := <-r.hw.Events():
+		t.Fatalf("unexpected event %+v", ev)
+	case <-time.After(d):
+	}
+}
+
+func TestNewMissingPin(t *testing.T) {
+	w, err := wiring.Parse([]byte(`compartments:
+  - {number: 1, size: S, lock: GPIO17, door: GPIO24}
+  - {number: 2, size: S, lock: GPIO27, door: GPIO25}
+  - {number: 3, size: S, lock: GPIO22, door: GPIO99}
+`), "w.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pins := newPinSet()
+	pins.missing["GPIO99"] = true
+	_, err = New(w, pins.source, Options{})
+	if !errors.Is(err, ErrNoPin) {
+		t.Fatalf("New = %v, want ErrNoPin", err)
+	}
+	if want := `hal: no such pin "GPIO99" (door of compartment 3)`; err.Error() != want {
+		t.Errorf("New error\n got %s\nwant %s", err, want)
+	}
+	if recs := pins.bus.records(); len(recs) != 0 {
+		t.Errorf("New touched pins before finding them all: %v", recs)
+	}
+}
+
+func TestNewBadArgs(t *testing.T) {
+	pins := newPinSet()
+	if _, err := New(nil, pins.source, Options{}); err == nil {
+		t.Error("New(nil wiring) succeeded")
+	}
+	w := &wiring.Wiring{Compartments: []wiring.Compartment{{Number: 1, Size: "S", Lock: "L", Door: "D"}}}
+	if _, err := New(w, pins.source, Options{}); err == nil || !strings.HasPrefix(err.Error(), "hal: wiring: locks: pulse") {
+		t.Errorf("New(incomplete wiring) = %v", err)
+	}
+	w2, _ := wiring.Parse([]byte(rigWiring), "rig.yaml")
+	if _, err := New(w2, nil, Options{}); err == nil {
+		t.Error("New(nil pins) succeeded")
+	}
+}
+
+func TestNewConfiguresPins(t *testing.T) {
+	r := newRig(t, rigWiring, Options{})
+	recs := r.pins.bus.records()
+	// Every lock is written off (high: active low) before any other pin is
+	// touched.
+	for i, rec := range recs[:3] {
+		if want := "L" + string(rune('1'+i)); rec.pin != want || rec.in || rec.l != gpio.High {
+			t.Errorf("write %d = %+v, want %s high", i, rec, want)
+		}
+	}
+	for _, rec := range recs[3:] {
+		if strings.HasPrefix(rec.pin, "L") {
+			t.Errorf("lock written after the first three writes: %+v", rec)
+		}
+	}
+	for _, name := range []string{"D1", "D2", "D3", "P1", "C1", "C4"} {
+		p := r.pins.get(name)
+		if p.isOut || p.ins != 1 || p.pull != gpio.PullUp || p.edge != gpio.NoEdge {
+			t.Errorf("%s: out %v, %d In calls, pull %v, edge %v; want an input with pull-up, no edge", name, p.isOut, p.ins, p.pull, p.edge)
+		}
+	}
+	for _, name := range []string{"R1", "R4"} {
+		if p := r.pins.get(name); !p.isOut || p.get() != gpio.High {
+			t.Errorf("keypad %s not driven high", name)
+		}
+	}
+	got := r.hw.Compartments()
+	want := []Compartment{{1, "S", true}, {2, "M", false}, {3, "XL", false}}
+	if len(got) != len(want) {
+		t.Fatalf("Compartments = %v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("Compartments[%d] = %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestNewPull(t *testing.T) {
+	for pull, want := range map[string]gpio.Pull{"down": gpio.PullDown, "none": gpio.Float} {
+		r := newRig(t, strings.Replace(rigWiring, "sensors: {", "sensors: {pull: "+pull+", ", 1), Options{})
+		if got := r.pins.get("D2").pull; got != want {
+			t.Errorf("pull %s: pin pull %v, want %v", pull, got, want)
+		}
+	}
+}
+
+func TestNewInitialState(t *testing.T) {
+	w, _ := wiring.Parse([]byte(rigWiring), "rig.yaml")
+	pins := newPinSet()
+	pins.get("D1").set(gpio.High) // open
+	pins.get("D2").set(gpio.Low)  // closed
+	pins.get("D3").set(gpio.High) // open
+	pins.get("P1").set(gpio.Low)  // parcel there (reads low)
+	newMatrix(pins)
+	h, err := New(w, pins.source, Options{NoDisplayDelays: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Halt()
+	for n, want := range map[int]bool{1: true, 2: false, 3: true} {
+		if open, err := h.DoorOpen(n); err != nil || open != want {
+			t.Errorf("DoorOpen(%d) = %v, %v; want %v", n, open, err, want)
+		}
+	}
+	if present, ok, err := h.ParcelPresent(1); !present || !ok || err != nil {
+		t.Errorf("ParcelPresent(1) = %v, %v, %v", present, ok, err)
+	}
+	if present, ok, err := h.ParcelPresent(2); present || ok || err != nil {
+		t.Errorf("ParcelPresent(2) = %v, %v, %v; want no sensor", present, ok, err)
+	}
+	for _, n := range []int{0, 4, -1} {
+		if _, err := h.DoorOpen(n); !errors.Is(err, ErrNoCompartment) {
+			t.Errorf("DoorOpen(%d) = %v", n, err)
+		}
+		if _, _, err := h.ParcelPresent(n); !errors.Is(err, ErrNoCompartment) {
+			t.Errorf("ParcelPresent(%d) = %v", n, err)
+		}
+	}
+}
+
+func TestNewHaltsOnError(t *testing.T) {
+	w, _ := wiring.Parse([]byte(rigWiring), "rig.yaml")
+	pins := newPinSet()
+	newMatrix(pins)
+	pins.get("D3").failIn = errors.New("busy")
+	_, err := New(w, pins.source, Options{NoDisplayDelays: true})
+	if err == nil || err.Error() != "hal: door of compartment 3: pin D3: busy" {
+		t.Fatalf("New = %v", err)
+	}
+	for _, l := range []string{"L1", "L2", "L3"} {
+		ws := pins.get(l).writes()
+		if len(ws) < 2 || ws[len(ws)-1].l != gpio.High {
+			t.Errorf("%s: writes %v; want switched off again by Halt", l, ws)
+		}
+	}
+}
+
+// lockIntervals returns the energised intervals of every lock, in time
+// order, with their compartment.
+func (r *rig) lockIntervals(n int) []interval {
+	return r.pins.get("L" + string(rune('0'+n))).active(gpio.Low)
+}
+
+func TestReleaseQueue(t *testing.T) {
+	const gap = 50 * time.Millisecond
+	r := newRig(t, rigWiring, Options{PulseGap: gap})
+	order := []int{1, 2, 1, 3}
+	for _, n := range order {
+		if err := r.hw.Release(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !r.hw.Busy() {
+		t.Error("Busy false with releases queued")
+	}
+	stop := r.run(t)
+	var all []interval
+	seen := map[int]int{}
+	for _, want := range order {
+		ev := r.next(t, time.Second)
+		if ev.Kind != LockReleased || ev.Compartment != want || ev.Err != nil {
+			t.Fatalf("event %+v, want LockReleased of %d", ev, want)
+		}
+		iv := r.lockIntervals(want)
+		if len(iv) <= seen[want] {
+			t.Fatalf("compartment %d not pulsed", want)
+		}
+		p := iv[seen[want]]
+		seen[want]++
+		if p.end.IsZero() || ev.At.Before(p.end) {
+			t.Errorf("event at %v before the coil went off (%v)", ev.At, p.end)
+		}
+		if p.len() < 30*time.Millisecond || p.len() > 30*time.Millisecond+slack {
+			t.Errorf("pulse of %d lasted %v, want 30ms", want, p.len())
+		}
+		all = append(all, p)
+	}
+	for i := 1; i < len(all); i++ {
+		if g := all[i].start.Sub(all[i-1].end); g < gap {
+			t.Errorf("pulses %d and %d %v apart, want at least %v (one coil at a time)", i-1, i, g, gap)
+		}
+	}
+	if r.hw.Busy() {
+		t.Error("Busy after the last LockReleased")
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if err := r.hw.Release(1); !errors.Is(err, ErrHalted) {
+		t.Errorf("Release after Run = %v, want ErrHalted", err)
+	}
+	if err := r.hw.Run(context.Background()); !errors.Is(err, ErrHalted) {
+		t.Errorf("Run after Halt = %v, want ErrHalted", err)
+	}
+}
+
+func TestReleaseUnknown(t *testing.T) {
+	r := newRig(t, rigWiring, Options{})
+	for _, n := range []int{0, 4, 99, -3} {
+		if err := r.hw.Release(n); !errors.Is(err, ErrNoCompartment) {
+			t.Errorf("Release(%d) = %v, want ErrNoCompartment", n, err)
+		}
+	}
+	if r.hw.Busy() {
+		t.Error("Busy after refused releases")
+	}
+}
+
+func TestHardwareHaltMidPulse(t *testing.T) {
+	w := strings.Replace(rigWiring, "pulse: 30ms", "pulse: 800ms", 1)
+	r := newRig(t, w, Options{})
+	stop := r.run(t)
+	if err := r.hw.Release(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.hw.Release(3); err != nil {
+		t.Fatal(err)
+	}
+	coil := r.pins.get("L2")
+	waitFor(t, "the coil to be on", func() bool { return coil.get() == gpio.Low })
+	if err := r.hw.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	if coil.get() != gpio.High {
+		t.Fatal("coil on after Halt returned")
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if r.hw.Busy() {
+		t.Error("Busy after Halt")
+	}
+	if iv := r.lockIntervals(3); len(iv) != 0 {
+		t.Errorf("compartment 3 pulsed after Halt: %v", iv)
+	}
+	if err := r.hw.Halt(); err != nil {
+		t.Errorf("second Halt: %v", err)
+	}
+	if err := r.hw.Show("x"); !errors.Is(err, ErrHalted) {
+		t.Errorf("Show after Halt = %v", err)
+	}
+}
+
+func TestRunTwice(t *testing.T) {
+	r := newRig(t, rigWiring, Options{})
+	stop := r.run(t)
+	waitFor(t, "Run to start", func() bool { r.hw.mu.Lock(); defer r.hw.mu.Unlock(); return r.hw.running })
+	if err := r.hw.Run(context.Background()); err == nil {
+		t.Error("second Run succeeded")
+	}
+	if err := stop(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSensors(t *testing.T) {
+	r := newRig(t, rigWiring, Options{})
+	stop := r.run(t)
+	defer stop()
+	door, parcel := r.pins.get("D2"), r.pins.get("P1")
+
+	door.set(gpio.High) // opens
+	ev := r.next(t, time.Second)
+	if ev.Kind != DoorChanged || ev.Compartment != 2 || !ev.On || ev.At.IsZero() {
+		t.Fatalf("event %+v, want door 2 open", ev)
+	}
+	if open, _ := r.hw.DoorOpen(2); !open {
+		t.Error("DoorOpen(2) false after the event")
+	}
+	parcel.set(gpio.Low) // a parcel, read low
+	ev = r.next(t, time.Second)
+	if ev.Kind != ParcelChanged || ev.Compartment != 1 || !ev.On {
+		t.Fatalf("event %+v, want parcel 1 present", ev)
+	}
+	door.set(gpio.Low)
+	ev = r.next(t, time.Second)
+	if ev.Kind != DoorChanged || ev.Compartment != 2 || ev.On {
+		t.Fatalf("event %+v, want door 2 closed", ev)
+	}
+	r.quiet(t, 100*time.Millisecond)
+}
+
+// Contact bounce within the debounce time gives no event; bounce that ends
+// on a new level gives exactly one.
+func TestSensorBounce(t *testing.T) {
+	w := strings.Replace(rigWiring, "debounce: 40ms", "debounce: 150ms", 1)
+	r := newRig(t, w, Options{})
+	stop := r.run(t)
+	defer stop()
+	door := r.pins.get("D1")
+	bounce := func(final gpio.Level) {
+		for i := range 9 {
+			door.set(i%2 == 0) // high, low, high, …
+			time.Sleep(2 * time.Millisecond)
+		}
+		door.set(final)
+	}
+	bounce(gpio.Low) // ends closed, as it started
+	r.quiet(t, 300*time.Millisecond)
+	if open, _ := r.hw.DoorOpen(1); open {
+		t.Error("door open after bounce")
+	}
+	start := time.Now()
+	bounce(gpio.High) // ends open
+	ev := r.next(t, time.Second)
+	if ev.Kind != DoorChanged || ev.Compartment != 1 || !ev.On {
+		t.Fatalf("event %+v, want door 1 open", ev)
+	}
+	if ev.At.Sub(start) < 150*time.Millisecond {
+		t.Errorf("event after %v, before the debounce time", ev.At.Sub(start))
+	}
+	r.quiet(t, 300*time.Millisecond)
+}
+
+func TestDebouncer(t *testing.T) {
+	const hold = 30 * time.Millisecond
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	type step struct {
+		ms     int
+		v      bool
+		change bool
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"steady", []step{{0, false, false}, {10, false, false}, {100, false, false}}},
+		{"clean change", []step{{0, true, false}, {10, true, false}, {29, true, false}, {30, true, true}, {40, true, false}}},
+		{"bounce back", []step{{0, true, false}, {5, false, false}, {10, true, false}, {35, true, false}, {40, true, true}}},
+		{"glitch", []step{{0, true, false}, {20, true, false}, {25, false, false}, {60, false, false}}},
+		{"on then off", []step{{0, true, false}, {30, true, true}, {40, false, false}, {69, false, false}, {70, false, true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d debouncer
+			for _, s := range tc.steps {
+				if got := d.update(s.v, at(s.ms), hold); got != s.change {
+					t.Errorf("at %dms sample %v: change %v, want %v", s.ms, s.v, got, s.change)
+				}
+			}
+		})
+	}
+}
+
+func TestSensorActiveLow(t *testing.T) {
+	w := strings.Replace(rigWiring, "sensors: {", "sensors: {door_open_low: true, ", 1)
+	r := newRig(t, w, Options{}) // doors read low: open
+	if open, _ := r.hw.DoorOpen(1); !open {
+		t.Error("door_open_low: a low door pin reads closed")
+	}
+}
+
+func TestShowWithoutDisplay(t *testing.T) {
+	r := newRig(t, "compartments:\n  - {number: 1, size: S, lock: L1, door: D1}\n", Options{})
+	if err := r.hw.Show("hello"); err != nil {
+		t.Errorf("Show without display = %v", err)
+	}
+	if r.hw.KeypadScans() != 0 {
+		t.Error("KeypadScans without keypad")
+	}
+	stop := r.run(t) // runs without keypad and display
+	if err := stop(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestHardwareShow(t *testing.T) {
+	r := newRig(t, rigWiring, Options{})
+	if err := r.hw.Show("Enter code", "> 12"); err != nil {
+		t.Fatal(err)
+	}
+	lcd := decodeLCD(t, r.pins.bus.records(), "RS", "E", [4]string{"DB4", "DB5", "DB6", "DB7"})
+	if got := lcd.row(0, 16) + "|" + lcd.row(1, 16); got != "Enter code      |> 12            " {
+		t.Errorf("display shows %q", got)
+	}
+}
+
+func TestHardwareKeypad(t *testing.T) {
+	r := newRig(t, rigWiring, Options{ScanInterval: time.Millisecond})
+	stop := r.run(t)
+	defer stop()
+	for _, key := range "1#D" {
+		r.matrix.press(byte(key))
+		ev := r.next(t, time.Second)
+		if ev.Kind != KeyPressed || ev.Key != byte(key) {
+			t.Fatalf("event %+v, want key %c", ev, key)
+		}
+		r.matrix.release()
+		scans := r.hw.KeypadScans()
+		waitFor(t, "scans", func() bool { return r.hw.KeypadScans() > scans+3 })
+	}
+	r.quiet(t, 20*time.Millisecond)
+	if r.matrix.badScans.Load() != 0 {
+		t.Errorf("%d column reads with more than one row low", r.matrix.badScans.Load())
+	}
+}
+
+// Events are not dropped when the buffer is full: the poller waits for room.
+func TestEventsNotDropped(t *testing.T) {
+	r := newRig(t, strings.Replace(rigWiring, "debounce: 40ms", "debounce: 2ms", 1), Options{EventBuffer: 1})
+	stop := r.run(t)
+	defer stop()
+	door := r.pins.get("D3")
+	door.set(gpio.High)               // open: fills the buffer
+	time.Sleep(30 * time.Millisecond) // nobody reads yet
+	door.set(gpio.Low)                // closed: the poller waits to send it
+	time.Sleep(30 * time.Millisecond)
+	for i, want := range []bool{true, false} {
+		if ev := r.next(t, time.Second); ev.Kind != DoorChanged || ev.On != want {
+			t.Fatalf("event %d = %+v, want door open %v", i, ev, want)
+		}
+	}
+	door.set(gpio.High) // the poller goes on after the wait
+	if ev := r.next(t, time.Second); ev.Kind != DoorChanged || !ev.On {
+		t.Fatalf("event %+v, want door open", ev)
+	}
+}
+
+// matrix fakes a 4x4 keypad over the row and column pins of a pinSet: a
+// column reads low when a key of it is down and that key's row is low.
+type matrix struct {
+	rows     [4]*fakePin
+	mu       sync.Mutex
+	down     map[byte]bool
+	badScans atomic.Int32 // column reads while more than one row was low
+}
+
+func newMatrix(pins *pinSet) *matrix {
+	m := &matrix{down: map[byte]bool{}}
+	for r := range 4 {
+		m.rows[r] = pins.get("R" + string(rune('1'+r)))
+	}
+	for c := range 4 {
+		pins.get("C" + string(rune('1'+c))).readFn = m.col(c)
+	}
+	return m
+}
+
+// col is the Read of column c.
+func (m *matrix) col(c int) func() gpio.Level {
+	return func() gpio.Level {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		level, low := gpio.High, 0
+		for r, row := range m.rows {
+			if row.get() == gpio.Low {
+				low++
+				if m.down[wiring.DefaultLayout[r][c]] {
+					level = gpio.Low
+				}
+			}
+		}
+		if low > 1 {
+			m.badScans.Add(1)
+		}
+		return level
+	}
+}
+
+// press holds down keys (and releases all others).
+func (m *matrix) press(keys ...byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.down)
+	for _, k := range keys {
+		m.down[k] = true
+	}
+}
+
+func (m *matrix) release() { m.press() }
+
+// Production passes gpioreg.ByName.
+var _ PinSource = gpioreg.ByName

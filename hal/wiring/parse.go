@@ -1,0 +1,424 @@
+package wiring
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults and limits applied by Parse.
+const (
+	DefaultPulse    = 300 * time.Millisecond
+	DefaultDebounce = 30 * time.Millisecond
+	DefaultPoll     = 5 * time.Millisecond
+	DefaultPull     = "up"
+	DefaultDisplay  = "hd44780"
+
+	MinDebounce = time.Millisecond
+	MaxDebounce = time.Second
+	MinPoll     = time.Millisecond
+	MaxPoll     = 100 * time.Millisecond
+)
+
+// DefaultLayout is the key layout of a common 4x4 membrane keypad, by row.
+var DefaultLayout = []string{"123A", "456B", "789C", "*0#D"}
+
+// Keys are the keys a keypad layout may contain.
+const Keys = "0123456789*#ABCD"
+
+// Sizes are the compartment sizes, ascending.
+var Sizes = []string{"S", "M", "L", "XL"}
+
+// Load reads and parses the wiring file at path; errors name the file by its
+// base name and line.
+func Load(path string) (*Wiring, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, filepath.Base(path))
+}
+
+// Parse decodes a YAML wiring, fills in the defaults and validates it.
+// source names the data in errors ("cabinet.yaml"). Every error is one line
+// of the form "source:LINE: problem".
+func Parse(data []byte, source string) (*Wiring, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("%s: empty wiring file", source)
+	}
+	// The node tree gives line numbers; the strict decoder the values.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, yamlError(source, err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, fmt.Errorf("%s: empty wiring file", source)
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s:%d: not a wiring: want a mapping with name, locks, sensors, keypad, display and compartments", source, root.Line)
+	}
+	w := new(Wiring)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(w); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(source, err)
+	}
+	v := &validator{source: source, root: root}
+	v.defaults(w)
+	if err := v.validate(w); err != nil {
+		return nil, err
+	}
+	sortCompartments(w)
+	return w, nil
+}
+
+// Validate checks a complete wiring, such as one returned by Parse or built
+// in code with every default filled in. Its errors carry no line numbers.
+func (w *Wiring) Validate() error {
+	if w == nil {
+		return errors.New("no wiring")
+	}
+	return (&validator{}).validate(w)
+}
+
+// validator checks a decoded wiring. root, when set, is the YAML mapping the
+// wiring came from and gives the errors their line numbers.
+type validator struct {
+	source string
+	root   *yaml.Node
+}
+
+// errf formats an error at the line of the node at path (mapping keys as
+// strings, sequence indexes as ints), or of its nearest existing ancestor.
+func (v *validator) errf(path []any, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	line := v.line(path...)
+	switch {
+	case v.source != "" && line > 0:
+		return fmt.Errorf("%s:%d: %s", v.source, line, msg)
+	case v.source != "":
+		return fmt.Errorf("%s: %s", v.source, msg)
+	}
+	return errors.New(msg)
+}
+
+// line returns the line of the node at path: for a mapping entry the line of
+// its key, for a sequence item the item's line. A missing node falls back to
+// its nearest ancestor; 0 without a node tree.
+func (v *validator) line(path ...any) int {
+	line, _ := v.lookup(path)
+	return line
+}
+
+// has reports whether the node at path is written in the file.
+func (v *validator) has(path ...any) bool {
+	_, found := v.lookup(path)
+	return found
+}
+
+// lookup walks path from the root (mapping keys as strings, sequence indexes
+// as ints) and returns the line of the deepest node reached and whether
+// the whole path was found.
+func (v *validator) lookup(path []any) (line int, found bool) {
+	n := v.root
+	if n == nil {
+		return 0, false
+	}
+	line = n.Line
+	for _, p := range path {
+		var next *yaml.Node
+		switch p := p.(type) {
+		case string:
+			for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == p {
+					line, next = n.Content[i].Line, n.Content[i+1]
+					break
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && p >= 0 && p < len(n.Content) {
+				next = n.Content[p]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			return line, false
+		}
+		n = next
+	}
+	return line, true
+}
+
+// defaults fills in what the file leaves out. A duration written as zero
+// stays zero (and fails validation); only a missing one gets its default.
+func (v *validator) defaults(w *Wiring) {
+	if w.Locks.Pulse == 0 && !v.has("locks", "pulse") {
+		w.Locks.Pulse = DefaultPulse
+	}
+	if w.Sensors.Debounce == 0 && !v.has("sensors", "debounce") {
+		w.Sensors.Debounce = DefaultDebounce
+	}
+	if w.Sensors.Poll == 0 && !v.has("sensors", "poll") {
+		w.Sensors.Poll = DefaultPoll
+	}
+	if w.Sensors.Pull == "" && !v.has("sensors", "pull") {
+		w.Sensors.Pull = DefaultPull
+	}
+	if k := w.Keypad; k != nil && len(k.Layout) == 0 && !v.has("keypad", "layout") {
+		k.Layout = slices.Clone(DefaultLayout)
+	}
+	if d := w.Display; d != nil {
+		if d.Type == "" && !v.has("display", "type") {
+			d.Type = DefaultDisplay
+		}
+		if d.Cols == 0 && !v.has("display", "cols") {
+			d.Cols = 16
+		}
+		if d.Rows == 0 && !v.has("display", "rows") {
+			d.Rows = 2
+		}
+	}
+}
+
+// pinUse is one use of a pin name, for the duplicate check.
+type pinUse struct {
+	name string
+	role string // "lock of compartment 1", "keypad row 2", …
+	ctx  string // where an error is reported: "compartment 1", "keypad", …
+	what string // the field, as the error says it: "lock pin", "row 2 pin", …
+	path []any
+	line int
+}
+
+func (v *validator) validate(w *Wiring) error {
+	if err := v.locks(w.Locks); err != nil {
+		return err
+	}
+	if err := v.sensors(w.Sensors); err != nil {
+		return err
+	}
+	var uses []pinUse
+	use := func(name, role, ctx, what string, path ...any) {
+		uses = append(uses, pinUse{name: name, role: role, ctx: ctx, what: what, path: path, line: v.line(path...)})
+	}
+	if err := v.compartments(w.Compartments, use); err != nil {
+		return err
+	}
+	if w.Keypad != nil {
+		if err := v.keypad(w.Keypad, use); err != nil {
+			return err
+		}
+	}
+	if w.Display != nil {
+		if err := v.display(w.Display, use); err != nil {
+			return err
+		}
+	}
+	// Report the later of two uses of a pin, naming the earlier one.
+	slices.SortStableFunc(uses, func(a, b pinUse) int { return a.line - b.line })
+	first := make(map[string]pinUse, len(uses))
+	for _, u := range uses {
+		if prev, ok := first[u.name]; ok {
+			at := ""
+			if prev.line > 0 {
+				at = fmt.Sprintf(" (line %d)", prev.line)
+			}
+			return v.errf(u.path, "%s: %s %q already used as %s%s", u.ctx, u.what, u.name, prev.role, at)
+		}
+		first[u.name] = u
+	}
+	return nil
+}
+
+func (v *validator) locks(l Locks) error {
+	if l.Pulse <= 0 || l.Pulse > MaxPulse {
+		return v.errf([]any{"locks", "pulse"}, "locks: pulse %v out of range (want more than 0 and at most %v)", l.Pulse, MaxPulse)
+	}
+	return nil
+}
+
+func (v *validator) sensors(s Sensors) error {
+	switch s.Pull {
+	case "up", "down", "none":
+	default:
+		return v.errf([]any{"sensors", "pull"}, "sensors: pull %q not one of up, down, none", s.Pull)
+	}
+	if s.Debounce < MinDebounce || s.Debounce > MaxDebounce {
+		return v.errf([]any{"sensors", "debounce"}, "sensors: debounce %v out of range %v..%v", s.Debounce, MinDebounce, MaxDebounce)
+	}
+	if s.Poll < MinPoll || s.Poll > MaxPoll {
+		return v.errf([]any{"sensors", "poll"}, "sensors: poll %v out of range %v..%v", s.Poll, MinPoll, MaxPoll)
+	}
+	if s.Poll > s.Debounce {
+		return v.errf([]any{"sensors", "poll"}, "sensors: poll %v longer than debounce %v", s.Poll, s.Debounce)
+	}
+	return nil
+}
+
+func (v *validator) compartments(cs []Compartment, use func(name, role, ctx, what string, path ...any)) error {
+	if len(cs) == 0 {
+		return v.errf([]any{"compartments"}, "no compartments")
+	}
+	seen := make(map[int]int, len(cs)) // number → index
+	for i, c := range cs {
+		at := func(field string) []any { return []any{"compartments", i, field} }
+		if c.Number == 0 && !v.has("compartments", i, "number") {
+			return v.errf(at("number"), "compartment (entry %d): number required", i+1)
+		}
+		if c.Number < 1 || c.Number > len(cs) {
+			return v.errf(at("number"), "compartment number %d out of range 1..%d (numbers are 1..N without gaps)", c.Number, len(cs))
+		}
+		ctx := "compartment " + strconv.Itoa(c.Number)
+		if j, ok := seen[c.Number]; ok {
+			prev := ""
+			if l := v.line("compartments", j, "number"); l > 0 {
+				prev = fmt.Sprintf(" (line %d)", l)
+			}
+			return v.errf(at("number"), "%s: number already used%s", ctx, prev)
+		}
+		seen[c.Number] = i
+		switch {
+		case c.Size == "":
+			return v.errf(at("size"), "%s: size required (one of S, M, L, XL)", ctx)
+		case !slices.Contains(Sizes, c.Size):
+			return v.errf(at("size"), "%s: size %q not one of S, M, L, XL", ctx, c.Size)
+		case c.Lock == "":
+			return v.errf(at("lock"), "%s: lock pin required", ctx)
+		case c.Door == "":
+			return v.errf(at("door"), "%s: door pin required", ctx)
+		}
+		use(c.Lock, "lock of "+ctx, ctx, "lock pin", at("lock")...)
+		use(c.Door, "door of "+ctx, ctx, "door pin", at("door")...)
+		if c.Parcel != "" {
+			use(c.Parcel, "parcel of "+ctx, ctx, "parcel pin", at("parcel")...)
+		}
+	}
+	// With N distinct numbers in 1..N there is no gap.
+	return nil
+}
+
+func (v *validator) keypad(k *Keypad, use func(name, role, ctx, what string, path ...any)) error {
+	for _, f := range []struct {
+		field string
+		pins  []string
+	}{{"rows", k.Rows}, {"cols", k.Cols}} {
+		if len(f.pins) != 4 {
+			return v.errf([]any{"keypad", f.field}, "keypad: want 4 %s, got %d", f.field, len(f.pins))
+		}
+		for i, p := range f.pins {
+			what := fmt.Sprintf("%s %d", strings.TrimSuffix(f.field, "s"), i+1)
+			if p == "" {
+				return v.errf([]any{"keypad", f.field, i}, "keypad: %s pin required", what)
+			}
+			use(p, "keypad "+what, "keypad", what+" pin", "keypad", f.field, i)
+		}
+	}
+	if len(k.Layout) != 4 {
+		return v.errf([]any{"keypad", "layout"}, "keypad: layout wants 4 rows of 4 keys, got %d rows", len(k.Layout))
+	}
+	seen := make(map[rune]bool, 16)
+	for i, row := range k.Layout {
+		at := []any{"keypad", "layout", i}
+		if len([]rune(row)) != 4 {
+			return v.errf(at, "keypad: layout row %d %q: want 4 keys", i+1, row)
+		}
+		for _, r := range row {
+			if !strings.ContainsRune(Keys, r) {
+				return v.errf(at, "keypad: layout row %d: key %q not one of %q", i+1, r, Keys)
+			}
+			if seen[r] {
+				return v.errf(at, "keypad: layout row %d: key %q appears twice", i+1, r)
+			}
+			seen[r] = true
+		}
+	}
+	return nil
+}
+
+func (v *validator) display(d *Display, use func(name, role, ctx, what string, path ...any)) error {
+	if d.Type != DefaultDisplay {
+		return v.errf([]any{"display", "type"}, "display: type %q not supported (want hd44780)", d.Type)
+	}
+	if d.Cols != 16 && d.Cols != 20 {
+		return v.errf([]any{"display", "cols"}, "display: cols %d not 16 or 20", d.Cols)
+	}
+	if d.Rows != 2 && d.Rows != 4 {
+		return v.errf([]any{"display", "rows"}, "display: rows %d not 2 or 4", d.Rows)
+	}
+	if d.RS == "" {
+		return v.errf([]any{"display", "rs"}, "display: rs pin required")
+	}
+	use(d.RS, "display rs", "display", "rs pin", "display", "rs")
+	if d.E == "" {
+		return v.errf([]any{"display", "e"}, "display: e pin required")
+	}
+	use(d.E, "display e", "display", "e pin", "display", "e")
+	if len(d.Data) != 4 {
+		return v.errf([]any{"display", "data"}, "display: want 4 data pins (D4..D7), got %d", len(d.Data))
+	}
+	for i, p := range d.Data {
+		what := fmt.Sprintf("d%d", i+4)
+		if p == "" {
+			return v.errf([]any{"display", "data", i}, "display: %s pin required", what)
+		}
+		use(p, "display "+what, "display", what+" pin", "display", "data", i)
+	}
+	return nil
+}
+
+func sortCompartments(w *Wiring) {
+	slices.SortFunc(w.Compartments, func(a, b Compartment) int { return a.Number - b.Number })
+}
+
+var (
+	// "line 12: field foo not found in type wiring.Compartment"
+	reUnknown = regexp.MustCompile(`^line (\d+): field (.*) not found in type (?:\S+\.)?(\w+)$`)
+	// "line 3: cannot unmarshal !!int `300` into time.Duration"
+	reDuration = regexp.MustCompile("^line (\\d+): cannot unmarshal !!\\w+ `(.*)` into time.Duration$")
+	// "line 3: anything"
+	reLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
+
+// yamlError turns a yaml error into one "source:LINE: problem" line.
+func yamlError(source string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg := te.Errors[0]
+		if m := reUnknown.FindStringSubmatch(msg); m != nil {
+			msg = fmt.Sprintf("line %s: unknown field %q in %s", m[1], m[2], strings.ToLower(m[3]))
+		} else if m := reDuration.FindStringSubmatch(msg); m != nil {
+			msg = fmt.Sprintf("line %s: invalid duration %q (want e.g. \"300ms\")", m[1], m[2])
+		}
+		if n := len(te.Errors) - 1; n > 0 {
+			msg += fmt.Sprintf(" (and %d more)", n)
+		}
+		return lineError(source, msg)
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	return lineError(source, "not valid YAML: "+msg)
+}
+
+// lineError moves a leading "line N: " into the "source:N: " position and
+// keeps the message on one line.
+func lineError(source, msg string) error {
+	msg = strings.Join(strings.Fields(msg), " ")
+	prefix := ""
+	if strings.HasPrefix(msg, "not valid YAML: ") {
+		prefix, msg = "not valid YAML: ", strings.TrimPrefix(msg, "not valid YAML: ")
+	}
+	if m := reLine.FindStringSubmatch(msg); m != nil {
+		return fmt.Errorf("%s:%s: %s%s", source, m[1], prefix, m[2])
+	}
+	return fmt.Errorf("%s: %s%s", source, prefix, msg)
+}
