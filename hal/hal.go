@@ -25,9 +25,19 @@ const (
 	// KeyPressed: a key of the keypad went down (Key is one of
 	// "0123456789*#ABCD").
 	KeyPressed
-	// LockReleased: a release pulse of Compartment's solenoid finished; Err
-	// is set when the pulse could not be given.
+	// LockReleased: a release of Compartment's lock ended. Err is nil when
+	// the door sensor reported the door open within the confirmation time
+	// (after at most one retry pulse), or when the door was open already;
+	// otherwise Err wraps ErrLockFault (the door did not open) or says why
+	// the pulse could not be given.
 	LockReleased
+	// SensorFault: a sensor of Compartment cannot be trusted: it chatters,
+	// or the expander behind it cannot be read. Err says how. Compartment
+	// is 0 for a fault that is not one compartment's (a whole expander).
+	SensorFault
+	// SensorRecovered: the sensor (or expander) of a SensorFault reads
+	// sanely again.
+	SensorRecovered
 )
 
 // String returns a short name of the kind: "door", "parcel", "key", "lock".
@@ -41,6 +51,10 @@ func (k EventKind) String() string {
 		return "key"
 	case LockReleased:
 		return "lock"
+	case SensorFault:
+		return "sensor-fault"
+	case SensorRecovered:
+		return "sensor-recovered"
 	}
 	return "unknown"
 }
@@ -89,4 +103,13 @@ var (
 	ErrNoPin = errors.New("hal: no such pin")
 	// ErrHalted: the hardware was halted; nothing more is driven.
 	ErrHalted = errors.New("hal: halted")
+	// ErrLockFault: the door did not open after a release and one retry.
+	ErrLockFault = errors.New("hal: door did not open after release")
 )
+
+// Indicators is implemented by cabinets with a status LED per compartment.
+// The controller lights a compartment's LED while its door is released for
+// someone, so that they find it.
+type Indicators interface {
+	SetLED(n int, on bool) error
+}
