@@ -57,7 +57,11 @@ func (f *fakeCabinet) Release(n int) error {
 	f.releases = append(f.releases, n)
 	return nil
 }
-func (f *fakeCabinet) DoorOpen(n int) (bool, error) { f.mu.Lock(); defer f.mu.Unlock(); return f.door[n], nil }
+func (f *fakeCabinet) DoorOpen(n int) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.door[n], nil
+}
 func (f *fakeCabinet) ParcelPresent(n int) (bool, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

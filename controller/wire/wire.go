@@ -1,4 +1,8 @@
-package controller
+// Package wire holds the JSON shapes the locker exchanges with the central
+// server (PROTOCOL.md): grants, commands, their answers, traces, status. It
+// is a leaf: the controller builds and reads them, sync moves them over
+// MQTT, and neither the pins nor MQTT are known here.
+package wire
 
 import (
 	"encoding/json"

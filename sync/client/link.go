@@ -1,0 +1,595 @@
+// Package client is the locker's MQTT link to the central server: it keeps
+// one connection up (with its own full-jitter back-off), receives signed
+// grants and commands and hands them to the controller, and publishes the
+// controller's outbox of traces, its status and its compartments, following
+// PROTOCOL.md.
+//
+// The link never blocks inside a paho callback: received messages are copied
+// into a bounded queue and handled by the link's own goroutine. Each
+// connection uses a fresh paho client with a fresh memory store; the
+// controller's outbox is the only record of what still has to be sent, and an
+// event leaves it only on its own PUBACK, received on the connection that is
+// still the current one.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/openlocker/locker/controller/wire"
+	"github.com/openlocker/locker/sync/protocol"
+)
+
+// Protocol constants (PROTOCOL.md) and defaults.
+const (
+	// KeepAlive is the MQTT keep-alive of the protocol.
+	KeepAlive = 30 * time.Second
+	// DefaultInFlight is the default number of unacknowledged trace publishes.
+	DefaultInFlight = 10
+	// MaxInFlight is the largest InFlight allowed: Mosquitto's default
+	// max_inflight_messages.
+	MaxInFlight = 20
+	// InboxSize is the number of received messages waiting for the worker;
+	// more are dropped (and counted).
+	InboxSize = 64
+
+	defaultBackoffMin     = time.Second
+	defaultBackoffMax     = 5 * time.Minute
+	defaultStableAfter    = 30 * time.Second
+	defaultStatusEvery    = 10 * time.Second
+	defaultCompartEvery   = time.Second
+	defaultDrainEvery     = 15 * time.Second
+	connectTimeout        = 20 * time.Second
+	writeTimeout          = 10 * time.Second
+	pingTimeout           = 10 * time.Second
+	publishTimeout        = 15 * time.Second
+	subscribeTimeout      = 15 * time.Second
+	shutdownTimeout       = 2 * time.Second
+	dropLogEvery          = 5 * time.Second
+	disconnectQuiesceMsec = 250
+)
+
+// Options configure a Link.
+type Options struct {
+	// Broker is the broker URL: tcp://host:1883, or ssl://host:8883 (also
+	// tls://, mqtts://) for TLS.
+	Broker string
+	// LockerID is the MQTT client id and topic prefix. Empty: Locker.LockerID().
+	// If set, it must equal Locker.LockerID().
+	LockerID string
+	// Keys are the central server's public keys; at least one.
+	Keys protocol.Keyring
+	// Locker is the wire.
+	Locker Locker
+	// TLS is the TLS configuration (client certificate, root CAs) for ssl:// brokers.
+	TLS *tls.Config
+	// Username and Password are optional MQTT credentials.
+	Username, Password string
+	// Software is the version put into the status when the controller leaves it empty.
+	Software string
+	// Logger receives the link's logs; nil: slog.Default().
+	Logger *slog.Logger
+	// InFlight is the most trace publishes awaiting their PUBACK (default 10, at most 20).
+	InFlight int
+	// Now is the clock for expiry checks and published times; nil: time.Now.
+	Now func() time.Time
+
+	// BackoffMin and BackoffMax bound the reconnect back-off (defaults 1 s and
+	// 5 min, as PROTOCOL.md says); StableAfter is how long a connection must
+	// stay up for the back-off to start again from BackoffMin (default 30 s).
+	// Tests shorten them.
+	BackoffMin, BackoffMax, StableAfter time.Duration
+	// StatusEvery, CompartmentsEvery and DrainEvery are for tests: the least
+	// time between two status messages (default 10 s), between two
+	// compartments messages (default 1 s), and the safety-net poll of the
+	// outbox (default 15 s).
+	StatusEvery, CompartmentsEvery, DrainEvery time.Duration
+}
+
+// topics are this locker's topics.
+type topics struct {
+	grants, commands, grantsAck, commandsResult, traces, status, compartments string
+}
+
+// Link is the MQTT link. Create it with New and run it with Run.
+type Link struct {
+	opts  Options
+	id    string
+	log   *slog.Logger
+	t     topics
+	will  []byte // the offline status: last will and clean-shutdown message
+	inbox chan inbound
+
+	running     atomic.Bool
+	connected   atomic.Bool
+	dropped     atomic.Int64
+	lastDropLog atomic.Int64 // unix nanoseconds
+
+	mu    sync.Mutex
+	cur   *session // guarded by mu; the live connection, nil when down
+	epoch uint64   // guarded by mu; incremented on every connect and every loss
+}
+
+// session is one connection: one paho client, one epoch.
+type session struct {
+	client mqtt.Client
+	epoch  uint64        // set before the session is published in Link.cur
+	lost   chan struct{} // closed once the connection is gone or given up
+	once   sync.Once
+}
+
+func (s *session) markLost() { s.once.Do(func() { close(s.lost) }) }
+
+// inbound is one received message, copied out of paho.
+type inbound struct {
+	topic   string
+	payload []byte // nil when the message was larger than protocol.MaxEnvelope
+	size    int
+}
+
+// New checks opts and returns a link ready to Run.
+func New(opts Options) (*Link, error) {
+	if opts.Locker == nil {
+		return nil, errors.New("client: no Locker")
+	}
+	if opts.Broker == "" {
+		return nil, errors.New("client: no broker URL")
+	}
+	id := opts.Locker.LockerID()
+	if opts.LockerID != "" && opts.LockerID != id {
+		return nil, fmt.Errorf("client: locker id %q differs from the controller's %q", opts.LockerID, id)
+	}
+	if !protocol.ValidLockerID(id) {
+		return nil, fmt.Errorf("client: invalid locker id %q (1 to 32 of A-Z a-z 0-9 _ -)", id)
+	}
+	if len(opts.Keys) == 0 {
+		return nil, errors.New("client: no central public key")
+	}
+	for kid, k := range opts.Keys {
+		if len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("client: central key %q is %d bytes, want %d", kid, len(k), ed25519.PublicKeySize)
+		}
+	}
+	switch {
+	case opts.InFlight == 0:
+		opts.InFlight = DefaultInFlight
+	case opts.InFlight < 0 || opts.InFlight > MaxInFlight:
+		return nil, fmt.Errorf("client: InFlight %d not in 1..%d", opts.InFlight, MaxInFlight)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.BackoffMin, defaultBackoffMin)
+	def(&opts.BackoffMax, defaultBackoffMax)
+	def(&opts.StableAfter, defaultStableAfter)
+	def(&opts.StatusEvery, defaultStatusEvery)
+	def(&opts.CompartmentsEvery, defaultCompartEvery)
+	def(&opts.DrainEvery, defaultDrainEvery)
+	if opts.BackoffMax < opts.BackoffMin {
+		return nil, errors.New("client: BackoffMax is less than BackoffMin")
+	}
+	opts.LockerID = id
+	opts.Keys = maps.Clone(opts.Keys)
+
+	will, err := json.Marshal(struct {
+		State    string `json:"state"`
+		LockerID string `json:"locker_id"`
+	}{"offline", id})
+	if err != nil {
+		return nil, err
+	}
+	return &Link{
+		opts: opts,
+		id:   id,
+		log:  opts.Logger.With("locker", id),
+		t: topics{
+			grants:         protocol.Topic(id, protocol.SuffixGrants),
+			commands:       protocol.Topic(id, protocol.SuffixCommands),
+			grantsAck:      protocol.Topic(id, protocol.SuffixGrantsAck),
+			commandsResult: protocol.Topic(id, protocol.SuffixCommandsResult),
+			traces:         protocol.Topic(id, protocol.SuffixTraces),
+			status:         protocol.Topic(id, protocol.SuffixStatus),
+			compartments:   protocol.Topic(id, protocol.SuffixCompartments),
+		},
+		will:  will,
+		inbox: make(chan inbound, InboxSize),
+	}, nil
+}
+
+// Connected reports whether the link has a live, subscribed connection.
+func (l *Link) Connected() bool { return l.connected.Load() }
+
+// Dropped is the number of received messages dropped because the inbox was
+// full.
+func (l *Link) Dropped() int64 { return l.dropped.Load() }
+
+// Run connects and keeps the link up until ctx is done. On the way out it
+// publishes the offline status (retained) and disconnects cleanly; after a
+// crash the broker publishes the same message as the last will. Run returns
+// nil when ctx is done; it may be called only once.
+func (l *Link) Run(ctx context.Context) error {
+	if !l.running.CompareAndSwap(false, true) {
+		return errors.New("client: Run called twice")
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.worker(ctx)
+	}()
+	defer wg.Wait()
+
+	bo := newBackoff(l.opts.BackoffMin, l.opts.BackoffMax, l.opts.StableAfter)
+	for first := true; ; first = false {
+		if !first {
+			d := bo.next()
+			l.log.Info("reconnecting", "in", d.Round(time.Millisecond))
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+		s, err := l.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			l.log.Warn("connect failed", "broker", l.opts.Broker, "err", err)
+			continue
+		}
+		bo.connected(time.Now())
+		l.serve(ctx, s)
+		if ctx.Err() != nil {
+			return nil
+		}
+		bo.lost(time.Now())
+	}
+}
+
+// connect opens one connection with a fresh paho client and subscribes.
+func (l *Link) connect(ctx context.Context) (*session, error) {
+	s := &session{lost: make(chan struct{})}
+	o := mqtt.NewClientOptions().
+		AddBroker(l.opts.Broker).
+		SetClientID(l.id).
+		SetCleanSession(false).
+		SetKeepAlive(KeepAlive).
+		SetPingTimeout(pingTimeout).
+		SetConnectTimeout(connectTimeout).
+		SetWriteTimeout(writeTimeout).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetStore(mqtt.NewMemoryStore()).
+		// The handler never blocks, so paho may call it in order from its
+		// router goroutine: envelopes are handled in the order received.
+		SetOrderMatters(true).
+		SetResumeSubs(false).
+		SetBinaryWill(l.t.status, l.will, 1, true).
+		// Messages queued in our persistent session may arrive before the
+		// SUBSCRIBE is answered: the default handler takes them all.
+		SetDefaultPublishHandler(l.onMessage).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			l.log.Warn("connection lost", "err", err)
+			l.lose(s)
+		})
+	if l.opts.TLS != nil {
+		o.SetTLSConfig(l.opts.TLS)
+	}
+	if l.opts.Username != "" {
+		o.SetUsername(l.opts.Username)
+		o.SetPassword(l.opts.Password)
+	}
+	c := mqtt.NewClient(o)
+	s.client = c
+
+	tok := c.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		go func() { // do not leave a connection (nor an "online" status) behind
+			<-tok.Done()
+			if tok.Error() == nil {
+				l.goOffline(ctx, s)
+			}
+		}()
+		return nil, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return nil, err
+	}
+	sessionPresent := tok.(*mqtt.ConnectToken).SessionPresent()
+
+	l.mu.Lock()
+	l.epoch++
+	s.epoch = l.epoch
+	l.cur = s
+	l.mu.Unlock()
+
+	// Subscribe on every connection: the broker may have lost our session.
+	st := c.SubscribeMultiple(map[string]byte{l.t.grants: 1, l.t.commands: 1}, nil)
+	timer := time.NewTimer(subscribeTimeout)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-st.Done():
+		err = st.Error()
+	case <-s.lost:
+		err = errors.New("connection lost while subscribing")
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timer.C:
+		err = errors.New("subscribe timed out")
+	}
+	if err == nil {
+		for topic, code := range st.(*mqtt.SubscribeToken).Result() {
+			if code == 0x80 {
+				// Refused by the broker's ACL: a configuration fault that
+				// reconnecting will not mend. Keep publishing traces.
+				l.log.Error("subscription refused by the broker", "topic", topic)
+			}
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			l.goOffline(ctx, s)
+		} else {
+			l.drop(s)
+		}
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	l.log.Info("connected", "broker", l.opts.Broker, "session_present", sessionPresent, "epoch", s.epoch)
+	return s, nil
+}
+
+// lose retires s: it is no longer current and its epoch is over.
+func (l *Link) lose(s *session) {
+	l.mu.Lock()
+	if l.cur == s {
+		l.cur = nil
+		l.epoch++
+		l.connected.Store(false)
+	}
+	l.mu.Unlock()
+	s.markLost()
+}
+
+// drop gives up on s and closes its connection.
+func (l *Link) drop(s *session) {
+	l.lose(s)
+	go s.client.Disconnect(disconnectQuiesceMsec)
+}
+
+// current returns the live session, or nil.
+func (l *Link) current() *session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur
+}
+
+// isCurrent reports whether s is still the live connection of its epoch.
+func (l *Link) isCurrent(s *session) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur == s && l.epoch == s.epoch
+}
+
+// serve runs the outbox drain and the reporter on s until the connection is
+// lost or ctx is done; then it shuts the connection down.
+func (l *Link) serve(ctx context.Context, s *session) {
+	l.connected.Store(l.isCurrent(s))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		l.drain(ctx, s)
+	}()
+	go func() {
+		defer wg.Done()
+		l.report(ctx, s)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-s.lost:
+	}
+	wg.Wait()
+	if ctx.Err() == nil {
+		l.lose(s)
+		s.client.Disconnect(0) // releases paho's goroutines if anything is left
+		return
+	}
+	l.goOffline(ctx, s)
+	l.log.Info("disconnected")
+}
+
+// goOffline is the clean shutdown of s: publish the offline status (retained),
+// then disconnect (the broker then drops the will). ctx is done; the publish
+// gets shutdownTimeout of its own.
+func (l *Link) goOffline(ctx context.Context, s *session) {
+	l.connected.Store(false)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := l.publishWait(sctx, s, l.t.status, true, l.will); err != nil && !errors.Is(err, errConnLost) {
+		l.log.Warn("offline status not published", "err", err)
+	}
+	l.lose(s)
+	s.client.Disconnect(disconnectQuiesceMsec)
+}
+
+var errConnLost = errors.New("connection lost")
+
+// publishWait publishes at QoS 1 on s and waits for the PUBACK, the loss of
+// the connection, ctx or a time-out, whichever comes first.
+func (l *Link) publishWait(ctx context.Context, s *session, topic string, retained bool, payload []byte) error {
+	tok := s.client.Publish(topic, 1, retained, payload)
+	t := time.NewTimer(publishTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-s.lost:
+		return errConnLost
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errors.New("publish timed out")
+	}
+}
+
+// publishCurrent publishes on the live connection, if there is one.
+func (l *Link) publishCurrent(ctx context.Context, topic string, payload []byte) error {
+	s := l.current()
+	if s == nil {
+		return errors.New("not connected")
+	}
+	return l.publishWait(ctx, s, topic, false, payload)
+}
+
+// onMessage is paho's handler for every received message. It must never
+// block: it copies the payload into the inbox or drops it.
+func (l *Link) onMessage(_ mqtt.Client, m mqtt.Message) {
+	in := inbound{topic: m.Topic(), size: len(m.Payload())}
+	if in.size <= protocol.MaxEnvelope {
+		in.payload = bytes.Clone(m.Payload())
+		if in.payload == nil {
+			in.payload = []byte{}
+		}
+	}
+	select {
+	case l.inbox <- in:
+	default:
+		n := l.dropped.Add(1)
+		now := time.Now().UnixNano()
+		last := l.lastDropLog.Load()
+		if now-last >= int64(dropLogEvery) && l.lastDropLog.CompareAndSwap(last, now) {
+			l.log.Warn("inbox full: received message dropped", "topic", in.topic, "dropped_total", n)
+		}
+	}
+}
+
+// worker handles received messages one at a time until ctx is done.
+func (l *Link) worker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case in := <-l.inbox:
+			switch in.topic {
+			case l.t.grants:
+				l.handleGrants(ctx, in)
+			case l.t.commands:
+				l.handleCommand(ctx, in)
+			default:
+				l.log.Debug("message on an unexpected topic ignored", "topic", in.topic)
+			}
+		}
+	}
+}
+
+// open checks the envelope of in.
+func (l *Link) open(in inbound) ([]byte, string, error) {
+	if in.payload == nil {
+		return nil, "", protocol.ErrTooLarge
+	}
+	return protocol.Open(l.opts.Keys, in.payload)
+}
+
+// reject records an envelope_rejected trace through the wire.
+func (l *Link) reject(ctx context.Context, kind string, size int, err error) {
+	reason := err.Error()
+	l.log.Warn("envelope rejected", "kind", kind, "bytes", size, "reason", reason)
+	if err := l.opts.Locker.RejectEnvelope(ctx, reason); err != nil && ctx.Err() == nil {
+		l.log.Error("recording a rejected envelope", "err", err)
+	}
+}
+
+func (l *Link) handleGrants(ctx context.Context, in inbound) {
+	body, keyID, err := l.open(in)
+	var g *wire.GrantsBody
+	if err == nil {
+		g, err = protocol.DecodeGrants(body, l.id, l.opts.Now())
+	}
+	if err != nil {
+		l.reject(ctx, protocol.KindGrants, in.size, err)
+		return
+	}
+	ack, err := l.opts.Locker.ApplyGrants(ctx, g)
+	if err != nil {
+		// Nothing applied and no ack: the central server sends it again.
+		l.log.Error("grants not applied", "issued_at", wire.FormatTime(g.IssuedAt), "ops", len(g.Ops), "err", err)
+		return
+	}
+	if ack.IssuedAt.IsZero() {
+		ack.IssuedAt = g.IssuedAt
+	}
+	ack.IssuedAt = ack.IssuedAt.UTC() // every time on the wire is UTC
+	if ack.Rejected == nil {
+		ack.Rejected = []wire.RejectedGrant{}
+	}
+	l.log.Info("grants applied", "key_id", keyID, "issued_at", wire.FormatTime(g.IssuedAt),
+		"snapshot", g.Snapshot, "ops", len(g.Ops), "applied", ack.Applied, "stale", ack.Stale, "rejected", len(ack.Rejected))
+	l.publishJSON(ctx, l.t.grantsAck, "grants ack", ack)
+}
+
+func (l *Link) handleCommand(ctx context.Context, in inbound) {
+	body, keyID, err := l.open(in)
+	if err != nil {
+		l.reject(ctx, protocol.KindCommand, in.size, err)
+		return
+	}
+	cmd, err := protocol.DecodeCommand(body, l.id, l.opts.Now())
+	if err != nil {
+		l.reject(ctx, protocol.KindCommand, in.size, err)
+		// Signed by the central server and meant for us: answer it.
+		if id := protocol.CommandID(body, l.id); id != "" {
+			l.publishJSON(ctx, l.t.commandsResult, "command result",
+				wire.CommandResult{CommandID: id, OK: false, Error: err.Error()})
+		}
+		return
+	}
+	res, err := l.opts.Locker.Execute(ctx, cmd)
+	if err != nil {
+		l.log.Error("command failed", "command_id", cmd.CommandID, "action", cmd.Action, "compartment", cmd.Compartment, "err", err)
+		res = wire.CommandResult{CommandID: cmd.CommandID, OK: false, Error: "internal error"}
+	}
+	if res.CommandID == "" {
+		res.CommandID = cmd.CommandID
+	}
+	l.log.Info("command executed", "key_id", keyID, "command_id", cmd.CommandID, "action", cmd.Action,
+		"compartment", cmd.Compartment, "ok", res.OK, "error", res.Error)
+	l.publishJSON(ctx, l.t.commandsResult, "command result", res)
+}
+
+// publishJSON publishes v on the live connection and logs a failure.
+func (l *Link) publishJSON(ctx context.Context, topic, what string, v any) {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		l.log.Error("encoding "+what, "err", err)
+		return
+	}
+	if err := l.publishCurrent(ctx, topic, payload); err != nil && ctx.Err() == nil {
+		l.log.Warn(what+" not published", "err", err)
+	}
+}
