@@ -1,0 +1,185 @@
+package daemon
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/openlocker/locker/sync/protocol"
+)
+
+// Config is lockerd's configuration file.
+type Config struct {
+	// LockerID is this locker's id (1 to 32 of A-Z a-z 0-9 _ -).
+	LockerID string `yaml:"locker_id"`
+	// Data is the folder for the database.
+	Data string `yaml:"data"`
+	// Wiring is the cabinet wiring file; relative to the config file's folder.
+	Wiring string `yaml:"wiring"`
+	// Language of the display: en (default).
+	Language string `yaml:"language"`
+	// Broker is how to reach the central server's MQTT broker.
+	Broker Broker `yaml:"broker"`
+	// CentralKeys are the trusted central public keys, "KEY_ID:BASE64".
+	CentralKeys []string `yaml:"central_keys"`
+}
+
+// Broker is the MQTT connection.
+type Broker struct {
+	URL          string `yaml:"url"`           // tcp://host:1883 or ssl://host:8883
+	CAFile       string `yaml:"ca_file"`       // CA certificates to trust (ssl://)
+	CertFile     string `yaml:"cert_file"`     // this locker's client certificate (mutual TLS)
+	KeyFile      string `yaml:"key_file"`      // its private key
+	Username     string `yaml:"username"`      // optional
+	PasswordFile string `yaml:"password_file"` // optional; the file holds the password
+}
+
+// LoadConfig reads and checks a config file. Errors name the file, and the
+// line where the YAML parser knows it.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, yamlError(path, err)
+	}
+	base := filepath.Dir(path)
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	c.Wiring, c.Data = rel(c.Wiring), rel(c.Data)
+	c.Broker.CAFile, c.Broker.CertFile, c.Broker.KeyFile = rel(c.Broker.CAFile), rel(c.Broker.CertFile), rel(c.Broker.KeyFile)
+	c.Broker.PasswordFile = rel(c.Broker.PasswordFile)
+	if err := c.check(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// yamlError turns a YAML error into one line: "FILE:LINE: problem".
+func yamlError(path string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		first := te.Errors[0]
+		var line int
+		if n, _ := fmt.Sscanf(first, "line %d:", &line); n == 1 {
+			first = fmt.Sprintf("%s:%d:%s", path, line, strings.SplitN(first, ":", 2)[1])
+		} else {
+			first = path + ": " + first
+		}
+		if more := len(te.Errors) - 1; more > 0 {
+			first += fmt.Sprintf(" (and %d more)", more)
+		}
+		return errors.New("config " + first)
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+		return fmt.Errorf("config %s:%d:%s", path, line, strings.SplitN(msg, ":", 2)[1])
+	}
+	return fmt.Errorf("config %s: %s", path, msg)
+}
+
+func (c *Config) check() error {
+	switch {
+	case !protocol.ValidLockerID(c.LockerID):
+		return fmt.Errorf("locker_id %q: want 1 to 32 of A-Z a-z 0-9 _ -", c.LockerID)
+	case c.Data == "":
+		return errors.New("data: the data folder is missing")
+	case c.Wiring == "":
+		return errors.New("wiring: the wiring file is missing")
+	case len(c.CentralKeys) == 0:
+		return errors.New("central_keys: at least one central public key is needed")
+	}
+	if _, err := c.Keyring(); err != nil {
+		return err
+	}
+	u, err := url.Parse(c.Broker.URL)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("broker.url %q: want tcp://host:port or ssl://host:port", c.Broker.URL)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt":
+		if c.Broker.CAFile != "" || c.Broker.CertFile != "" {
+			return fmt.Errorf("broker.url %q: TLS files are set but the scheme is not ssl://", c.Broker.URL)
+		}
+	case "ssl", "tls", "mqtts":
+	default:
+		return fmt.Errorf("broker.url %q: unknown scheme %q", c.Broker.URL, u.Scheme)
+	}
+	if (c.Broker.CertFile == "") != (c.Broker.KeyFile == "") {
+		return errors.New("broker: cert_file and key_file go together")
+	}
+	if _, err := c.TLS(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Keyring parses the central keys.
+func (c *Config) Keyring() (protocol.Keyring, error) {
+	keys := protocol.Keyring{}
+	for i, s := range c.CentralKeys {
+		id, pub, err := protocol.ParsePublicKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("central_keys[%d]: %w", i, err)
+		}
+		keys[id] = pub
+	}
+	return keys, nil
+}
+
+// TLS builds the TLS configuration for ssl:// brokers (nil for tcp://).
+func (c *Config) TLS() (*tls.Config, error) {
+	if !strings.HasPrefix(c.Broker.URL, "ssl://") && !strings.HasPrefix(c.Broker.URL, "tls://") &&
+		!strings.HasPrefix(c.Broker.URL, "mqtts://") {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.Broker.CAFile != "" {
+		pem, err := os.ReadFile(c.Broker.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker.ca_file %s: no PEM certificate in it", c.Broker.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if c.Broker.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.Broker.CertFile, c.Broker.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker.cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Password reads the broker password file ("" when none is set).
+func (c *Config) Password() (string, error) {
+	if c.Broker.PasswordFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.Broker.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("broker.password_file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}

@@ -1,0 +1,121 @@
+// Package daemon wires the locker's parts together — store, hardware,
+// controller and MQTT link — for both lockerd (real pins) and locker-sim
+// (simulated pins). It decides nothing itself.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+
+	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/hal"
+	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/sync/client"
+)
+
+// Version is the software version reported in status.
+var Version = "0.1.0"
+
+// Options say what to run.
+type Options struct {
+	LockerID string
+	DataDir  string // the SQLite database lives here
+	Wiring   *wiring.Wiring
+	Pins     hal.PinSource
+	Hal      hal.Options
+	Link     client.Options // Locker, LockerID, Software and Logger are filled in
+	Language string
+	Logger   *slog.Logger
+	// OnTrace is called with every recorded trace (after commit).
+	OnTrace func(payload []byte)
+}
+
+// Daemon is a running locker.
+type Daemon struct {
+	Store      *store.Store
+	Hardware   *hal.Hardware
+	Controller *controller.Controller
+	Link       *client.Link
+	log        *slog.Logger
+}
+
+// DBFile is the database file's name inside the data folder.
+const DBFile = "locker.db"
+
+// New opens the database, configures the pins and builds the parts. Every
+// error says what and where, for a one-line message at start-up.
+func New(ctx context.Context, o Options) (*Daemon, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	st, err := store.Open(ctx, filepath.Join(o.DataDir, DBFile))
+	if err != nil {
+		return nil, err
+	}
+	hopts := o.Hal
+	hopts.Logger = log.With("part", "hal")
+	hw, err := hal.New(o.Wiring, o.Pins, hopts)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ctl, err := controller.New(controller.Options{
+		LockerID: o.LockerID, Store: st, Cabinet: hw, Software: Version, Language: o.Language,
+		Logger: log.With("part", "controller"), OnTrace: o.OnTrace,
+	})
+	if err != nil {
+		hw.Halt()
+		st.Close()
+		return nil, err
+	}
+	lo := o.Link
+	lo.LockerID, lo.Locker, lo.Software = o.LockerID, ctl, Version
+	lo.Logger = log.With("part", "sync")
+	link, err := client.New(lo)
+	if err != nil {
+		hw.Halt()
+		st.Close()
+		return nil, err
+	}
+	return &Daemon{Store: st, Hardware: hw, Controller: ctl, Link: link, log: log}, nil
+}
+
+// Run runs every part until ctx is done or one of them fails; then it
+// stops the others, leaves every output inert and closes the database.
+func (d *Daemon) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer d.Store.Close()
+	defer d.Hardware.Halt()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+			cancel()
+		}()
+	}
+	run("hardware", d.Hardware.Run)
+	run("controller", d.Controller.Run)
+	select {
+	case <-d.Controller.Ready():
+		d.log.Info("locker ready", "locker_id", d.Controller.LockerID())
+		run("sync", d.Link.Run)
+	case <-ctx.Done():
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}

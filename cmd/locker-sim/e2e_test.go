@@ -1,0 +1,525 @@
+package main
+
+// End-to-end: a real Mosquitto on 127.0.0.1, the real locker-sim binary
+// pointed at it, the simulator driven through its HTTP API as a person
+// would, and a "central" MQTT client that signs grants and listens.
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	stdsync "sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/protocol"
+)
+
+// built is the locker-sim binary, built once per test run (with -race).
+var built struct {
+	once stdsync.Once
+	path string
+	err  error
+}
+
+func buildSim(t *testing.T) string {
+	t.Helper()
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "locker-sim-e2e")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.path = filepath.Join(dir, "locker-sim")
+		out, err := exec.Command("go", "build", "-race", "-o", built.path, ".").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.path
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// sim is a running locker-sim process.
+type sim struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	base   string
+	data   string
+	broker string
+	logs   *lockedBuffer
+	done   chan struct{}
+}
+
+// lockedBuffer collects the process output; exec writes it from its own goroutine.
+type lockedBuffer struct {
+	mu  stdsync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func startSim(t *testing.T, broker, data string, args ...string) *sim {
+	t.Helper()
+	s := &sim{t: t, base: "http://" + freeAddr(t), data: data, broker: broker, logs: &lockedBuffer{}, done: make(chan struct{})}
+	all := append([]string{"-broker", broker, "-http", strings.TrimPrefix(s.base, "http://"), "-data", data}, args...)
+	s.cmd = exec.Command(buildSim(t), all...)
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("locker-sim output:\n%s", s.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(s.base + "/api/cabinet")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("locker-sim exited at start:\n%s", s.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("locker-sim did not serve its API within 20 s:\n%s", s.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *sim) stop() {
+	if s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// call sends a JSON request to the simulator API and decodes the answer.
+func (s *sim) call(method, path string, body any, out any) int {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, s.base+path, rd)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			s.t.Fatalf("%s %s: %d %s: %v", method, path, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+type cabinetJSON struct {
+	LockerID     string   `json:"locker_id"`
+	Display      []string `json:"display"`
+	Compartments []struct {
+		Number  int    `json:"number"`
+		Size    string `json:"size"`
+		State   string `json:"state"`
+		Door    string `json:"door"`
+		Latched bool   `json:"latched"`
+		Parcel  bool   `json:"parcel"`
+		Fault   string `json:"fault"`
+	} `json:"compartments"`
+}
+
+func (s *sim) cabinet() cabinetJSON {
+	var c cabinetJSON
+	if code := s.call("GET", "/api/cabinet", nil, &c); code != 200 {
+		s.t.Fatalf("GET /api/cabinet: %d", code)
+	}
+	return c
+}
+
+func (s *sim) keys(k string) []string {
+	s.t.Helper()
+	var out struct {
+		Display []string `json:"display"`
+		Error   string   `json:"error"`
+	}
+	if code := s.call("POST", "/api/keypad", map[string]string{"keys": k}, &out); code != 200 {
+		s.t.Fatalf("keypad %q: %d %s", strings.Repeat("x", len(k)), code, out.Error)
+	}
+	return out.Display
+}
+
+func (s *sim) do(n int, what string, body any) {
+	s.t.Helper()
+	var out map[string]any
+	if code := s.call("POST", fmt.Sprintf("/api/compartments/%d/%s", n, what), body, &out); code != 200 {
+		s.t.Fatalf("compartment %d %s %v: %d %v", n, what, body, code, out)
+	}
+}
+
+// waitOpenDoor returns the first compartment whose door is open, waiting a
+// little for the latch and the daemon to settle.
+func (s *sim) waitOpenDoor() int {
+	s.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, c := range s.cabinet().Compartments {
+			if c.Door == "open" {
+				return c.Number
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatal("no door opened")
+	return 0
+}
+
+// central is the test's stand-in for the central server.
+type central struct {
+	t      *testing.T
+	cl     paho.Client
+	mu     stdsync.Mutex
+	msgs   []msg
+	notify chan struct{}
+}
+
+type msg struct {
+	topic    string
+	payload  []byte
+	retained bool
+}
+
+func newCentral(t *testing.T, broker, id, filter string) *central {
+	t.Helper()
+	c := &central{t: t, notify: make(chan struct{}, 1)}
+	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(true).SetAutoReconnect(false)
+	c.cl = paho.NewClient(opts)
+	if tok := c.cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("central connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.cl.Disconnect(100) })
+	tok := c.cl.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+		c.mu.Lock()
+		c.msgs = append(c.msgs, msg{m.Topic(), append([]byte(nil), m.Payload()...), m.Retained()})
+		c.mu.Unlock()
+		select {
+		case c.notify <- struct{}{}:
+		default:
+		}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("central subscribe: %v", tok.Error())
+	}
+	return c
+}
+
+func (c *central) publish(topic string, payload []byte) {
+	c.t.Helper()
+	tok := c.cl.Publish(topic, 1, false, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		c.t.Fatalf("publish: %v", tok.Error())
+	}
+}
+
+// wait returns the first message (from index from on) that match accepts.
+func (c *central) wait(what string, match func(msg) bool) msg {
+	c.t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		c.mu.Lock()
+		for _, m := range c.msgs {
+			if match(m) {
+				c.mu.Unlock()
+				return m
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.notify:
+		case <-deadline:
+			c.t.Fatalf("no %s within 15 s", what)
+		}
+	}
+}
+
+func (c *central) all() []msg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]msg(nil), c.msgs...)
+}
+
+// traces returns the distinct traces received, by event_id.
+func (c *central) traces() []controller.Trace {
+	seen := map[string]bool{}
+	var out []controller.Trace
+	for _, m := range c.all() {
+		if !strings.HasSuffix(m.topic, "/traces") {
+			continue
+		}
+		var tr controller.Trace
+		if err := json.Unmarshal(m.payload, &tr); err != nil {
+			c.t.Fatalf("trace is not JSON: %s", m.payload)
+		}
+		if !seen[tr.EventID] {
+			seen[tr.EventID] = true
+			out = append(out, tr)
+		}
+	}
+	return out
+}
+
+func (c *central) waitTrace(typ string, match func(controller.Trace) bool) controller.Trace {
+	c.t.Helper()
+	var found controller.Trace
+	c.wait("trace "+typ, func(m msg) bool {
+		if !strings.HasSuffix(m.topic, "/traces") {
+			return false
+		}
+		var tr controller.Trace
+		if json.Unmarshal(m.payload, &tr) != nil || tr.Type != typ || (match != nil && !match(tr)) {
+			return false
+		}
+		found = tr
+		return true
+	})
+	return found
+}
+
+func sealWith(t *testing.T, keyID string, priv ed25519.PrivateKey, v any) []byte {
+	t.Helper()
+	body, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := protocol.Seal(keyID, priv, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func grantsBody(locker string, now time.Time, ops ...controller.GrantOp) controller.GrantsBody {
+	return controller.GrantsBody{Kind: "grants", LockerID: locker, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: ops}
+}
+
+func depositWithPickup(locker, id, code, pickupCode string, now time.Time) controller.GrantOp {
+	until, puntil := now.Add(24*time.Hour), now.Add(72*time.Hour)
+	return controller.GrantOp{Op: "put", GrantID: id, Version: 1, Action: "deposit", Size: "M",
+		ParcelID: "JT3084743373888", Holder: "13488888888", CodeHash: controller.CodeHash(locker, code),
+		ValidUntil: &until,
+		Pickup: &controller.PickupSpec{GrantID: id + "-p", Holder: "13499996666",
+			CodeHash: controller.CodeHash(locker, pickupCode), ValidUntil: &puntil}}
+}
+
+func TestDepositAndPickupOverRealBroker(t *testing.T) {
+	b := brokertest.Start(t, brokertest.Options{})
+	data := t.TempDir()
+	const locker = "SIM01"
+	prefix := "lockers/v1/" + locker + "/"
+	// The central listens before the locker starts, so it sees every trace.
+	c := newCentral(t, b.URL(), "central-e2e", prefix+"#")
+	s := startSim(t, b.URL(), data)
+
+	cab := s.cabinet()
+	if cab.LockerID != locker || len(cab.Compartments) != 24 {
+		t.Fatalf("cabinet: %s with %d compartments", cab.LockerID, len(cab.Compartments))
+	}
+	// The daemon connects and says so, retained.
+	c.wait("online status", func(m msg) bool {
+		return m.topic == prefix+"status" && bytes.Contains(m.payload, []byte(`"online"`))
+	})
+
+	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
+	if err != nil {
+		t.Fatalf("the development key pair was not created: %v", err)
+	}
+	now := time.Now().UTC()
+	c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private,
+		grantsBody(locker, now, depositWithPickup(locker, "g-1001", "123456", "654321", now))))
+	ackMsg := c.wait("grants ack", func(m msg) bool { return m.topic == prefix+"grants/ack" })
+	var ack controller.GrantsAck
+	if err := json.Unmarshal(ackMsg.payload, &ack); err != nil || ack.Applied != 1 || len(ack.Rejected) != 0 {
+		t.Fatalf("ack = %s", ackMsg.payload)
+	}
+
+	// The courier types the code: the smallest free M compartment opens.
+	display := s.keys("123456#")
+	n := s.waitOpenDoor()
+	if got := cab.Compartments[n-1].Size; got != "M" {
+		t.Fatalf("deposit opened compartment %d of size %s, want the smallest fitting (M)", n, got)
+	}
+	if !strings.Contains(strings.Join(display, " "), fmt.Sprintf("%02d", n)) {
+		t.Fatalf("display after the code = %q, want it to name door %02d", display, n)
+	}
+	s.do(n, "parcel", map[string]bool{"present": true})
+	s.do(n, "door", map[string]string{"action": "close"})
+	dep := c.waitTrace("deposited", nil)
+	if dep.Compartment != n || dep.ParcelID != "JT3084743373888" || dep.GrantID != "g-1001" || dep.Actor != "134****8888" {
+		t.Fatalf("deposited = %+v", dep)
+	}
+
+	// The recipient picks up with the nested pickup grant's code.
+	s.keys("654321#")
+	if got := s.waitOpenDoor(); got != n {
+		t.Fatalf("pickup opened %d, want %d", got, n)
+	}
+	s.do(n, "parcel", map[string]bool{"present": false})
+	s.do(n, "door", map[string]string{"action": "close"})
+	pu := c.waitTrace("picked_up", nil)
+	if pu.Compartment != n || pu.Actor != "134****6666" || pu.GrantID != "g-1001-p" {
+		t.Fatalf("picked_up = %+v", pu)
+	}
+
+	// Every trace, in seq order from 1 without a gap; no phone number anywhere.
+	trs := c.traces()
+	for i, tr := range trs {
+		if tr.Seq != int64(i+1) || tr.EventID != fmt.Sprintf("%s-%d", locker, i+1) {
+			t.Fatalf("trace %d has seq %d id %s: %v", i, tr.Seq, tr.EventID, trs)
+		}
+	}
+	var types []string
+	for _, tr := range trs {
+		types = append(types, tr.Type)
+	}
+	want := "started lock_released door_opened door_closed deposited lock_released door_opened door_closed picked_up"
+	if got := strings.Join(types, " "); got != want {
+		t.Fatalf("traces = %s\nwant      %s", got, want)
+	}
+	for _, m := range c.all() {
+		if bytes.Contains(m.payload, []byte("88888888")) || bytes.Contains(m.payload, []byte("99996666")) {
+			t.Fatalf("a full phone number left the locker on %s: %s", m.topic, m.payload)
+		}
+	}
+	if strings.Contains(s.logs.String(), "13488888888") || strings.Contains(s.logs.String(), "123456#") {
+		t.Fatal("a phone number or code is in the logs")
+	}
+
+	// A fresh subscriber finds the retained status and compartments.
+	c.wait("compartments after pickup", func(m msg) bool {
+		var rep controller.CompartmentsReport
+		return m.topic == prefix+"compartments" && json.Unmarshal(m.payload, &rep) == nil &&
+			len(rep.Compartments) == 24 && rep.Compartments[n-1].State == "free" && rep.Compartments[n-1].Door == "closed"
+	})
+	fresh := newCentral(t, b.URL(), "central-fresh", prefix+"#")
+	st := fresh.wait("retained status", func(m msg) bool { return m.topic == prefix+"status" && m.retained })
+	var status controller.Status
+	if err := json.Unmarshal(st.payload, &status); err != nil || status.State != "online" || status.LockerID != locker ||
+		status.Compartments.Total != 24 {
+		t.Fatalf("retained status = %s", st.payload)
+	}
+	fresh.wait("retained compartments", func(m msg) bool { return m.topic == prefix+"compartments" && m.retained })
+}
+
+func TestBadEnvelopesChangeNothing(t *testing.T) {
+	b := brokertest.Start(t, brokertest.Options{})
+	data := t.TempDir()
+	s := startSim(t, b.URL(), data)
+	const locker = "SIM01"
+	prefix := "lockers/v1/" + locker + "/"
+	c := newCentral(t, b.URL(), "central-bad", prefix+"#")
+	c.wait("online status", func(m msg) bool { return m.topic == prefix+"status" })
+	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, forger, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Now().UTC()
+	grant := func(id, code string) controller.GrantOp {
+		return depositWithPickup(locker, id, code, code+"1", now)
+	}
+	expired := grantsBody(locker, now.Add(-2*time.Hour), grant("g-exp", "300003"))
+	expired.ExpiresAt = now.Add(-time.Hour)
+	bad := [][]byte{
+		// forged: the dev key's id, another key's signature
+		sealWith(t, kp.KeyID, forger, grantsBody(locker, now, grant("g-forged", "100001"))),
+		// foreign: signed right, for another locker
+		sealWith(t, kp.KeyID, kp.Private, grantsBody("OTHER01", now, grant("g-foreign", "200002"))),
+		// expired
+		sealWith(t, kp.KeyID, kp.Private, expired),
+		// malformed
+		[]byte(`{"key_id": "dev", "body": "not base64!!", "sig": "x"}`),
+		[]byte(`not json at all`),
+	}
+	for _, env := range bad {
+		c.publish(prefix+"grants", env)
+	}
+	rej := c.waitTrace("envelope_rejected", nil)
+	if rej.Reason == "" {
+		t.Fatalf("envelope_rejected without a reason: %+v", rej)
+	}
+	// None of those grants is in force: each code is a wrong code.
+	for _, code := range []string{"100001", "200002", "300003"} {
+		d := s.keys(code + "#")
+		if !strings.Contains(strings.Join(d, " "), "Wrong code") {
+			t.Fatalf("code of a bad envelope: display %q", d)
+		}
+	}
+	for _, cm := range s.cabinet().Compartments {
+		if cm.Door != "closed" || !cm.Latched || cm.State != "free" {
+			t.Fatalf("compartment changed: %+v", cm)
+		}
+	}
+	for _, m := range c.all() {
+		if m.topic == prefix+"grants/ack" {
+			t.Fatalf("a bad envelope was acknowledged: %s", m.payload)
+		}
+	}
+	// The locker still serves: a good envelope is applied.
+	c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private, grantsBody(locker, now, grant("g-good", "400004"))))
+	c.wait("ack of the good envelope", func(m msg) bool { return m.topic == prefix+"grants/ack" })
+	s.keys("400004#")
+	s.waitOpenDoor()
+}

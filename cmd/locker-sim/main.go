@@ -1,0 +1,276 @@
+// Command locker-sim runs the real locker daemon — the same controller,
+// store and sync code that runs on a cabinet — against a simulated cabinet,
+// with an embedded MQTT broker, a development central key pair, and the web
+// page and HTTP API of SIMULATOR-API.md.
+//
+//	go run ./cmd/locker-sim            # SIM01, http://127.0.0.1:8080, broker 127.0.0.1:1883, ./var
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	neturl "net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/gpio/gpioreg"
+
+	"github.com/openlocker/locker/cmd/internal/daemon"
+	"github.com/openlocker/locker/hal"
+	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/simulator"
+	"github.com/openlocker/locker/simulator/api"
+	"github.com/openlocker/locker/sync/client"
+	"github.com/openlocker/locker/sync/protocol"
+)
+
+// Files inside the data folder.
+const (
+	devKeyFile   = "central-dev.json" // the development central key pair
+	cabinetState = "cabinet.json"     // the simulated cabinet's physical state
+	devKeyID     = "dev"
+	embeddedAddr = "127.0.0.1:1883"
+)
+
+type keyFlags []string
+
+func (k *keyFlags) String() string     { return strings.Join(*k, ",") }
+func (k *keyFlags) Set(s string) error { *k = append(*k, s); return nil }
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	var keys keyFlags
+	httpAddr := flag.String("http", "127.0.0.1:8080", "address for the web page and API")
+	brokerURL := flag.String("broker", "", "use this MQTT broker (tcp://host:port, ssl://…) instead of the embedded one")
+	lockerID := flag.String("locker-id", "SIM01", "the locker id")
+	flag.Var(&keys, "central-key", "trust this Ed25519 public key, ID:BASE64; repeatable; replaces the development key")
+	dataDir := flag.String("data", "var", "folder for the SQLite database and keys")
+	configPath := flag.String("config", "", "a cabinet wiring file instead of the default cabinet")
+	quiet := flag.Bool("quiet", false, "log warnings and errors only")
+	flag.Parse()
+
+	fail := func(err error) int {
+		fmt.Fprintf(os.Stderr, "locker-sim: %v\n", err)
+		return 1
+	}
+	level := slog.LevelInfo
+	if *quiet {
+		level = slog.LevelWarn
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	if !protocol.ValidLockerID(*lockerID) {
+		return fail(fmt.Errorf("-locker-id %q: want 1 to 32 of A-Z a-z 0-9 _ -", *lockerID))
+	}
+	if err := os.MkdirAll(*dataDir, 0o750); err != nil {
+		return fail(fmt.Errorf("data folder: %w", err))
+	}
+	w, err := loadWiring(*configPath)
+	if err != nil {
+		return fail(err)
+	}
+	kp, err := devKeyPair(filepath.Join(*dataDir, devKeyFile))
+	if err != nil {
+		return fail(err)
+	}
+	ring := kp.Keyring()
+	if len(keys) > 0 {
+		ring = protocol.Keyring{}
+		for _, s := range keys {
+			id, pub, err := protocol.ParsePublicKey(s)
+			if err != nil {
+				return fail(fmt.Errorf("-central-key: %w", err))
+			}
+			ring[id] = pub
+		}
+	}
+
+	cab, err := simulator.New(w, simulator.Options{StatePath: filepath.Join(*dataDir, cabinetState),
+		Logger: log.With("part", "cabinet")})
+	if err != nil {
+		return fail(err)
+	}
+	if err := cab.Register(); err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		return fail(fmt.Errorf("-http: %w", err))
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	adapter := &simDaemon{lockerID: *lockerID}
+	srv := api.New(api.Options{Cabinet: cab, Daemon: adapter, Logger: log.With("part", "api")})
+
+	url := *brokerURL
+	if url != "" {
+		// A technician pointing the simulator at a broker wants to know at
+		// once when it cannot be reached (lockerd instead starts offline).
+		if err := reachable(url); err != nil {
+			ln.Close()
+			return fail(fmt.Errorf("-broker %s: %w", url, err))
+		}
+	} else {
+		broker, err := startBroker(srv, log)
+		if err != nil {
+			ln.Close()
+			return fail(err)
+		}
+		defer broker.Close()
+		url = "tcp://" + embeddedAddr
+	}
+
+	d, err := daemon.New(ctx, daemon.Options{
+		LockerID: *lockerID, DataDir: *dataDir, Wiring: w, Logger: log,
+		Pins:    func(name string) gpio.PinIO { return gpioreg.ByName(name) },
+		Hal:     hal.Options{NoDisplayDelays: true},
+		Link:    client.Options{Broker: url, Keys: ring},
+		OnTrace: srv.PublishTrace,
+	})
+	if err != nil {
+		ln.Close()
+		return fail(err)
+	}
+	adapter.d = d
+
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http", "err", err)
+			stop()
+		}
+	}()
+	fmt.Fprintf(os.Stderr, "locker-sim: locker %s with %d compartments\n  web page and API  http://%s\n  MQTT broker       %s\n  data folder       %s\n  central dev key   %s (key id %q)\n",
+		*lockerID, len(w.Compartments), ln.Addr(), url, *dataDir, filepath.Join(*dataDir, devKeyFile), kp.KeyID)
+
+	runErr := d.Run(ctx)
+	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	hs.Shutdown(shutdown)
+	if runErr != nil {
+		return fail(runErr)
+	}
+	return 0
+}
+
+// reachable dials the broker's TCP port once.
+func reachable(broker string) error {
+	u, err := neturl.Parse(broker)
+	if err != nil || u.Host == "" {
+		return errors.New("want tcp://host:port or ssl://host:port")
+	}
+	c, err := net.DialTimeout("tcp", u.Host, 3*time.Second)
+	if err != nil {
+		return fmt.Errorf("cannot reach the broker: %w", err)
+	}
+	return c.Close()
+}
+
+func loadWiring(path string) (*wiring.Wiring, error) {
+	if path == "" {
+		return simulator.DefaultWiring()
+	}
+	w, err := wiring.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("-config: %w", err)
+	}
+	return w, nil
+}
+
+// devKeyPair loads the development central key pair, creating it on first start.
+func devKeyPair(path string) (protocol.KeyPair, error) {
+	kp, err := protocol.LoadKeyPair(path)
+	if err == nil {
+		return kp, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return kp, fmt.Errorf("development key: %w", err)
+	}
+	kp, err = protocol.GenerateKeyPair(devKeyID)
+	if err != nil {
+		return kp, err
+	}
+	if err := protocol.SaveKeyPair(path, kp); err != nil {
+		return kp, fmt.Errorf("development key: %w", err)
+	}
+	return kp, nil
+}
+
+// startBroker starts the embedded MQTT broker on 127.0.0.1:1883 and feeds
+// every locker message to the web page.
+func startBroker(srv *api.Server, log *slog.Logger) (*mqtt.Server, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := mqtt.New(&mqtt.Options{InlineClient: true, Logger: quiet})
+	if err := b.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, err
+	}
+	if err := b.AddListener(listeners.NewTCP(listeners.Config{ID: "sim", Address: embeddedAddr})); err != nil {
+		return nil, fmt.Errorf("embedded broker on %s: %w (use -broker to use another)", embeddedAddr, err)
+	}
+	go func() {
+		if err := b.Serve(); err != nil {
+			log.Error("embedded broker", "err", err)
+		}
+	}()
+	err := b.Subscribe("lockers/#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		srv.PublishMQTT(pk.TopicName, pk.Payload)
+	})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// simDaemon gives the API the daemon's view.
+type simDaemon struct {
+	lockerID string
+	d        *daemon.Daemon
+}
+
+func (s *simDaemon) LockerID() string { return s.lockerID }
+
+func (s *simDaemon) KeysHandled() uint64 {
+	if s.d == nil {
+		return 0
+	}
+	return s.d.Controller.KeysHandled()
+}
+
+func (s *simDaemon) Busy() bool { return s.d != nil && s.d.Hardware.Busy() }
+
+func (s *simDaemon) CompartmentState(n int) string {
+	if s.d == nil {
+		return "unknown"
+	}
+	rep, err := s.d.Controller.Compartments(context.Background())
+	if err != nil {
+		return "unknown"
+	}
+	for _, c := range rep.Compartments {
+		if c.Number == n {
+			return c.State
+		}
+	}
+	return "unknown"
+}
+
+var _ api.Daemon = (*simDaemon)(nil)

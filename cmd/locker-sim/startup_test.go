@@ -1,0 +1,94 @@
+package main
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runSim runs locker-sim expecting it to refuse to start, and returns its
+// one-line message.
+func runSimFailing(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(buildSim(t), args...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("locker-sim %v started; want a refusal", args)
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
+		t.Fatalf("locker-sim %v: %v", args, err)
+	}
+	msg := strings.TrimSpace(string(out))
+	if strings.Count(msg, "\n") != 0 {
+		t.Fatalf("want one line, got:\n%s", msg)
+	}
+	return msg
+}
+
+func TestSimRefusesBadStart(t *testing.T) {
+	dir := t.TempDir()
+	badWiring := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badWiring, []byte("name: x\ncompartments:\n  - number: 1\n    size: Q\n    lock: L1\n    door: D1\n"), 0o600)
+	corrupt := filepath.Join(dir, "corrupt")
+	os.MkdirAll(corrupt, 0o750)
+	os.WriteFile(filepath.Join(corrupt, "locker.db"), []byte(strings.Repeat("garbage ", 1000)), 0o600)
+	notDir := filepath.Join(dir, "file")
+	os.WriteFile(notDir, []byte("x"), 0o600)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"malformed wiring", []string{"-config", badWiring, "-data", t.TempDir(), "-http", freeAddr(t), "-broker", "tcp://" + freeAddr(t)},
+			[]string{"bad.yaml:4", "size"}},
+		{"missing wiring", []string{"-config", filepath.Join(dir, "nope.yaml"), "-data", t.TempDir()},
+			[]string{"nope.yaml"}},
+		{"unreachable broker", []string{"-broker", "tcp://" + freeAddr(t), "-data", t.TempDir(), "-http", freeAddr(t)},
+			[]string{"-broker", "cannot reach the broker"}},
+		{"corrupt database", []string{"-data", corrupt, "-http", freeAddr(t), "-broker", startListener(t)},
+			[]string{"locker.db", "corrupt"}},
+		{"data folder is a file", []string{"-data", notDir, "-http", freeAddr(t)},
+			[]string{"data folder"}},
+		{"bad locker id", []string{"-locker-id", "no spaces allowed", "-data", t.TempDir()},
+			[]string{"-locker-id"}},
+		{"bad central key", []string{"-central-key", "dev:AAAA", "-data", t.TempDir(), "-http", freeAddr(t)},
+			[]string{"-central-key"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := runSimFailing(t, tc.args...)
+			if !strings.HasPrefix(msg, "locker-sim: ") {
+				t.Errorf("message %q does not say who speaks", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q does not contain %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+// startListener accepts TCP connections on 127.0.0.1 (a stand-in broker
+// that is reachable) and returns its tcp:// URL.
+func startListener(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return "tcp://" + l.Addr().String()
+}

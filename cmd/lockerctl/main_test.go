@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/openlocker/locker/controller/wire"
+	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/protocol"
+)
+
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "lockerctl")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestKeygenRefusesToOverwrite(t *testing.T) {
+	bin := build(t)
+	out := filepath.Join(t.TempDir(), "k.json")
+	b, err := exec.Command(bin, "keygen", "-id", "central-2026", "-out", out).CombinedOutput()
+	if err != nil || !strings.Contains(string(b), "central-2026:") {
+		t.Fatalf("keygen: %v\n%s", err, b)
+	}
+	kp, err := protocol.LoadKeyPair(out)
+	if err != nil || kp.KeyID != "central-2026" {
+		t.Fatalf("key file: %v", err)
+	}
+	if st, _ := os.Stat(out); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v", st.Mode())
+	}
+	if b, err := exec.Command(bin, "keygen", "-out", out).CombinedOutput(); err == nil {
+		t.Fatalf("keygen overwrote a key:\n%s", b)
+	}
+}
+
+// TestGrantPutSignsHashesAndWaitsForTheAck plays the locker: it checks the
+// envelope's signature, that only code hashes travel, and answers an ack.
+func TestGrantPutSignsHashesAndWaitsForTheAck(t *testing.T) {
+	bin := build(t)
+	b := brokertest.Start(t, brokertest.Options{})
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "central.json")
+	kp, _ := protocol.GenerateKeyPair("dev")
+	if err := protocol.SaveKeyPair(keyFile, kp); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte, 1)
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("fake-locker"))
+	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer cl.Disconnect(100)
+	tok := cl.Subscribe("lockers/v1/L1/grants", 1, func(c paho.Client, m paho.Message) {
+		got <- append([]byte(nil), m.Payload()...)
+		go c.Publish("lockers/v1/L1/grants/ack", 1, false, `{"issued_at":"2026-11-22T10:00:00Z","applied":1,"stale":0,"rejected":[]}`)
+	})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	out, err := exec.Command(bin, "grant", "put", "-broker", b.URL(), "-locker", "L1", "-key", keyFile,
+		"-id", "g-7", "-action", "deposit", "-size", "M", "-parcel", "P1", "-holder", "13488888888",
+		"-code", "123456", "-pickup-code", "654321", "-pickup-holder", "13499996666").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"applied":1`) {
+		t.Fatalf("grant put: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "123456") || strings.Contains(string(out), "654321") {
+		t.Fatalf("lockerctl printed a code:\n%s", out)
+	}
+	env := <-got
+	body, _, err := protocol.Open(kp.Keyring(), env)
+	if err != nil {
+		t.Fatalf("envelope does not verify: %v", err)
+	}
+	if strings.Contains(string(body), "123456") || strings.Contains(string(body), "654321") {
+		t.Fatal("a code in the clear in the grant body")
+	}
+	g, err := protocol.DecodeGrants(body, "L1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := g.Ops[0]
+	if op.GrantID != "g-7" || op.CodeHash != wire.CodeHash("L1", "123456") || op.Pickup == nil ||
+		op.Pickup.GrantID != "g-7-p" || op.Pickup.CodeHash != wire.CodeHash("L1", "654321") {
+		b, _ := json.Marshal(op)
+		t.Fatalf("op = %s", b)
+	}
+	// A locker that does not answer: a clear error, not a hang.
+	out, err = exec.Command(bin, "grant", "revoke", "-broker", b.URL(), "-locker", "NOBODY", "-key", keyFile,
+		"-id", "g-7", "-wait", "500ms").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no answer from locker NOBODY") {
+		t.Fatalf("revoke to nobody: %v\n%s", err, out)
+	}
+}
