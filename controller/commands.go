@@ -60,6 +60,12 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 			}
 		case "enable":
 			sc.Disabled = false
+			if sc.State == "fault" { // the technician vouches for it
+				sc.State, sc.Fault = "free", ""
+				if sc.ParcelID != "" {
+					sc.State = "occupied"
+				}
+			}
 			if err := c.record(tx, Trace{Type: "compartment_enabled", Compartment: sc.Number, CommandID: cmd.CommandID,
 				Reason: cmd.Reason, Content: "Compartment " + two(sc.Number) + " enabled: " + why}); err != nil {
 				return err
@@ -68,6 +74,9 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 			return fail(fmt.Sprintf("unknown action %q", cmd.Action))
 		}
 		if err := c.putCompartment(tx, sc); err != nil {
+			return err
+		}
+		if err := c.refreshReservations(tx); err != nil {
 			return err
 		}
 		return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, FormatTime(now))

@@ -61,8 +61,11 @@ type Options struct {
 	LockoutAfter int           // wrong codes in a row before a lockout; default 5
 	LockoutBase  time.Duration // first lockout; doubles with each further one; default 1m
 	LockoutMax   time.Duration // cap of a lockout; default 1h
-	DoorTimeout  time.Duration // a released door must open within this; default 5s
-	Tick         time.Duration // housekeeping interval; default 1s
+	DoorTimeout  time.Duration // a released door must open within this; default 15s (hal confirms sooner)
+
+	DoorLeftOpen      time.Duration // door_left_open after a door stays open this long; default 2m
+	DoorLeftOpenEvery time.Duration // and again at this interval while it stays open; default 5m
+	Tick              time.Duration // housekeeping interval; default 1s
 }
 
 // Controller is the locker's brain. Create it with New and start it with Run.
@@ -91,8 +94,10 @@ type Controller struct {
 	failures   int
 	lockouts   int
 	lockedTill time.Time
-	traces     [][]byte // recorded in the current transaction, for OnTrace after commit
-	dirty      bool     // the current transaction changed a compartment
+	traces     [][]byte          // recorded in the current transaction, for OnTrace after commit
+	openSince  map[int]time.Time // doors seen open, since when
+	leftAlarm  map[int]time.Time // last door_left_open per open door
+	dirty      bool              // the current transaction changed a compartment
 }
 
 type serviceMode struct {
@@ -130,19 +135,23 @@ func New(opts Options) (*Controller, error) {
 	def(&opts.MessageTime, 5*time.Second)
 	def(&opts.LockoutBase, time.Minute)
 	def(&opts.LockoutMax, time.Hour)
-	def(&opts.DoorTimeout, 5*time.Second)
+	def(&opts.DoorTimeout, 15*time.Second)
+	def(&opts.DoorLeftOpen, 2*time.Minute)
+	def(&opts.DoorLeftOpenEvery, 5*time.Minute)
 	def(&opts.Tick, time.Second)
 	c := &Controller{
-		opts:     opts,
-		log:      opts.Logger,
-		st:       opts.Store,
-		cab:      opts.Cabinet,
-		clock:    opts.Clock,
-		hw:       map[int]hal.Compartment{},
-		work:     make(chan func()),
-		appended: make(chan struct{}, 1),
-		changed:  make(chan struct{}, 1),
-		ready:    make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger,
+		st:        opts.Store,
+		cab:       opts.Cabinet,
+		clock:     opts.Clock,
+		hw:        map[int]hal.Compartment{},
+		work:      make(chan func()),
+		appended:  make(chan struct{}, 1),
+		changed:   make(chan struct{}, 1),
+		ready:     make(chan struct{}),
+		openSince: map[int]time.Time{},
+		leftAlarm: map[int]time.Time{},
 	}
 	for _, hc := range opts.Cabinet.Compartments() {
 		c.hw[hc.Number] = hc
@@ -343,6 +352,9 @@ func (c *Controller) reconcile(tx *store.Tx, sc *store.Compartment, known bool) 
 		}
 	}
 	sc.DoorOpen = open
+	if open {
+		c.openSince[sc.Number] = c.clock.Now()
+	}
 	if sc.Session.Active() && !open {
 		if sc.Session.Opened {
 			// The door was opened and closed while the daemon was down:
@@ -396,8 +408,91 @@ func (c *Controller) handle(ctx context.Context, ev hal.Event) {
 			c.log.Error("occupancy change not recorded", "compartment", ev.Compartment, "err", err)
 		}
 	case hal.LockReleased:
-		if ev.Err != nil {
-			c.lockFault(ctx, ev.Compartment, ev.Err.Error())
+		c.released(ctx, ev)
+	case hal.SensorFault:
+		c.sensorFault(ctx, ev.Compartment, ev.Err)
+	case hal.SensorRecovered:
+		c.sensorFault(ctx, ev.Compartment, nil)
+	}
+}
+
+// released reacts to the end of a release: a door that did not open is a
+// lock fault; one that did clears an earlier lock fault.
+func (c *Controller) released(ctx context.Context, ev hal.Event) {
+	n := ev.Compartment
+	switch {
+	case ev.Err == nil:
+		err := c.update(ctx, func(tx *store.Tx) error {
+			sc, err := tx.Compartment(n)
+			if err != nil || sc.State != "fault" || sc.Fault != "lock" {
+				return err
+			}
+			sc.State, sc.Fault = "free", ""
+			if sc.ParcelID != "" {
+				sc.State = "occupied"
+			}
+			if err := c.putCompartment(tx, sc); err != nil {
+				return err
+			}
+			return c.refreshReservations(tx)
+		})
+		if err != nil {
+			c.log.Error("release result not recorded", "compartment", n, "err", err)
+		}
+	case errors.Is(ev.Err, hal.ErrHalted):
+		c.log.Warn("release dropped: hardware halted", "compartment", n)
+	default:
+		c.lockFault(ctx, n, ev.Err.Error())
+	}
+}
+
+// sensorFault records a sensor that cannot be trusted (err set) or that
+// reads sanely again (err nil). n is 0 for a fault of no one compartment.
+// A free compartment with a faulty sensor is taken out of use until it
+// recovers.
+func (c *Controller) sensorFault(ctx context.Context, n int, cause error) {
+	err := c.update(ctx, func(tx *store.Tx) error {
+		tr := Trace{Type: "sensor_fault", Compartment: n}
+		where := "Sensor"
+		if n != 0 {
+			where = "Door sensor " + two(n)
+		}
+		if cause != nil {
+			tr.Reason = cause.Error()
+			tr.Content = where + " fault: " + cause.Error()
+		} else {
+			tr.Type, tr.Content = "sensor_recovered", where+" reads sanely again"
+		}
+		if n != 0 {
+			sc, err := tx.Compartment(n)
+			if err != nil {
+				return err
+			}
+			switch {
+			case cause != nil && (sc.State == "free" || sc.State == "reserved") && !sc.Session.Active():
+				sc.State, sc.Fault = "fault", "sensor"
+			case cause == nil && sc.State == "fault" && sc.Fault == "sensor":
+				sc.State, sc.Fault = "free", ""
+			}
+			if err := c.putCompartment(tx, sc); err != nil {
+				return err
+			}
+			if err := c.refreshReservations(tx); err != nil {
+				return err
+			}
+		}
+		return c.record(tx, tr)
+	})
+	if err != nil {
+		c.log.Error("sensor fault not recorded", "compartment", n, "err", err)
+	}
+}
+
+// led lights or darkens compartment n's status LED, where the cabinet has one.
+func (c *Controller) led(n int, on bool) {
+	if ind, ok := c.cab.(hal.Indicators); ok {
+		if err := ind.SetLED(n, on); err != nil {
+			c.log.Warn("status LED", "compartment", n, "err", err)
 		}
 	}
 }
@@ -457,6 +552,13 @@ func (c *Controller) door(ctx context.Context, n int, open bool) {
 	if err != nil {
 		c.log.Error("door change not recorded", "compartment", n, "open", open, "err", err)
 		return
+	}
+	if open {
+		c.openSince[n] = c.clock.Now()
+	} else {
+		delete(c.openSince, n)
+		delete(c.leftAlarm, n)
+		c.led(n, false)
 	}
 	if shown >= 0 {
 		arg := ""
@@ -655,26 +757,31 @@ func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUs
 		c.lockFault(ctx, n, err.Error())
 		return err
 	}
+	c.led(n, true)
 	return nil
 }
 
-// lockFault records that compartment n's door did not open after a release.
+// lockFault records that compartment n's door did not open after a
+// release: the compartment goes to state fault (if it held no parcel), a
+// pickup's use is given back, and a deposit moves on to the next fitting
+// compartment.
 func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
+	var s store.Session
 	err := c.update(ctx, func(tx *store.Tx) error {
 		sc, err := tx.Compartment(n)
 		if err != nil {
 			return err
 		}
-		if sc.DoorOpen {
-			return nil
+		if sc.DoorOpen || !sc.Session.Active() {
+			return nil // opened after all, or already handled
 		}
-		if err := c.returnUse(tx, sc.Session); err != nil {
+		s = sc.Session
+		if err := c.returnUse(tx, s); err != nil {
 			return err
 		}
-		s := sc.Session
 		sc.Session = store.Session{}
 		if sc.State == "free" || sc.State == "reserved" {
-			sc.State = "fault"
+			sc.State, sc.Fault = "fault", "lock"
 		}
 		if err := c.putCompartment(tx, sc); err != nil {
 			return err
@@ -685,7 +792,27 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
 	if err != nil {
 		c.log.Error("lock fault not recorded", "compartment", n, "err", err)
 	}
+	if !s.Active() {
+		return
+	}
+	c.led(n, false)
 	c.message(msgDoorFault, two(n))
+	if s.Action != "deposit" {
+		return
+	}
+	// The courier is still at the cabinet: try the next fitting compartment.
+	var g store.Grant
+	err = c.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		g, err = tx.Grant(s.GrantID)
+		return err
+	})
+	if err != nil || g.Compartment != 0 || usable(g, c.clock.Now()) != nil {
+		return
+	}
+	if err := c.use(ctx, g); err != nil {
+		c.message(msgNoFree, "")
+	}
 }
 
 // housekeeping runs every tick: expiry, time-outs, display.
@@ -707,6 +834,17 @@ func (c *Controller) housekeeping(ctx context.Context) {
 	}
 	var stuck []int
 	err := c.update(ctx, func(tx *store.Tx) error {
+		for n, since := range c.openSince {
+			last, alarmed := c.leftAlarm[n]
+			if now.Sub(since) < c.opts.DoorLeftOpen || (alarmed && now.Sub(last) < c.opts.DoorLeftOpenEvery) {
+				continue
+			}
+			c.leftAlarm[n] = now
+			if err := c.record(tx, Trace{Type: "door_left_open", Compartment: n,
+				Content: "Door " + two(n) + " open for " + waitText(now.Sub(since))}); err != nil {
+				return err
+			}
+		}
 		due, err := tx.PickupsDue(now)
 		if err != nil {
 			return err

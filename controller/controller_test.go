@@ -35,12 +35,13 @@ type fakeCabinet struct {
 	door     map[int]bool
 	parcel   map[int]bool
 	releases []int
+	leds     map[int]bool
 	display  [2]string
 	events   chan hal.Event
 }
 
 func newFakeCabinet(sizes string) *fakeCabinet {
-	f := &fakeCabinet{door: map[int]bool{}, parcel: map[int]bool{}, events: make(chan hal.Event)}
+	f := &fakeCabinet{door: map[int]bool{}, parcel: map[int]bool{}, leds: map[int]bool{}, events: make(chan hal.Event)}
 	for i, s := range strings.Fields(sizes) {
 		f.comps = append(f.comps, hal.Compartment{Number: i + 1, Size: s, HasOccupancy: true})
 	}
@@ -75,6 +76,13 @@ func (f *fakeCabinet) Show(lines ...string) error {
 	return nil
 }
 func (f *fakeCabinet) Events() <-chan hal.Event { return f.events }
+func (f *fakeCabinet) SetLED(n int, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leds[n] = on
+	return nil
+}
+func (f *fakeCabinet) LED(n int) bool { f.mu.Lock(); defer f.mu.Unlock(); return f.leds[n] }
 func (f *fakeCabinet) Releases() []int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -584,22 +592,111 @@ func TestExpiryAndReclaim(t *testing.T) {
 }
 
 func TestForcedDoorAndLockFault(t *testing.T) {
-	r := newRig(t, "M M")
+	r := newRig(t, "M M L")
 	r.types()
 	r.door(2, true)
 	r.expectTypes("door_opened", "door_forced")
 	r.door(2, false)
 	r.expectTypes("door_closed")
 
+	// The lock of the first fitting compartment is jammed: hal reports it
+	// after its retry; the courier's deposit moves on to the next one.
 	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
 	r.keys("123456#")
+	if got := r.cab.Releases(); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("releases = %v", got)
+	}
+	if !r.cab.LED(1) {
+		t.Fatal("the released compartment's LED is dark")
+	}
 	r.types()
-	r.clock.Advance(10 * time.Second) // the door never opens
+	r.event(hal.Event{Kind: hal.LockReleased, Compartment: 1, Err: fmt.Errorf("%w (2 pulses)", hal.ErrLockFault)})
+	r.expectTypes("lock_fault", "lock_released")
+	if got := r.cab.Releases(); len(got) != 2 || got[1] != 2 {
+		t.Fatalf("after the fault the deposit opened %v, want compartment 2 next", got)
+	}
+	if r.state(1) != "fault" || r.cab.LED(1) || !r.cab.LED(2) {
+		t.Fatalf("state 1 = %s, LED1 %v LED2 %v", r.state(1), r.cab.LED(1), r.cab.LED(2))
+	}
+	r.door(2, true)
+	r.parcel(2, true)
+	r.door(2, false)
+	r.expectTypes("door_opened", "door_closed", "deposited")
+	if r.cab.LED(2) {
+		t.Fatal("the LED stays lit after the door closed")
+	}
+	// A faulty compartment is not offered again; enable (the technician
+	// vouches for it) brings it back.
+	res, _ := r.c.Execute(r.ctx, &Command{CommandID: "c-en", Action: "enable", Compartment: 1})
+	if !res.OK || r.state(1) != "free" {
+		t.Fatalf("enable: %+v, state %s", res, r.state(1))
+	}
+
+	// Hardware that never reports: the controller's own time-out catches it.
+	r.apply(body(depositOp("g-2", 1, "222222", "L", 0)))
+	r.keys("222222#")
+	r.types()
+	r.clock.Advance(16 * time.Second)
 	r.tick()
 	r.expectTypes("lock_fault")
-	if s := r.state(1); s != "fault" {
+	if s := r.state(3); s != "fault" {
 		t.Fatalf("state = %s, want fault", s)
 	}
+	// A release that is confirmed later clears the lock fault.
+	r.event(hal.Event{Kind: hal.LockReleased, Compartment: 3})
+	if s := r.state(3); s != "free" {
+		t.Fatalf("after a confirmed release state = %s, want free", s)
+	}
+}
+
+func TestDoorLeftOpenRepeats(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	r.door(1, true)
+	r.types()
+	r.clock.Advance(time.Minute)
+	r.tick()
+	r.expectTypes()
+	r.clock.Advance(61 * time.Second)
+	r.tick()
+	r.tick()
+	r.expectTypes("door_left_open")
+	r.clock.Advance(4 * time.Minute)
+	r.tick()
+	r.expectTypes()
+	r.clock.Advance(time.Minute)
+	r.tick()
+	r.expectTypes("door_left_open")
+	r.door(1, false)
+	r.clock.Advance(10 * time.Minute)
+	r.tick()
+	r.expectTypes("door_closed", "deposit_cancelled")
+}
+
+func TestSensorFaultTakesCompartmentOutOfUse(t *testing.T) {
+	r := newRig(t, "M M")
+	r.types()
+	r.event(hal.Event{Kind: hal.SensorFault, Compartment: 1, Err: fmt.Errorf("door sensor chatters: 9 changes in 2s")})
+	r.mu.Lock()
+	tr := r.traces[0]
+	r.mu.Unlock()
+	r.expectTypes("sensor_fault")
+	if tr.Compartment != 1 || !strings.Contains(tr.Reason, "chatters") || r.state(1) != "fault" {
+		t.Fatalf("trace %+v, state %s", tr, r.state(1))
+	}
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	if got := r.cab.Releases(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("a deposit went to %v, want 2 (1 has a faulty sensor)", got)
+	}
+	r.event(hal.Event{Kind: hal.SensorRecovered, Compartment: 1})
+	if r.state(1) != "free" {
+		t.Fatalf("after recovery state = %s", r.state(1))
+	}
+	r.types()
+	r.event(hal.Event{Kind: hal.SensorFault, Err: fmt.Errorf("expander X1 (0x20 on bus 1): no answer")})
+	r.expectTypes("sensor_fault")
 }
 
 func TestRejectEnvelopeRateLimit(t *testing.T) {

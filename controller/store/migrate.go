@@ -70,6 +70,9 @@ CREATE TABLE settings (
 	value TEXT NOT NULL
 ) STRICT;
 `,
+	// 2: why a compartment is in state fault (lock, sensor), so that the
+	// right event clears it.
+	`ALTER TABLE compartments ADD COLUMN fault TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the number of migrations this build knows.
