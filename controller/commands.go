@@ -25,7 +25,7 @@ func (c *Controller) Execute(ctx context.Context, cmd *Command) (CommandResult, 
 
 func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, error) {
 	res := CommandResult{CommandID: cmd.CommandID, OK: true}
-	now := c.clock.Now()
+	now := c.now()
 	var open bool
 	err := c.update(ctx, func(tx *store.Tx) error {
 		if _, ran, err := tx.Command(cmd.CommandID); err != nil {
@@ -103,7 +103,7 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 func (c *Controller) RejectEnvelope(ctx context.Context, reason string) error {
 	var err error
 	derr := c.do(ctx, func() {
-		now := c.clock.Now()
+		now := c.now()
 		if !c.rejLast.IsZero() && now.Sub(c.rejLast) < rejectInterval && now.After(c.rejLast.Add(-time.Minute)) {
 			c.rejCount++
 			return

@@ -61,11 +61,13 @@ type Options struct {
 	LockoutAfter int           // wrong codes in a row before a lockout; default 5
 	LockoutBase  time.Duration // first lockout; doubles with each further one; default 1m
 	LockoutMax   time.Duration // cap of a lockout; default 1h
+	LockoutDecay time.Duration // the doubling starts again after this long without a lockout; default 24h
 	DoorTimeout  time.Duration // a released door must open within this; default 15s (hal confirms sooner)
 
 	DoorLeftOpen      time.Duration // door_left_open after a door stays open this long; default 2m
 	DoorLeftOpenEvery time.Duration // and again at this interval while it stays open; default 5m
 	Tick              time.Duration // housekeeping interval; default 1s
+	MinSaneTime       time.Time     // a clock before this is not trusted; default MinSaneTime
 }
 
 // Controller is the locker's brain. Create it with New and start it with Run.
@@ -95,6 +97,8 @@ type Controller struct {
 	lockouts   int
 	lockedTill time.Time
 	traces     [][]byte          // recorded in the current transaction, for OnTrace after commit
+	bootAt     time.Time         // the clock at start, for the estimate while it is not trusted
+	highWater  time.Time         // the last trusted time recorded
 	openSince  map[int]time.Time // doors seen open, since when
 	leftAlarm  map[int]time.Time // last door_left_open per open door
 	dirty      bool              // the current transaction changed a compartment
@@ -135,10 +139,14 @@ func New(opts Options) (*Controller, error) {
 	def(&opts.MessageTime, 5*time.Second)
 	def(&opts.LockoutBase, time.Minute)
 	def(&opts.LockoutMax, time.Hour)
+	def(&opts.LockoutDecay, 24*time.Hour)
 	def(&opts.DoorTimeout, 15*time.Second)
 	def(&opts.DoorLeftOpen, 2*time.Minute)
 	def(&opts.DoorLeftOpenEvery, 5*time.Minute)
 	def(&opts.Tick, time.Second)
+	if opts.MinSaneTime.IsZero() {
+		opts.MinSaneTime = MinSaneTime
+	}
 	c := &Controller{
 		opts:      opts,
 		log:       opts.Logger,
@@ -264,7 +272,12 @@ func signal(ch chan struct{}) {
 
 // record appends one trace to the outbox inside tx.
 func (c *Controller) record(tx *store.Tx, tr Trace) error {
-	now := c.clock.Now()
+	now := c.now()
+	if !c.clockTrusted() {
+		tr.TimeEstimated = true
+	} else if err := c.saveHighWater(tx); err != nil {
+		return err
+	}
 	_, payload, err := tx.AppendEvent(func(seq int64) ([]byte, error) {
 		tr.Seq = seq
 		tr.EventID = fmt.Sprintf("%s-%d", c.opts.LockerID, seq)
@@ -282,6 +295,10 @@ func (c *Controller) record(tx *store.Tx, tr Trace) error {
 // boot brings the compartments table in line with the wiring and the
 // sensors, without opening anything, and records what it found.
 func (c *Controller) boot(ctx context.Context) error {
+	c.bootAt = c.clock.Now()
+	if err := c.st.View(ctx, c.loadHighWater); err != nil {
+		return err
+	}
 	if err := c.loadKeypadState(ctx); err != nil {
 		return err
 	}
@@ -353,7 +370,7 @@ func (c *Controller) reconcile(tx *store.Tx, sc *store.Compartment, known bool) 
 	}
 	sc.DoorOpen = open
 	if open {
-		c.openSince[sc.Number] = c.clock.Now()
+		c.openSince[sc.Number] = c.now()
 	}
 	if sc.Session.Active() && !open {
 		if sc.Session.Opened {
@@ -554,7 +571,7 @@ func (c *Controller) door(ctx context.Context, n int, open bool) {
 		return
 	}
 	if open {
-		c.openSince[n] = c.clock.Now()
+		c.openSince[n] = c.now()
 	} else {
 		delete(c.openSince, n)
 		delete(c.leftAlarm, n)
@@ -672,7 +689,7 @@ func (c *Controller) activatePickup(tx *store.Tx, dep store.Grant, n int) error 
 	}
 	from := p.ValidFrom
 	if from.IsZero() {
-		from = c.clock.Now()
+		from = c.now()
 	}
 	return tx.PutGrant(store.Grant{
 		ID: p.GrantID, Version: dep.Version, Action: "pickup", Compartment: n, ParcelID: dep.ParcelID,
@@ -696,7 +713,7 @@ func (c *Controller) returnUse(tx *store.Tx, s store.Session) error {
 // refreshReservations sets free compartments named by a deposit grant in
 // force to reserved, and reserved ones that are no longer named to free.
 func (c *Controller) refreshReservations(tx *store.Tx) error {
-	reserved, err := tx.ReservedCompartments(c.clock.Now())
+	reserved, err := tx.ReservedCompartments(c.now())
 	if err != nil {
 		return err
 	}
@@ -725,7 +742,7 @@ func (c *Controller) refreshReservations(tx *store.Tx) error {
 // release records the intent to open compartment n (durably, with its
 // trace) and only then fires the coil.
 func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUse bool) error {
-	s.At = c.clock.Now()
+	s.At = c.now()
 	err := c.update(ctx, func(tx *store.Tx) error {
 		sc, err := tx.Compartment(n)
 		if err != nil {
@@ -807,7 +824,7 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
 		g, err = tx.Grant(s.GrantID)
 		return err
 	})
-	if err != nil || g.Compartment != 0 || usable(g, c.clock.Now()) != nil {
+	if err != nil || g.Compartment != 0 || usable(g, c.now()) != nil {
 		return
 	}
 	if err := c.use(ctx, g); err != nil {
@@ -817,7 +834,7 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
 
 // housekeeping runs every tick: expiry, time-outs, display.
 func (c *Controller) housekeeping(ctx context.Context) {
-	now := c.clock.Now()
+	now := c.now()
 	if len(c.entry) > 0 && now.Sub(c.entryAt) > c.opts.EntryTimeout {
 		c.clearEntry()
 		c.service = nil
@@ -833,7 +850,11 @@ func (c *Controller) housekeeping(ctx context.Context) {
 		c.showLocked()
 	}
 	var stuck []int
+	trusted := c.clockTrusted()
 	err := c.update(ctx, func(tx *store.Tx) error {
+		if !trusted {
+			return nil // nothing expires on a clock that is not trusted
+		}
 		for n, since := range c.openSince {
 			last, alarmed := c.leftAlarm[n]
 			if now.Sub(since) < c.opts.DoorLeftOpen || (alarmed && now.Sub(last) < c.opts.DoorLeftOpenEvery) {

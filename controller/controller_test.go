@@ -755,3 +755,61 @@ func TestMaskHolder(t *testing.T) {
 		}
 	}
 }
+
+func TestUntrustedClockExpiresNothing(t *testing.T) {
+	r := newRig(t, "M M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	r.door(1, true)
+	r.parcel(1, true)
+	r.door(1, false)
+	// Power cut; the board comes back without a real-time clock: 1970.
+	r.stop()
+	r.clock.mu.Lock()
+	r.clock.now = time.Unix(0, 0).UTC()
+	r.clock.mu.Unlock()
+	r.types()
+	r.start()
+	r.mu.Lock()
+	started := r.traces[len(r.traces)-1]
+	r.mu.Unlock()
+	r.types()
+	ts, _ := time.Parse(TimeFormat, started.Time)
+	if started.Type != "started" || !started.TimeEstimated || ts.Before(t0) {
+		t.Fatalf("started = %+v: want an estimated time not before the last trusted one", started)
+	}
+	// Days pass on the untrusted clock: nothing expires.
+	r.clock.Advance(100 * time.Hour)
+	r.tick()
+	r.expectTypes()
+	if s := r.state(1); s != "occupied" {
+		t.Fatalf("state = %s on an untrusted clock", s)
+	}
+	// NTP sets the clock: the pickup grant (72 h) has ended, and now it expires.
+	r.clock.mu.Lock()
+	r.clock.now = t0.Add(80 * time.Hour)
+	r.clock.mu.Unlock()
+	r.tick()
+	r.expectTypes("pickup_expired")
+}
+
+func TestAKnownCodeDoesNotResetTheLockout(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	// An attacker holds a code that matches a grant but opens nothing: an
+	// ended pickup grant's.
+	until := t0.Add(time.Minute)
+	r.apply(body(GrantOp{Op: "put", GrantID: "g-ended", Version: 1, Action: "pickup", Compartment: 1, ParcelID: "X",
+		CodeHash: hash("777777"), ValidUntil: &until}))
+	r.clock.Advance(2 * time.Minute)
+	r.types()
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 4; i++ {
+			r.keys("000000#")
+		}
+		r.keys("777777#") // known, but cannot be used: not a reset
+	}
+	if got := r.types(); !strings.Contains(strings.Join(got, " "), "keypad_lockout") {
+		t.Fatalf("interleaving a known code avoided the lockout: %v", got)
+	}
+}

@@ -29,7 +29,7 @@ func (c *Controller) ApplyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 }
 
 func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsAck, error) {
-	now := c.clock.Now()
+	now := c.now()
 	var ack GrantsAck
 	err := c.update(ctx, func(tx *store.Tx) error {
 		ack = GrantsAck{IssuedAt: body.IssuedAt, Rejected: []RejectedGrant{}}

@@ -26,7 +26,7 @@ var (
 // key handles one key press. The typed code lives only in c.entry, is
 // hashed on '#', and is wiped right after; it is never logged.
 func (c *Controller) key(ctx context.Context, k byte) {
-	now := c.clock.Now()
+	now := c.now()
 	if now.Before(c.lockedTill) {
 		c.clearEntry()
 		c.showLocked()
@@ -80,7 +80,7 @@ func (c *Controller) clearEntry() {
 
 // tryCode looks up the grant for a typed code and acts on it.
 func (c *Controller) tryCode(ctx context.Context, hash string) {
-	now := c.clock.Now()
+	now := c.now()
 	var grants []store.Grant
 	err := c.st.View(ctx, func(tx *store.Tx) error {
 		var err error
@@ -96,7 +96,6 @@ func (c *Controller) tryCode(ctx context.Context, hash string) {
 		c.wrongCode(ctx)
 		return
 	}
-	c.resetFailures(ctx)
 	var why error
 	for _, g := range grants {
 		if err := usable(g, now); err != nil {
@@ -105,6 +104,7 @@ func (c *Controller) tryCode(ctx context.Context, hash string) {
 		}
 		why = c.use(ctx, g)
 		if why == nil {
+			c.resetFailures(ctx)
 			return
 		}
 	}
@@ -212,7 +212,7 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 	if g.Action == "service" && target == 0 {
 		c.service = &serviceMode{grantID: g.ID, actor: g.Actor}
 		c.show(c.text(msgServiceMenu, ""))
-		c.entryAt = c.clock.Now()
+		c.entryAt = c.now()
 		return nil
 	}
 	s := store.Session{GrantID: g.ID, Action: g.Action, Actor: g.Actor, Parcel: parcel}
@@ -255,9 +255,12 @@ func (c *Controller) serviceOpen(ctx context.Context) {
 // wrongCode counts a wrong code and locks the keypad after LockoutAfter in
 // a row, for LockoutBase doubled with each further lockout, up to LockoutMax.
 func (c *Controller) wrongCode(ctx context.Context) {
-	now := c.clock.Now()
+	now := c.now()
 	c.failures++
 	locked := false
+	if c.lockouts > 0 && now.Sub(c.lockedTill) > c.opts.LockoutDecay {
+		c.lockouts = 0 // a quiet day: the next lockout is short again
+	}
 	if c.failures >= c.opts.LockoutAfter {
 		c.failures = 0
 		c.lockouts++
@@ -292,12 +295,14 @@ func (c *Controller) wrongCode(ctx context.Context) {
 	c.message(msgWrong, "")
 }
 
-// resetFailures ends a run of wrong codes: a known code was typed.
+// resetFailures ends a run of wrong codes: a code opened a door. The
+// lockout level stays (it decays after LockoutDecay), so that someone who
+// holds one valid code cannot use it to reset the doubling.
 func (c *Controller) resetFailures(ctx context.Context) {
-	if c.failures == 0 && c.lockouts == 0 {
+	if c.failures == 0 {
 		return
 	}
-	c.failures, c.lockouts = 0, 0
+	c.failures = 0
 	if err := c.update(ctx, c.saveKeypadState); err != nil {
 		c.log.Error("keypad state not recorded", "err", err)
 	}
@@ -327,11 +332,11 @@ func (c *Controller) show(l1, l2 string) {
 // message shows a result for MessageTime, then the idle prompt returns.
 func (c *Controller) message(id msgID, arg string) {
 	c.show(c.text(id, arg))
-	c.msgUntil = c.clock.Now().Add(c.opts.MessageTime)
+	c.msgUntil = c.now().Add(c.opts.MessageTime)
 }
 
 func (c *Controller) showIdle() {
-	if c.clock.Now().Before(c.lockedTill) {
+	if c.now().Before(c.lockedTill) {
 		c.showLocked()
 		return
 	}
@@ -339,7 +344,7 @@ func (c *Controller) showIdle() {
 }
 
 func (c *Controller) showLocked() {
-	left := c.lockedTill.Sub(c.clock.Now()).Round(time.Second)
+	left := c.lockedTill.Sub(c.now()).Round(time.Second)
 	if left < time.Second {
 		left = time.Second
 	}

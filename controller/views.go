@@ -23,7 +23,7 @@ func doorText(open bool) string {
 
 // Status is the locker status (State is left for the link to fill in).
 func (c *Controller) Status(ctx context.Context) (Status, error) {
-	st := Status{LockerID: c.opts.LockerID, Software: c.opts.Software, Time: FormatTime(c.clock.Now())}
+	st := Status{LockerID: c.opts.LockerID, Software: c.opts.Software, Time: FormatTime(c.now())}
 	err := c.st.View(ctx, func(tx *store.Tx) error {
 		var err error
 		if st.LastSeq, err = tx.LastSeq(); err != nil {
@@ -60,7 +60,7 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 
 // Compartments is the state of every compartment.
 func (c *Controller) Compartments(ctx context.Context) (CompartmentsReport, error) {
-	rep := CompartmentsReport{LockerID: c.opts.LockerID, Time: FormatTime(c.clock.Now()), Compartments: []CompartmentState{}}
+	rep := CompartmentsReport{LockerID: c.opts.LockerID, Time: FormatTime(c.now()), Compartments: []CompartmentState{}}
 	err := c.st.View(ctx, func(tx *store.Tx) error {
 		all, err := tx.Compartments()
 		if err != nil {

@@ -96,6 +96,9 @@ type Trace struct {
 	Reason     string `json:"reason,omitempty"`
 	Suppressed int    `json:"suppressed,omitempty"`
 	CommandID  string `json:"command_id,omitempty"`
+	// TimeEstimated: the board's clock was not trusted when the event was
+	// recorded; Time is the last trusted time plus the time elapsed since.
+	TimeEstimated bool `json:"time_estimated,omitempty"`
 }
 
 // OutboxEvent is one recorded trace waiting for the broker's PUBACK.

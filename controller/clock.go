@@ -1,0 +1,66 @@
+package controller
+
+import (
+	"time"
+
+	"github.com/openlocker/locker/controller/store"
+)
+
+// MinSaneTime is the earliest wall-clock time the controller trusts: this
+// software was built after it. A board without a real-time clock boots in
+// 1970 until NTP sets its clock.
+var MinSaneTime = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+// The clock rule (docs/protocol.md, "Time"):
+//
+//   - A reading before Options.MinSaneTime is not trusted.
+//   - While the clock is not trusted, the controller's time is the last
+//     trusted time it recorded (kept in the database) plus the time elapsed
+//     since start on the monotonic clock, and traces recorded meanwhile say
+//     so with "time_estimated": true. It never goes backwards.
+//   - While the clock is not trusted nothing expires: no pickup_expired, no
+//     reservation ends, no door_left_open.
+//   - Keypad codes still work, judged at the estimated time.
+
+const highWaterKey = "clock.trusted"
+
+// now is the controller's time: the clock's when it is trusted, else the
+// estimate.
+func (c *Controller) now() time.Time {
+	t := c.clock.Now()
+	if c.trusted(t) {
+		return t
+	}
+	est := c.highWater.Add(t.Sub(c.bootAt))
+	if est.Before(c.highWater) {
+		return c.highWater
+	}
+	return est
+}
+
+func (c *Controller) trusted(t time.Time) bool { return !t.Before(c.opts.MinSaneTime) }
+
+// clockTrusted says whether the clock can be trusted now.
+func (c *Controller) clockTrusted() bool { return c.trusted(c.clock.Now()) }
+
+// loadHighWater reads the last trusted time recorded.
+func (c *Controller) loadHighWater(tx *store.Tx) error {
+	v, ok, err := tx.Setting(highWaterKey)
+	if err != nil || !ok {
+		return err
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		c.highWater = t
+	}
+	return nil
+}
+
+// saveHighWater records now as the last trusted time, when it is.
+func (c *Controller) saveHighWater(tx *store.Tx) error {
+	t := c.clock.Now()
+	if !c.trusted(t) || !t.After(c.highWater) {
+		return nil
+	}
+	c.highWater = t
+	return tx.SetSetting(highWaterKey, t.UTC().Format(time.RFC3339Nano))
+}
