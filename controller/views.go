@@ -96,3 +96,20 @@ func (c *Controller) AckEvent(ctx context.Context, seq int64) error {
 	}
 	return err
 }
+
+// Sync returns once the loop has finished everything it was doing: for
+// tests and scenario runners that need the controller to be quiet.
+func (c *Controller) Sync(ctx context.Context) error { return c.do(ctx, func() {}) }
+
+// Housekeeping runs the periodic work (expiry, time-outs) now, on the loop:
+// for runners whose clock is not the wall clock.
+func (c *Controller) Housekeeping(ctx context.Context) error {
+	return c.do(ctx, func() { c.housekeeping(ctx) })
+}
+
+// Display is what the controller last wrote to the display.
+func (c *Controller) Display(ctx context.Context) ([2]string, error) {
+	var d [2]string
+	err := c.do(ctx, func() { d = c.display })
+	return d, err
+}
