@@ -208,7 +208,7 @@ func (r *runner) settle(ctx context.Context) error {
 }
 
 func (r *runner) step(ctx context.Context, st Step) error {
-	n, _ := strconv.Atoi(argAt(st, 1))
+	var n int
 	var err error
 	if r.cancel == nil && st.Verb != "poweron" && st.Verb != "door" && st.Verb != "parcel" && st.Verb != "fault" &&
 		st.Verb != "expect" {
@@ -281,13 +281,6 @@ func (r *runner) step(ctx context.Context, st Step) error {
 		return nil // powered off: nothing to wait for
 	}
 	return r.settle(ctx)
-}
-
-func argAt(st Step, i int) string {
-	if i < len(st.Args) {
-		return st.Args[i]
-	}
-	return ""
 }
 
 // keys presses each key as a person would: down until the controller has
