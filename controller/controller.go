@@ -96,16 +96,13 @@ type Controller struct {
 	failures   int
 	lockouts   int
 	lockedTill time.Time
+	selftest   *selfTest         // the self-test in progress, if any
 	traces     [][]byte          // recorded in the current transaction, for OnTrace after commit
 	bootAt     time.Time         // the clock at start, for the estimate while it is not trusted
 	highWater  time.Time         // the last trusted time recorded
 	openSince  map[int]time.Time // doors seen open, since when
 	leftAlarm  map[int]time.Time // last door_left_open per open door
 	dirty      bool              // the current transaction changed a compartment
-}
-
-type serviceMode struct {
-	grantID, actor string
 }
 
 // New checks the options and builds a Controller.
@@ -437,6 +434,8 @@ func (c *Controller) handle(ctx context.Context, ev hal.Event) {
 // lock fault; one that did clears an earlier lock fault.
 func (c *Controller) released(ctx context.Context, ev hal.Event) {
 	n := ev.Compartment
+	// The self-test's result goes last, after what the release itself records.
+	defer c.selfTestResult(ctx, n, ev.Err)
 	switch {
 	case ev.Err == nil:
 		err := c.update(ctx, func(tx *store.Tx) error {
@@ -812,6 +811,7 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
 	if !s.Active() {
 		return
 	}
+	c.selfTestResult(ctx, n, errors.New(reason))
 	c.led(n, false)
 	c.message(msgDoorFault, two(n))
 	if s.Action != "deposit" {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"strings"
 	stdsync "sync"
 	"testing"
@@ -811,5 +812,86 @@ func TestAKnownCodeDoesNotResetTheLockout(t *testing.T) {
 	}
 	if got := r.types(); !strings.Contains(strings.Join(got, " "), "keypad_lockout") {
 		t.Fatalf("interleaving a known code avoided the lockout: %v", got)
+	}
+}
+
+func TestServiceMenu(t *testing.T) {
+	r := newRig(t, "M M M")
+	r.apply(body(GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service", Holder: "13700001111",
+		CodeHash: hash("99887766"), ValidUntil: ptr(t0.Add(time.Hour))}))
+	r.types()
+	r.keys("99887766#")
+	if d := r.cab.Display(); d[0] != "1Open 2Off 3On" {
+		t.Fatalf("service menu: %q", d)
+	}
+	r.keys("1")
+	r.keys("2#") // open door 2
+	if got := r.cab.Releases(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("releases = %v", got)
+	}
+	r.keys("2")
+	r.keys("3#") // disable 3
+	r.keys("3")
+	r.keys("3#") // enable 3
+	r.keys("*")  // leave
+	r.mu.Lock()
+	trs := append([]Trace(nil), r.traces...)
+	r.mu.Unlock()
+	r.expectTypes("lock_released", "compartment_disabled", "compartment_enabled")
+	for _, tr := range trs {
+		if tr.Actor != "137****1111" || tr.GrantID != "svc-1" {
+			t.Fatalf("service trace does not name the masked technician: %+v", tr)
+		}
+	}
+	if d := r.cab.Display(); d[0] != "Enter code" {
+		t.Fatalf("after * the display is %q", d)
+	}
+	// Out of the menu, digits are a code again.
+	r.keys("99#")
+	if len(r.cab.Releases()) != 1 {
+		t.Fatal("digits after leaving the menu opened a door")
+	}
+}
+
+func TestSelfTest(t *testing.T) {
+	r := newRig(t, "S M L")
+	r.apply(body(depositOp("g-1", 1, "123456", "L", 0)))
+	r.keys("123456#") // compartment 3 is in use: skipped without a service code
+	r.types()
+	var got []SelfTestResult
+	done := make(chan struct{})
+	go func() {
+		res, err := r.c.SelfTest(r.ctx, false, "lockerctl", nil)
+		if err != nil {
+			t.Error(err)
+		}
+		got = res
+		close(done)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.cab.Releases()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if rel := r.cab.Releases(); len(rel) != 3 || rel[1] != 1 || rel[2] != 2 {
+		t.Fatalf("releases = %v, want the deposit's 3 then 1 and 2", rel)
+	}
+	r.event(hal.Event{Kind: hal.LockReleased, Compartment: 1})
+	r.event(hal.Event{Kind: hal.LockReleased, Compartment: 2, Err: hal.ErrLockFault})
+	<-done
+	want := "1:ok 2:lock_fault 3:skipped"
+	var have []string
+	for _, res := range got {
+		have = append(have, fmt.Sprintf("%d:%s", res.Compartment, res.Result))
+	}
+	sort.Strings(have)
+	if strings.Join(have, " ") != want {
+		t.Fatalf("results = %v, want %s", have, want)
+	}
+	types := strings.Join(r.types(), " ")
+	if !strings.Contains(types, "lock_fault") || !strings.HasSuffix(types, "selftest") {
+		t.Fatalf("traces = %s", types)
+	}
+	if _, err := r.c.SelfTest(r.ctx, false, "x", nil); err != nil {
+		t.Fatalf("a second self-test: %v", err)
 	}
 }

@@ -33,6 +33,8 @@ func (c *Controller) key(ctx context.Context, k byte) {
 		return
 	}
 	switch {
+	case c.service != nil:
+		c.serviceKey(ctx, k)
 	case k >= '0' && k <= '9':
 		if len(c.entry) >= c.opts.MaxCodeLen {
 			return
@@ -40,21 +42,12 @@ func (c *Controller) key(ctx context.Context, k byte) {
 		c.entry = append(c.entry, k)
 		c.entryAt = now
 		c.msgUntil = time.Time{}
-		if c.service != nil {
-			c.show(c.text(msgServiceMenu, string(c.entry)))
-		} else {
-			c.show(c.text(msgCode, strings.Repeat("*", len(c.entry))))
-		}
+		c.show(c.text(msgCode, strings.Repeat("*", len(c.entry))))
 	case k == '*':
 		c.clearEntry()
-		c.service = nil
 		c.msgUntil = time.Time{}
 		c.showIdle()
 	case k == '#':
-		if c.service != nil {
-			c.serviceOpen(ctx)
-			return
-		}
 		if len(c.entry) == 0 {
 			return
 		}
@@ -210,9 +203,7 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 		return err
 	}
 	if g.Action == "service" && target == 0 {
-		c.service = &serviceMode{grantID: g.ID, actor: g.Actor}
-		c.show(c.text(msgServiceMenu, ""))
-		c.entryAt = c.now()
+		c.enterService(g)
 		return nil
 	}
 	s := store.Session{GrantID: g.ID, Action: g.Action, Actor: g.Actor, Parcel: parcel}
@@ -231,25 +222,6 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 	}
 	c.message(msg, two(target))
 	return nil
-}
-
-// serviceOpen opens the compartment typed in the service menu.
-func (c *Controller) serviceOpen(ctx context.Context) {
-	n, err := strconv.Atoi(string(c.entry))
-	c.clearEntry()
-	if _, wired := c.hw[n]; err != nil || !wired {
-		c.message(msgNoSuchDoor, "")
-		c.show(c.text(msgServiceMenu, ""))
-		return
-	}
-	sm := c.service
-	s := store.Session{GrantID: sm.grantID, Action: "service", Actor: sm.actor}
-	if err := c.release(ctx, n, s, false); err != nil {
-		c.log.Error("service release not recorded: door stays shut", "compartment", n, "err", err)
-		c.message(msgStorage, "")
-		return
-	}
-	c.message(msgServiceOpen, two(n))
 }
 
 // wrongCode counts a wrong code and locks the keypad after LockoutAfter in

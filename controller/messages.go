@@ -26,29 +26,39 @@ const (
 	msgServiceMenu
 	msgNoSuchDoor
 	msgDoorFault
+	msgServiceDoor
+	msgDisabled
+	msgEnabled
+	msgSelfTest
+	msgSelfTestDone
 )
 
 // messages holds the display texts per language: two lines each, with one
 // %s (a two-digit compartment, a code mask or a wait) where the line needs it.
 var messages = map[string]map[msgID][2]string{
 	"en": {
-		msgIdle:        {"Enter code", "then press #"},
-		msgCode:        {"Code: %s", "# ok   * clear"},
-		msgWrong:       {"Wrong code", "Try again"},
-		msgLocked:      {"Keypad locked", "Wait %s"},
-		msgDepositOpen: {"Door %s open", "Put parcel, close"},
-		msgPickupOpen:  {"Door %s open", "Take parcel,close"},
-		msgServiceOpen: {"Door %s open", "Service"},
-		msgNoFree:      {"No free door", "for this parcel"},
-		msgNotValid:    {"Code not valid", "now"},
-		msgDeposited:   {"Parcel stored", "Thank you"},
-		msgPickedUp:    {"Parcel taken", "Thank you"},
-		msgCancelled:   {"Door closed", "Nothing stored"},
-		msgIncomplete:  {"Parcel still in", "door %s"},
-		msgStorage:     {"Out of service", "Try again later"},
-		msgServiceMenu: {"Service: door %s", "# open  * exit"},
-		msgNoSuchDoor:  {"No such door", "Try again"},
-		msgDoorFault:   {"Door %s fault", "Call service"},
+		msgIdle:         {"Enter code", "then press #"},
+		msgCode:         {"Code: %s", "# ok   * clear"},
+		msgWrong:        {"Wrong code", "Try again"},
+		msgLocked:       {"Keypad locked", "Wait %s"},
+		msgDepositOpen:  {"Door %s open", "Put parcel, close"},
+		msgPickupOpen:   {"Door %s open", "Take parcel,close"},
+		msgServiceOpen:  {"Door %s open", "Service"},
+		msgNoFree:       {"No free door", "for this parcel"},
+		msgNotValid:     {"Code not valid", "now"},
+		msgDeposited:    {"Parcel stored", "Thank you"},
+		msgPickedUp:     {"Parcel taken", "Thank you"},
+		msgCancelled:    {"Door closed", "Nothing stored"},
+		msgIncomplete:   {"Parcel still in", "door %s"},
+		msgStorage:      {"Out of service", "Try again later"},
+		msgServiceMenu:  {"1Open 2Off 3On", "4Test     *Exit"},
+		msgServiceDoor:  {"Door no.: %s", "# ok  * back"},
+		msgDisabled:     {"Door %s", "disabled"},
+		msgEnabled:      {"Door %s", "enabled"},
+		msgSelfTest:     {"Self-test", "%s"},
+		msgSelfTestDone: {"Self-test done", "%s"},
+		msgNoSuchDoor:   {"No such door", "Try again"},
+		msgDoorFault:    {"Door %s fault", "Call service"},
 	},
 }
 

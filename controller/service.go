@@ -1,0 +1,121 @@
+package controller
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/openlocker/locker/controller/store"
+)
+
+// The service menu, opened by a service code: 1 opens a door, 2 disables
+// a compartment, 3 enables one, 4 runs the self-test; * leaves. Every
+// action is a trace naming the masked technician.
+type serviceMode struct {
+	grantID, actor string
+	choice         byte // 0: the menu; '1'..'3': waiting for a compartment number
+}
+
+func (c *Controller) enterService(g store.Grant) {
+	c.service = &serviceMode{grantID: g.ID, actor: g.Actor}
+	c.entryAt = c.now()
+	c.showServiceMenu()
+}
+
+func (c *Controller) showServiceMenu() {
+	c.msgUntil = time.Time{}
+	c.show(c.text(msgServiceMenu, ""))
+}
+
+func (c *Controller) serviceKey(ctx context.Context, k byte) {
+	sm := c.service
+	c.entryAt = c.now()
+	if k == '*' {
+		c.clearEntry()
+		if sm.choice != 0 {
+			sm.choice = 0
+			c.showServiceMenu()
+			return
+		}
+		c.service = nil
+		c.showIdle()
+		return
+	}
+	if sm.choice == 0 {
+		switch k {
+		case '1', '2', '3':
+			sm.choice = k
+			c.show(c.text(msgServiceDoor, ""))
+		case '4':
+			if _, err := c.startSelfTest(ctx, true, sm.actor, nil); err != nil {
+				c.log.Warn("self-test", "err", err)
+			}
+		}
+		return
+	}
+	switch {
+	case k >= '0' && k <= '9' && len(c.entry) < 3:
+		c.entry = append(c.entry, k)
+		c.show(c.text(msgServiceDoor, string(c.entry)))
+	case k == '#':
+		n, err := strconv.Atoi(string(c.entry))
+		c.clearEntry()
+		choice := sm.choice
+		sm.choice = 0
+		if _, wired := c.hw[n]; err != nil || !wired {
+			c.message(msgNoSuchDoor, "")
+			return
+		}
+		c.serviceAction(ctx, choice, n)
+	}
+}
+
+// serviceAction carries out a menu choice on compartment n.
+func (c *Controller) serviceAction(ctx context.Context, choice byte, n int) {
+	sm := c.service
+	if choice == '1' {
+		s := store.Session{GrantID: sm.grantID, Action: "service", Actor: sm.actor}
+		if err := c.release(ctx, n, s, false); err != nil {
+			c.log.Error("service release not recorded: door stays shut", "compartment", n, "err", err)
+			c.message(msgStorage, "")
+			return
+		}
+		c.message(msgServiceOpen, two(n))
+		return
+	}
+	disable := choice == '2'
+	err := c.update(ctx, func(tx *store.Tx) error {
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		typ, verb := "compartment_enabled", " enabled by a technician"
+		sc.Disabled = disable
+		if disable {
+			typ, verb = "compartment_disabled", " disabled by a technician"
+		} else if sc.State == "fault" {
+			sc.State, sc.Fault = "free", ""
+			if sc.ParcelID != "" {
+				sc.State = "occupied"
+			}
+		}
+		if err := c.putCompartment(tx, sc); err != nil {
+			return err
+		}
+		if err := c.refreshReservations(tx); err != nil {
+			return err
+		}
+		return c.record(tx, Trace{Type: typ, Compartment: n, GrantID: sm.grantID, Actor: sm.actor,
+			Content: "Compartment " + two(n) + verb})
+	})
+	if err != nil {
+		c.log.Error("service action not recorded", "compartment", n, "err", err)
+		c.message(msgStorage, "")
+		return
+	}
+	if disable {
+		c.message(msgDisabled, two(n))
+	} else {
+		c.message(msgEnabled, two(n))
+	}
+}
