@@ -15,6 +15,8 @@ const usage = `lockerctl: the technician's tool
   lockerctl grant revoke -id GRANT_ID [flags]     sign and publish a revoke
   lockerctl command -action open|disable|enable -compartment N [flags]
   lockerctl code-hash -locker ID -code CODE       print the code_hash of a code
+  lockerctl status | compartments | outbox        ask a running locker (-sim URL or -socket PATH)
+  lockerctl selftest [-all]                       release each empty compartment's lock and check its door
 
 Common flags: -broker tcp://127.0.0.1:1883 -locker SIM01 -key var/central-dev.json -wait 10s
 Run 'lockerctl COMMAND -h' for a command's flags.
@@ -47,6 +49,8 @@ func main() {
 		err = command(args)
 	case "code-hash":
 		err = codeHash(args)
+	case "status", "compartments", "outbox", "selftest":
+		err = local(os.Args[1], args)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

@@ -34,6 +34,8 @@ type Options struct {
 	Logger   *slog.Logger
 	// OnTrace is called with every recorded trace (after commit).
 	OnTrace func(payload []byte)
+	// ControlSocket, when set, is the Unix socket of the control API.
+	ControlSocket string
 }
 
 // Daemon is a running locker.
@@ -43,6 +45,7 @@ type Daemon struct {
 	Controller *controller.Controller
 	Link       *client.Link
 	log        *slog.Logger
+	socket     string
 }
 
 // DBFile is the database file's name inside the data folder.
@@ -84,7 +87,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		st.Close()
 		return nil, err
 	}
-	return &Daemon{Store: st, Hardware: hw, Controller: ctl, Link: link, log: log}, nil
+	return &Daemon{Store: st, Hardware: hw, Controller: ctl, Link: link, log: log, socket: o.ControlSocket}, nil
 }
 
 // Run runs every part until ctx is done or one of them fails; then it
@@ -96,7 +99,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.Hardware.Halt()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -113,6 +116,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-d.Controller.Ready():
 		d.log.Info("locker ready", "locker_id", d.Controller.LockerID())
 		run("sync", d.Link.Run)
+		if d.socket != "" {
+			run("control socket", func(ctx context.Context) error { return d.serveControl(ctx, d.socket) })
+		}
 	case <-ctx.Done():
 	}
 	wg.Wait()

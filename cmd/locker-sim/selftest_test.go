@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// smallCabinet is a 6-compartment wiring with short pulses, for tests that
+// release every lock.
+func smallCabinet(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("name: six doors\nlocks:\n  pulse: 120ms\nkeypad:\n  rows: [KP_R1, KP_R2, KP_R3, KP_R4]\n  cols: [KP_C1, KP_C2, KP_C3, KP_C4]\n")
+	b.WriteString("display:\n  type: hd44780\n  cols: 20\n  rows: 2\n  rs: LCD_RS\n  e: LCD_E\n  data: [LCD_D4, LCD_D5, LCD_D6, LCD_D7]\ncompartments:\n")
+	for i, size := range []string{"S", "S", "M", "M", "L", "XL"} {
+		fmt.Fprintf(&b, "  - {number: %d, size: %s, lock: LOCK%02d, door: DOOR%02d, parcel: PARCEL%02d}\n", i+1, size, i+1, i+1, i+1)
+	}
+	p := filepath.Join(t.TempDir(), "six.yaml")
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func buildCtl(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "lockerctl")
+	if out, err := exec.Command("go", "build", "-o", bin, "../lockerctl").CombinedOutput(); err != nil {
+		t.Fatalf("go build lockerctl: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestSelfTestThroughLockerctl runs lockerctl selftest against the
+// simulator with one jammed lock and one compartment in use.
+func TestSelfTestThroughLockerctl(t *testing.T) {
+	ctl := buildCtl(t)
+	s := startSim(t, startListener(t), t.TempDir(), "-config", smallCabinet(t))
+	s.do(2, "fault", map[string]string{"fault": "jammed_lock"})
+	s.do(6, "door", map[string]string{"action": "force"}) // open: skipped
+	s.waitDaemon("door 6 seen open", func(c compartmentsJSON) bool { return c.Compartments[5].Door == "open" })
+
+	out, err := exec.Command(ctl, "selftest", "-sim", s.base).CombinedOutput()
+	text := string(out)
+	if err == nil || !strings.Contains(text, "1 lock(s) faulty") {
+		t.Fatalf("selftest with a jammed lock: %v\n%s", err, text)
+	}
+	for _, want := range []string{"01  ok", "02  lock_fault", "03  ok", "04  ok", "05  ok", "06  skipped",
+		"self-test: 4 ok, 1 fault, 1 skipped"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("selftest output lacks %q:\n%s", want, text)
+		}
+	}
+	cab := s.cabinet()
+	for _, c := range cab.Compartments {
+		switch {
+		case c.Number == 2 && (c.Door != "closed" || c.State != "fault"):
+			t.Errorf("jammed compartment: %+v", c)
+		case c.Number != 2 && c.Door != "open":
+			t.Errorf("compartment %d did not open: %+v", c.Number, c)
+		}
+	}
+	out, err = exec.Command(ctl, "status", "-sim", s.base).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"fault": 1`) {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+}
+
+type compartmentsJSON struct {
+	Compartments []struct {
+		Number int    `json:"number"`
+		State  string `json:"state"`
+		Door   string `json:"door"`
+	} `json:"compartments"`
+}
+
+// waitDaemon polls the daemon's view of the compartments until cond holds.
+func (s *sim) waitDaemon(what string, cond func(compartmentsJSON) bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var c compartmentsJSON
+		if s.call("GET", "/api/daemon/compartments", nil, &c) == 200 && cond(c) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatalf("the daemon never saw: %s", what)
+}
