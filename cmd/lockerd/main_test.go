@@ -59,6 +59,8 @@ func TestLockerdRefusesBadStart(t *testing.T) {
 			want: []string{"central_keys[0]"}},
 		{name: "tls without its files", config: strings.Replace(config("", "  ca_file: nope.pem\n"), "tcp://", "ssl://", 1),
 			wiring: goodWiring, want: []string{"broker.ca_file"}},
+		{name: "bad keypad", config: config("", "keypad:\n  min_code_len: 4\n"), wiring: goodWiring,
+			want: []string{"keypad.min_code_len 4"}},
 		{name: "malformed wiring", config: "@", wiring: "compartments:\n  - number: 1\n    size: M\n    lock: GPIO17\n",
 			want: []string{"wiring.yaml:2", "door"}},
 		{name: "missing pin", config: "@", wiring: goodWiring, want: []string{`no such pin "GPIO17"`, "lock of compartment 1"}},

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -30,6 +31,16 @@ type Config struct {
 	Broker Broker `yaml:"broker"`
 	// CentralKeys are the trusted central public keys, "KEY_ID:BASE64".
 	CentralKeys []string `yaml:"central_keys"`
+	// Keypad tunes the lockout (docs/keypad.md); zero values keep the defaults.
+	Keypad Keypad `yaml:"keypad"`
+}
+
+// Keypad tunes the keypad's lockout.
+type Keypad struct {
+	LockoutAfter int           `yaml:"lockout_after"`
+	LockoutBase  time.Duration `yaml:"lockout_base"`
+	LockoutMax   time.Duration `yaml:"lockout_max"`
+	MinCodeLen   int           `yaml:"min_code_len"`
 }
 
 // Broker is the MQTT connection.
@@ -121,6 +132,15 @@ func (c *Config) check() error {
 	case "ssl", "tls", "mqtts":
 	default:
 		return fmt.Errorf("broker.url %q: unknown scheme %q", c.Broker.URL, u.Scheme)
+	}
+	k := c.Keypad
+	switch {
+	case k.LockoutAfter < 0 || k.LockoutAfter > 20:
+		return fmt.Errorf("keypad.lockout_after %d: want 1 to 20", k.LockoutAfter)
+	case k.LockoutBase < 0 || k.LockoutMax < 0 || (k.LockoutMax > 0 && k.LockoutMax < k.LockoutBase):
+		return errors.New("keypad: lockout_base and lockout_max must be positive, base ≤ max")
+	case k.MinCodeLen != 0 && (k.MinCodeLen < 6 || k.MinCodeLen > 12):
+		return fmt.Errorf("keypad.min_code_len %d: codes are 6 to 12 digits", k.MinCodeLen)
 	}
 	if (c.Broker.CertFile == "") != (c.Broker.KeyFile == "") {
 		return errors.New("broker: cert_file and key_file go together")

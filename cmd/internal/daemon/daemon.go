@@ -36,6 +36,8 @@ type Options struct {
 	OnTrace func(payload []byte)
 	// ControlSocket, when set, is the Unix socket of the control API.
 	ControlSocket string
+	// Keypad tunes the lockout; zero values keep the controller's defaults.
+	Keypad Keypad
 }
 
 // Daemon is a running locker.
@@ -72,6 +74,8 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	ctl, err := controller.New(controller.Options{
 		LockerID: o.LockerID, Store: st, Cabinet: hw, Software: Version, Language: o.Language,
 		Logger: log.With("part", "controller"), OnTrace: o.OnTrace,
+		LockoutAfter: o.Keypad.LockoutAfter, LockoutBase: o.Keypad.LockoutBase, LockoutMax: o.Keypad.LockoutMax,
+		MinCodeLen: o.Keypad.MinCodeLen,
 	})
 	if err != nil {
 		hw.Halt()
