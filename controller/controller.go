@@ -119,6 +119,9 @@ func New(opts Options) (*Controller, error) {
 	if opts.Language == "" {
 		opts.Language = "en"
 	}
+	if _, ok := messages[opts.Language]; !ok {
+		return nil, fmt.Errorf("controller: display language %q: want one of %v", opts.Language, Languages())
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -862,7 +865,7 @@ func (c *Controller) housekeeping(ctx context.Context) {
 			}
 			c.leftAlarm[n] = now
 			if err := c.record(tx, Trace{Type: "door_left_open", Compartment: n,
-				Content: "Door " + two(n) + " open for " + waitText(now.Sub(since))}); err != nil {
+				Content: "Door " + two(n) + " open for " + waitText(now.Sub(since), "en")}); err != nil {
 				return err
 			}
 		}

@@ -104,6 +104,7 @@ type rig struct {
 	done   chan error
 	mu     stdsync.Mutex
 	traces []Trace
+	lang   string
 }
 
 const lockerID = "610091A01"
@@ -126,7 +127,7 @@ func (r *rig) start() {
 	}
 	r.st = st
 	r.cab.events = make(chan hal.Event)
-	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: r.cab, Clock: r.clock, Tick: time.Hour,
+	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: r.cab, Clock: r.clock, Tick: time.Hour, Language: r.lang,
 		OnTrace: func(p []byte) {
 			var tr Trace
 			if err := json.Unmarshal(p, &tr); err != nil {
@@ -893,5 +894,46 @@ func TestSelfTest(t *testing.T) {
 	}
 	if _, err := r.c.SelfTest(r.ctx, false, "x", nil); err != nil {
 		t.Fatalf("a second self-test: %v", err)
+	}
+}
+
+func TestEveryMessageInEveryLanguage(t *testing.T) {
+	for lang, m := range messages {
+		for id := msgIdle; id <= msgSelfTestDone; id++ {
+			l, ok := m[id]
+			if !ok || l[0] == "" {
+				t.Errorf("%s: message %d missing", lang, id)
+			}
+			for _, line := range l {
+				width := 0
+				for _, r := range line {
+					width++
+					if r > 0x2e80 {
+						width++ // a Chinese character takes two columns
+					}
+				}
+				if width > 17 { // "%s" stands for 2 columns
+					t.Errorf("%s: message %d line %q is %d columns, more than 16", lang, id, line, width-2)
+				}
+			}
+		}
+	}
+}
+
+func TestChineseDisplay(t *testing.T) {
+	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet("M"), clock: &fakeClock{now: t0}}
+	r.lang = "zh"
+	r.start()
+	if d := r.cab.Display(); d[0] != "请输入取件码" {
+		t.Fatalf("display = %q", d)
+	}
+	for i := 0; i < 5; i++ {
+		r.keys("000000#")
+	}
+	if d := r.cab.Display(); d[0] != "键盘已锁定" || d[1] != "请等待1分00秒" {
+		t.Fatalf("display = %q", d)
+	}
+	if _, err := New(Options{LockerID: lockerID, Store: r.st, Cabinet: r.cab, Language: "xx"}); err == nil {
+		t.Fatal("an unknown language was accepted")
 	}
 }

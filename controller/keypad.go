@@ -320,18 +320,23 @@ func (c *Controller) showLocked() {
 	if left < time.Second {
 		left = time.Second
 	}
-	c.show(c.text(msgLocked, waitText(left)))
+	c.show(c.text(msgLocked, waitText(left, c.opts.Language)))
 }
 
-// waitText is a short remaining time: "1m 30s", "45s", "2h 0m".
-func waitText(d time.Duration) string {
+// waitText is a short remaining time: "1m 30s", "45s", "2h 0m"; in
+// Chinese "1分30秒".
+func waitText(d time.Duration, lang string) string {
 	d = d.Round(time.Second)
 	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	units := [3]string{"h ", "m ", "s"}
+	if lang == "zh" {
+		units = [3]string{"小时", "分", "秒"}
+	}
 	switch {
 	case h > 0:
-		return fmt.Sprintf("%dh %dm", h, m)
+		return fmt.Sprintf("%d%s%d%s", h, units[0], m, strings.TrimSpace(units[1]))
 	case m > 0:
-		return fmt.Sprintf("%dm %02ds", m, s)
+		return fmt.Sprintf("%d%s%02d%s", m, units[1], s, units[2])
 	}
-	return fmt.Sprintf("%ds", s)
+	return fmt.Sprintf("%d%s", s, units[2])
 }

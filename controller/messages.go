@@ -60,7 +60,36 @@ var messages = map[string]map[msgID][2]string{
 		msgNoSuchDoor:   {"No such door", "Try again"},
 		msgDoorFault:    {"Door %s fault", "Call service"},
 	},
+	// Simplified Chinese: at most 8 characters a line, for 16-column
+	// displays with a Chinese font (two columns a character).
+	"zh": {
+		msgIdle:         {"请输入取件码", "按#确认"},
+		msgCode:         {"密码:%s", "#确认 *清除"},
+		msgWrong:        {"密码错误", "请重试"},
+		msgLocked:       {"键盘已锁定", "请等待%s"},
+		msgDepositOpen:  {"%s号柜门已开", "放入包裹后关门"},
+		msgPickupOpen:   {"%s号柜门已开", "取出包裹后关门"},
+		msgServiceOpen:  {"%s号柜门已开", "维护"},
+		msgNoFree:       {"无合适空柜", "请联系客服"},
+		msgNotValid:     {"此码当前无效", "请联系客服"},
+		msgDeposited:    {"包裹已存入", "谢谢"},
+		msgPickedUp:     {"包裹已取出", "谢谢"},
+		msgCancelled:    {"柜门已关闭", "未存入包裹"},
+		msgIncomplete:   {"包裹仍在柜内", "%s号柜门"},
+		msgStorage:      {"暂停服务", "请稍后再试"},
+		msgServiceMenu:  {"1开门 2停用", "3启用 4自检 *退"},
+		msgNoSuchDoor:   {"无此柜门", "请重试"},
+		msgDoorFault:    {"%s号柜门故障", "请联系维护"},
+		msgServiceDoor:  {"柜门号:%s", "#确认 *返回"},
+		msgDisabled:     {"%s号柜", "已停用"},
+		msgEnabled:      {"%s号柜", "已启用"},
+		msgSelfTest:     {"自检中", "%s"},
+		msgSelfTestDone: {"自检完成", "%s"},
+	},
 }
+
+// Languages lists the display languages.
+func Languages() []string { return []string{"en", "zh"} }
 
 func (c *Controller) text(id msgID, arg string) (string, string) {
 	m, ok := messages[c.opts.Language]
