@@ -24,8 +24,9 @@ type fakePin struct {
 	edge    gpio.Edge
 	ins     int // In calls
 	outs    []outRec
-	failOut error // Out fails with it
-	failIn  error // In fails with it
+	failOut error            // Out fails with it
+	failIn  error            // In fails with it
+	onOut   func(gpio.Level) // optional: called after each Out, without mu
 }
 
 var _ gpio.PinIO = (*fakePin)(nil)
@@ -107,6 +108,11 @@ func (p *fakePin) Out(l gpio.Level) error {
 	p.outs = append(p.outs, outRec{l, time.Now()})
 	if p.bus != nil {
 		p.bus.add(busRec{pin: p.name, l: l})
+	}
+	if f := p.onOut; f != nil {
+		p.mu.Unlock()
+		defer p.mu.Lock()
+		f(l)
 	}
 	return nil
 }

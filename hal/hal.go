@@ -66,7 +66,10 @@ type Event struct {
 	On          bool // door open / parcel present
 	Key         byte // KeyPressed
 	Err         error
-	At          time.Time
+	// Source names the sensor of a SensorFault or SensorRecovered: "door",
+	// or "expander X1" for a whole expander (Compartment 0).
+	Source string
+	At     time.Time
 }
 
 // Compartment describes one compartment's hardware.
@@ -104,7 +107,11 @@ var (
 	// ErrHalted: the hardware was halted; nothing more is driven.
 	ErrHalted = errors.New("hal: halted")
 	// ErrLockFault: the door did not open after a release and one retry.
+	// The hardware cannot tell a jammed latch from a door sensor stuck at
+	// "closed": both give this error.
 	ErrLockFault = errors.New("hal: door did not open after release")
+	// ErrChatter: a door sensor changes too often to be a door.
+	ErrChatter = errors.New("hal: door sensor chatters")
 )
 
 // Indicators is implemented by cabinets with a status LED per compartment.

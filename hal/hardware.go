@@ -9,10 +9,13 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"periph.io/x/conn/v3"
 	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/i2c"
+	"periph.io/x/conn/v3/i2c/i2creg"
 
 	"github.com/openlocker/locker/hal/wiring"
 )
@@ -22,13 +25,17 @@ import (
 // simulator passes its own lookup.
 type PinSource func(name string) gpio.PinIO
 
+// BusSource opens an I²C bus by the name the wiring gives it ("1").
+type BusSource func(name string) (i2c.Bus, error)
+
 // Options tune a Hardware. The zero value is right for a real board.
 type Options struct {
 	// Logger receives the hardware's log; nil discards it.
 	Logger *slog.Logger
-	// PulseGap is the least time between the end of one release pulse and
-	// the start of the next (power budget); 0 means the default, 100ms.
-	PulseGap time.Duration
+	// Buses opens the I²C buses of the wiring's expanders and display
+	// back-pack; nil means periph's registry (i2creg.Open, after
+	// host.Init). The simulator passes its Cabinet.Bus.
+	Buses BusSource
 	// ScanInterval is the keypad scan period; 0 means the default, 5ms.
 	ScanInterval time.Duration
 	// NoDisplayDelays skips the HD44780 datasheet delays: for simulated pins,
@@ -39,61 +46,95 @@ type Options struct {
 	EventBuffer int
 }
 
-// Defaults of Options.
+// Defaults of Options and other timings.
 const (
-	DefaultPulseGap     = 100 * time.Millisecond
 	DefaultScanInterval = 5 * time.Millisecond
 	DefaultEventBuffer  = 256
+	// BeepLength is the key-press beep; MaxBeep caps any beep.
+	BeepLength = 40 * time.Millisecond
+	MaxBeep    = 200 * time.Millisecond
+	// ExpanderRetry is how often an expander that stopped answering is
+	// tried again; ExpanderCheck how often a working one's configuration
+	// is read back (a chip that lost its power comes back as all inputs).
+	ExpanderRetry = 100 * time.Millisecond
+	ExpanderCheck = 500 * time.Millisecond
 )
 
-// Hardware is a cabinet built from pins: it implements Cabinet.
+// Hardware is a cabinet built from pins: it implements Cabinet and
+// Indicators.
 //
-// New configures the pins; Run drives them until its context is done. Only
-// one coil is energised at a time: releases are queued and pulsed in order,
-// PulseGap apart, by one worker. Sensors are polled every sensors.poll; a
-// new level counts once it has read the same for sensors.debounce, and its
-// event's At is the time of the reading that confirmed it.
+// New configures the pins; Run drives them until its context is done.
+// Releases are pulsed by a lock worker within the wiring's power budget and
+// confirmed by the door sensors (see locks.go). Sensors are polled every
+// sensors.poll — the inputs of each expander in one bus transaction per
+// poll — and a new level counts once it has read the same for
+// sensors.debounce; an event's At is the time of the reading that
+// confirmed it.
 type Hardware struct {
 	log      *slog.Logger
 	name     string
 	pulse    time.Duration // release pulse length
-	gap      time.Duration // Options.PulseGap
+	gap      time.Duration // least time between coil switchings
+	cooldown time.Duration // least time between two pulses of one coil
+	confirm  time.Duration // time for the door to read open after a pulse
+	maxOn    int           // power budget: coils at once
 	poll     time.Duration // sensor sampling period
-	debounce time.Duration // sensor hold time
+	limits   sensorLimits
 	scan     time.Duration // keypad scan period
 
 	// Fixed after New; index n-1 for compartment n.
-	comps   []Compartment
-	clog    []*slog.Logger // log.With("compartment", n)
-	coils   []*Solenoid
-	doors   []*sensor
-	parcels []*sensor // nil where no occupancy sensor is wired
-	keypad  *Keypad   // nil when none
-	display *HD44780  // nil when none
+	comps     []Compartment
+	clog      []*slog.Logger // log.With("compartment", n)
+	coils     []*Solenoid
+	doors     []*sensor
+	parcels   []*sensor     // nil where no occupancy sensor is wired
+	leds      []gpio.PinOut // nil where no LED is wired
+	expanders []*expander   // in wiring order
+	keypad    *Keypad       // nil when none
+	buzzer    *buzzer       // nil when none
+	display   *HD44780      // nil when none
 
 	events chan Event
-	wake   chan struct{} // capacity 1: a release was queued
+	wake   chan struct{} // capacity 1: the lock worker has something to do
 	haltCh chan struct{} // closed by the first Halt
+	pulses sync.WaitGroup
 
 	// mu guards the fields below. Lock order: mu is never held while
-	// calling into a Solenoid or the display (each has its own mutex).
+	// calling into a Solenoid, a pin or the display (each has its own
+	// mutex); a Solenoid calls back into mu only after releasing its own.
 	mu      sync.Mutex
-	queue   []int // compartments waiting for a release pulse, FIFO
-	busy    int   // releases queued or being pulsed
+	locks   lockState
 	halted  bool
 	running bool
+
+	pollNanos atomic.Int64 // duration of the last sensor poll cycle
+}
+
+// expander is an I²C expander as the poller sees it.
+type expander struct {
+	chip   *MCP23017
+	inputs bool // sensors are wired to it: sample it every poll
+
+	// Owned by the poller (and by New before Run).
+	ok        bool   // answering; false: its sensors are not read
+	levels    uint16 // the last sample
+	nextTry   time.Time
+	nextCheck time.Time
 }
 
 var (
 	_ Cabinet       = (*Hardware)(nil)
+	_ Indicators    = (*Hardware)(nil)
 	_ conn.Resource = (*Hardware)(nil)
 )
 
-// New resolves every pin of the wiring through pins and configures them:
-// lock outputs first, to the coil-off level; then the display and keypad;
-// then the sensor inputs (the wiring's pull, no edge detection: they are
-// polled), whose first readings become the initial DoorOpen and
-// ParcelPresent states. On any error New halts what it configured.
+// New opens the I²C buses and initialises the expanders of the wiring,
+// resolves every pin through pins (or an expander), and configures them:
+// lock outputs first, to the coil-off level; then LEDs and buzzer (off),
+// the display and the keypad; then the sensor inputs (the wiring's pull,
+// no edge detection: they are polled), whose first readings become the
+// initial DoorOpen and ParcelPresent states. On any error New halts what it
+// configured; an expander that does not answer is an error.
 func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error) {
 	switch {
 	case w == nil:
@@ -108,24 +149,60 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	buses := opts.Buses
+	if buses == nil {
+		buses = func(name string) (i2c.Bus, error) { return i2creg.Open(name) }
+	}
 	h = &Hardware{
 		log:      log,
 		name:     w.Name,
 		pulse:    min(w.Locks.Pulse, wiring.MaxPulse),
-		gap:      orDefault(opts.PulseGap, DefaultPulseGap),
+		gap:      w.Locks.Gap,
+		cooldown: w.Locks.Cooldown,
+		confirm:  w.Locks.Confirm,
+		maxOn:    max(w.Locks.MaxEnergised, 1),
 		poll:     w.Sensors.Poll,
-		debounce: w.Sensors.Debounce,
-		scan:     orDefault(opts.ScanInterval, DefaultScanInterval),
-		events:   make(chan Event, orDefault(opts.EventBuffer, DefaultEventBuffer)),
-		wake:     make(chan struct{}, 1),
-		haltCh:   make(chan struct{}),
+		limits: sensorLimits{debounce: w.Sensors.Debounce, chatterWindow: w.Sensors.ChatterWindow,
+			chatterLimit: w.Sensors.ChatterChanges},
+		scan:   orDefault(opts.ScanInterval, DefaultScanInterval),
+		events: make(chan Event, orDefault(opts.EventBuffer, DefaultEventBuffer)),
+		wake:   make(chan struct{}, 1),
+		haltCh: make(chan struct{}),
 	}
 	wcs := slices.Clone(w.Compartments)
 	slices.SortFunc(wcs, func(a, b wiring.Compartment) int { return a.Number - b.Number })
 
+	// The buses and expanders first: their pins are resolved below.
+	openBus := map[string]i2c.Bus{}
+	bus := func(name string) (i2c.Bus, error) {
+		if b, ok := openBus[name]; ok {
+			return b, nil
+		}
+		b, err := buses(name)
+		if err != nil {
+			return nil, fmt.Errorf("hal: i2c bus %q: %w", name, err)
+		}
+		openBus[name] = b
+		return b, nil
+	}
+	byName := map[string]*expander{}
+	for _, we := range w.Expanders {
+		b, err := bus(we.Bus)
+		if err != nil {
+			return nil, fmt.Errorf("hal: expander %s: %w", we.Name, err)
+		}
+		chip, err := NewMCP23017(we.Name, b, we.Address)
+		if err != nil {
+			return nil, err
+		}
+		e := &expander{chip: chip, ok: true}
+		h.expanders = append(h.expanders, e)
+		byName[we.Name] = e
+	}
+
 	// Resolve every pin before touching any.
-	r := resolver{pins: pins}
-	type compPins struct{ lock, door, parcel gpio.PinIO }
+	r := resolver{w: w, pins: pins, exps: byName}
+	type compPins struct{ lock, door, parcel, led gpio.PinIO }
 	cps := make([]compPins, len(wcs))
 	for i, c := range wcs {
 		of := " of compartment " + strconv.Itoa(c.Number)
@@ -134,18 +211,25 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 		if c.Parcel != "" {
 			cps[i].parcel = r.get(c.Parcel, "parcel"+of)
 		}
+		if c.LED != "" {
+			cps[i].led = r.get(c.LED, "led"+of)
+		}
 	}
 	var rows [4]gpio.PinOut
 	var cols [4]gpio.PinIn
+	var buzz gpio.PinOut
 	if k := w.Keypad; k != nil {
 		for i := range 4 {
 			rows[i] = r.get(k.Rows[i], "keypad row "+strconv.Itoa(i+1))
 			cols[i] = r.get(k.Cols[i], "keypad col "+strconv.Itoa(i+1))
 		}
+		if k.Buzzer != "" {
+			buzz = r.get(k.Buzzer, "keypad buzzer")
+		}
 	}
 	var rs, e gpio.PinOut
 	var data [4]gpio.PinOut
-	if d := w.Display; d != nil {
+	if d := w.Display; d != nil && d.I2C == nil {
 		rs, e = r.get(d.RS, "display rs"), r.get(d.E, "display e")
 		for i := range 4 {
 			data[i] = r.get(d.Data[i], "display d"+strconv.Itoa(i+4))
@@ -161,6 +245,9 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 		}
 	}(h)
 	// Outputs first, locks before anything else: coils off.
+	h.locks.coilOn = make([]bool, len(wcs))
+	h.locks.coolUntil = make([]time.Time, len(wcs))
+	h.locks.endsAt = make([]time.Time, len(wcs))
 	for i, c := range wcs {
 		h.comps = append(h.comps, Compartment{Number: c.Number, Size: c.Size, HasOccupancy: c.Parcel != ""})
 		h.clog = append(h.clog, log.With("compartment", c.Number))
@@ -170,8 +257,33 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 		}
 		h.coils = append(h.coils, s)
 	}
+	for i, c := range wcs {
+		var led gpio.PinOut
+		if cps[i].led != nil {
+			led = cps[i].led
+			if err := led.Out(gpio.Low); err != nil {
+				return nil, fmt.Errorf("hal: led of compartment %d: pin %s: %w", c.Number, c.LED, err)
+			}
+		}
+		h.leds = append(h.leds, led)
+	}
+	if buzz != nil {
+		if err := buzz.Out(gpio.Low); err != nil {
+			return nil, fmt.Errorf("hal: keypad buzzer: pin %s: %w", w.Keypad.Buzzer, err)
+		}
+		h.buzzer = &buzzer{pin: buzz}
+	}
 	if d := w.Display; d != nil {
-		if h.display, err = NewHD44780(rs, e, data, d.Cols, d.Rows, !opts.NoDisplayDelays); err != nil {
+		if d.I2C != nil {
+			b, err := bus(d.I2C.Bus)
+			if err != nil {
+				return nil, fmt.Errorf("hal: display: %w", err)
+			}
+			h.display, err = NewHD44780I2C(b, d.I2C.Address, d.Cols, d.Rows, !opts.NoDisplayDelays)
+			if err != nil {
+				return nil, err
+			}
+		} else if h.display, err = NewHD44780(rs, e, data, d.Cols, d.Rows, !opts.NoDisplayDelays); err != nil {
 			return nil, err
 		}
 	}
@@ -182,24 +294,49 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 	}
 	// Then the sensors.
 	pull := map[string]gpio.Pull{"up": gpio.PullUp, "down": gpio.PullDown, "none": gpio.Float}[w.Sensors.Pull]
-	for i, c := range wcs {
-		door := &sensor{kind: DoorChanged, n: c.Number, pin: cps[i].door, activeLow: w.Sensors.DoorOpenLow}
-		if err := door.pin.In(pull, gpio.NoEdge); err != nil {
-			return nil, fmt.Errorf("hal: door of compartment %d: pin %s: %w", c.Number, c.Door, err)
+	newSensor := func(kind EventKind, n int, name string, pin gpio.PinIO, activeLow bool) (*sensor, error) {
+		s := &sensor{kind: kind, n: n, pin: pin, activeLow: activeLow}
+		if ep, ok := w.ExpanderPin(name); ok {
+			s.exp, s.bit = byName[ep.Expander.Name], ep.Index()
+			s.exp.inputs = true
 		}
-		door.init()
+		if kind == DoorChanged {
+			s.chat = &chatter{}
+		}
+		if err := pin.In(pull, gpio.NoEdge); err != nil {
+			return nil, fmt.Errorf("hal: %s of compartment %d: pin %s: %w", kind, n, name, err)
+		}
+		return s, nil
+	}
+	for i, c := range wcs {
+		door, err := newSensor(DoorChanged, c.Number, c.Door, cps[i].door, w.Sensors.DoorOpenLow)
+		if err != nil {
+			return nil, err
+		}
 		h.doors = append(h.doors, door)
 		var parcel *sensor
 		if cps[i].parcel != nil {
-			parcel = &sensor{kind: ParcelChanged, n: c.Number, pin: cps[i].parcel, activeLow: w.Sensors.ParcelPresentLow}
-			if err := parcel.pin.In(pull, gpio.NoEdge); err != nil {
-				return nil, fmt.Errorf("hal: parcel of compartment %d: pin %s: %w", c.Number, c.Parcel, err)
+			if parcel, err = newSensor(ParcelChanged, c.Number, c.Parcel, cps[i].parcel, w.Sensors.ParcelPresentLow); err != nil {
+				return nil, err
 			}
-			parcel.init()
 		}
 		h.parcels = append(h.parcels, parcel)
 	}
-	log.Info("hardware ready", "cabinet", w.Name, "compartments", len(wcs),
+	for _, e := range h.expanders {
+		if !e.inputs {
+			continue
+		}
+		if e.levels, err = e.chip.Sample(); err != nil {
+			return nil, err
+		}
+	}
+	for i := range h.doors {
+		h.doors[i].init()
+		if p := h.parcels[i]; p != nil {
+			p.init()
+		}
+	}
+	log.Info("hardware ready", "cabinet", w.Name, "compartments", len(wcs), "expanders", len(h.expanders),
 		"keypad", h.keypad != nil, "display", h.display != nil)
 	return h, nil
 }
@@ -212,15 +349,21 @@ func orDefault[T ~int | ~int64](v, def T) T {
 	return v
 }
 
-// resolver looks pins up and keeps the first failure.
+// resolver looks pins up, on the board or an expander, and keeps the first
+// failure.
 type resolver struct {
+	w    *wiring.Wiring
 	pins PinSource
+	exps map[string]*expander
 	err  error
 }
 
 func (r *resolver) get(name, role string) gpio.PinIO {
 	if r.err != nil {
 		return nil
+	}
+	if ep, ok := r.w.ExpanderPin(name); ok {
+		return r.exps[ep.Expander.Name].chip.Pin(ep.Index())
 	}
 	p := r.pins(name)
 	if p == nil {
@@ -265,6 +408,7 @@ func (h *Hardware) Run(ctx context.Context) error {
 	}
 	cancel()
 	wg.Wait()
+	h.pulses.Wait()
 	h.log.Info("hardware stopped")
 	return nil
 }
@@ -280,9 +424,10 @@ func (h *Hardware) protect(f func()) {
 	f()
 }
 
-// Halt switches every coil off at once, drops the queued releases and stops
-// Run. It implements conn.Resource and is safe to call more than once and
-// concurrently with a pulse. After Halt, Release and Show return ErrHalted.
+// Halt switches every coil off at once, then the LEDs and the buzzer,
+// drops the queued releases and stops Run. It implements conn.Resource and
+// is safe to call more than once and concurrently with a pulse. After Halt,
+// Release, SetLED and Show return ErrHalted.
 func (h *Hardware) Halt() error {
 	var errs []error
 	for _, c := range h.coils { // coils first: nothing else matters as much
@@ -291,9 +436,19 @@ func (h *Hardware) Halt() error {
 	h.mu.Lock()
 	first := !h.halted
 	h.halted = true
-	dropped := len(h.queue)
-	h.queue, h.busy = nil, 0
+	dropped := len(h.locks.reqs)
+	h.locks.reqs = nil
 	h.mu.Unlock()
+	if first {
+		for _, l := range h.leds {
+			if l != nil {
+				errs = append(errs, l.Out(gpio.Low))
+			}
+		}
+		if h.buzzer != nil {
+			errs = append(errs, h.buzzer.halt())
+		}
+	}
 	err := errors.Join(errs...)
 	if first {
 		close(h.haltCh)
@@ -320,10 +475,10 @@ func (h *Hardware) check(n int) error {
 	return nil
 }
 
-// Release implements Cabinet: it queues one release pulse of compartment n's
-// solenoid and returns at once. Pulses follow in the order of the calls,
-// one coil at a time, while Run runs; each is followed by a LockReleased
-// event.
+// Release implements Cabinet: it queues a release of compartment n's lock
+// and returns at once. While Run runs, the lock worker pulses it within the
+// power budget and confirms it by the door sensor; one LockReleased event
+// follows per call (see locks.go).
 func (h *Hardware) Release(n int) error {
 	if err := h.check(n); err != nil {
 		return err
@@ -333,23 +488,42 @@ func (h *Hardware) Release(n int) error {
 		h.mu.Unlock()
 		return ErrHalted
 	}
-	h.queue = append(h.queue, n)
-	h.busy++
-	queued := len(h.queue)
+	h.locks.reqs = append(h.locks.reqs, &releaseReq{n: n, phase: phaseQueued})
+	queued := len(h.locks.reqs)
 	h.mu.Unlock()
-	select {
-	case h.wake <- struct{}{}:
-	default: // already signalled
-	}
+	h.poke()
 	h.clog[n-1].Debug("release queued", "queued", queued)
 	return nil
 }
 
-// Busy reports whether a release is queued or being pulsed.
+// Busy reports whether a release is queued, being pulsed or waiting for its
+// door to open.
 func (h *Hardware) Busy() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.busy > 0
+	return len(h.locks.reqs) > 0
+}
+
+// SetLED implements Indicators: it lights (or puts out) compartment n's
+// status LED; without an LED wired it does nothing.
+func (h *Hardware) SetLED(n int, on bool) error {
+	if err := h.check(n); err != nil {
+		return err
+	}
+	led := h.leds[n-1]
+	if led == nil {
+		return nil
+	}
+	h.mu.Lock()
+	halted := h.halted
+	h.mu.Unlock()
+	if halted {
+		return ErrHalted
+	}
+	if err := led.Out(gpio.Level(on)); err != nil {
+		return fmt.Errorf("hal: led of compartment %d: %w", n, err)
+	}
+	return nil
 }
 
 // DoorOpen implements Cabinet.
@@ -412,34 +586,79 @@ func (h *Hardware) emit(ctx context.Context, ev Event) bool {
 	}
 }
 
-// pollSensors samples every sensor each poll period and emits the debounced
-// changes.
+// pollSensors samples every sensor each poll period and emits the changes.
 func (h *Hardware) pollSensors(ctx context.Context) {
 	t := time.NewTicker(h.poll)
 	defer t.Stop()
+	var evs []Event
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now := time.Now()
-		for i := range h.doors {
-			for _, s := range []*sensor{h.doors[i], h.parcels[i]} {
-				if s == nil {
-					continue
-				}
-				ev, ok := s.poll(now, h.debounce)
-				if !ok {
-					continue
-				}
-				h.clog[i].Debug("sensor changed", "sensor", ev.Kind.String(), "on", ev.On)
-				if !h.emit(ctx, ev) {
-					return
-				}
+		start := time.Now()
+		evs = h.pollOnce(start, evs[:0])
+		h.pollNanos.Store(int64(time.Since(start)))
+		for _, ev := range evs {
+			if ev.Compartment > 0 {
+				h.clog[ev.Compartment-1].Debug("sensor", "event", ev.Kind.String(), "on", ev.On, "err", ev.Err)
+			}
+			if !h.emit(ctx, ev) {
+				return
+			}
+			if ev.Kind == DoorChanged && ev.On {
+				h.doorOpened(ev.Compartment)
 			}
 		}
 	}
+}
+
+// LastPollCycle is how long the last sensor poll cycle took: the expander
+// transactions and the debouncing of every sensor.
+func (h *Hardware) LastPollCycle() time.Duration { return time.Duration(h.pollNanos.Load()) }
+
+// pollOnce samples the expanders (one transaction each) and then every
+// sensor, and appends the events to out. An expander that fails is
+// reported once (SensorFault, Compartment 0) and tried again every
+// ExpanderRetry: re-initialised from the driver's register copy, then
+// reported again (SensorRecovered). Its sensors keep their state meanwhile.
+func (h *Hardware) pollOnce(now time.Time, out []Event) []Event {
+	for _, e := range h.expanders {
+		src := "expander " + e.chip.Name()
+		if !e.ok {
+			if now.Before(e.nextTry) {
+				continue
+			}
+			if err := e.chip.Reinit(); err != nil {
+				e.nextTry = now.Add(ExpanderRetry)
+				continue
+			}
+			e.ok, e.nextCheck = true, now.Add(ExpanderCheck)
+			h.log.Warn("expander answers again: re-initialised", "expander", e.chip.String())
+			out = append(out, Event{Kind: SensorRecovered, Source: src, At: now})
+		}
+		var err error
+		if e.inputs {
+			e.levels, err = e.chip.Sample()
+		}
+		if err == nil && !now.Before(e.nextCheck) {
+			err = e.chip.Check()
+			e.nextCheck = now.Add(ExpanderCheck)
+		}
+		if err != nil {
+			e.ok, e.nextTry = false, now.Add(ExpanderRetry)
+			h.log.Error("expander", "expander", e.chip.String(), "err", err)
+			out = append(out, Event{Kind: SensorFault, Source: src, Err: err, At: now})
+		}
+	}
+	for i, d := range h.doors {
+		out = d.poll(now, h.limits, out)
+		if p := h.parcels[i]; p != nil {
+			out = p.poll(now, h.limits, out)
+		}
+	}
+	return out
 }
 
 // scanKeypad scans the keypad each scan period and emits the key presses.
@@ -462,67 +681,54 @@ func (h *Hardware) scanKeypad(ctx context.Context) {
 			continue
 		}
 		lastErr = ""
-		if pressed && !h.emit(ctx, Event{Kind: KeyPressed, Key: key, At: time.Now()}) {
+		if !pressed {
+			continue
+		}
+		if h.buzzer != nil {
+			h.buzzer.beep(BeepLength)
+		}
+		if !h.emit(ctx, Event{Kind: KeyPressed, Key: key, At: time.Now()}) {
 			return
 		}
 	}
 }
 
-// releaseLoop is the lock worker: it pulses the queued releases one at a
-// time, PulseGap apart, and emits a LockReleased event after each.
-func (h *Hardware) releaseLoop(ctx context.Context) {
-	var last time.Time // end of the last pulse
-	for {
-		n, ok := h.nextRelease()
-		if !ok {
-			select {
-			case <-ctx.Done():
-				return
-			case <-h.wake:
-				continue
-			}
-		}
-		if wait := h.gap - time.Since(last); !last.IsZero() && wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		}
-		start := time.Now()
-		err := h.coils[n-1].Pulse(ctx, h.pulse)
-		last = time.Now()
-		h.releaseDone()
-		if err != nil {
-			h.clog[n-1].Error("release pulse", "err", err)
-		} else {
-			h.clog[n-1].Info("released", "pulse", last.Sub(start).Round(time.Millisecond))
-		}
-		if !h.emit(ctx, Event{Kind: LockReleased, Compartment: n, Err: err, At: last}) {
-			return
-		}
-	}
+// buzzer sounds the keypad buzzer; safe for concurrent use.
+type buzzer struct {
+	pin gpio.PinOut
+
+	mu     sync.Mutex // guards the fields below and the pin
+	gen    uint64     // the current beep, for its timer
+	halted bool
 }
 
-// nextRelease pops the next queued release.
-func (h *Hardware) nextRelease() (int, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.halted || len(h.queue) == 0 {
-		return 0, false
+// beep sounds the buzzer for d (at most MaxBeep) and returns at once: a
+// timer ends it. A beep during a beep starts it again.
+func (b *buzzer) beep(d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.halted {
+		return
 	}
-	n := h.queue[0]
-	h.queue = h.queue[1:]
-	return n, true
+	b.gen++
+	gen := b.gen
+	if err := b.pin.Out(gpio.High); err != nil {
+		_ = b.pin.Out(gpio.Low)
+		return
+	}
+	time.AfterFunc(min(d, MaxBeep), func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.gen == gen && !b.halted {
+			_ = b.pin.Out(gpio.Low)
+		}
+	})
 }
 
-// releaseDone counts a release as finished.
-func (h *Hardware) releaseDone() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.busy > 0 {
-		h.busy--
-	}
+// halt silences the buzzer for good.
+func (b *buzzer) halt() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.halted = true
+	return b.pin.Out(gpio.Low)
 }

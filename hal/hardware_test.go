@@ -250,9 +250,42 @@ func (r *rig) lockIntervals(n int) []interval {
 	return r.pins.get("L" + string(rune('0'+n))).active(gpio.Low)
 }
 
+// springDoors makes each door of the rig spring open when its coil is
+// energised, as a latch does.
+func (r *rig) springDoors(ns ...int) {
+	for _, n := range ns {
+		door := r.pins.get("D" + string(rune('0'+n)))
+		r.pins.get("L" + string(rune('0'+n))).onOut = func(l gpio.Level) {
+			if l == gpio.Low { // active low
+				door.set(gpio.High)
+			}
+		}
+	}
+}
+
+// releases collects n LockReleased events, skipping the others.
+func (r *rig) releases(t *testing.T, n int, within time.Duration) []Event {
+	t.Helper()
+	var out []Event
+	deadline := time.After(within)
+	for len(out) < n {
+		select {
+		case ev := <-r.hw.Events():
+			if ev.Kind == LockReleased {
+				out = append(out, ev)
+			}
+		case <-deadline:
+			t.Fatalf("%d LockReleased within %v, want %d: %+v", len(out), within, n, out)
+		}
+	}
+	return out
+}
+
 func TestReleaseQueue(t *testing.T) {
 	const gap = 50 * time.Millisecond
-	r := newRig(t, rigWiring, Options{PulseGap: gap})
+	w := strings.Replace(rigWiring, "pulse: 30ms}", "pulse: 30ms, gap: 50ms, cooldown: 0s, confirm: 200ms}", 1)
+	r := newRig(t, w, Options{})
+	r.springDoors(1, 2, 3)
 	order := []int{1, 2, 1, 3}
 	for _, n := range order {
 		if err := r.hw.Release(n); err != nil {
@@ -263,26 +296,27 @@ func TestReleaseQueue(t *testing.T) {
 		t.Error("Busy false with releases queued")
 	}
 	stop := r.run(t)
+	evs := r.releases(t, len(order), 2*time.Second)
+	count := map[int]int{}
+	for _, ev := range evs {
+		if ev.Err != nil {
+			t.Errorf("event %+v, want no error", ev)
+		}
+		count[ev.Compartment]++
+	}
+	if count[1] != 2 || count[2] != 1 || count[3] != 1 {
+		t.Errorf("LockReleased per compartment %v, want 1:2 2:1 3:1", count)
+	}
 	var all []interval
-	seen := map[int]int{}
-	for _, want := range order {
-		ev := r.next(t, time.Second)
-		if ev.Kind != LockReleased || ev.Compartment != want || ev.Err != nil {
-			t.Fatalf("event %+v, want LockReleased of %d", ev, want)
+	for _, n := range []int{1, 2, 3} {
+		iv := r.lockIntervals(n)
+		if len(iv) != 1 { // the second release of 1 finds its door open
+			t.Fatalf("compartment %d pulsed %d times, want once", n, len(iv))
 		}
-		iv := r.lockIntervals(want)
-		if len(iv) <= seen[want] {
-			t.Fatalf("compartment %d not pulsed", want)
+		if p := iv[0]; p.len() < 30*time.Millisecond || p.len() > 30*time.Millisecond+slack {
+			t.Errorf("pulse of %d lasted %v, want 30ms", n, p.len())
 		}
-		p := iv[seen[want]]
-		seen[want]++
-		if p.end.IsZero() || ev.At.Before(p.end) {
-			t.Errorf("event at %v before the coil went off (%v)", ev.At, p.end)
-		}
-		if p.len() < 30*time.Millisecond || p.len() > 30*time.Millisecond+slack {
-			t.Errorf("pulse of %d lasted %v, want 30ms", want, p.len())
-		}
-		all = append(all, p)
+		all = append(all, iv[0])
 	}
 	for i := 1; i < len(all); i++ {
 		if g := all[i].start.Sub(all[i-1].end); g < gap {
@@ -303,6 +337,39 @@ func TestReleaseQueue(t *testing.T) {
 	}
 }
 
+// A door that never opens: two pulses, then ErrLockFault; a door open
+// already: no pulse at all.
+func TestReleaseConfirmation(t *testing.T) {
+	w := strings.Replace(rigWiring, "pulse: 30ms}", "pulse: 30ms, gap: 10ms, cooldown: 50ms, confirm: 100ms}", 1)
+	r := newRig(t, w, Options{})
+	r.pins.get("D3").set(gpio.High) // door 3 stands open
+	stop := r.run(t)
+	defer stop()
+	waitFor(t, "door 3 open", func() bool { open, _ := r.hw.DoorOpen(3); return open })
+	start := time.Now()
+	if err := r.hw.Release(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.hw.Release(3); err != nil {
+		t.Fatal(err)
+	}
+	evs := r.releases(t, 2, 2*time.Second)
+	if evs[0].Compartment != 3 || evs[0].Err != nil || evs[0].At.Sub(start) > 50*time.Millisecond {
+		t.Errorf("first event %+v after %v, want 3 released at once", evs[0], evs[0].At.Sub(start))
+	}
+	if evs[1].Compartment != 2 || !errors.Is(evs[1].Err, ErrLockFault) {
+		t.Errorf("second event %+v, want a lock fault of 2", evs[1])
+	}
+	if iv := r.lockIntervals(2); len(iv) != 2 {
+		t.Errorf("compartment 2 pulsed %d times, want 2", len(iv))
+	} else if g := iv[1].start.Sub(iv[0].end); g < 100*time.Millisecond {
+		t.Errorf("retry %v after the first pulse, want after the confirmation time", g)
+	}
+	if iv := r.lockIntervals(3); len(iv) != 0 {
+		t.Errorf("compartment 3 (open) pulsed %d times", len(iv))
+	}
+}
+
 func TestReleaseUnknown(t *testing.T) {
 	r := newRig(t, rigWiring, Options{})
 	for _, n := range []int{0, 4, 99, -3} {
@@ -316,7 +383,7 @@ func TestReleaseUnknown(t *testing.T) {
 }
 
 func TestHardwareHaltMidPulse(t *testing.T) {
-	w := strings.Replace(rigWiring, "pulse: 30ms", "pulse: 800ms", 1)
+	w := strings.Replace(rigWiring, "pulse: 30ms", "pulse: 800ms, gap: 0s", 1)
 	r := newRig(t, w, Options{})
 	stop := r.run(t)
 	if err := r.hw.Release(2); err != nil {
@@ -580,3 +647,28 @@ func (m *matrix) release() { m.press() }
 
 // Production passes gpioreg.ByName.
 var _ PinSource = gpioreg.ByName
+
+func TestSetLED(t *testing.T) {
+	w := strings.Replace(rigWiring, "lock: L1, door: D1,", "lock: L1, door: D1, led: LED1,", 1)
+	r := newRig(t, w, Options{})
+	led := r.pins.get("LED1")
+	if ws := led.writes(); len(ws) != 1 || ws[0].l != gpio.Low {
+		t.Errorf("LED writes at start %v, want off", ws)
+	}
+	if err := r.hw.SetLED(1, true); err != nil || led.get() != gpio.High {
+		t.Errorf("SetLED(1, true) = %v, pin %v", err, led.get())
+	}
+	if err := r.hw.SetLED(2, true); err != nil {
+		t.Errorf("SetLED without an LED = %v", err)
+	}
+	if err := r.hw.SetLED(9, true); !errors.Is(err, ErrNoCompartment) {
+		t.Errorf("SetLED(9) = %v", err)
+	}
+	_ = r.hw.Halt()
+	if led.get() != gpio.Low {
+		t.Error("LED on after Halt")
+	}
+	if err := r.hw.SetLED(1, true); !errors.Is(err, ErrHalted) {
+		t.Errorf("SetLED after Halt = %v", err)
+	}
+}

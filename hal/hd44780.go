@@ -6,10 +6,12 @@ import (
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/i2c"
 )
 
-// HD44780 drives an HD44780 character LCD in 4-bit mode over six output
-// pins: RS, E and D4..D7 (R/W tied to ground: write only).
+// HD44780 drives an HD44780 character LCD in 4-bit mode, either over six
+// output pins — RS, E and D4..D7 (R/W tied to ground: write only) — or
+// through a PCF8574 I²C back-pack (NewHD44780I2C).
 //
 // A byte goes as two nibbles, high nibble first; the display latches a nibble
 // on the falling edge of E. Show writes whole rows, padded with spaces, and
@@ -18,12 +20,64 @@ type HD44780 struct {
 	cols, rows int
 	delays     bool // sleep the datasheet delays; false for simulated pins
 
-	// mu serialises Show: it guards the pins and the display's address
+	// mu serialises Show: it guards the port and the display's address
 	// counter.
 	mu   sync.Mutex
-	rs   gpio.PinOut
-	e    gpio.PinOut
-	data [4]gpio.PinOut // D4, D5, D6, D7
+	port lcdPort
+}
+
+// lcdPort is how nibbles reach the display's RS, E and D4..D7 lines.
+type lcdPort interface {
+	// reset drives every line low.
+	reset() error
+	// send latches the nibbles (low 4 bits of each) in order, each with a
+	// pulse on E, with RS at rs.
+	send(rs bool, nibbles ...byte) error
+}
+
+// pinPort is an lcdPort over six GPIO pins.
+type pinPort struct {
+	rs, e  gpio.PinOut
+	data   [4]gpio.PinOut // D4, D5, D6, D7
+	delays bool
+}
+
+func (p *pinPort) reset() error {
+	for _, q := range append([]gpio.PinOut{p.rs, p.e}, p.data[:]...) {
+		if err := q.Out(gpio.Low); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *pinPort) send(rs bool, nibbles ...byte) error {
+	if err := p.rs.Out(gpio.Level(rs)); err != nil {
+		return err
+	}
+	for _, n := range nibbles {
+		for i, q := range p.data {
+			if err := q.Out(gpio.Level(n&(1<<i) != 0)); err != nil {
+				return err
+			}
+		}
+		if err := p.e.Out(gpio.High); err != nil {
+			return err
+		}
+		p.sleep(time.Microsecond) // E high ≥ 450 ns
+		// The display latches the nibble on this falling edge.
+		if err := p.e.Out(gpio.Low); err != nil {
+			return err
+		}
+		p.sleep(time.Microsecond)
+	}
+	return nil
+}
+
+func (p *pinPort) sleep(t time.Duration) {
+	if p.delays {
+		time.Sleep(t)
+	}
 }
 
 // HD44780 commands.
@@ -39,10 +93,53 @@ const (
 // the driver. cols is 16 or 20, rows 2 or 4. With delays false every sleep
 // is skipped: for simulated pins only.
 func NewHD44780(rs, e gpio.PinOut, data [4]gpio.PinOut, cols, rows int, delays bool) (*HD44780, error) {
+	return newHD44780(&pinPort{rs: rs, e: e, data: data, delays: delays}, cols, rows, delays)
+}
+
+// NewHD44780I2C initialises a display behind a PCF8574 I²C back-pack at
+// addr on bus, with the common mapping P0=RS, P1=RW, P2=E, P3=backlight,
+// P4..P7=D4..D7, and returns the driver. The backlight is on; R/W is kept
+// low (write only). Each byte is one bus transaction of four port writes.
+func NewHD44780I2C(bus i2c.Bus, addr uint16, cols, rows int, delays bool) (*HD44780, error) {
+	return newHD44780(&pcf8574Port{dev: i2c.Dev{Bus: bus, Addr: addr}}, cols, rows, delays)
+}
+
+// PCF8574 back-pack bits.
+const (
+	pcfRS        = 1 << 0
+	pcfRW        = 1 << 1 // kept low: write only
+	pcfE         = 1 << 2
+	pcfBacklight = 1 << 3
+)
+
+// pcf8574Port is an lcdPort through a PCF8574: every byte written to the
+// chip appears on its eight outputs, in order, so one transaction carries
+// E high then E low for each nibble.
+type pcf8574Port struct {
+	dev i2c.Dev
+	buf []byte
+}
+
+func (p *pcf8574Port) reset() error { return p.dev.Tx([]byte{pcfBacklight}, nil) }
+
+func (p *pcf8574Port) send(rs bool, nibbles ...byte) error {
+	base := byte(pcfBacklight)
+	if rs {
+		base |= pcfRS
+	}
+	p.buf = p.buf[:0]
+	for _, n := range nibbles {
+		b := base | (n&0x0F)<<4
+		p.buf = append(p.buf, b|pcfE, b) // the display latches on E falling
+	}
+	return p.dev.Tx(p.buf, nil)
+}
+
+func newHD44780(port lcdPort, cols, rows int, delays bool) (*HD44780, error) {
 	if (cols != 16 && cols != 20) || (rows != 2 && rows != 4) {
 		return nil, fmt.Errorf("hal: display: %dx%d not supported (want 16 or 20 cols, 2 or 4 rows)", cols, rows)
 	}
-	d := &HD44780{cols: cols, rows: rows, delays: delays, rs: rs, e: e, data: data}
+	d := &HD44780{cols: cols, rows: rows, delays: delays, port: port}
 	if err := d.init(); err != nil {
 		return nil, fmt.Errorf("hal: display: %w", err)
 	}
@@ -53,17 +150,15 @@ func NewHD44780(rs, e gpio.PinOut, data [4]gpio.PinOut, cols, rows int, delays b
 // three times 0x3 (8-bit mode, whatever state the display was in), then 0x2
 // (4-bit mode), then full commands.
 func (d *HD44780) init() error {
-	for _, p := range append([]gpio.PinOut{d.rs, d.e}, d.data[:]...) {
-		if err := p.Out(gpio.Low); err != nil {
-			return err
-		}
+	if err := d.port.reset(); err != nil {
+		return err
 	}
 	d.sleep(50 * time.Millisecond) // > 40 ms after power-on
 	for _, step := range []struct {
 		nibble byte
 		wait   time.Duration
 	}{{0x3, 5 * time.Millisecond}, {0x3, 150 * time.Microsecond}, {0x3, 150 * time.Microsecond}, {0x2, 150 * time.Microsecond}} {
-		if err := d.nibble(step.nibble); err != nil {
+		if err := d.port.send(false, step.nibble); err != nil {
 			return err
 		}
 		d.sleep(step.wait)
@@ -129,13 +224,7 @@ func (d *HD44780) cells(text string) []byte {
 
 // write sends one byte: an instruction (data false) or a character.
 func (d *HD44780) write(b byte, data bool) error {
-	if err := d.rs.Out(gpio.Level(data)); err != nil {
-		return err
-	}
-	if err := d.nibble(b >> 4); err != nil {
-		return err
-	}
-	if err := d.nibble(b & 0x0F); err != nil {
+	if err := d.port.send(data, b>>4, b&0x0F); err != nil {
 		return err
 	}
 	if !data && (b == lcdClear || b == 0x02) { // clear, return home
@@ -143,25 +232,6 @@ func (d *HD44780) write(b byte, data bool) error {
 	} else {
 		d.sleep(50 * time.Microsecond) // ≥ 37 µs
 	}
-	return nil
-}
-
-// nibble puts 4 bits on D4..D7 and latches them with a pulse on E.
-func (d *HD44780) nibble(n byte) error {
-	for i, p := range d.data {
-		if err := p.Out(gpio.Level(n&(1<<i) != 0)); err != nil {
-			return err
-		}
-	}
-	if err := d.e.Out(gpio.High); err != nil {
-		return err
-	}
-	d.sleep(time.Microsecond) // E high ≥ 450 ns
-	// The display latches the nibble on this falling edge.
-	if err := d.e.Out(gpio.Low); err != nil {
-		return err
-	}
-	d.sleep(time.Microsecond)
 	return nil
 }
 

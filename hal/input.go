@@ -1,6 +1,7 @@
 package hal
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -33,35 +34,119 @@ func (d *debouncer) update(v bool, now time.Time, hold time.Duration) bool {
 	return false
 }
 
-// sensor is one debounced input: a door or occupancy sensor.
+// chatter detects a contact that changes far more often than a door moves.
+// Raw changes closer together than merge count as one (contact bounce is
+// not chatter); more than limit counted changes within window make a
+// fault, which ends once the raw level has been steady for window. Owned
+// by the poller.
+type chatter struct {
+	raw     bool
+	changed time.Time   // last raw change
+	counted time.Time   // last counted change
+	times   []time.Time // counted changes within the window, oldest first
+	faulty  bool
+}
+
+// update feeds one raw sample; it reports a new fault (with the count) or
+// the end of one.
+func (c *chatter) update(v bool, now time.Time, merge, window time.Duration, limit int) (fault bool, count int, recovered bool) {
+	if v != c.raw {
+		c.raw, c.changed = v, now
+		if c.counted.IsZero() || now.Sub(c.counted) >= merge {
+			c.counted = now
+			c.times = append(c.times, now)
+		}
+	}
+	drop := 0
+	for drop < len(c.times) && now.Sub(c.times[drop]) > window {
+		drop++
+	}
+	c.times = c.times[drop:]
+	switch {
+	case !c.faulty && len(c.times) > limit:
+		c.faulty = true
+		return true, len(c.times), false
+	case c.faulty && now.Sub(c.changed) >= window:
+		c.faulty = false
+		c.times = c.times[:0]
+		return false, 0, true
+	}
+	return false, 0, false
+}
+
+// sensor is one debounced input: a door or occupancy sensor, on a GPIO pin
+// or on an expander.
 type sensor struct {
 	kind      EventKind // DoorChanged or ParcelChanged
 	n         int       // compartment
 	pin       gpio.PinIn
-	activeLow bool // the pin reads low when the sensor is on (open, present)
+	exp       *expander // the expander the pin is on; nil for a board pin
+	bit       int       // the pin's index on exp
+	activeLow bool      // the pin reads low when the sensor is on (open, present)
 
-	deb   debouncer   // owned by the poller
-	state atomic.Bool // deb.stable, for readers on other goroutines
+	// Owned by the poller.
+	deb      debouncer
+	chat     *chatter // door sensors only
+	reported bool     // the level of the last event (or the first reading)
+
+	state atomic.Bool // reported, for readers on other goroutines
 }
 
-// read samples the pin: true when the sensor is on.
-func (s *sensor) read() bool {
-	return (s.pin.Read() == gpio.High) != s.activeLow
+// read samples the sensor: true when it is on; ok is false when it cannot
+// be read (its expander is not answering).
+func (s *sensor) read() (on, ok bool) {
+	if s.exp == nil {
+		return (s.pin.Read() == gpio.High) != s.activeLow, true
+	}
+	if !s.exp.ok {
+		return false, false
+	}
+	return (s.exp.levels>>s.bit&1 == 1) != s.activeLow, true
 }
 
 // init takes the first reading as the stable state, without debouncing.
 func (s *sensor) init() {
-	v := s.read()
+	v, _ := s.read()
 	s.deb = debouncer{stable: v}
+	s.reported = v
+	if s.chat != nil {
+		s.chat.raw = v
+	}
 	s.state.Store(v)
 }
 
-// poll samples the pin once; it returns an event when the debounced state
-// changed.
-func (s *sensor) poll(now time.Time, hold time.Duration) (Event, bool) {
-	if !s.deb.update(s.read(), now, hold) {
-		return Event{}, false
+// sensorLimits are the wiring's debounce and chatter settings.
+type sensorLimits struct {
+	debounce      time.Duration
+	chatterWindow time.Duration
+	chatterLimit  int
+}
+
+// poll samples the sensor once and returns the events it gives: a debounced
+// change (none while the sensor chatters), a SensorFault when it starts to
+// chatter, a SensorRecovered (and the change it hid, if any) when it stops.
+// Unreadable, it keeps its state and forgets a change in progress.
+func (s *sensor) poll(now time.Time, l sensorLimits, out []Event) []Event {
+	v, ok := s.read()
+	if !ok {
+		s.deb.pending = false
+		return out
 	}
-	s.state.Store(s.deb.stable)
-	return Event{Kind: s.kind, Compartment: s.n, On: s.deb.stable, At: now}, true
+	if s.chat != nil {
+		fault, count, recovered := s.chat.update(v, now, l.debounce, l.chatterWindow, l.chatterLimit)
+		switch {
+		case fault:
+			out = append(out, Event{Kind: SensorFault, Compartment: s.n, Source: "door", At: now,
+				Err: fmt.Errorf("%w: %d changes within %v", ErrChatter, count, l.chatterWindow)})
+		case recovered:
+			out = append(out, Event{Kind: SensorRecovered, Compartment: s.n, Source: "door", At: now})
+		}
+	}
+	s.deb.update(v, now, l.debounce)
+	if (s.chat != nil && s.chat.faulty) || s.deb.stable == s.reported {
+		return out
+	}
+	s.reported = s.deb.stable
+	s.state.Store(s.reported)
+	return append(out, Event{Kind: s.kind, Compartment: s.n, On: s.reported, At: now})
 }

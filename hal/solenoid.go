@@ -67,13 +67,22 @@ func (s *Solenoid) On() bool {
 // the coil is off again. It returns early, with the coil off, when ctx is done
 // (ctx.Err()) or the solenoid is halted (ErrHalted). Pulses on one Solenoid
 // do not overlap: a Pulse while another runs is an error.
-func (s *Solenoid) Pulse(ctx context.Context, d time.Duration) (err error) {
+func (s *Solenoid) Pulse(ctx context.Context, d time.Duration) error {
+	return s.pulse(ctx, d, nil)
+}
+
+// pulse is Pulse; started, if not nil, is called with the time just after
+// the coil was switched on.
+func (s *Solenoid) pulse(ctx context.Context, d time.Duration, started func(time.Time)) (err error) {
 	if d <= 0 {
 		return fmt.Errorf("hal: %s: pulse of %v", s.name, d)
 	}
 	done, err := s.start(min(d, wiring.MaxPulse))
 	if err != nil {
 		return err
+	}
+	if started != nil {
+		started(time.Now())
 	}
 	// Whatever ends the wait, even a panic, the coil goes off here too.
 	defer func() {

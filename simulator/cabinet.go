@@ -169,8 +169,11 @@ type Cabinet struct {
 	log       *slog.Logger
 	minPulse  time.Duration
 	statePath string
-	pins      []*Pin          // fixed after New, in creation order
-	byName    map[string]*Pin // fixed after New
+	pins      []*Pin          // board pins, fixed after New, in creation order
+	byName    map[string]*Pin // board pins, fixed after New
+	allPins   map[string]*Pin // board and expander pins, fixed after New
+	budget    int             // the wiring's locks.max_energised
+	buses     map[string]*Bus // fixed after New
 
 	// persistMu serialises writes of the state file. Lock order: persistMu
 	// before mu; persistMu is never taken while mu is held.
@@ -192,7 +195,12 @@ type Cabinet struct {
 	lcd        *lcd    // nil without a display
 	subs       map[int]chan struct{}
 	nextSub    int
-	stateGen   uint64 // bumped on every change of the persistent state
+	violations int         // times more than budget coils were on
+	pulseLog   []Pulse     // every coil's energised intervals, by start
+	devices    []i2cDevice // on the buses
+	buzzer     *Pin        // nil without a buzzer
+	beeps      int         // times the buzzer started sounding
+	stateGen   uint64      // bumped on every change of the persistent state
 	lastChange time.Time
 	halted     bool
 }
@@ -213,6 +221,8 @@ type comp struct {
 	coilGen       uint64 // identifies the current pulse for its timer
 	pulseReleased bool   // the current pulse already acted on the latch
 	timer         *time.Timer
+	logIndex      int  // the current pulse's entry in Cabinet.pulseLog
+	led           *Pin // nil without an LED
 
 	stats Stats
 }
@@ -231,6 +241,9 @@ func New(w *wiring.Wiring, opts Options) (*Cabinet, error) {
 		minPulse:  opts.MinPulse,
 		statePath: opts.StatePath,
 		byName:    map[string]*Pin{},
+		allPins:   map[string]*Pin{},
+		buses:     map[string]*Bus{},
+		budget:    max(w.Locks.MaxEnergised, 1),
 		subs:      map[int]chan struct{}{},
 	}
 	if c.log == nil {
@@ -256,8 +269,11 @@ func New(w *wiring.Wiring, opts Options) (*Cabinet, error) {
 	return c, nil
 }
 
-// build creates the compartments and the pins.
+// build creates the I²C devices, the compartments and the pins.
 func (c *Cabinet) build() error {
+	if err := c.buildI2C(); err != nil {
+		return err
+	}
 	settled := time.Now().Add(-bounceWindow) // no door is bouncing at start
 	sensorPull := gpio.PullUp
 	switch strings.ToLower(c.w.Sensors.Pull) {
@@ -270,21 +286,28 @@ func (c *Cabinet) build() error {
 		if wc.Number != i+1 {
 			return fmt.Errorf("%w: compartment %d is listed at position %d (want 1..N in order)", ErrBadWiring, wc.Number, i+1)
 		}
-		k := &comp{number: wc.Number, size: wc.Size, latched: true, fault: FaultNone, movedAt: settled}
+		k := &comp{number: wc.Number, size: wc.Size, latched: true, fault: FaultNone, movedAt: settled, logIndex: -1}
 		c.comps = append(c.comps, k)
 		if wc.Lock == "" || wc.Door == "" {
 			return fmt.Errorf("%w: compartment %d needs a lock and a door pin", ErrBadWiring, wc.Number)
 		}
-		if err := c.addPin(wc.Lock, roleLock, i, gpio.Float); err != nil {
+		if _, err := c.addPin(wc.Lock, roleLock, i, gpio.Float); err != nil {
 			return err
 		}
-		if err := c.addPin(wc.Door, roleDoor, i, sensorPull); err != nil {
+		if _, err := c.addPin(wc.Door, roleDoor, i, sensorPull); err != nil {
 			return err
 		}
 		if wc.Parcel != "" {
-			if err := c.addPin(wc.Parcel, roleParcel, i, sensorPull); err != nil {
+			if _, err := c.addPin(wc.Parcel, roleParcel, i, sensorPull); err != nil {
 				return err
 			}
+		}
+		if wc.LED != "" {
+			p, err := c.addPin(wc.LED, roleLED, i, gpio.Float)
+			if err != nil {
+				return err
+			}
+			k.led = p
 		}
 	}
 	if kp := c.w.Keypad; kp != nil {
@@ -294,21 +317,26 @@ func (c *Cabinet) build() error {
 		}
 		c.keypad = k
 		for i, name := range kp.Rows {
-			if err := c.addPin(name, roleRow, i, gpio.Float); err != nil {
+			p, err := c.addPin(name, roleRow, i, gpio.Float)
+			if err != nil {
 				return err
 			}
-			k.rows = append(k.rows, c.byName[name])
+			k.rows = append(k.rows, p)
 		}
 		for i, name := range kp.Cols {
-			if err := c.addPin(name, roleCol, i, gpio.PullUp); err != nil {
+			if _, err := c.addPin(name, roleCol, i, gpio.PullUp); err != nil {
 				return err
 			}
+		}
+		if kp.Buzzer != "" {
+			p, err := c.addPin(kp.Buzzer, roleBuzzer, 0, gpio.Float)
+			if err != nil {
+				return err
+			}
+			c.buzzer = p
 		}
 	}
 	if d := c.w.Display; d != nil {
-		if len(d.Data) != 4 {
-			return fmt.Errorf("%w: the display needs 4 data pins (D4..D7), got %d", ErrBadWiring, len(d.Data))
-		}
 		rows, cols := d.Rows, d.Cols
 		if rows == 0 {
 			rows = 2
@@ -320,34 +348,53 @@ func (c *Cabinet) build() error {
 			return fmt.Errorf("%w: display of %d rows x %d cols", ErrBadWiring, rows, cols)
 		}
 		c.lcd = newLCD(rows, cols)
-		if err := c.addPin(d.RS, roleLCDRS, 0, gpio.Float); err != nil {
+		if d.I2C != nil {
+			return c.addDevice(d.I2C.Bus, d.I2C.Address, &pcf8574{lcd: c.lcd})
+		}
+		if len(d.Data) != 4 {
+			return fmt.Errorf("%w: the display needs 4 data pins (D4..D7), got %d", ErrBadWiring, len(d.Data))
+		}
+		var err error
+		if c.lcd.rs, err = c.addPin(d.RS, roleLCDRS, 0, gpio.Float); err != nil {
 			return err
 		}
-		c.lcd.rs = c.byName[d.RS]
-		if err := c.addPin(d.E, roleLCDE, 0, gpio.Float); err != nil {
+		if _, err := c.addPin(d.E, roleLCDE, 0, gpio.Float); err != nil {
 			return err
 		}
 		for i, name := range d.Data {
-			if err := c.addPin(name, roleLCDData, i, gpio.Float); err != nil {
+			if c.lcd.data[i], err = c.addPin(name, roleLCDData, i, gpio.Float); err != nil {
 				return err
 			}
-			c.lcd.data[i] = c.byName[name]
 		}
 	}
 	return nil
 }
 
-func (c *Cabinet) addPin(name string, r role, index int, pull gpio.Pull) error {
+// addPin creates the pin called name: a board pin, or a pin of one of the
+// wiring's expanders ("X1.A0"), which only the expander's registers drive.
+func (c *Cabinet) addPin(name string, r role, index int, pull gpio.Pull) (*Pin, error) {
 	if name == "" {
-		return fmt.Errorf("%w: a %s pin has no name", ErrBadWiring, r)
+		return nil, fmt.Errorf("%w: a %s pin has no name", ErrBadWiring, r)
 	}
-	if old, ok := c.byName[name]; ok {
-		return fmt.Errorf("%w: pin %s is wired twice (%s and %s)", ErrBadWiring, name, old.role, r)
+	if old, ok := c.allPins[name]; ok {
+		return nil, fmt.Errorf("%w: pin %s is wired twice (%s and %s)", ErrBadWiring, name, old.role, r)
 	}
-	p := &Pin{c: c, name: name, number: len(c.pins), role: r, index: index, defPull: pull, pull: pull, halt: make(chan struct{})}
+	p := &Pin{c: c, name: name, number: len(c.allPins), role: r, index: index, defPull: pull, pull: pull, halt: make(chan struct{})}
+	c.allPins[name] = p
+	if ep, ok := c.w.ExpanderPin(name); ok {
+		m := c.mcpNamed(ep.Expander.Name)
+		if m == nil {
+			return nil, fmt.Errorf("%w: pin %s: no expander %s", ErrBadWiring, name, ep.Expander.Name)
+		}
+		m.pins[ep.Index()] = p
+		p.number = ep.Index()
+		p.pull = gpio.Float // the chip's power-on state
+		return p, nil
+	}
+	p.number = len(c.pins)
 	c.pins = append(c.pins, p)
 	c.byName[name] = p
-	return nil
+	return p, nil
 }
 
 // Wiring returns the wiring the cabinet was built from. Do not modify it.
@@ -374,8 +421,10 @@ func (c *Cabinet) Pins() []gpio.PinIO {
 	return out
 }
 
-// Register registers every pin in periph's global registry gpioreg, for a
-// process that runs a single cabinet. On error nothing stays registered.
+// Register registers every board pin in periph's global registry gpioreg
+// and every I²C bus in i2creg (see Bus), for a process that runs a single
+// cabinet, so that hal finds them with its default Options. On error
+// nothing stays registered.
 func (c *Cabinet) Register() error {
 	for i, p := range c.pins {
 		if err := gpioreg.Register(p); err != nil {
@@ -385,11 +434,17 @@ func (c *Cabinet) Register() error {
 			return fmt.Errorf("simulator: registering pin %s: %w", p.name, err)
 		}
 	}
+	if err := c.registerBuses(); err != nil {
+		c.Unregister()
+		return err
+	}
 	return nil
 }
 
-// Unregister removes the cabinet's pins from gpioreg.
+// Unregister removes the cabinet's pins from gpioreg and its buses from
+// i2creg.
 func (c *Cabinet) Unregister() {
+	c.unregisterBuses()
 	for _, p := range c.pins {
 		if gpioreg.ByName(p.name) == gpio.PinIO(p) {
 			_ = gpioreg.Unregister(p.name)
@@ -409,7 +464,7 @@ func (c *Cabinet) Halt() error {
 			k.timer = nil
 		}
 	}
-	for _, p := range c.pins {
+	for _, p := range c.allPins {
 		p.haltLocked()
 	}
 	return nil
@@ -550,6 +605,106 @@ func (c *Cabinet) MaxCoilsAtOnce() int {
 	return c.maxCoils
 }
 
+// Pulse is one energised interval of a coil.
+type Pulse struct {
+	Compartment int
+	Start, End  time.Time // End is zero while the coil is on
+}
+
+// PulseLog returns every coil's energised intervals since New, in the order
+// they started.
+func (c *Cabinet) PulseLog() []Pulse {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.pulseLog)
+}
+
+// BudgetViolations is the number of times a coil was energised while the
+// wiring's locks.max_energised coils were on already.
+func (c *Cabinet) BudgetViolations() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.violations
+}
+
+// pulseSlack is what CheckInvariants allows a pulse beyond wiring.MaxPulse:
+// the lateness of a loaded machine's timers.
+const pulseSlack = 150 * time.Millisecond
+
+// CheckInvariants returns an error when the cabinet's physics was abused:
+// more coils energised at once than the wiring's locks.max_energised, or a
+// coil energised longer than wiring.MaxPulse. Every test that drives a
+// simulated cabinet should end with it.
+func (c *Cabinet) CheckInvariants() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	if c.violations > 0 {
+		errs = append(errs, fmt.Errorf("simulator: power budget broken %d times: up to %d coils on at once, max_energised %d", c.violations, c.maxCoils, c.budget))
+	}
+	now := time.Now()
+	for _, p := range c.pulseLog {
+		end := p.End
+		if end.IsZero() {
+			end = now
+		}
+		if d := end.Sub(p.Start); d > wiring.MaxPulse+pulseSlack {
+			errs = append(errs, fmt.Errorf("simulator: coil of compartment %d energised for %v (cap %v)", p.Compartment, d, wiring.MaxPulse))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckSpacing returns an error when the pulses broke the wiring's timing:
+// a pulse that started less than locks.gap after another pulse started or
+// ended, or a coil pulsed again less than locks.cooldown after its last
+// pulse ended. (Only the daemon's lock driver keeps these; tests that
+// pulse pins by hand need not.)
+func (c *Cabinet) CheckSpacing() error {
+	log := c.PulseLog()
+	gap, cool := c.w.Locks.Gap, c.w.Locks.Cooldown
+	var errs []error
+	lastEnd := map[int]time.Time{}
+	for i, p := range log {
+		for _, q := range log[:i] {
+			if d := p.Start.Sub(q.Start); d < gap {
+				errs = append(errs, fmt.Errorf("simulator: pulse of %d started %v after the start of %d's (gap %v)", p.Compartment, d, q.Compartment, gap))
+			}
+			if !q.End.IsZero() && !q.End.After(p.Start) && p.Start.Sub(q.End) < gap {
+				errs = append(errs, fmt.Errorf("simulator: pulse of %d started %v after the end of %d's (gap %v)", p.Compartment, p.Start.Sub(q.End), q.Compartment, gap))
+			}
+		}
+		if e, ok := lastEnd[p.Compartment]; ok && p.Start.Sub(e) < cool {
+			errs = append(errs, fmt.Errorf("simulator: coil of %d pulsed again %v after its last pulse (cooldown %v)", p.Compartment, p.Start.Sub(e), cool))
+		}
+		lastEnd[p.Compartment] = p.End
+	}
+	return errors.Join(errs...)
+}
+
+// LED reports whether compartment n's status LED is lit (false when none
+// is wired).
+func (c *Cabinet) LED(n int) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, err := c.compLocked(n)
+	if err != nil || k.led == nil {
+		return false, err
+	}
+	return k.led.driveLocked().high(), nil
+}
+
+// Buzzer reports whether the keypad buzzer sounds now and how many beeps
+// it gave since New.
+func (c *Cabinet) Buzzer() (on bool, beeps int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buzzer == nil {
+		return false, 0
+	}
+	return c.buzzer.driveLocked().high(), c.beeps
+}
+
 // CoilsOn is the number of coils energised now.
 func (c *Cabinet) CoilsOn() int {
 	c.mu.Lock()
@@ -672,6 +827,12 @@ func (c *Cabinet) setCoilLocked(k *comp, on bool, now time.Time) bool {
 		k.stats.Pulses++
 		c.coilsOn++
 		c.maxCoils = max(c.maxCoils, c.coilsOn)
+		if c.coilsOn > c.budget {
+			c.violations++
+			c.log.Error("simulator: power budget exceeded", "coils_on", c.coilsOn, "max_energised", c.budget)
+		}
+		k.logIndex = len(c.pulseLog)
+		c.pulseLog = append(c.pulseLog, Pulse{Compartment: k.number, Start: now})
 		if !c.halted {
 			gen := k.coilGen
 			k.timer = time.AfterFunc(c.minPulse, func() { c.coilTimer(k, gen) })
@@ -680,6 +841,10 @@ func (c *Cabinet) setCoilLocked(k *comp, on bool, now time.Time) bool {
 		d := now.Sub(k.coilSince)
 		k.coilOn = false
 		c.coilsOn--
+		if k.logIndex >= 0 {
+			c.pulseLog[k.logIndex].End = now
+			k.logIndex = -1
+		}
 		k.stats.LastPulse = d
 		k.stats.LongestPulse = max(k.stats.LongestPulse, d)
 		k.stats.TotalEnergised += d

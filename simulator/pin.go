@@ -21,6 +21,8 @@ const (
 	roleLCDRS                   // the display's RS (output)
 	roleLCDE                    // the display's E (output)
 	roleLCDData                 // one of the display's D4..D7 (output)
+	roleLED                     // a compartment's status LED (output, lit while high)
+	roleBuzzer                  // the keypad buzzer (output, sounds while high)
 )
 
 func (r role) String() string {
@@ -41,13 +43,19 @@ func (r role) String() string {
 		return "display E"
 	case roleLCDData:
 		return "display data"
+	case roleLED:
+		return "LED"
+	case roleBuzzer:
+		return "buzzer"
 	}
 	return "unknown"
 }
 
 // Pin is one simulated GPIO pin of a Cabinet. Output pins record the level
-// the daemon drives and act on the model (coils, keypad rows, the display);
-// input pins read their level from the model.
+// the daemon drives and act on the model (coils, keypad rows, the display,
+// LEDs, the buzzer); input pins read their level from the model. The pins
+// of a simulated expander are Pins too, but the daemon reaches them only
+// through the expander's registers on the simulated I²C bus.
 type Pin struct {
 	c       *Cabinet
 	name    string
@@ -267,6 +275,13 @@ func (c *Cabinet) pinDrivenLocked(p *Pin, was drive, now time.Time) bool {
 				c.changedLocked(false)
 			}
 		}
+	case roleLED:
+		c.changedLocked(false)
+	case roleBuzzer:
+		if is.high() && !was.high() {
+			c.beeps++
+		}
+		c.changedLocked(false)
 	case roleDoor, roleParcel, roleCol:
 		if p.warned || !is.out {
 			break

@@ -56,7 +56,12 @@ func newCabinet(t *testing.T, w *wiring.Wiring, opts Options) *Cabinet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Halt() })
+	t.Cleanup(func() {
+		_ = c.Halt()
+		if err := c.CheckInvariants(); err != nil {
+			t.Error(err)
+		}
+	})
 	return c
 }
 
@@ -690,7 +695,9 @@ func TestCorruptStateFile(t *testing.T) {
 }
 
 func TestMaxCoilsAtOnce(t *testing.T) {
-	c := newCabinet(t, testWiring(4), Options{})
+	w := testWiring(4)
+	w.Locks.MaxEnergised = 3
+	c := newCabinet(t, w, Options{})
 	locks := []gpio.PinIO{pinOf(t, c, "LOCK01"), pinOf(t, c, "LOCK02"), pinOf(t, c, "LOCK03")}
 	for _, p := range locks {
 		if err := p.Out(gpio.High); err != nil {
@@ -699,6 +706,9 @@ func TestMaxCoilsAtOnce(t *testing.T) {
 	}
 	if c.CoilsOn() != 3 {
 		t.Fatalf("coils on %d", c.CoilsOn())
+	}
+	if c.BudgetViolations() != 0 {
+		t.Fatalf("violations %d within the budget", c.BudgetViolations())
 	}
 	for _, p := range locks {
 		if err := p.Out(gpio.Low); err != nil {
@@ -710,6 +720,29 @@ func TestMaxCoilsAtOnce(t *testing.T) {
 	}
 	if c.MaxCoilsAtOnce() != 3 || c.CoilsOn() != 0 {
 		t.Fatalf("max %d, on %d", c.MaxCoilsAtOnce(), c.CoilsOn())
+	}
+	if log := c.PulseLog(); len(log) != 6 || log[0].Compartment != 1 || log[0].End.IsZero() {
+		t.Fatalf("pulse log %+v", log)
+	}
+}
+
+func TestBudgetViolation(t *testing.T) {
+	w := testWiring(2) // max_energised 0 in code: taken as 1
+	c, err := New(w, Options{MinPulse: testMinPulse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Halt()
+	a, b := pinOf(t, c, "LOCK01"), pinOf(t, c, "LOCK02")
+	_ = a.Out(gpio.High)
+	_ = b.Out(gpio.High)
+	_ = a.Out(gpio.Low)
+	_ = b.Out(gpio.Low)
+	if c.BudgetViolations() != 1 {
+		t.Errorf("violations %d, want 1", c.BudgetViolations())
+	}
+	if err := c.CheckInvariants(); err == nil || !strings.Contains(err.Error(), "power budget") {
+		t.Errorf("CheckInvariants = %v", err)
 	}
 }
 

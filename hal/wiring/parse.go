@@ -24,6 +24,24 @@ const (
 	DefaultPull     = "up"
 	DefaultDisplay  = "hd44780"
 
+	DefaultCooldown       = time.Second
+	DefaultMaxEnergised   = 1
+	DefaultGap            = 100 * time.Millisecond
+	DefaultConfirm        = 2 * time.Second
+	DefaultChatterChanges = 8
+	DefaultChatterWindow  = 2 * time.Second
+	DefaultExpander       = "mcp23017"
+
+	MaxCooldown       = time.Minute
+	MaxMaxEnergised   = 16
+	MaxGap            = 10 * time.Second
+	MinConfirm        = 50 * time.Millisecond
+	MaxConfirm        = 30 * time.Second
+	MinChatterChanges = 2
+	MaxChatterChanges = 1000
+	MinChatterWindow  = 100 * time.Millisecond
+	MaxChatterWindow  = time.Minute
+
 	MinDebounce = time.Millisecond
 	MaxDebounce = time.Second
 	MinPoll     = time.Millisecond
@@ -166,6 +184,29 @@ func (v *validator) defaults(w *Wiring) {
 	if w.Locks.Pulse == 0 && !v.has("locks", "pulse") {
 		w.Locks.Pulse = DefaultPulse
 	}
+	if w.Locks.Cooldown == 0 && !v.has("locks", "cooldown") {
+		w.Locks.Cooldown = DefaultCooldown
+	}
+	if w.Locks.MaxEnergised == 0 && !v.has("locks", "max_energised") {
+		w.Locks.MaxEnergised = DefaultMaxEnergised
+	}
+	if w.Locks.Gap == 0 && !v.has("locks", "gap") {
+		w.Locks.Gap = DefaultGap
+	}
+	if w.Locks.Confirm == 0 && !v.has("locks", "confirm") {
+		w.Locks.Confirm = DefaultConfirm
+	}
+	if w.Sensors.ChatterChanges == 0 && !v.has("sensors", "chatter_changes") {
+		w.Sensors.ChatterChanges = DefaultChatterChanges
+	}
+	if w.Sensors.ChatterWindow == 0 && !v.has("sensors", "chatter_window") {
+		w.Sensors.ChatterWindow = DefaultChatterWindow
+	}
+	for i := range w.Expanders {
+		if e := &w.Expanders[i]; e.Type == "" && !v.has("expanders", i, "type") {
+			e.Type = DefaultExpander
+		}
+	}
 	if w.Sensors.Debounce == 0 && !v.has("sensors", "debounce") {
 		w.Sensors.Debounce = DefaultDebounce
 	}
@@ -208,6 +249,12 @@ func (v *validator) validate(w *Wiring) error {
 	if err := v.sensors(w.Sensors); err != nil {
 		return err
 	}
+	if w.Locks.Confirm <= w.Sensors.Debounce {
+		return v.errf([]any{"locks", "confirm"}, "locks: confirm %v not longer than sensors debounce %v", w.Locks.Confirm, w.Sensors.Debounce)
+	}
+	if err := v.expanders(w); err != nil {
+		return err
+	}
 	var uses []pinUse
 	use := func(name, role, ctx, what string, path ...any) {
 		uses = append(uses, pinUse{name: name, role: role, ctx: ctx, what: what, path: path, line: v.line(path...)})
@@ -229,6 +276,9 @@ func (v *validator) validate(w *Wiring) error {
 	slices.SortStableFunc(uses, func(a, b pinUse) int { return a.line - b.line })
 	first := make(map[string]pinUse, len(uses))
 	for _, u := range uses {
+		if err := v.pinName(w, u); err != nil {
+			return err
+		}
 		if prev, ok := first[u.name]; ok {
 			at := ""
 			if prev.line > 0 {
@@ -242,8 +292,17 @@ func (v *validator) validate(w *Wiring) error {
 }
 
 func (v *validator) locks(l Locks) error {
-	if l.Pulse <= 0 || l.Pulse > MaxPulse {
+	switch {
+	case l.Pulse <= 0 || l.Pulse > MaxPulse:
 		return v.errf([]any{"locks", "pulse"}, "locks: pulse %v out of range (want more than 0 and at most %v)", l.Pulse, MaxPulse)
+	case l.Cooldown < 0 || l.Cooldown > MaxCooldown:
+		return v.errf([]any{"locks", "cooldown"}, "locks: cooldown %v out of range 0s..%v", l.Cooldown, MaxCooldown)
+	case l.MaxEnergised < 1 || l.MaxEnergised > MaxMaxEnergised:
+		return v.errf([]any{"locks", "max_energised"}, "locks: max_energised %d out of range 1..%d", l.MaxEnergised, MaxMaxEnergised)
+	case l.Gap < 0 || l.Gap > MaxGap:
+		return v.errf([]any{"locks", "gap"}, "locks: gap %v out of range 0s..%v", l.Gap, MaxGap)
+	case l.Confirm < MinConfirm || l.Confirm > MaxConfirm:
+		return v.errf([]any{"locks", "confirm"}, "locks: confirm %v out of range %v..%v", l.Confirm, MinConfirm, MaxConfirm)
 	}
 	return nil
 }
@@ -262,6 +321,12 @@ func (v *validator) sensors(s Sensors) error {
 	}
 	if s.Poll > s.Debounce {
 		return v.errf([]any{"sensors", "poll"}, "sensors: poll %v longer than debounce %v", s.Poll, s.Debounce)
+	}
+	if s.ChatterChanges < MinChatterChanges || s.ChatterChanges > MaxChatterChanges {
+		return v.errf([]any{"sensors", "chatter_changes"}, "sensors: chatter_changes %d out of range %d..%d", s.ChatterChanges, MinChatterChanges, MaxChatterChanges)
+	}
+	if s.ChatterWindow < MinChatterWindow || s.ChatterWindow > MaxChatterWindow {
+		return v.errf([]any{"sensors", "chatter_window"}, "sensors: chatter_window %v out of range %v..%v", s.ChatterWindow, MinChatterWindow, MaxChatterWindow)
 	}
 	return nil
 }
@@ -303,6 +368,9 @@ func (v *validator) compartments(cs []Compartment, use func(name, role, ctx, wha
 		if c.Parcel != "" {
 			use(c.Parcel, "parcel of "+ctx, ctx, "parcel pin", at("parcel")...)
 		}
+		if c.LED != "" {
+			use(c.LED, "LED of "+ctx, ctx, "led pin", at("led")...)
+		}
 	}
 	// With N distinct numbers in 1..N there is no gap.
 	return nil
@@ -323,6 +391,9 @@ func (v *validator) keypad(k *Keypad, use func(name, role, ctx, what string, pat
 			}
 			use(p, "keypad "+what, "keypad", what+" pin", "keypad", f.field, i)
 		}
+	}
+	if k.Buzzer != "" {
+		use(k.Buzzer, "keypad buzzer", "keypad", "buzzer pin", "keypad", "buzzer")
 	}
 	if len(k.Layout) != 4 {
 		return v.errf([]any{"keypad", "layout"}, "keypad: layout wants 4 rows of 4 keys, got %d rows", len(k.Layout))
@@ -356,8 +427,19 @@ func (v *validator) display(d *Display, use func(name, role, ctx, what string, p
 	if d.Rows != 2 && d.Rows != 4 {
 		return v.errf([]any{"display", "rows"}, "display: rows %d not 2 or 4", d.Rows)
 	}
+	if d.I2C != nil {
+		switch {
+		case d.RS != "" || d.E != "" || len(d.Data) > 0:
+			return v.errf([]any{"display", "i2c"}, "display: both i2c and rs, e or data pins: wire it one way")
+		case d.I2C.Bus == "":
+			return v.errf([]any{"display", "i2c", "bus"}, "display: i2c bus required")
+		case d.I2C.Address < 0x03 || d.I2C.Address > 0x77:
+			return v.errf([]any{"display", "i2c", "address"}, "display: i2c address %#x out of range 0x03..0x77", d.I2C.Address)
+		}
+		return nil
+	}
 	if d.RS == "" {
-		return v.errf([]any{"display", "rs"}, "display: rs pin required")
+		return v.errf([]any{"display", "rs"}, "display: rs pin required (or i2c for a PCF8574 back-pack)")
 	}
 	use(d.RS, "display rs", "display", "rs pin", "display", "rs")
 	if d.E == "" {
@@ -375,6 +457,85 @@ func (v *validator) display(d *Display, use func(name, role, ctx, what string, p
 		use(p, "display "+what, "display", what+" pin", "display", "data", i)
 	}
 	return nil
+}
+
+// reExpanderName is what an expander may be called: its pins are NAME.A0…
+var reExpanderName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
+
+// expanders checks the expanders and that no two devices share an address
+// on a bus (the display's back-pack included).
+func (v *validator) expanders(w *Wiring) error {
+	type busAddr struct {
+		bus  string
+		addr uint16
+	}
+	names := map[string]int{}       // name → index
+	devices := map[busAddr]string{} // → what is there, for the error
+	devLine := map[busAddr]int{}
+	for i, e := range w.Expanders {
+		at := func(field string) []any { return []any{"expanders", i, field} }
+		switch {
+		case e.Name == "":
+			return v.errf(at("name"), "expander (entry %d): name required", i+1)
+		case !reExpanderName.MatchString(e.Name):
+			return v.errf(at("name"), "expander %q: name must be a letter then letters, digits, _ or -", e.Name)
+		}
+		if j, ok := names[e.Name]; ok {
+			return v.errf(at("name"), "expander %s: name already used%s", e.Name, v.lineRef("expanders", j, "name"))
+		}
+		names[e.Name] = i
+		ctx := "expander " + e.Name
+		switch {
+		case e.Type != DefaultExpander:
+			return v.errf(at("type"), "%s: type %q not supported (want mcp23017)", ctx, e.Type)
+		case e.Bus == "":
+			return v.errf(at("bus"), "%s: bus required", ctx)
+		case e.Address < MinExpanderAddress || e.Address > MaxExpanderAddress:
+			return v.errf(at("address"), "%s: address %#x out of range 0x20..0x27", ctx, e.Address)
+		}
+		k := busAddr{e.Bus, e.Address}
+		if prev, ok := devices[k]; ok {
+			return v.errf(at("address"), "%s: address %#x on bus %q already used by %s%s", ctx, e.Address, e.Bus, prev, lineSuffix(devLine[k]))
+		}
+		devices[k], devLine[k] = ctx, v.line("expanders", i, "address")
+	}
+	if d := w.Display; d != nil && d.I2C != nil {
+		k := busAddr{d.I2C.Bus, d.I2C.Address}
+		if prev, ok := devices[k]; ok {
+			return v.errf([]any{"display", "i2c", "address"}, "display: address %#x on bus %q already used by %s%s", d.I2C.Address, d.I2C.Bus, prev, lineSuffix(devLine[k]))
+		}
+	}
+	return nil
+}
+
+// pinName checks a pin name that refers to an expander.
+func (v *validator) pinName(w *Wiring, u pinUse) error {
+	prefix, suffix, ok := strings.Cut(u.name, ".")
+	if !ok {
+		return nil
+	}
+	if _, ok := w.ExpanderPin(u.name); ok {
+		return nil
+	}
+	for _, e := range w.Expanders {
+		if e.Name == prefix {
+			return v.errf(u.path, "%s: %s %q: expander %s has no pin %q (want A0..A7 or B0..B7)", u.ctx, u.what, u.name, prefix, suffix)
+		}
+	}
+	if _, _, ok := expanderSuffix(suffix); ok {
+		return v.errf(u.path, "%s: %s %q: no expander named %q", u.ctx, u.what, u.name, prefix)
+	}
+	return nil
+}
+
+// lineRef is " (line N)" for the node at path, or "".
+func (v *validator) lineRef(path ...any) string { return lineSuffix(v.line(path...)) }
+
+func lineSuffix(line int) string {
+	if line > 0 {
+		return fmt.Sprintf(" (line %d)", line)
+	}
+	return ""
 }
 
 func sortCompartments(w *Wiring) {

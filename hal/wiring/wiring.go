@@ -2,7 +2,10 @@
 // which lock and which sensors belong to which compartment.
 package wiring
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Wiring is a validated cabinet wiring.
 type Wiring struct {
@@ -16,6 +19,9 @@ type Wiring struct {
 	Keypad *Keypad `yaml:"keypad"`
 	// Display is the character display; nil when none is wired.
 	Display *Display `yaml:"display"`
+	// Expanders are the I²C GPIO expanders whose pins the other sections
+	// name as "NAME.A0" … "NAME.B7".
+	Expanders []Expander `yaml:"expanders,omitempty"`
 	// Compartments in ascending number, numbered 1..N without gaps.
 	Compartments []Compartment `yaml:"compartments"`
 }
@@ -26,6 +32,21 @@ type Locks struct {
 	ActiveLow bool `yaml:"active_low"`
 	// Pulse is the release pulse length (default 300ms, at most MaxPulse).
 	Pulse time.Duration `yaml:"pulse"`
+	// Cooldown is the least time between the end of one pulse of a coil and
+	// the start of its next one (default 1s; 0 allows back-to-back pulses).
+	// A release that comes sooner waits; it is not dropped.
+	Cooldown time.Duration `yaml:"cooldown"`
+	// MaxEnergised is the power budget: how many coils may be energised at
+	// once (default 1).
+	MaxEnergised int `yaml:"max_energised"`
+	// Gap is the least time between two switchings of coil power: a pulse
+	// starts at least Gap after any other pulse started or ended (default
+	// 100ms), so that the supply recovers between coils.
+	Gap time.Duration `yaml:"gap"`
+	// Confirm is how long the door sensor has, after a pulse, to report the
+	// door open; then the pulse is given once more, and if the door still
+	// does not open the release fails with a lock fault (default 2s).
+	Confirm time.Duration `yaml:"confirm"`
 }
 
 // Sensors describes the sensor inputs.
@@ -42,6 +63,13 @@ type Sensors struct {
 	Debounce time.Duration `yaml:"debounce"`
 	// Poll is the sampling interval of the inputs (default 5ms).
 	Poll time.Duration `yaml:"poll"`
+	// ChatterChanges and ChatterWindow define a chattering door sensor: its
+	// raw level changed more than ChatterChanges times within ChatterWindow
+	// (defaults 8 and 2s), changes closer together than Debounce counting
+	// as one (contact bounce is not chatter). The sensor counts as sane
+	// again once its level has been steady for ChatterWindow.
+	ChatterChanges int           `yaml:"chatter_changes"`
+	ChatterWindow  time.Duration `yaml:"chatter_window"`
 }
 
 // Keypad is a 4x4 matrix keypad: rows are driven, columns are read.
@@ -50,16 +78,45 @@ type Keypad struct {
 	Cols []string `yaml:"cols"` // 4 input pins (pull-up; a pressed key pulls its column low while its row is driven low)
 	// Layout gives the key at [row][col]; default "123A","456B","789C","*0#D".
 	Layout []string `yaml:"layout"`
+	// Buzzer is an output pin that sounds a buzzer while high: a short beep
+	// on each key press. Empty when none is wired.
+	Buzzer string `yaml:"buzzer"`
 }
 
-// Display is an HD44780 character LCD wired in 4-bit mode.
+// Display is an HD44780 character LCD, wired either directly in 4-bit mode
+// (RS, E, Data) or through a PCF8574 I²C back-pack (I2C).
 type Display struct {
 	Type string   `yaml:"type"` // "hd44780"
 	Cols int      `yaml:"cols"` // 16 or 20
 	Rows int      `yaml:"rows"` // 2 or 4
 	RS   string   `yaml:"rs"`
 	E    string   `yaml:"e"`
-	Data []string `yaml:"data"` // D4, D5, D6, D7
+	Data []string `yaml:"data,omitempty"` // D4, D5, D6, D7
+	// I2C is the PCF8574 back-pack (P0=RS, P1=RW, P2=E, P3=backlight,
+	// P4..P7=D4..D7); nil for a display wired to pins.
+	I2C *I2C `yaml:"i2c,omitempty"`
+}
+
+// I2C is a device on an I²C bus.
+type I2C struct {
+	// Bus names the bus as the board's I²C registry knows it: "1" for
+	// /dev/i2c-1 on a Raspberry Pi.
+	Bus string `yaml:"bus"`
+	// Address is the 7-bit device address (0x27 is common for PCF8574
+	// back-packs, 0x3F for PCF8574A ones).
+	Address uint16 `yaml:"address"`
+}
+
+// Expander is a GPIO expander on an I²C bus.
+type Expander struct {
+	// Name prefixes its pins: "X1" gives pins X1.A0 … X1.A7, X1.B0 … X1.B7.
+	Name string `yaml:"name"`
+	// Type is "mcp23017" (the default, and the only one).
+	Type string `yaml:"type"`
+	// Bus names the I²C bus, as I2C.Bus.
+	Bus string `yaml:"bus"`
+	// Address is 0x20..0x27 (A2 A1 A0 strapped), unique on its bus.
+	Address uint16 `yaml:"address"`
 }
 
 // Compartment is one door.
@@ -69,8 +126,54 @@ type Compartment struct {
 	Lock   string `yaml:"lock"`   // solenoid relay output pin
 	Door   string `yaml:"door"`   // door sensor input pin
 	Parcel string `yaml:"parcel"` // occupancy sensor input pin; empty when none
+	LED    string `yaml:"led"`    // status LED output pin (lit while high); empty when none
 }
 
 // MaxPulse is the hard cap on a release pulse: no configuration and no bug
 // can hold a coil on longer.
 const MaxPulse = time.Second
+
+// Expander pins: an expander named X has pins X.A0 … X.A7 and X.B0 … X.B7.
+const (
+	MinExpanderAddress = 0x20
+	MaxExpanderAddress = 0x27
+)
+
+// ExpanderPin is a pin of an expander, parsed from its name.
+type ExpanderPin struct {
+	Expander *Expander
+	Port     int // 0 for A, 1 for B
+	Bit      int // 0..7
+}
+
+// Index is the pin's number on the expander: A0..A7 are 0..7, B0..B7 8..15.
+func (p ExpanderPin) Index() int { return p.Port*8 + p.Bit }
+
+// ExpanderPin reports whether name is a pin of one of w's expanders
+// ("X1.B3"), and which. A name that is not is a plain pin of the board.
+func (w *Wiring) ExpanderPin(name string) (ExpanderPin, bool) {
+	prefix, suffix, ok := strings.Cut(name, ".")
+	if !ok {
+		return ExpanderPin{}, false
+	}
+	for i := range w.Expanders {
+		e := &w.Expanders[i]
+		if e.Name != prefix {
+			continue
+		}
+		port, bit, ok := expanderSuffix(suffix)
+		if !ok {
+			return ExpanderPin{}, false
+		}
+		return ExpanderPin{Expander: e, Port: port, Bit: bit}, true
+	}
+	return ExpanderPin{}, false
+}
+
+// expanderSuffix parses "A0".."A7", "B0".."B7".
+func expanderSuffix(s string) (port, bit int, ok bool) {
+	if len(s) != 2 || (s[0] != 'A' && s[0] != 'B') || s[1] < '0' || s[1] > '7' {
+		return 0, 0, false
+	}
+	return int(s[0] - 'A'), int(s[1] - '0'), true
+}

@@ -1,0 +1,254 @@
+package hal
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Lock releases.
+//
+// A Release call becomes a releaseReq in Hardware.reqs, in call order. The
+// lock worker (releaseLoop) walks the list whenever something changed and
+// starts a pulse for each queued request it may start now:
+//
+//   - fewer than locks.max_energised coils are on (the power budget);
+//   - at least locks.gap has passed since any pulse started or ended, and
+//     no running pulse is due to end within locks.gap (it ends first);
+//   - the request's coil is not on and has cooled down (locks.cooldown
+//     since its last pulse ended).
+//
+// A request that must wait for its own coil to cool down does not hold up
+// the requests behind it; otherwise the list is served first come, first
+// served, so an "open all" of 96 compartments comes out staggered within
+// the budget. Each pulse runs in its own goroutine; when it ends, the
+// request waits up to locks.confirm for the debounced door sensor to read
+// open. If it does not, the request is queued again in its old place for
+// one retry pulse; if the door stays shut after that too, the release fails
+// with ErrLockFault. A request whose door already reads open when its turn
+// comes is done at once, without a pulse. Each request ends with exactly
+// one LockReleased event.
+
+// releasePhase is where a release request is.
+type releasePhase int
+
+const (
+	phaseQueued     releasePhase = iota + 1 // waiting for the budget
+	phasePulsing                            // its coil is energised
+	phaseConfirming                         // pulse done, waiting for the door to read open
+)
+
+// releaseReq is one Release call; guarded by Hardware.mu.
+type releaseReq struct {
+	n        int
+	phase    releasePhase
+	pulses   int       // pulses started
+	opened   bool      // the door read open since the first pulse started
+	deadline time.Time // phaseConfirming: give up on this pulse then
+}
+
+// lockState is the lock worker's bookkeeping; guarded by Hardware.mu.
+type lockState struct {
+	reqs      []*releaseReq
+	on        int         // coils energised
+	coilOn    []bool      // by compartment index
+	endsAt    []time.Time // by compartment index: when its running pulse will end
+	coolUntil []time.Time // by compartment index
+	lastStart time.Time   // latest start of a pulse (after its pin write)
+	lastEnd   time.Time   // latest end of a pulse (after its pin write)
+}
+
+// releaseLoop is the lock worker: it starts pulses and resolves releases
+// whenever woken (a Release, the end of a pulse, a door that opened) or
+// when the next request becomes due, until ctx is done.
+func (h *Hardware) releaseLoop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		events, starts, next := h.scheduleLocked()
+		for _, r := range starts {
+			h.pulses.Go(func() { h.protect(func() { h.pulseOne(ctx, r) }) })
+		}
+		for _, ev := range events {
+			if !h.emit(ctx, ev) {
+				return
+			}
+		}
+		var due <-chan time.Time
+		if !next.IsZero() {
+			timer.Reset(max(time.Until(next), 0))
+			due = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.wake:
+		case <-due:
+		}
+		if due != nil && !timer.Stop() {
+			select { // drain a fired timer so that Reset starts afresh
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// scheduleLocked takes h.mu and walks the requests: it ends those that are
+// done, starts the pulses that may start, and returns the events to emit,
+// the requests whose pulses to run and when to look again (zero: only when
+// woken).
+func (h *Hardware) scheduleLocked() (events []Event, starts []*releaseReq, next time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.halted {
+		return nil, nil, time.Time{}
+	}
+	now := time.Now()
+	soon := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	ls := &h.locks
+	// A pulse that ends soon blocks new starts until it has ended, so that
+	// no pulse starts within the gap before another one's end.
+	endingSoon := false
+	for i, on := range ls.coilOn {
+		if on && ls.endsAt[i].Before(now.Add(h.gap+endMargin)) {
+			endingSoon = true
+		}
+	}
+	keep := ls.reqs[:0]
+	for _, r := range ls.reqs {
+		i := r.n - 1
+		doorOpen := h.doors[i].state.Load()
+		switch r.phase {
+		case phaseQueued:
+			if r.opened || doorOpen {
+				reason := "door already open"
+				if r.pulses > 0 {
+					reason = "door opened"
+				}
+				h.clog[i].Info("released", "pulses", r.pulses, "how", reason)
+				events = append(events, Event{Kind: LockReleased, Compartment: r.n, At: now})
+				continue
+			}
+			at := later(ls.lastStart.Add(h.gap), ls.lastEnd.Add(h.gap), ls.coolUntil[i])
+			switch {
+			case ls.coilOn[i] || ls.on >= h.maxOn || (endingSoon && h.gap > 0):
+				// the end of a pulse wakes the worker
+			case now.Before(at):
+				soon(at)
+			default:
+				r.phase = phasePulsing
+				r.pulses++
+				ls.on++
+				ls.coilOn[i] = true
+				ls.endsAt[i] = now.Add(h.pulse)
+				ls.lastStart = now // moved on by the pulse once its pin is written
+				endingSoon = endingSoon || h.pulse < h.gap+endMargin
+				starts = append(starts, r)
+			}
+		case phaseConfirming:
+			switch {
+			case r.opened || doorOpen:
+				h.clog[i].Info("released", "pulses", r.pulses)
+				events = append(events, Event{Kind: LockReleased, Compartment: r.n, At: now})
+				continue
+			case now.Before(r.deadline):
+				soon(r.deadline)
+			case r.pulses < 2:
+				h.clog[i].Warn("door did not open after the release pulse: one more")
+				r.phase = phaseQueued
+				soon(now)
+			default:
+				h.clog[i].Error("lock fault: door did not open", "pulses", r.pulses)
+				events = append(events, Event{Kind: LockReleased, Compartment: r.n, At: now,
+					Err: fmt.Errorf("%w: compartment %d, %d pulses", ErrLockFault, r.n, r.pulses)})
+				continue
+			}
+		}
+		keep = append(keep, r)
+	}
+	clear(ls.reqs[len(keep):])
+	ls.reqs = keep
+	return events, starts, next
+}
+
+// endMargin is how late a pulse's end may come (timer latency) and still
+// be kept a gap away from the start of another pulse.
+const endMargin = 10 * time.Millisecond
+
+// later returns the latest of ts.
+func later(ts ...time.Time) time.Time {
+	var l time.Time
+	for _, t := range ts {
+		if t.After(l) {
+			l = t
+		}
+	}
+	return l
+}
+
+// pulseOne gives r's pulse and moves r on: to confirming, or, when the pulse
+// could not be given, to its end with the error.
+func (h *Hardware) pulseOne(ctx context.Context, r *releaseReq) {
+	i := r.n - 1
+	start := time.Now()
+	err := h.coils[i].pulse(ctx, h.pulse, func(t time.Time) {
+		h.mu.Lock()
+		h.locks.lastStart = later(h.locks.lastStart, t)
+		h.mu.Unlock()
+	})
+	end := time.Now()
+	h.mu.Lock()
+	ls := &h.locks
+	ls.on--
+	ls.coilOn[i] = false
+	ls.lastEnd = later(ls.lastEnd, end)
+	ls.coolUntil[i] = end.Add(h.cooldown)
+	var ev *Event
+	if err == nil {
+		r.phase, r.deadline = phaseConfirming, end.Add(h.confirm)
+		h.clog[i].Debug("release pulse", "pulse", end.Sub(start).Round(time.Millisecond), "attempt", r.pulses)
+	} else if !h.halted && ctx.Err() == nil {
+		h.clog[i].Error("release pulse", "err", err)
+		for j, q := range ls.reqs {
+			if q == r {
+				ls.reqs = append(ls.reqs[:j], ls.reqs[j+1:]...)
+				ev = &Event{Kind: LockReleased, Compartment: r.n, Err: err, At: end}
+				break
+			}
+		}
+	}
+	h.mu.Unlock()
+	if ev != nil {
+		h.emit(ctx, *ev)
+	}
+	h.poke()
+}
+
+// doorOpened notes that compartment n's door read open, for the releases
+// that wait for it.
+func (h *Hardware) doorOpened(n int) {
+	h.mu.Lock()
+	found := false
+	for _, r := range h.locks.reqs {
+		if r.n == n && r.pulses > 0 {
+			r.opened, found = true, true
+		}
+	}
+	h.mu.Unlock()
+	if found {
+		h.poke()
+	}
+}
+
+// poke wakes the lock worker.
+func (h *Hardware) poke() {
+	select {
+	case h.wake <- struct{}{}:
+	default: // already signalled
+	}
+}
