@@ -35,6 +35,7 @@ import (
 	"github.com/openlocker/locker/hal/wiring"
 	"github.com/openlocker/locker/simulator"
 	"github.com/openlocker/locker/simulator/api"
+	"github.com/openlocker/locker/simulator/scenario"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -63,7 +64,11 @@ func run() int {
 	dataDir := flag.String("data", "var", "folder for the SQLite database and keys")
 	configPath := flag.String("config", "", "a cabinet wiring file instead of the default cabinet")
 	quiet := flag.Bool("quiet", false, "log warnings and errors only")
+	script := flag.String("script", "", "play a scenario file (testdata/scenarios/*.txt), print the traces, and exit: 0 when they match the FILE's .golden log (if any) and every expect held")
 	flag.Parse()
+	if *script != "" {
+		return runScript(*script, *configPath, *lockerID)
+	}
 
 	fail := func(err error) int {
 		fmt.Fprintf(os.Stderr, "locker-sim: %v\n", err)
@@ -141,7 +146,7 @@ func run() int {
 	d, err := daemon.New(ctx, daemon.Options{
 		LockerID: *lockerID, DataDir: *dataDir, Wiring: w, Logger: log,
 		Pins:    func(name string) gpio.PinIO { return gpioreg.ByName(name) },
-		Hal:     hal.Options{NoDisplayDelays: true},
+		Hal:     hal.Options{NoDisplayDelays: true, Buses: cab.Bus},
 		Link:    client.Options{Broker: url, Keys: ring},
 		OnTrace: srv.PublishTrace,
 	})
@@ -185,6 +190,54 @@ func reachable(broker string) error {
 		return fmt.Errorf("cannot reach the broker: %w", err)
 	}
 	return c.Close()
+}
+
+// runScript plays a scenario on a simulated cabinet in a fresh folder and
+// compares the traces with the scenario's golden log.
+func runScript(path, wiringPath, lockerID string) int {
+	fail := func(err error) int {
+		fmt.Fprintf(os.Stderr, "locker-sim: %v\n", err)
+		return 1
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fail(err)
+	}
+	steps, err := scenario.Parse(data, path)
+	if err != nil {
+		return fail(err)
+	}
+	w, err := loadWiring(wiringPath)
+	if err != nil {
+		return fail(err)
+	}
+	dir, err := os.MkdirTemp("", "locker-sim-script")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	lines, err := scenario.Run(context.Background(), steps, scenario.Options{Dir: dir, Wiring: w, LockerID: lockerID,
+		Verbose: func(s string) { fmt.Fprintln(os.Stderr, "#", s) }})
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	golden := strings.TrimSuffix(path, filepath.Ext(path)) + ".golden"
+	want, err := os.ReadFile(golden)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(os.Stderr, "locker-sim: every expect held (no %s to compare with)\n", golden)
+		return 0
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if got := strings.Join(lines, "\n") + "\n"; got != string(want) {
+		return fail(fmt.Errorf("the traces differ from %s", golden))
+	}
+	fmt.Fprintf(os.Stderr, "locker-sim: the traces match %s\n", golden)
+	return 0
 }
 
 func loadWiring(path string) (*wiring.Wiring, error) {

@@ -92,3 +92,26 @@ func startListener(t *testing.T) string {
 	}()
 	return "tcp://" + l.Addr().String()
 }
+
+func TestScriptMode(t *testing.T) {
+	bin := buildSim(t)
+	out, err := exec.Command(bin, "-script", "../../testdata/scenarios/deposit-pickup.txt").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "the traces match") || !strings.Contains(string(out), "picked_up c=09") {
+		t.Fatalf("a good scenario: %v\n%s", err, out)
+	}
+	// A scenario whose expectation fails exits non-zero and says which line.
+	bad := filepath.Join(t.TempDir(), "bad.txt")
+	os.WriteFile(bad, []byte("grant put g-1 deposit size=S code=123456\nkeys 123456#\nexpect door 2 open\n"), 0o600)
+	out, err = exec.Command(bin, "-script", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "line 3") || !strings.Contains(string(out), "door 2 is closed, want open") {
+		t.Fatalf("a failing scenario: %v\n%s", err, out)
+	}
+	// Traces that differ from the golden log fail too.
+	golden := strings.TrimSuffix(bad, ".txt") + ".golden"
+	os.WriteFile(bad, []byte("grant put g-1 deposit size=S code=123456\n"), 0o600)
+	os.WriteFile(golden, []byte("1 started\n> ack applied=0 stale=0\n"), 0o600)
+	out, err = exec.Command(bin, "-script", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "differ") {
+		t.Fatalf("a scenario that differs from its golden log: %v\n%s", err, out)
+	}
+}

@@ -111,7 +111,7 @@ func (r *runner) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hw, err := hal.New(r.o.Wiring, r.cab.ByName, hal.Options{NoDisplayDelays: true, Logger: r.o.Logger})
+	hw, err := hal.New(r.o.Wiring, r.cab.ByName, hal.Options{NoDisplayDelays: true, Buses: r.cab.Bus, Logger: r.o.Logger})
 	if err != nil {
 		st.Close()
 		return err
