@@ -63,6 +63,7 @@ type Options struct {
 	LockoutMax   time.Duration // cap of a lockout; default 1h
 	LockoutDecay time.Duration // the doubling starts again after this long without a lockout; default 24h
 	DoorTimeout  time.Duration // a released door must open within this; default 15s (hal confirms sooner)
+	MinOpenTime  time.Duration // a door closed sooner after opening for a release is a sensor fault; default 200ms
 
 	DoorLeftOpen      time.Duration // door_left_open after a door stays open this long; default 2m
 	DoorLeftOpenEvery time.Duration // and again at this interval while it stays open; default 5m
@@ -101,6 +102,7 @@ type Controller struct {
 	bootAt     time.Time         // the clock at start, for the estimate while it is not trusted
 	highWater  time.Time         // the last trusted time recorded
 	openSince  map[int]time.Time // doors seen open, since when
+	openedAt   map[int]time.Time // when hal saw each door open, for MinOpenTime
 	leftAlarm  map[int]time.Time // last door_left_open per open door
 	dirty      bool              // the current transaction changed a compartment
 }
@@ -141,6 +143,7 @@ func New(opts Options) (*Controller, error) {
 	def(&opts.LockoutMax, time.Hour)
 	def(&opts.LockoutDecay, 24*time.Hour)
 	def(&opts.DoorTimeout, 15*time.Second)
+	def(&opts.MinOpenTime, 200*time.Millisecond)
 	def(&opts.DoorLeftOpen, 2*time.Minute)
 	def(&opts.DoorLeftOpenEvery, 5*time.Minute)
 	def(&opts.Tick, time.Second)
@@ -159,6 +162,7 @@ func New(opts Options) (*Controller, error) {
 		changed:   make(chan struct{}, 1),
 		ready:     make(chan struct{}),
 		openSince: map[int]time.Time{},
+		openedAt:  map[int]time.Time{},
 		leftAlarm: map[int]time.Time{},
 	}
 	for _, hc := range opts.Cabinet.Compartments() {
@@ -411,7 +415,7 @@ func (c *Controller) handle(ctx context.Context, ev hal.Event) {
 		c.key(ctx, ev.Key)
 		c.keys.Add(1)
 	case hal.DoorChanged:
-		c.door(ctx, ev.Compartment, ev.On)
+		c.door(ctx, ev.Compartment, ev.On, ev.At)
 	case hal.ParcelChanged:
 		err := c.update(ctx, func(tx *store.Tx) error {
 			sc, err := tx.Compartment(ev.Compartment)
@@ -517,9 +521,21 @@ func (c *Controller) led(n int, on bool) {
 }
 
 // door reacts to a debounced door sensor change.
-func (c *Controller) door(ctx context.Context, n int, open bool) {
+//
+// at is when hal saw the change. A door that reads closed less than
+// MinOpenTime after it opened for a release contradicts the lock — nobody
+// takes or puts a parcel that fast — so the sensor is not believed: that
+// gives sensor_fault, and the session stays open until the door is seen
+// to open and close again.
+func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
 	var shown msgID = -1
-	var incomplete bool
+	var incomplete, doubted bool
+	openedAt, seen := c.openedAt[n]
+	if open {
+		c.openedAt[n] = at
+	} else {
+		delete(c.openedAt, n)
+	}
 	err := c.update(ctx, func(tx *store.Tx) error {
 		sc, err := tx.Compartment(n)
 		if err != nil {
@@ -528,8 +544,14 @@ func (c *Controller) door(ctx context.Context, n int, open bool) {
 		if sc.DoorOpen == open {
 			return nil
 		}
-		sc.DoorOpen = open
 		s := sc.Session
+		if !open && s.Active() && s.Opened && seen && !at.IsZero() && at.Sub(openedAt) < c.opts.MinOpenTime {
+			doubted = true // the door stays open as far as the locker knows
+			return c.record(tx, Trace{Type: "sensor_fault", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
+				Reason:  fmt.Sprintf("door read closed %s after it opened for a release", at.Sub(openedAt).Round(time.Millisecond)),
+				Content: "Door sensor " + two(n) + " contradicts the lock"})
+		}
+		sc.DoorOpen = open
 		if open {
 			if err := c.record(tx, Trace{Type: "door_opened", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
 				Content: "Door " + two(n) + " opened"}); err != nil {
@@ -572,9 +594,11 @@ func (c *Controller) door(ctx context.Context, n int, open bool) {
 		c.log.Error("door change not recorded", "compartment", n, "open", open, "err", err)
 		return
 	}
-	if open {
+	switch {
+	case doubted:
+	case open:
 		c.openSince[n] = c.now()
-	} else {
+	default:
 		delete(c.openSince, n)
 		delete(c.leftAlarm, n)
 		c.led(n, false)

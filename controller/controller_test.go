@@ -937,3 +937,23 @@ func TestChineseDisplay(t *testing.T) {
 		t.Fatal("an unknown language was accepted")
 	}
 }
+
+func TestDoorClosedTooSoonIsASensorFault(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	r.types()
+	at := time.Now()
+	r.event(hal.Event{Kind: hal.DoorChanged, Compartment: 1, On: true, At: at})
+	r.parcel(1, true)
+	// 60 ms later the sensor says closed: nobody deposits that fast.
+	r.event(hal.Event{Kind: hal.DoorChanged, Compartment: 1, On: false, At: at.Add(60 * time.Millisecond)})
+	r.expectTypes("door_opened", "sensor_fault")
+	if s := r.state(1); s != "free" {
+		t.Fatalf("state = %s: the deposit must not be concluded on a doubted sensor", s)
+	}
+	// The sensor comes back; the real close, seconds later, ends the deposit.
+	r.event(hal.Event{Kind: hal.DoorChanged, Compartment: 1, On: true, At: at.Add(time.Second)})
+	r.event(hal.Event{Kind: hal.DoorChanged, Compartment: 1, On: false, At: at.Add(5 * time.Second)})
+	r.expectTypes("door_closed", "deposited")
+}

@@ -24,6 +24,9 @@
 //	expect state N STATE              # the daemon's view of compartment N
 //	expect door N open|closed         # the physical door
 //	expect parcel N in|out            # the physical parcel
+//
+// A first line "# wiring: FILE" names the cabinet the scenario is written
+// for (a file in testdata/wiring/); without it, the simulator's default.
 package scenario
 
 import (
@@ -52,6 +55,15 @@ var want = map[string][2]int{
 	"grant": {2, 3}, "command": {2, 2}, "keys": {1, 1}, "door": {2, 2}, "parcel": {2, 2},
 	"fault": {2, 2}, "advance": {1, 1}, "powercut": {0, 0}, "poweroff": {0, 0}, "poweron": {0, 0},
 	"expect": {2, 3},
+}
+
+// WiringDirective returns FILE of a first line "# wiring: FILE", or "".
+func WiringDirective(data []byte) string {
+	first, _, _ := strings.Cut(string(data), "\n")
+	if rest, ok := strings.CutPrefix(strings.TrimSpace(first), "# wiring:"); ok {
+		return strings.TrimSpace(rest)
+	}
+	return ""
 }
 
 // Parse reads a scenario. Errors name the line.

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/openlocker/locker/hal/wiring"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden trace logs")
@@ -30,7 +32,13 @@ func TestScenarios(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			lines, err := Run(context.Background(), steps, Options{Dir: t.TempDir(), Verbose: func(s string) { t.Log(s) }})
+			opts := Options{Dir: t.TempDir(), Verbose: func(s string) { t.Log(s) }}
+			if w := WiringDirective(data); w != "" {
+				if opts.Wiring, err = wiring.Load(filepath.Join("../../testdata/wiring", w)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			lines, err := Run(context.Background(), steps, opts)
 			got := strings.Join(lines, "\n") + "\n"
 			if err != nil {
 				t.Fatalf("%v\nlog so far:\n%s", err, got)
