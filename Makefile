@@ -42,9 +42,13 @@ cross: ## CGO_ENABLED=0 builds of lockerd and lockerctl for linux/arm (GOARM 6 a
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/locker-sim-linux-armv7 ./cmd/locker-sim
 	@ls -l $(BIN)/*-linux-*
 
+.PHONY: bench
+bench: ## run the benchmarks, each beside its baseline measured in the same run
+	$(GO) test -run '^$$' -bench BenchmarkKeypadToCoil -benchtime 200x ./controller/
+
 .PHONY: fuzz
 fuzz: ## run each fuzz target for a short while (FUZZTIME, default 10s)
-	@for t in FuzzParse:./hal/wiring FuzzOpen:./sync/protocol FuzzDecodeGrants:./sync/protocol FuzzDecodeCommand:./sync/protocol; do \
+	@for t in FuzzParse:./hal/wiring FuzzParse:./simulator/scenario FuzzOpen:./sync/protocol FuzzDecodeGrants:./sync/protocol FuzzDecodeCommand:./sync/protocol; do \
 		name=$${t%%:*}; pkg=$${t#*:}; \
 		echo "fuzz $$name ($$pkg)"; \
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $${FUZZTIME:-10s} $$pkg || exit 1; \
