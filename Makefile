@@ -4,7 +4,9 @@ GO          ?= go
 BIN         ?= bin
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CMDS        := locker-sim lockerd lockerctl
-LDFLAGS     := -s -w
+VERSION     ?= 0.1.0+git$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS     := -s -w -X github.com/openlocker/locker/cmd/internal/daemon.Version=$(VERSION)
+DEB_ARCHS   := arm64 armhf
 
 .DEFAULT_GOAL := help
 
@@ -54,6 +56,41 @@ fuzz: ## run each fuzz target for a short while (FUZZTIME, default 10s)
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $${FUZZTIME:-10s} $$pkg || exit 1; \
 	done
 
+.PHONY: deb
+deb: ## build lockerd .deb packages for arm64 and armhf into dist/ and check their contents
+	@set -e; for arch in $(DEB_ARCHS); do \
+		case $$arch in arm64) goarch=arm64; goarm=;; armhf) goarch=arm; goarm=7;; esac; \
+		root=dist/root-$$arch; rm -rf $$root; \
+		mkdir -p $$root/DEBIAN $$root/usr/bin $$root/lib/systemd/system $$root/etc/lockerd \
+			$$root/usr/share/doc/lockerd $$root/var/lib/lockerd; \
+		for c in lockerd lockerctl; do \
+			CGO_ENABLED=0 GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+				-o $$root/usr/bin/$$c ./cmd/$$c; \
+		done; \
+		install -m 0644 cmd/lockerd/dist/lockerd.service $$root/lib/systemd/system/lockerd.service; \
+		install -m 0640 cmd/lockerd/dist/config.yaml $$root/etc/lockerd/config.yaml; \
+		install -m 0644 hal/wiring/testdata/rpi-4.yaml $$root/etc/lockerd/wiring.yaml; \
+		install -m 0755 cmd/lockerd/dist/postinst cmd/lockerd/dist/prerm $$root/DEBIAN/; \
+		install -m 0644 README.md docs/*.md $$root/usr/share/doc/lockerd/; \
+		printf '/etc/lockerd/config.yaml\n/etc/lockerd/wiring.yaml\n' > $$root/DEBIAN/conffiles; \
+		printf 'Package: lockerd\nVersion: $(VERSION)\nArchitecture: %s\nMaintainer: Parcel locker controller maintainers <lockerd@localhost>\nDepends: adduser\nSection: misc\nPriority: optional\nDescription: parcel-locker controller daemon\n Drives the door solenoids and sensors of a parcel locker through GPIO,\n serves its keypad, keeps state in SQLite and syncs with the central\n server over MQTT.\n' $$arch > $$root/DEBIAN/control; \
+		dpkg-deb --root-owner-group -Zxz --build $$root dist/lockerd_$(VERSION)_$$arch.deb >/dev/null; \
+		rm -rf $$root; \
+		dpkg-deb -c dist/lockerd_$(VERSION)_$$arch.deb > dist/contents-$$arch.txt; \
+		for f in ./usr/bin/lockerd ./usr/bin/lockerctl ./lib/systemd/system/lockerd.service \
+			./etc/lockerd/config.yaml ./etc/lockerd/wiring.yaml ./var/lib/lockerd/ ./usr/share/doc/lockerd/README.md; do \
+			grep -q " $$f$$" dist/contents-$$arch.txt || { echo "deb $$arch lacks $$f"; exit 1; }; \
+		done; \
+		test "$$(dpkg-deb -f dist/lockerd_$(VERSION)_$$arch.deb Architecture)" = $$arch; \
+		echo "dist/lockerd_$(VERSION)_$$arch.deb: contents checked"; \
+	done
+	@if command -v systemd-analyze >/dev/null 2>&1; then \
+		mkdir -p $(BIN) && $(GO) build -o $(BIN)/lockerd ./cmd/lockerd && \
+		sed 's#/usr/bin/lockerd#$(CURDIR)/$(BIN)/lockerd#g' cmd/lockerd/dist/lockerd.service > dist/lockerd.service && \
+		out=$$(systemd-analyze verify dist/lockerd.service 2>&1); rm -f dist/lockerd.service; \
+		if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "lockerd.service: systemd-analyze verify is clean"; \
+	else echo "systemd-analyze is not on this machine: the unit was not verified"; fi
+
 .PHONY: clean
 clean: ## remove bin/ (the simulator's ./var is kept: it is the cabinet)
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

@@ -119,6 +119,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	select {
 	case <-d.Controller.Ready():
 		d.log.Info("locker ready", "locker_id", d.Controller.LockerID())
+		if err := sdNotify("READY=1"); err != nil {
+			d.log.Warn("systemd notify", "err", err)
+		}
+		if iv := watchdogInterval(); iv > 0 {
+			go watchdog(ctx, iv, d.Controller.Sync, func() error { return sdNotify("WATCHDOG=1") })
+		}
 		run("sync", d.Link.Run)
 		if d.socket != "" {
 			run("control socket", func(ctx context.Context) error { return d.serveControl(ctx, d.socket) })
@@ -126,6 +132,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	wg.Wait()
+	sdNotify("STOPPING=1")
 	close(errs)
 	return <-errs
 }
