@@ -24,7 +24,7 @@ build: ## build locker-sim, lockerd and lockerctl into bin/
 	$(foreach c,$(CMDS),$(GO) build -o $(BIN)/$(c) ./cmd/$(c) &&) true
 
 .PHONY: test
-test: ## run every test with -race (needs mosquitto: apt-get install mosquitto)
+test: ## run every test with -race (needs mosquitto and chromium: apt-get install mosquitto chromium)
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 .PHONY: lint

@@ -523,3 +523,38 @@ func TestBadEnvelopesChangeNothing(t *testing.T) {
 	s.keys("400004#")
 	s.waitOpenDoor()
 }
+
+// TestPageCentralSignsWithTheDevKey: the web page's grant form goes through
+// the development central: signed, published, applied, and the code opens.
+func TestPageCentralSignsWithTheDevKey(t *testing.T) {
+	b := brokertest.Start(t, brokertest.Options{})
+	const locker = "SIM01"
+	c := newCentral(t, b.URL(), "central-page", "lockers/v1/"+locker+"/#")
+	s := startSim(t, b.URL(), t.TempDir())
+	c.wait("online status", func(m msg) bool {
+		return strings.HasSuffix(m.topic, "/status") && bytes.Contains(m.payload, []byte(`"online"`))
+	})
+	var res map[string]any
+	code := s.call("POST", "/api/central/grants", map[string]any{"action": "deposit", "size": "L", "parcel_id": "PG1",
+		"holder": "13488888888", "code": "246810", "pickup_code": "108642", "valid_hours": 2}, &res)
+	if code != 200 {
+		t.Fatalf("grant form: %d %v", code, res)
+	}
+	c.wait("grants ack", func(m msg) bool {
+		return strings.HasSuffix(m.topic, "/grants/ack") && bytes.Contains(m.payload, []byte(`"applied":1`))
+	})
+	for _, m := range c.all() {
+		if bytes.Contains(m.payload, []byte("246810")) || bytes.Contains(m.payload, []byte("88888888")) {
+			t.Fatalf("a code or phone number went over MQTT: %s %s", m.topic, m.payload)
+		}
+	}
+	s.keys("246810#")
+	if n := s.waitOpenDoor(); n != 17 {
+		t.Fatalf("the L deposit opened %d, want 17", n)
+	}
+	code = s.call("POST", "/api/central/commands", map[string]any{"action": "disable", "compartment": 3}, &res)
+	if code != 200 {
+		t.Fatalf("command form: %d %v", code, res)
+	}
+	c.waitTrace("compartment_disabled", func(tr controller.Trace) bool { return tr.Compartment == 3 })
+}

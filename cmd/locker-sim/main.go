@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,9 +21,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -31,6 +34,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpioreg"
 
 	"github.com/openlocker/locker/cmd/internal/daemon"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 	"github.com/openlocker/locker/hal/wiring"
 	"github.com/openlocker/locker/simulator"
@@ -123,9 +127,15 @@ func run() int {
 	defer stop()
 
 	adapter := &simDaemon{lockerID: *lockerID}
-	srv := api.New(api.Options{Cabinet: cab, Daemon: adapter, Logger: log.With("part", "api")})
+	central := &devCentral{lockerID: *lockerID, kp: kp}
+	opts := api.Options{Cabinet: cab, Daemon: adapter, Logger: log.With("part", "api"), Central: central}
+	if len(keys) > 0 {
+		opts.Central = nil // the locker does not trust the development key
+	}
+	srv := api.New(opts)
 
 	url := *brokerURL
+	defer central.close()
 	if url != "" {
 		// A technician pointing the simulator at a broker wants to know at
 		// once when it cannot be reached (lockerd instead starts offline).
@@ -142,6 +152,7 @@ func run() int {
 		defer broker.Close()
 		url = "tcp://" + embeddedAddr
 	}
+	central.broker = url
 
 	d, err := daemon.New(ctx, daemon.Options{
 		LockerID: *lockerID, DataDir: *dataDir, Wiring: w, Logger: log,
@@ -300,6 +311,10 @@ func startBroker(srv *api.Server, log *slog.Logger) (*mqtt.Server, error) {
 type simDaemon struct {
 	lockerID string
 	d        *daemon.Daemon
+
+	mu     sync.Mutex
+	at     time.Time
+	states map[int]string
 }
 
 func (s *simDaemon) LockerID() string { return s.lockerID }
@@ -313,20 +328,94 @@ func (s *simDaemon) KeysHandled() uint64 {
 
 func (s *simDaemon) Busy() bool { return s.d != nil && s.d.Hardware.Busy() }
 
+// CompartmentState reads the daemon's view, at most once per 50 ms: the
+// API asks for every compartment in turn.
 func (s *simDaemon) CompartmentState(n int) string {
 	if s.d == nil {
 		return "unknown"
 	}
-	rep, err := s.d.Controller.Compartments(context.Background())
-	if err != nil {
-		return "unknown"
-	}
-	for _, c := range rep.Compartments {
-		if c.Number == n {
-			return c.State
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.at) > 50*time.Millisecond {
+		rep, err := s.d.Controller.Compartments(context.Background())
+		if err != nil {
+			return "unknown"
 		}
+		s.states = map[int]string{}
+		for _, c := range rep.Compartments {
+			s.states[c.Number] = c.State
+		}
+		s.at = time.Now()
+	}
+	if st, ok := s.states[n]; ok {
+		return st
 	}
 	return "unknown"
 }
+
+// devCentral plays the central server for the web page: it signs with the
+// development key and publishes to the broker, as lockerctl does.
+type devCentral struct {
+	lockerID string
+	kp       protocol.KeyPair
+	broker   string
+
+	mu sync.Mutex
+	cl paho.Client
+}
+
+func (c *devCentral) client() (paho.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cl != nil && c.cl.IsConnected() {
+		return c.cl, nil
+	}
+	opts := paho.NewClientOptions().AddBroker(c.broker).SetClientID("locker-sim-central-" + c.lockerID).
+		SetCleanSession(true).SetConnectTimeout(5 * time.Second).SetAutoReconnect(true)
+	cl := paho.NewClient(opts)
+	if t := cl.Connect(); !t.WaitTimeout(5*time.Second) || t.Error() != nil {
+		return nil, fmt.Errorf("central: cannot connect to %s: %v", c.broker, t.Error())
+	}
+	c.cl = cl
+	return cl, nil
+}
+
+func (c *devCentral) send(suffix string, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	env, err := protocol.Seal(c.kp.KeyID, c.kp.Private, body)
+	if err != nil {
+		return err
+	}
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	t := cl.Publish(protocol.Topic(c.lockerID, suffix), 1, false, env)
+	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
+		return fmt.Errorf("central: publish: %v", t.Error())
+	}
+	return nil
+}
+
+func (c *devCentral) SendGrants(_ context.Context, body wire.GrantsBody) error {
+	return c.send(protocol.SuffixGrants, body)
+}
+
+func (c *devCentral) SendCommand(_ context.Context, cmd wire.Command) error {
+	return c.send(protocol.SuffixCommands, cmd)
+}
+
+func (c *devCentral) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cl != nil {
+		c.cl.Disconnect(100)
+	}
+}
+
+var _ api.Central = (*devCentral)(nil)
 
 var _ api.Daemon = (*simDaemon)(nil)

@@ -1,6 +1,8 @@
 // Package api is the HTTP API of the simulated cabinet (SIMULATOR-API.md):
 // the cabinet's state, the keypad, door, parcel and fault actions, a stream
-// of Server-Sent Events, and the web page that technicians use.
+// of Server-Sent Events, and the web page that technicians use. Its
+// extensions — the central forms that sign and send grants and commands —
+// are in docs/simulator-api-extensions.md.
 package api
 
 import (
@@ -44,15 +46,19 @@ type Options struct {
 	// Daemon may be nil: the states read "unknown" and the keypad answers
 	// 503.
 	Daemon Daemon
-	Logger *slog.Logger
+	// Central may be nil: the central forms (POST /api/central/grants and
+	// /api/central/commands) then answer 503.
+	Central Central
+	Logger  *slog.Logger
 }
 
 // Server serves the API and the web page.
 type Server struct {
-	cab    *simulator.Cabinet
-	daemon Daemon
-	log    *slog.Logger
-	mux    *http.ServeMux
+	cab     *simulator.Cabinet
+	daemon  Daemon
+	central Central
+	log     *slog.Logger
+	mux     *http.ServeMux
 
 	keypadSem chan struct{} // one keypad request at a time
 
@@ -70,6 +76,9 @@ type Server struct {
 	recent  [][]byte // the last trace and mqtt frames, oldest first
 
 	streams atomic.Int64 // event streams being served
+
+	idMu   sync.Mutex // guards lastID
+	lastID int64      // the last grant or command id given
 }
 
 // client is one SSE stream.
@@ -93,6 +102,7 @@ func New(opts Options) *Server {
 	s := &Server{
 		cab:         opts.Cabinet,
 		daemon:      opts.Daemon,
+		central:     opts.Central,
 		log:         opts.Logger,
 		keypadSem:   make(chan struct{}, 1),
 		keyTimeout:  2 * time.Second,
@@ -117,6 +127,9 @@ func New(opts Options) *Server {
 	m.HandleFunc("POST /api/compartments/{n}/parcel", s.handleParcel)
 	m.HandleFunc("POST /api/compartments/{n}/fault", s.handleFault)
 	m.HandleFunc("GET /api/events", s.handleEvents)
+	m.HandleFunc("GET /api/central", s.handleCentral)
+	m.HandleFunc("POST /api/central/grants", s.handleGrants)
+	m.HandleFunc("POST /api/central/commands", s.handleCommands)
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path))
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 
 	"periph.io/x/conn/v3/gpio"
 
+	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/simulator"
 )
 
@@ -171,11 +173,73 @@ func (w *lcdWriter) show(lines ...string) {
 }
 
 type fixture struct {
-	cab    *simulator.Cabinet
-	daemon *fakeDaemon
-	srv    *Server
-	http   *httptest.Server
-	stop   func() // stops the daemon's scanner
+	cab     *simulator.Cabinet
+	daemon  *fakeDaemon
+	central *fakeCentral
+	logs    *syncBuffer // the server's log
+	srv     *Server
+	http    *httptest.Server
+	stop    func() // stops the daemon's scanner
+}
+
+// fakeCentral records what it is asked to send.
+type fakeCentral struct {
+	mu       sync.Mutex
+	grants   []controller.GrantsBody
+	commands []controller.Command
+	err      error // returned by both when set
+}
+
+func (c *fakeCentral) SendGrants(_ context.Context, body controller.GrantsBody) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	c.grants = append(c.grants, body)
+	return nil
+}
+
+func (c *fakeCentral) SendCommand(_ context.Context, cmd controller.Command) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	c.commands = append(c.commands, cmd)
+	return nil
+}
+
+func (c *fakeCentral) sent() ([]controller.GrantsBody, []controller.Command) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.grants), slices.Clone(c.commands)
+}
+
+func (c *fakeCentral) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err = err
+}
+
+var _ Central = (*fakeCentral)(nil)
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // newFixture runs the default cabinet, the fake daemon (scanning unless
@@ -203,11 +267,14 @@ func newFixture(t *testing.T, noScanner bool) *fixture {
 			d.run(ctx)
 		}()
 	}
-	srv := New(Options{Cabinet: cab, Daemon: d, Logger: slog.New(slog.DiscardHandler)})
+	central := &fakeCentral{}
+	logs := &syncBuffer{}
+	srv := New(Options{Cabinet: cab, Daemon: d, Central: central,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	srv.keyTimeout = 300 * time.Millisecond
 	srv.heartbeat = 30 * time.Millisecond
 	hs := httptest.NewServer(srv.Handler())
-	f := &fixture{cab: cab, daemon: d, srv: srv, http: hs, stop: func() { cancel(); <-done }}
+	f := &fixture{cab: cab, daemon: d, central: central, logs: logs, srv: srv, http: hs, stop: func() { cancel(); <-done }}
 	t.Cleanup(func() {
 		hs.Close()
 		f.stop()

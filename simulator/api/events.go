@@ -2,27 +2,30 @@ package api
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/openlocker/locker/controller"
 )
 
 // PublishTrace sends a trace the controller recorded (its JSON) to every
-// event stream as an `event: trace`. It never blocks: a stream too slow to
-// take it misses it.
+// event stream as an `event: trace`, redacted (see redact). It never
+// blocks: a stream too slow to take it misses it.
 func (s *Server) PublishTrace(payload []byte) {
-	s.publish(frame("trace", jsonOrString(payload)))
+	s.publish(frame("trace", redact(payload)))
 }
 
 // PublishMQTT sends an MQTT message to every event stream as an `event:
 // mqtt` with {"topic", "payload", "time"}; payload is embedded as JSON when
-// it is JSON, else as a string.
+// it is JSON, else as a string, and redacted (see redact).
 func (s *Server) PublishMQTT(topic string, payload []byte) {
 	msg := struct {
 		Topic   string          `json:"topic"`
 		Payload json.RawMessage `json:"payload"`
 		Time    string          `json:"time"`
-	}{topic, jsonOrString(payload), time.Now().UTC().Format("2006-01-02T15:04:05.000Z")}
+	}{topic, redact(payload), time.Now().UTC().Format("2006-01-02T15:04:05.000Z")}
 	data, err := json.Marshal(msg)
 	if err != nil {
 		s.log.Error("api: encoding an mqtt message", "err", err)
@@ -45,6 +48,95 @@ func (s *Server) publish(f []byte) {
 			c.dropped++
 		}
 	}
+}
+
+// redact returns payload as the page may show it: compacted JSON, with a
+// signed envelope's body decoded in place of its base64 (so that the page
+// shows what was signed), every "holder" masked as in traces and every
+// "code" or "pickup_code" removed, at any depth. A payload that is not JSON
+// is returned as a JSON string. Full phone numbers and codes never reach
+// an event stream.
+func redact(payload []byte) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var v any
+	if !json.Valid(payload) || dec.Decode(&v) != nil {
+		return jsonOrString(payload)
+	}
+	v, changed := redactValue(v)
+	if !changed {
+		return jsonOrString(payload)
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return jsonOrString(nil)
+	}
+	return data
+}
+
+// redactValue redacts v in place and reports whether it changed.
+func redactValue(v any) (any, bool) {
+	switch x := v.(type) {
+	case map[string]any:
+		changed := false
+		if body, ok := envelopeBody(x); ok {
+			x["body"] = body
+			changed = true
+		}
+		for k, e := range x {
+			switch k {
+			case "code", "pickup_code":
+				delete(x, k)
+				changed = true
+			case "holder", "pickup_holder":
+				if h, ok := e.(string); ok && controller.MaskHolder(h) != h {
+					x[k] = controller.MaskHolder(h)
+					changed = true
+				}
+			default:
+				if n, c := redactValue(e); c {
+					x[k] = n
+					changed = true
+				}
+			}
+		}
+		return x, changed
+	case []any:
+		changed := false
+		for i, e := range x {
+			if n, c := redactValue(e); c {
+				x[i] = n
+				changed = true
+			}
+		}
+		return x, changed
+	}
+	return v, false
+}
+
+// envelopeBody returns the body of a signed envelope {key_id, body, sig},
+// decoded and redacted, when m is one and its body is JSON.
+func envelopeBody(m map[string]any) (any, bool) {
+	if len(m) != 3 {
+		return nil, false
+	}
+	for _, k := range []string{"key_id", "body", "sig"} {
+		if _, ok := m[k].(string); !ok {
+			return nil, false
+		}
+	}
+	raw, err := base64.StdEncoding.DecodeString(m["body"].(string))
+	if err != nil || !json.Valid(raw) {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var body any
+	if dec.Decode(&body) != nil {
+		return nil, false
+	}
+	body, _ = redactValue(body)
+	return body, true
 }
 
 // jsonOrString returns payload compacted when it is JSON, else payload as a

@@ -1,0 +1,248 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/simulator"
+	"github.com/openlocker/locker/simulator/api/browsertest"
+)
+
+// TestPage drives the web page in a headless Chromium, as a technician
+// would: the keypad, a compartment's door, parcel and fault, the feeds and
+// the central forms; then it takes screenshots at laptop and tablet sizes.
+// It needs Chromium (apt-get install chromium) and fails without it.
+func TestPage(t *testing.T) {
+	noLeaks(t)
+	f := newFixture(t, false)
+	b := browsertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := b.NewPage(ctx, 1280, 900)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Navigate(ctx, f.http.URL); err != nil {
+		t.Fatal(err)
+	}
+	// must fails the test with what the page said when err is not nil.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v\npage errors: %q", err, p.Errors())
+		}
+	}
+	// door returns a JavaScript expression for compartment n's data-key.
+	door := func(n int, key string) string {
+		return fmt.Sprintf(`document.querySelector('.door[data-n="%d"]').dataset.%s`, n, key)
+	}
+	// physical waits until compartment n of the cabinet satisfies ok.
+	physical := func(n int, what string, ok func(simulator.CompartmentState) bool) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			c, err := f.cab.Compartment(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok(c) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("compartment %d: not %s: %+v\npage errors: %q", n, what, c, p.Errors())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	// The cabinet is drawn, the stream is live.
+	must(p.WaitFor(ctx, `document.querySelectorAll("#cabinet .door").length === 24 && document.getElementById("conn").textContent === "live"`))
+	must(p.WaitFor(ctx, `document.getElementById("locker-id").textContent === "SIM01" && document.getElementById("lcd").dataset.text.startsWith("Enter code")`))
+
+	// The keypad: the clicks reach the daemon through the API, in order;
+	// the display shows its answer and door 01 springs open.
+	for _, k := range "1234#" {
+		must(p.Click(ctx, fmt.Sprintf(`#keypad [data-key="%c"]`, k)))
+	}
+	must(p.WaitFor(ctx, `document.getElementById("lcd").dataset.text.startsWith("Door 01 open")`))
+	if got := f.daemon.typedKeys(); got != "1234#" {
+		t.Fatalf("the daemon got %q", got)
+	}
+	physical(1, "open", func(c simulator.CompartmentState) bool { return c.Door == simulator.DoorOpen })
+	// The computer's keyboard works the keypad too (Enter is #).
+	for _, k := range []string{"5", "*", "9", "Enter"} {
+		must(p.Press(ctx, k))
+	}
+	must(p.WaitFor(ctx, `document.getElementById("lcd").dataset.text.startsWith("Wrong code")`))
+	if got := f.daemon.typedKeys(); got != "1234#5*9#" {
+		t.Fatalf("the daemon got %q", got)
+	}
+	must(p.WaitFor(ctx, door(1, "door")+` === "open" && `+door(1, "latched")+` === "false"`))
+
+	// A compartment: select it, then work its door, parcel and fault.
+	must(p.Click(ctx, `.door[data-n="7"]`))
+	must(p.WaitFor(ctx, `document.querySelector("#detail .detail-title").textContent.includes("Compartment 07")`))
+	must(p.Click(ctx, `#detail [data-act="pull"]`)) // latched: refused
+	must(p.WaitFor(ctx, `!document.getElementById("toast").hidden && document.getElementById("toast").textContent.includes("latched")`))
+	must(p.Click(ctx, `#detail [data-act="force"]`))
+	physical(7, "forced open", func(c simulator.CompartmentState) bool { return c.Door == simulator.DoorOpen })
+	must(p.WaitFor(ctx, door(7, "door")+` === "open" && document.querySelector('.door[data-n="7"]').classList.contains("door-open")`))
+	must(p.Click(ctx, `#detail [data-act="parcel"]`))
+	physical(7, "holding a parcel", func(c simulator.CompartmentState) bool { return c.Parcel })
+	must(p.WaitFor(ctx, door(7, "parcel")+` === "true"`))
+	must(p.Click(ctx, `#detail [data-act="push"]`))
+	physical(7, "shut", func(c simulator.CompartmentState) bool { return c.Door == simulator.DoorClosed && c.Latched })
+	must(p.WaitFor(ctx, door(7, "door")+` === "closed" && `+door(7, "latched")+` === "true"`))
+	must(p.Select(ctx, `#detail select[data-act="fault"]`, "jammed_lock"))
+	physical(7, "jammed", func(c simulator.CompartmentState) bool { return c.Fault == simulator.FaultJammedLock })
+	must(p.WaitFor(ctx, door(7, "fault")+` === "jammed_lock" && document.querySelector('.door[data-n="7"] .fault-label').textContent === "jammed"`))
+	must(p.Click(ctx, `.door[data-n="12"]`)) // select another and back: the panel follows
+	must(p.WaitFor(ctx, `document.querySelector("#detail .detail-title").textContent.includes("Compartment 12")`))
+	must(p.Click(ctx, `.door[data-n="7"]`))
+	must(p.Click(ctx, `#detail [data-act="clear-fault"]`))
+	physical(7, "without fault", func(c simulator.CompartmentState) bool { return c.Fault == simulator.FaultNone })
+	must(p.WaitFor(ctx, door(7, "fault")+` === "none"`))
+
+	// The feeds.
+	f.srv.PublishTrace([]byte(`{"event_id":"SIM01-9","seq":9,"time":"2026-11-22T10:03:12.345Z","type":"door_forced",` +
+		`"compartment":7,"content":"Door 07 forced open"}`))
+	f.srv.PublishMQTT("lockers/v1/SIM01/status", []byte(`{"state":"online","locker_id":"SIM01"}`))
+	must(p.WaitFor(ctx, `(() => { const li = document.querySelector("#traces li"); return li && li.classList.contains("alert") &&
+		li.textContent.includes("door_forced") && li.textContent.includes("Door 07 forced open") && li.textContent.includes("#9"); })()`))
+	must(p.WaitFor(ctx, `document.querySelector("#mqtt li[data-topic='lockers/v1/SIM01/status']") !== null`))
+
+	// The grant form: the central gets the codes' hashes, never the codes.
+	must(p.Select(ctx, `#grant-form select[name="action"]`, "deposit"))
+	must(p.Select(ctx, `#grant-form select[name="size"]`, "M"))
+	must(p.Type(ctx, `#grant-form input[name="parcel_id"]`, "JT3084743373888"))
+	must(p.Type(ctx, `#grant-form input[name="holder"]`, testHolder))
+	must(p.Type(ctx, `#grant-form input[name="code"]`, testCode))
+	must(p.Type(ctx, `#grant-form input[name="pickup_code"]`, testPickupCode))
+	must(p.Type(ctx, `#grant-form input[name="pickup_holder"]`, testRecipient))
+	must(p.Type(ctx, `#grant-form input[name="valid_hours"]`, "12"))
+	must(p.Click(ctx, `#grant-form button[type="submit"]`))
+	must(p.WaitFor(ctx, `document.getElementById("grant-result").textContent.includes("Sent deposit grant g-")`))
+	grants, _ := f.central.sent()
+	if len(grants) != 1 {
+		t.Fatalf("the central got %d grants bodies", len(grants))
+	}
+	op := grants[0].Ops[0]
+	if op.Action != "deposit" || op.Size != "M" || op.ParcelID != "JT3084743373888" || op.Holder != testHolder ||
+		op.CodeHash != controller.CodeHash("SIM01", testCode) || op.Pickup == nil ||
+		op.Pickup.CodeHash != controller.CodeHash("SIM01", testPickupCode) || op.Pickup.Holder != testRecipient ||
+		op.ValidUntil.Sub(*op.ValidFrom) != 12*time.Hour {
+		t.Fatalf("grant op %+v pickup %+v", op, op.Pickup)
+	}
+	// The envelope as the broker shows it, then the locker's ack.
+	body, _ := json.Marshal(grants[0])
+	f.srv.PublishMQTT("lockers/v1/SIM01/grants", []byte(`{"key_id":"dev","body":"`+base64.StdEncoding.EncodeToString(body)+`","sig":"c2ln"}`))
+	f.srv.PublishMQTT("lockers/v1/SIM01/grants/ack", []byte(`{"issued_at":"2026-11-22T10:00:00Z","applied":1,"stale":0,"rejected":[]}`))
+	must(p.WaitFor(ctx, `document.querySelector("#grant-result .ack").textContent.includes("1 applied")`))
+	must(p.WaitFor(ctx, `document.querySelector("#mqtt li[data-topic='lockers/v1/SIM01/grants']") !== null`))
+	var feed string
+	must(p.Eval(ctx, `document.getElementById("mqtt").textContent + document.getElementById("traces").textContent`, &feed))
+	for _, secret := range []string{testHolder, testRecipient, testCode, testPickupCode} {
+		if strings.Contains(feed, secret) {
+			t.Errorf("the feed shows %q", secret)
+		}
+	}
+	if !strings.Contains(feed, "134****8888") {
+		t.Errorf("the feed does not show the grant's masked holder: %s", feed)
+	}
+
+	// A command from the compartment's panel.
+	must(p.Click(ctx, `#detail [data-act="cmd-disable"]`))
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		_, cmds := f.central.sent()
+		if len(cmds) == 1 {
+			if c := cmds[0]; c.Action != "disable" || c.Compartment != 7 {
+				t.Fatalf("command %+v", c)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the central got %d commands", len(cmds))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Leave a lively picture for the screenshots.
+	must(p.Click(ctx, `.door[data-n="15"]`))
+	must(p.Click(ctx, `#detail [data-act="force"]`))
+	must(p.WaitFor(ctx, door(15, "door")+` === "open"`))
+	must(p.Click(ctx, `#detail [data-act="parcel"]`))
+	physical(15, "holding a parcel", func(c simulator.CompartmentState) bool { return c.Parcel })
+	must(p.Select(ctx, `#detail select[data-act="fault"]`, "sensor_bounce"))
+	must(p.Click(ctx, `.door[data-n="7"]`))
+	must(p.WaitFor(ctx, door(15, "parcel")+` === "true" && `+door(15, "fault")+` === "sensor_bounce"`))
+
+	logs := f.logs.String()
+	for _, secret := range []string{testHolder, testRecipient, testCode, testPickupCode} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the server's log holds %q", secret)
+		}
+	}
+
+	// Screenshots, and no sideways scrolling at either size.
+	dir := artifactDir(t)
+	for _, size := range []struct {
+		name string
+		w, h int
+	}{{"laptop", 1280, 900}, {"tablet", 768, 1024}} {
+		must(p.SetViewport(ctx, size.w, size.h))
+		must(p.WaitFor(ctx, fmt.Sprintf(`new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(() =>
+			ok(document.documentElement.scrollWidth <= %d && document.documentElement.clientWidth === %d))))`, size.w, size.w)))
+		must(p.Eval(ctx, `window.scrollTo(0, 0)`, nil))
+		png, err := p.Screenshot(ctx, true)
+		must(err)
+		path := filepath.Join(dir, "page-"+size.name+".png")
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", path)
+	}
+	if errs := p.Errors(); len(errs) > 0 {
+		t.Fatalf("the page reported errors: %q", errs)
+	}
+}
+
+// artifactDir is where the test leaves files to look at: $TEST_ARTIFACTS
+// when set, else the test's artifact folder (go test -artifacts keeps it).
+func artifactDir(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("TEST_ARTIFACTS"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	return t.ArtifactDir()
+}
+
+// noLeaks fails the test when, once its cleanups have run, goroutines it
+// started are still running.
+func noLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		http.DefaultClient.CloseIdleConnections()
+		deadline := time.Now().Add(3 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<16)
+				t.Errorf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+}
