@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	stdsync "sync"
 	"testing"
 	"time"
 
@@ -36,7 +35,6 @@ func benchWiring(b *testing.B) *wiring.Wiring {
 
 // coilWatch wraps the lock pins to time the moment a coil goes high.
 type coilWatch struct {
-	mu   stdsync.Mutex
 	high chan time.Time
 }
 
