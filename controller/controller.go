@@ -62,7 +62,7 @@ type Options struct {
 	LockoutBase  time.Duration // first lockout; doubles with each further one; default 1m
 	LockoutMax   time.Duration // cap of a lockout; default 1h
 	LockoutDecay time.Duration // the doubling starts again after this long without a lockout; default 24h
-	DoorTimeout  time.Duration // a released door must open within this; default 15s (hal confirms sooner)
+	DoorTimeout  time.Duration // a release hal never reports on is a lock fault after this; default 10m (hal reports every release, after its queue, pulse and confirmation)
 	MinOpenTime  time.Duration // a door closed sooner after opening for a release is a sensor fault; default 200ms
 
 	DoorLeftOpen      time.Duration // door_left_open after a door stays open this long; default 2m
@@ -142,7 +142,7 @@ func New(opts Options) (*Controller, error) {
 	def(&opts.LockoutBase, time.Minute)
 	def(&opts.LockoutMax, time.Hour)
 	def(&opts.LockoutDecay, 24*time.Hour)
-	def(&opts.DoorTimeout, 15*time.Second)
+	def(&opts.DoorTimeout, 10*time.Minute)
 	def(&opts.MinOpenTime, 200*time.Millisecond)
 	def(&opts.DoorLeftOpen, 2*time.Minute)
 	def(&opts.DoorLeftOpenEvery, 5*time.Minute)

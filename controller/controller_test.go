@@ -638,7 +638,7 @@ func TestForcedDoorAndLockFault(t *testing.T) {
 	r.apply(body(depositOp("g-2", 1, "222222", "L", 0)))
 	r.keys("222222#")
 	r.types()
-	r.clock.Advance(16 * time.Second)
+	r.clock.Advance(11 * time.Minute)
 	r.tick()
 	r.expectTypes("lock_fault")
 	if s := r.state(3); s != "fault" {

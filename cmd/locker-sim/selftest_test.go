@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/sync/brokertest"
 )
 
 // smallCabinet is a 6-compartment wiring with short pulses, for tests that
@@ -91,4 +94,37 @@ func (s *sim) waitDaemon(what string, cond func(compartmentsJSON) bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	s.t.Fatalf("the daemon never saw: %s", what)
+}
+
+// TestSimRunsTheExampleWirings: locker-sim -config runs the example
+// cabinets — direct GPIO and MCP23017 expanders — with the real daemon: a
+// deposit into the first XL compartment goes through the wiring's lock and
+// door pins.
+func TestSimRunsTheExampleWirings(t *testing.T) {
+	for file, want := range map[string][2]int{"gpio-24.yaml": {24, 23}, "mcp23017-96.yaml": {96, 89}} {
+		t.Run(file, func(t *testing.T) {
+			b := brokertest.Start(t, brokertest.Options{})
+			c := newCentral(t, b.URL(), "central-wiring", "lockers/v1/SIM01/#")
+			s := startSim(t, b.URL(), t.TempDir(), "-config", filepath.Join("../../testdata/wiring", file))
+			if n := len(s.cabinet().Compartments); n != want[0] {
+				t.Fatalf("%d compartments, want %d", n, want[0])
+			}
+			if d := s.keys("111111#"); !strings.Contains(strings.Join(d, " "), "Wrong code") {
+				t.Fatalf("display = %q", d)
+			}
+			c.wait("online", func(m msg) bool { return strings.HasSuffix(m.topic, "/status") })
+			var res map[string]any
+			if code := s.call("POST", "/api/central/grants", map[string]any{"action": "deposit", "size": "XL",
+				"parcel_id": "BIG", "code": "565656"}, &res); code != 200 {
+				t.Fatalf("grant: %d %v", code, res)
+			}
+			c.wait("ack", func(m msg) bool { return strings.HasSuffix(m.topic, "/grants/ack") })
+			s.keys("565656#")
+			if n := s.waitOpenDoor(); n != want[1] {
+				t.Fatalf("the XL deposit opened %d, want %d", n, want[1])
+			}
+			s.do(want[1], "door", map[string]string{"action": "close"})
+			c.waitTrace("deposited", func(tr controller.Trace) bool { return tr.Compartment == want[1] })
+		})
+	}
 }
