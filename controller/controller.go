@@ -545,6 +545,13 @@ func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
 			return nil
 		}
 		s := sc.Session
+		if !open {
+			// The occupancy sensor's latest reading decides the deposit or
+			// pickup: its event may come just after the door's.
+			if present, ok, err := c.cab.ParcelPresent(n); err == nil && ok {
+				sc.ParcelPresent = present
+			}
+		}
 		if !open && s.Active() && s.Opened && seen && !at.IsZero() && at.Sub(openedAt) < c.opts.MinOpenTime {
 			doubted = true // the door stays open as far as the locker knows
 			return c.record(tx, Trace{Type: "sensor_fault", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
@@ -774,6 +781,9 @@ func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUs
 		if err != nil {
 			return err
 		}
+		// A door that is open already (forced, or a sensor that says so) is
+		// open for this session: its close ends it.
+		s.Opened = sc.DoorOpen
 		sc.Session = s
 		if takeUse {
 			g, err := tx.Grant(s.GrantID)
@@ -862,7 +872,7 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
 // housekeeping runs every tick: expiry, time-outs, display.
 func (c *Controller) housekeeping(ctx context.Context) {
 	now := c.now()
-	if len(c.entry) > 0 && now.Sub(c.entryAt) > c.opts.EntryTimeout {
+	if (len(c.entry) > 0 || c.service != nil) && now.Sub(c.entryAt) > c.opts.EntryTimeout {
 		c.clearEntry()
 		c.service = nil
 		c.showIdle()

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -956,4 +957,34 @@ func TestDoorClosedTooSoonIsASensorFault(t *testing.T) {
 	r.event(hal.Event{Kind: hal.DoorChanged, Compartment: 1, On: true, At: at.Add(time.Second)})
 	r.event(hal.Event{Kind: hal.DoorChanged, Compartment: 1, On: false, At: at.Add(5 * time.Second)})
 	r.expectTypes("door_closed", "deposited")
+}
+
+func TestServiceOpenNeedsAServiceCode(t *testing.T) {
+	r := newRig(t, "M M")
+	r.apply(body(GrantOp{Op: "put", GrantID: "svc-2", Version: 1, Action: "service", Compartment: 2, Holder: "13700001111",
+		CodeHash: hash("55667788"), ValidUntil: ptr(t0.Add(time.Hour))}, depositOp("g-1", 1, "123456", "M", 0)))
+	r.types()
+	for _, tc := range []struct {
+		code string
+		n    int
+	}{{"123456", 1}, {"55667788", 1}, {"00000000", 2}} {
+		if err := r.c.ServiceOpen(r.ctx, tc.code, tc.n); !errors.Is(err, ErrNotAuthorized) {
+			t.Fatalf("ServiceOpen(%d) with a %s: %v", tc.n, tc.code, err)
+		}
+	}
+	if len(r.cab.Releases()) != 0 {
+		t.Fatal("opened without a service code for that compartment")
+	}
+	if err := r.c.ServiceOpen(r.ctx, "55667788", 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.cab.Releases(); len(got) != 1 || got[0] != 2 {
+		t.Fatalf("releases = %v", got)
+	}
+	r.mu.Lock()
+	last := r.traces[len(r.traces)-1]
+	r.mu.Unlock()
+	if last.Type != "lock_released" || last.Actor != "137****1111" {
+		t.Fatalf("trace = %+v", last)
+	}
 }

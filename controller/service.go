@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -118,4 +120,50 @@ func (c *Controller) serviceAction(ctx context.Context, choice byte, n int) {
 	} else {
 		c.message(msgEnabled, two(n))
 	}
+}
+
+// ErrNotAuthorized: the service code matches no service grant in force
+// for that compartment.
+var ErrNotAuthorized = errors.New("controller: not a service code in force for that compartment")
+
+// ServiceOpen opens compartment n for a technician who gives a service
+// code (lockerctl open): the code must match a service grant in force,
+// for that compartment if the grant names one. It is hashed at once and
+// never kept. A wrong code counts towards the keypad lockout.
+func (c *Controller) ServiceOpen(ctx context.Context, code string, n int) error {
+	var err error
+	derr := c.do(ctx, func() { err = c.serviceOpen(ctx, code, n) })
+	if derr != nil {
+		return derr
+	}
+	return err
+}
+
+func (c *Controller) serviceOpen(ctx context.Context, code string, n int) error {
+	if c.now().Before(c.lockedTill) {
+		return errors.New("controller: the keypad is locked: wait " + waitText(c.lockedTill.Sub(c.now()), "en"))
+	}
+	if _, wired := c.hw[n]; !wired {
+		return fmt.Errorf("controller: no compartment %d", n)
+	}
+	hash := CodeHash(c.opts.LockerID, code)
+	var grants []store.Grant
+	if err := c.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		grants, err = tx.GrantsByCode(hash)
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, g := range grants {
+		if g.Action != "service" || usable(g, c.now()) != nil || (g.Compartment != 0 && g.Compartment != n) {
+			continue
+		}
+		s := store.Session{GrantID: g.ID, Action: "service", Actor: g.Actor}
+		return c.release(ctx, n, s, false)
+	}
+	if len(grants) == 0 {
+		c.wrongCode(ctx)
+	}
+	return ErrNotAuthorized
 }
