@@ -5,14 +5,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/openlocker/locker/cmd/internal/daemon"
+	"github.com/openlocker/locker/hal/wiring"
 )
 
 // local runs a command against a running locker's control API: the
@@ -23,6 +28,19 @@ func local(name string, args []string) error {
 	socket := fs.String("socket", "", "lockerd's control socket (e.g. /var/lib/lockerd/control.sock); overrides -sim")
 	all := fs.Bool("all", false, "selftest: also compartments that hold a parcel (a technician at the cabinet)")
 	limit := fs.Int("limit", 100, "outbox: how many events to show")
+	follow := fs.Bool("follow", false, "traces: keep printing new traces as they come")
+	code := fs.String("code", "-", "open: the service code ('-' reads it from standard input)")
+	var n int
+	if name == "open" {
+		if len(args) == 0 {
+			return errors.New("open N: which compartment?")
+		}
+		var err error
+		if n, err = strconv.Atoi(args[0]); err != nil || n < 1 {
+			return fmt.Errorf("open %q: want a compartment number", args[0])
+		}
+		args = args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +59,40 @@ func local(name string, args []string) error {
 		return show(client, base+"/"+name)
 	case "outbox":
 		return show(client, fmt.Sprintf("%s/outbox?limit=%d", base, *limit))
+	case "open":
+		cd, err := readCode("code", *code)
+		if err != nil {
+			return err
+		}
+		body, _ := json.Marshal(map[string]any{"compartment": n, "code": cd})
+		resp, err := client.Post(base+"/open", "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("open %d: %s", n, strings.TrimSpace(string(b)))
+		}
+		fmt.Printf("compartment %02d released\n", n)
+		return nil
+	case "traces":
+		url := base + "/traces"
+		if *follow {
+			url += "?follow=1"
+			client.Timeout = 0
+		}
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("traces: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		}
+		_, err = io.Copy(os.Stdout, resp.Body)
+		return err
 	case "selftest":
 		client.Timeout = 15 * time.Minute
 		body, _ := json.Marshal(map[string]bool{"all": *all})
@@ -113,4 +165,64 @@ func printSelfTest(r io.Reader, w io.Writer) error {
 		return err
 	}
 	return fmt.Errorf("selftest: the locker stopped answering")
+}
+
+// configCheck checks a lockerd config file (and the wiring it names) or a
+// wiring file, and says what is wrong with it, where.
+func configCheck(args []string) error {
+	if len(args) != 2 || args[0] != "check" {
+		return errors.New("usage: lockerctl config check FILE")
+	}
+	path := args[1]
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if isWiring(data) {
+		w, err := wiring.Parse(data, path)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s: a valid wiring: %d compartments%s\n", path, len(w.Compartments), wiringParts(w))
+		return nil
+	}
+	cfg, err := daemon.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	w, err := wiring.Load(cfg.Wiring)
+	if err != nil {
+		return fmt.Errorf("the wiring it names: %w", err)
+	}
+	fmt.Printf("%s: a valid config for locker %s, broker %s, %d central key(s)\n%s: a valid wiring: %d compartments%s\n",
+		path, cfg.LockerID, cfg.Broker.URL, len(cfg.CentralKeys), cfg.Wiring, len(w.Compartments), wiringParts(w))
+	return nil
+}
+
+// isWiring says whether a YAML file is a wiring (it lists compartments)
+// rather than a config.
+func isWiring(data []byte) bool {
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "compartments:") {
+			return true
+		}
+	}
+	return false
+}
+
+func wiringParts(w *wiring.Wiring) string {
+	var parts []string
+	if w.Keypad != nil {
+		parts = append(parts, "keypad")
+	}
+	if w.Display != nil {
+		parts = append(parts, fmt.Sprintf("%dx%d display", w.Display.Cols, w.Display.Rows))
+	}
+	if len(w.Expanders) > 0 {
+		parts = append(parts, fmt.Sprintf("%d expanders", len(w.Expanders)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ", " + strings.Join(parts, ", ")
 }

@@ -102,3 +102,31 @@ func TestGrantPutSignsHashesAndWaitsForTheAck(t *testing.T) {
 		t.Fatalf("revoke to nobody: %v\n%s", err, out)
 	}
 }
+
+func TestConfigCheck(t *testing.T) {
+	bin := build(t)
+	out, err := exec.Command(bin, "config", "check", "../../testdata/wiring/mcp23017-96.yaml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "a valid wiring: 96 compartments") || !strings.Contains(string(out), "12 expanders") {
+		t.Fatalf("a good wiring: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "wiring.yaml")
+	os.WriteFile(bad, []byte("compartments:\n  - {number: 1, size: M, lock: P1, door: P1}\n"), 0o600)
+	out, err = exec.Command(bin, "config", "check", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "wiring.yaml:2") || !strings.Contains(string(out), `"P1"`) {
+		t.Fatalf("a pin used twice: %v\n%s", err, out)
+	}
+	kp, _ := protocol.GenerateKeyPair("central-2026")
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte("locker_id: L1\ndata: data\nwiring: wiring.yaml\ncentral_keys: ["+kp.PublicString()+
+		"]\nbroker: {url: 'tcp://127.0.0.1:1883'}\n"), 0o600)
+	out, err = exec.Command(bin, "config", "check", cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the wiring it names") {
+		t.Fatalf("a config whose wiring is wrong: %v\n%s", err, out)
+	}
+	os.WriteFile(bad, []byte("compartments:\n  - {number: 1, size: M, lock: P1, door: P2}\n"), 0o600)
+	out, err = exec.Command(bin, "config", "check", cfg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "a valid config for locker L1") {
+		t.Fatalf("a good config: %v\n%s", err, out)
+	}
+}

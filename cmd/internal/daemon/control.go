@@ -20,6 +20,8 @@ import (
 //	GET  /outbox?limit=N the events waiting for the broker's acknowledgement
 //	POST /selftest      {"all": false}: runs the self-test; streams one JSON
 //	                    result per line as it comes, then {"done": true, …}
+//	POST /open          {"compartment": N, "code": "…"}: opens N for a service code
+//	GET  /traces        the last 100 traces, one per line; ?follow=1 then streams new ones
 //
 // It is served on a Unix socket only root (or the daemon's user) can open,
 // and under /api/daemon/ by the simulator.
@@ -122,6 +124,56 @@ func (d *Daemon) ControlHandler() http.Handler {
 					summary["error"] = err.Error()
 				}
 				enc.Encode(summary)
+				return
+			}
+		}
+	})
+	mux.HandleFunc("POST /open", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Compartment int    `json:"compartment"`
+			Code        string `json:"code"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024)).Decode(&req); err != nil {
+			httpError(w, http.StatusBadRequest, err)
+			return
+		}
+		err := d.Controller.ServiceOpen(r.Context(), req.Code, req.Compartment)
+		req.Code = ""
+		switch {
+		case errors.Is(err, controller.ErrNotAuthorized):
+			httpError(w, http.StatusForbidden, err)
+		case err != nil:
+			httpError(w, http.StatusConflict, err)
+		default:
+			writeJSON(w, map[string]any{"opened": req.Compartment})
+		}
+	})
+	mux.HandleFunc("GET /traces", func(w http.ResponseWriter, r *http.Request) {
+		recent, ch, stop := d.hub.follow()
+		defer stop()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		flusher, _ := w.(http.Flusher)
+		line := func(p []byte) { // p is shared with other followers: not appended to
+			w.Write(p)
+			w.Write([]byte{'\n'})
+		}
+		for _, p := range recent {
+			line(p)
+		}
+		if r.URL.Query().Get("follow") == "" {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		for {
+			select {
+			case p := <-ch:
+				line(p)
+				if flusher != nil {
+					flusher.Flush()
+				}
+			case <-r.Context().Done():
 				return
 			}
 		}

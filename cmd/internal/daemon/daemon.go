@@ -48,6 +48,7 @@ type Daemon struct {
 	Link       *client.Link
 	log        *slog.Logger
 	socket     string
+	hub        *traceHub
 }
 
 // DBFile is the database file's name inside the data folder.
@@ -64,6 +65,11 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	hub := newTraceHub()
+	onTrace := hub.publish
+	if o.OnTrace != nil {
+		onTrace = func(p []byte) { hub.publish(p); o.OnTrace(p) }
+	}
 	hopts := o.Hal
 	hopts.Logger = log.With("part", "hal")
 	hw, err := hal.New(o.Wiring, o.Pins, hopts)
@@ -73,7 +79,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	ctl, err := controller.New(controller.Options{
 		LockerID: o.LockerID, Store: st, Cabinet: hw, Software: Version, Language: o.Language,
-		Logger: log.With("part", "controller"), OnTrace: o.OnTrace,
+		Logger: log.With("part", "controller"), OnTrace: onTrace,
 		LockoutAfter: o.Keypad.LockoutAfter, LockoutBase: o.Keypad.LockoutBase, LockoutMax: o.Keypad.LockoutMax,
 		MinCodeLen: o.Keypad.MinCodeLen,
 	})
@@ -91,7 +97,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		st.Close()
 		return nil, err
 	}
-	return &Daemon{Store: st, Hardware: hw, Controller: ctl, Link: link, log: log, socket: o.ControlSocket}, nil
+	return &Daemon{Store: st, Hardware: hw, Controller: ctl, Link: link, log: log, socket: o.ControlSocket, hub: hub}, nil
 }
 
 // Run runs every part until ctx is done or one of them fails; then it
