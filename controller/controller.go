@@ -357,6 +357,9 @@ func (c *Controller) reconcile(tx *store.Tx, sc *store.Compartment, known bool) 
 	}
 	if hasSensor {
 		sc.ParcelPresent = present
+		if err := c.reconcileParcel(tx, sc, open); err != nil {
+			return err
+		}
 	}
 	if known && open != sc.DoorOpen {
 		sc.DoorOpen = open
@@ -385,10 +388,35 @@ func (c *Controller) reconcile(tx *store.Tx, sc *store.Compartment, known bool) 
 		// A release was recorded but the door never opened: the power went
 		// before or during the pulse. Nothing was taken or put; give back a
 		// pickup use and end the session without opening anything.
-		if err := c.returnUse(tx, sc.Session); err != nil {
+		s := sc.Session
+		if err := c.returnUse(tx, s); err != nil {
 			return err
 		}
 		sc.Session = store.Session{}
+		if err := c.record(tx, Trace{Type: "release_interrupted", Compartment: sc.Number, GrantID: s.GrantID,
+			Actor: s.Actor, Content: "The release of door " + two(sc.Number) + " was cut short by a restart; nothing was opened"}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reconcileParcel reports, at start-up, a parcel found behind a closed door
+// of a compartment that should be empty (it is taken out of use until a
+// technician looks), and one missing from a compartment that should hold
+// one (the compartment stays occupied: its pickup code still opens it).
+func (c *Controller) reconcileParcel(tx *store.Tx, sc *store.Compartment, open bool) error {
+	if open || sc.Session.Active() {
+		return nil // a session in progress explains it; its close decides
+	}
+	switch {
+	case sc.ParcelPresent && (sc.State == "free" || sc.State == "reserved"):
+		sc.State, sc.Fault = "fault", "sensor"
+		return c.record(tx, Trace{Type: "parcel_found", Compartment: sc.Number,
+			Content: "A parcel found at start-up in compartment " + two(sc.Number) + ", which should be empty"})
+	case !sc.ParcelPresent && (sc.State == "occupied" || sc.State == "expired"):
+		return c.record(tx, Trace{Type: "parcel_missing", Compartment: sc.Number, ParcelID: sc.ParcelID,
+			Content: parcelText(sc.ParcelID) + " missing at start-up from compartment " + two(sc.Number)})
 	}
 	return nil
 }

@@ -988,3 +988,33 @@ func TestServiceOpenNeedsAServiceCode(t *testing.T) {
 		t.Fatalf("trace = %+v", last)
 	}
 }
+
+func TestBootReportsWhatItFinds(t *testing.T) {
+	r := newRig(t, "M M M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0), depositOp("g-2", 1, "222222", "M", 0)))
+	r.keys("123456#")
+	r.door(1, true)
+	r.parcel(1, true)
+	r.door(1, false)  // 1 holds g-1's parcel
+	r.keys("222222#") // released 2, but the power goes before the door opens
+	r.stop()
+	r.cab.parcel[1] = false // someone emptied 1 while the board was down
+	r.cab.parcel[3] = true  // and put something in 3
+	r.types()
+	r.start()
+	got := strings.Join(r.types(), " ")
+	if got != "parcel_missing release_interrupted parcel_found started" {
+		t.Fatalf("boot traces = %s", got)
+	}
+	if r.state(1) != "occupied" || r.state(2) != "free" || r.state(3) != "fault" {
+		t.Fatalf("states %s %s %s", r.state(1), r.state(2), r.state(3))
+	}
+	if n := len(r.cab.Releases()); n != 2 {
+		t.Fatalf("boot opened a door: %v", r.cab.Releases())
+	}
+	// The interrupted deposit took no use: the courier's code opens again.
+	r.keys("222222#")
+	if n := len(r.cab.Releases()); n != 3 {
+		t.Fatal("the interrupted deposit's code no longer works")
+	}
+}
