@@ -167,3 +167,37 @@ func (c *Controller) serviceOpen(ctx context.Context, code string, n int) error 
 	}
 	return ErrNotAuthorized
 }
+
+// CheckServiceCode says whether code is the code of a service grant in
+// force, and returns its masked holder; a wrong code counts towards the
+// keypad lockout.
+func (c *Controller) CheckServiceCode(ctx context.Context, code string) (actor string, err error) {
+	derr := c.do(ctx, func() {
+		err = ErrNotAuthorized
+		if c.now().Before(c.lockedTill) {
+			return
+		}
+		var grants []store.Grant
+		if err = c.st.View(ctx, func(tx *store.Tx) error {
+			var err error
+			grants, err = tx.GrantsByCode(CodeHash(c.opts.LockerID, code))
+			return err
+		}); err != nil {
+			return
+		}
+		err = ErrNotAuthorized
+		for _, g := range grants {
+			if g.Action == "service" && usable(g, c.now()) == nil {
+				actor, err = g.Actor, nil
+				return
+			}
+		}
+		if len(grants) == 0 {
+			c.wrongCode(ctx)
+		}
+	})
+	if derr != nil {
+		return "", derr
+	}
+	return actor, err
+}

@@ -76,8 +76,14 @@ func TestSelfTestThroughLockerctl(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"type":"selftest"`) || !strings.Contains(string(out), `"type":"lock_fault"`) {
 		t.Fatalf("traces: %v\n%s", err, out)
 	}
+	// -all (compartments in use too) needs a service code.
+	cmd := exec.Command(ctl, "selftest", "-all", "-sim", s.base)
+	cmd.Stdin = strings.NewReader("87654321\n")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "not a service code") {
+		t.Fatalf("selftest -all with a wrong code: %v\n%s", err, out)
+	}
 	// open needs a service code in force: a wrong one is refused (and counts).
-	cmd := exec.Command(ctl, "open", "3", "-sim", s.base)
+	cmd = exec.Command(ctl, "open", "3", "-sim", s.base)
 	cmd.Stdin = strings.NewReader("12345678\n")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "not a service code") {
 		t.Fatalf("open with a wrong code: %v\n%s", err, out)

@@ -26,10 +26,10 @@ func local(name string, args []string) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	sim := fs.String("sim", "http://127.0.0.1:8080", "the simulator's address")
 	socket := fs.String("socket", "", "lockerd's control socket (e.g. /var/lib/lockerd/control.sock); overrides -sim")
-	all := fs.Bool("all", false, "selftest: also compartments that hold a parcel (a technician at the cabinet)")
+	all := fs.Bool("all", false, "selftest: also compartments in use (needs a service code: -code)")
 	limit := fs.Int("limit", 100, "outbox: how many events to show")
 	follow := fs.Bool("follow", false, "traces: keep printing new traces as they come")
-	code := fs.String("code", "-", "open: the service code ('-' reads it from standard input)")
+	code := fs.String("code", "-", "open, selftest -all: the service code ('-' reads it from standard input)")
 	var n int
 	if name == "open" {
 		if len(args) == 0 {
@@ -95,7 +95,15 @@ func local(name string, args []string) error {
 		return err
 	case "selftest":
 		client.Timeout = 15 * time.Minute
-		body, _ := json.Marshal(map[string]bool{"all": *all})
+		req := map[string]any{"all": *all}
+		if *all {
+			cd, err := readCode("code", *code)
+			if err != nil {
+				return fmt.Errorf("selftest -all needs a service code: %w", err)
+			}
+			req["code"] = cd
+		}
+		body, _ := json.Marshal(req)
 		resp, err := client.Post(base+"/selftest", "application/json", bytes.NewReader(body))
 		if err != nil {
 			return err

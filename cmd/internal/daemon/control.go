@@ -18,7 +18,8 @@ import (
 //	GET  /status        the status as published on P/status, plus "connected"
 //	GET  /compartments  every compartment as published on P/compartments
 //	GET  /outbox?limit=N the events waiting for the broker's acknowledgement
-//	POST /selftest      {"all": false}: runs the self-test; streams one JSON
+//	POST /selftest      {"all": false}: runs the self-test (all: also compartments
+//	                    in use, with "code": a service code); streams one JSON
 //	                    result per line as it comes, then {"done": true, …}
 //	POST /open          {"compartment": N, "code": "…"}: opens N for a service code
 //	GET  /traces        the last 100 traces, one per line; ?follow=1 then streams new ones
@@ -65,7 +66,8 @@ func (d *Daemon) ControlHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /selftest", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			All bool `json:"all"`
+			All  bool   `json:"all"`
+			Code string `json:"code"` // a service code, required with all
 		}
 		if r.ContentLength != 0 {
 			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1024)).Decode(&req); err != nil {
@@ -73,13 +75,25 @@ func (d *Daemon) ControlHandler() http.Handler {
 				return
 			}
 		}
+		actor := "technician"
+		if req.All {
+			// Compartments that hold parcels are tested only for a
+			// technician at the cabinet: a service code in force.
+			who, err := d.Controller.CheckServiceCode(r.Context(), req.Code)
+			req.Code = ""
+			if err != nil {
+				httpError(w, http.StatusForbidden, err)
+				return
+			}
+			actor = who
+		}
 		// Results come on the controller's loop: hand them over without blocking it.
 		results := make(chan controller.SelfTestResult, 256)
 		done := make(chan error, 1)
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
 		defer cancel()
 		go func() {
-			_, err := d.Controller.SelfTest(ctx, req.All, "technician", func(res controller.SelfTestResult) {
+			_, err := d.Controller.SelfTest(ctx, req.All, actor, func(res controller.SelfTestResult) {
 				select {
 				case results <- res:
 				default:
