@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -18,13 +20,29 @@ import (
 type common struct {
 	broker, locker, key string
 	wait                time.Duration
+	conn                connFlags
 }
 
 func (c *common) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker")
-	fs.StringVar(&c.locker, "locker", "SIM01", "locker id")
 	fs.StringVar(&c.key, "key", "var/central-dev.json", "central key pair file that signs")
 	fs.DurationVar(&c.wait, "wait", 10*time.Second, "how long to wait for the locker's answer")
+	c.conn.register(fs, &c.broker, &c.locker)
+}
+
+// connFlags say how to reach the broker (TLS files and credentials are
+// optional).
+type connFlags struct {
+	ca, cert, certKey, user, passwordFile string
+}
+
+func (f *connFlags) register(fs *flag.FlagSet, broker, locker *string) {
+	fs.StringVar(broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker (tcp://host:port or ssl://host:port)")
+	fs.StringVar(locker, "locker", "SIM01", "locker id")
+	fs.StringVar(&f.ca, "ca", "", "ssl://: CA certificate file that signed the broker's certificate")
+	fs.StringVar(&f.cert, "cert", "", "ssl://: client certificate file (mutual TLS)")
+	fs.StringVar(&f.certKey, "cert-key", "", "ssl://: the client certificate's private key file")
+	fs.StringVar(&f.user, "user", "", "MQTT user name")
+	fs.StringVar(&f.passwordFile, "password-file", "", "file holding the MQTT password")
 }
 
 func keygen(args []string) error {
@@ -64,8 +82,16 @@ func readCode(name, v string) (string, error) {
 	return v, nil
 }
 
-func grantPut(args []string) error {
-	fs := flag.NewFlagSet("grant put", flag.ContinueOnError)
+func grantPut(args []string) error { return putGrant("grant put", args) }
+
+// grantTransfer hands a grant's right over to another person: a put of the
+// same grant id with a higher version (default: now in milliseconds) and the
+// new holder and code. From then on the old code opens nothing. The central
+// server knows the grant's other fields; give them as for put.
+func grantTransfer(args []string) error { return putGrant("grant transfer", args) }
+
+func putGrant(name string, args []string) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	var c common
 	c.register(fs)
 	now := time.Now().UTC()
@@ -86,6 +112,15 @@ func grantPut(args []string) error {
 	snapshot := fs.Bool("snapshot", false, "send as a snapshot: every other grant is revoked")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if name == "grant transfer" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, need := range []string{"id", "holder", "code"} {
+			if !set[need] {
+				return fmt.Errorf("%s: -%s is required (the grant, its new holder and the new code)", name, need)
+			}
+		}
 	}
 	cd, err := readCode("code", *code)
 	if err != nil {
@@ -129,7 +164,45 @@ func grantRevoke(args []string) error {
 	return sendGrants(c, now, false, controller.GrantOp{Op: "revoke", GrantID: *id, Version: *version})
 }
 
+// grantSnapshot sends the complete set of a locker's grants: every grant
+// not in the file is revoked.
+func grantSnapshot(args []string) error {
+	fs := flag.NewFlagSet("grant snapshot", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	file := fs.String("file", "", "JSON file with the list of ops (put or revoke, as in PROTOCOL.md); '-' reads standard input")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var data []byte
+	var err error
+	switch *file {
+	case "":
+		return errors.New("grant snapshot: -file is required")
+	case "-":
+		data, err = io.ReadAll(os.Stdin)
+	default:
+		data, err = os.ReadFile(*file)
+	}
+	if err != nil {
+		return fmt.Errorf("grant snapshot: %w", err)
+	}
+	ops := []controller.GrantOp{}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ops); err != nil {
+		return fmt.Errorf("grant snapshot: %s: want a JSON list of ops: %w", *file, err)
+	}
+	if ops == nil {
+		ops = []controller.GrantOp{}
+	}
+	return sendGrants(c, time.Now().UTC(), true, ops...)
+}
+
 func sendGrants(c common, now time.Time, snapshot bool, ops ...controller.GrantOp) error {
+	if ops == nil {
+		ops = []controller.GrantOp{} // "ops": [], never null
+	}
 	body, err := json.Marshal(controller.GrantsBody{Kind: "grants", LockerID: c.locker, IssuedAt: now,
 		ExpiresAt: now.Add(time.Hour), Snapshot: snapshot, Ops: ops})
 	if err != nil {

@@ -28,7 +28,7 @@ import (
 const DefaultBinary = "/usr/sbin/mosquitto"
 
 // Options configure a test broker. The zero value is an anonymous broker with
-// persistence. More fields (TLS files, password and ACL files) may be added.
+// persistence on a plain TCP listener.
 type Options struct {
 	// Binary is the mosquitto executable; empty: "mosquitto" on PATH, then
 	// DefaultBinary.
@@ -37,9 +37,27 @@ type Options struct {
 	NoAnonymous bool
 	// NoPersistence turns persistence off.
 	NoPersistence bool
+	// TLS, when set, makes the listener a TLS one (URL then says ssl://).
+	TLS *TLS
+	// PasswordFile is a mosquitto password file (see WritePasswordFile); it
+	// implies NoAnonymous.
+	PasswordFile string
+	// ACLFile is a mosquitto ACL file.
+	ACLFile string
 	// Extra config lines, appended after the listener line so that they
-	// apply to it (e.g. "max_inflight_messages 5", "password_file /x").
+	// apply to it (e.g. "max_inflight_messages 5").
 	Extra []string
+}
+
+// TLS is the listener's TLS configuration (PEM files; see NewPKI).
+type TLS struct {
+	CAFile, CertFile, KeyFile string
+	// RequireCertificate: clients must present a certificate signed by
+	// CAFile (mutual TLS).
+	RequireCertificate bool
+	// UseIdentityAsUsername: the client certificate's Common Name is the
+	// MQTT username (for ACLs); implies RequireCertificate.
+	UseIdentityAsUsername bool
 }
 
 // Broker is a running (or stopped) Mosquitto.
@@ -50,6 +68,7 @@ type Broker struct {
 	conf    string
 	logPath string
 	port    int
+	tls     bool
 
 	mu  sync.Mutex
 	cmd *exec.Cmd     // nil when stopped
@@ -65,7 +84,7 @@ func Start(t testing.TB, opts Options) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{t: t, binary: bin, dir: t.TempDir()}
+	b := &Broker{t: t, binary: bin, dir: t.TempDir(), tls: opts.TLS != nil}
 	b.logPath = filepath.Join(b.dir, "mosquitto.log")
 	b.conf = filepath.Join(b.dir, "mosquitto.conf")
 	dataDir := filepath.Join(b.dir, "data") + "/"
@@ -132,8 +151,26 @@ func (b *Broker) config(opts Options, dataDir string) string {
 		c.WriteString("autosave_interval 1\n")
 	}
 	fmt.Fprintf(&c, "listener %d 127.0.0.1\n", b.port)
-	if !opts.NoAnonymous {
+	if !opts.NoAnonymous && opts.PasswordFile == "" && (opts.TLS == nil || !opts.TLS.UseIdentityAsUsername) {
 		c.WriteString("allow_anonymous true\n")
+	} else {
+		c.WriteString("allow_anonymous false\n")
+	}
+	if tc := opts.TLS; tc != nil {
+		fmt.Fprintf(&c, "cafile %s\ncertfile %s\nkeyfile %s\n", tc.CAFile, tc.CertFile, tc.KeyFile)
+		c.WriteString("tls_version tlsv1.2\n")
+		if tc.RequireCertificate || tc.UseIdentityAsUsername {
+			c.WriteString("require_certificate true\n")
+		}
+		if tc.UseIdentityAsUsername {
+			c.WriteString("use_identity_as_username true\n")
+		}
+	}
+	if opts.PasswordFile != "" {
+		fmt.Fprintf(&c, "password_file %s\n", opts.PasswordFile)
+	}
+	if opts.ACLFile != "" {
+		fmt.Fprintf(&c, "acl_file %s\n", opts.ACLFile)
 	}
 	for _, l := range opts.Extra {
 		c.WriteString(l + "\n")
@@ -196,8 +233,14 @@ func (b *Broker) start() error {
 
 func (b *Broker) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
 
-// URL is the broker's address for paho: tcp://127.0.0.1:PORT.
-func (b *Broker) URL() string { return "tcp://" + b.addr() }
+// URL is the broker's address for paho: tcp://127.0.0.1:PORT, or
+// ssl://127.0.0.1:PORT for a TLS listener.
+func (b *Broker) URL() string {
+	if b.tls {
+		return "ssl://" + b.addr()
+	}
+	return "tcp://" + b.addr()
+}
 
 // Addr is the broker's host:port.
 func (b *Broker) Addr() string { return b.addr() }

@@ -151,11 +151,11 @@ func TestSettleIgnoresOldEpochs(t *testing.T) {
 	l.cur = old
 	l.mu.Unlock()
 
-	if !l.settle(context.Background(), old, flight{seq: 1, tok: doneToken{}}) {
+	if !l.settle(context.Background(), old, flight{seq: 1, tok: doneToken{}}, nil, nil) {
 		t.Fatal("settle on the current connection gave up")
 	}
 	l.lose(old) // connection lost: the epoch moves on
-	if l.settle(context.Background(), old, flight{seq: 2, tok: doneToken{}}) {
+	if l.settle(context.Background(), old, flight{seq: 2, tok: doneToken{}}, nil, nil) {
 		t.Error("settle went on after the connection was lost")
 	}
 	// A new connection does not make the old one's tokens count.
@@ -165,7 +165,7 @@ func TestSettleIgnoresOldEpochs(t *testing.T) {
 	cur.epoch = l.epoch
 	l.cur = cur
 	l.mu.Unlock()
-	if l.settle(context.Background(), old, flight{seq: 3, tok: doneToken{}}) {
+	if l.settle(context.Background(), old, flight{seq: 3, tok: doneToken{}}, nil, nil) {
 		t.Error("settle accepted a token of an old connection")
 	}
 	if len(st.acks) != 1 || st.acks[0] != 1 {
@@ -194,7 +194,7 @@ func TestOnMessageNeverBlocks(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		for range 10 * InboxSize {
-			l.onMessage(nil, fakeMessage{topic: l.t.grants, payload: payload})
+			l.onMessage(&session{}, fakeMessage{topic: l.t.grants, payload: payload})
 		}
 		close(done)
 	}()
@@ -213,7 +213,7 @@ func TestOnMessageNeverBlocks(t *testing.T) {
 	for len(l.inbox) > 0 {
 		<-l.inbox
 	}
-	l.onMessage(nil, fakeMessage{topic: l.t.grants, payload: make([]byte, protocol.MaxEnvelope+1)})
+	l.onMessage(&session{}, fakeMessage{topic: l.t.grants, payload: make([]byte, protocol.MaxEnvelope+1)})
 	if in := <-l.inbox; in.payload != nil || in.size != protocol.MaxEnvelope+1 {
 		t.Errorf("oversized message: payload %d bytes, size %d", len(in.payload), in.size)
 	}

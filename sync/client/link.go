@@ -5,7 +5,10 @@
 // PROTOCOL.md.
 //
 // The link never blocks inside a paho callback: received messages are copied
-// into a bounded queue and handled by the link's own goroutine. Each
+// into a bounded queue and handled by the link's own goroutine. A received
+// grants or commands message is acknowledged to the broker (PUBACK) only
+// after the controller has applied or executed it, so a crash in between
+// makes the broker deliver it again on the next connection. Each
 // connection uses a fresh paho client with a fresh memory store; the
 // controller's outbox is the only record of what still has to be sent, and an
 // event leaves it only on its own PUBACK, received on the connection that is
@@ -42,8 +45,19 @@ const (
 	// max_inflight_messages.
 	MaxInFlight = 20
 	// InboxSize is the number of received messages waiting for the worker;
-	// more are dropped (and counted).
+	// more are dropped (and counted). Received messages are acknowledged only
+	// once handled, so the broker never has more than its
+	// max_inflight_messages (Mosquitto: 20) unacknowledged messages out to
+	// the link: with a broker limit at or below InboxSize the inbox cannot
+	// overflow, and a flood is slowed down by the broker instead.
 	InboxSize = 64
+	// AckBatch and AckDelay bound a batch of outbox acknowledgements (see
+	// BatchAcker): at most AckBatch seqs, committed at most AckDelay after
+	// the first PUBACK of the batch.
+	AckBatch = 256
+	AckDelay = 20 * time.Millisecond
+	// readAhead is how many outbox events the drain reads at once.
+	readAhead = 256
 
 	defaultBackoffMin     = time.Second
 	defaultBackoffMax     = 5 * time.Minute
@@ -58,6 +72,7 @@ const (
 	subscribeTimeout      = 15 * time.Second
 	shutdownTimeout       = 2 * time.Second
 	dropLogEvery          = 5 * time.Second
+	defaultRedeliverAfter = 5 * time.Second
 	disconnectQuiesceMsec = 250
 )
 
@@ -96,6 +111,10 @@ type Options struct {
 	// compartments messages (default 1 s), and the safety-net poll of the
 	// outbox (default 15 s).
 	StatusEvery, CompartmentsEvery, DrainEvery time.Duration
+	// RedeliverAfter is for tests: how long no received message must have
+	// been dropped before the link reconnects to have the dropped ones
+	// delivered again (default 5 s).
+	RedeliverAfter time.Duration
 }
 
 // topics are this locker's topics.
@@ -111,6 +130,8 @@ type Link struct {
 	t     topics
 	will  []byte // the offline status: last will and clean-shutdown message
 	inbox chan inbound
+
+	redeliverAfter time.Duration // quiet spell before a reconnect for dropped messages
 
 	running     atomic.Bool
 	connected   atomic.Bool
@@ -128,6 +149,9 @@ type session struct {
 	epoch  uint64        // set before the session is published in Link.cur
 	lost   chan struct{} // closed once the connection is gone or given up
 	once   sync.Once
+
+	drops    atomic.Int64 // received messages dropped (not acknowledged) on this connection
+	lastDrop atomic.Int64 // unix nanoseconds of the last drop
 }
 
 func (s *session) markLost() { s.once.Do(func() { close(s.lost) }) }
@@ -137,6 +161,7 @@ type inbound struct {
 	topic   string
 	payload []byte // nil when the message was larger than protocol.MaxEnvelope
 	size    int
+	ack     func() // sends the PUBACK (on the connection it came from); never nil
 }
 
 // New checks opts and returns a link ready to Run.
@@ -185,6 +210,7 @@ func New(opts Options) (*Link, error) {
 	def(&opts.StatusEvery, defaultStatusEvery)
 	def(&opts.CompartmentsEvery, defaultCompartEvery)
 	def(&opts.DrainEvery, defaultDrainEvery)
+	def(&opts.RedeliverAfter, defaultRedeliverAfter)
 	if opts.BackoffMax < opts.BackoffMin {
 		return nil, errors.New("client: BackoffMax is less than BackoffMin")
 	}
@@ -211,8 +237,9 @@ func New(opts Options) (*Link, error) {
 			status:         protocol.Topic(id, protocol.SuffixStatus),
 			compartments:   protocol.Topic(id, protocol.SuffixCompartments),
 		},
-		will:  will,
-		inbox: make(chan inbound, InboxSize),
+		will:           will,
+		inbox:          make(chan inbound, InboxSize),
+		redeliverAfter: opts.RedeliverAfter,
 	}, nil
 }
 
@@ -240,8 +267,8 @@ func (l *Link) Run(ctx context.Context) error {
 	defer wg.Wait()
 
 	bo := newBackoff(l.opts.BackoffMin, l.opts.BackoffMax, l.opts.StableAfter)
-	for first := true; ; first = false {
-		if !first {
+	for immediate := true; ; {
+		if !immediate {
 			d := bo.next()
 			l.log.Info("reconnecting", "in", d.Round(time.Millisecond))
 			t := time.NewTimer(d)
@@ -252,6 +279,7 @@ func (l *Link) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 		}
+		immediate = false
 		s, err := l.connect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -261,7 +289,7 @@ func (l *Link) Run(ctx context.Context) error {
 			continue
 		}
 		bo.connected(time.Now())
-		l.serve(ctx, s)
+		immediate = l.serve(ctx, s)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -286,11 +314,13 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 		// The handler never blocks, so paho may call it in order from its
 		// router goroutine: envelopes are handled in the order received.
 		SetOrderMatters(true).
+		// PUBACK a received message only once it has been handled (worker).
+		SetAutoAckDisabled(true).
 		SetResumeSubs(false).
 		SetBinaryWill(l.t.status, l.will, 1, true).
 		// Messages queued in our persistent session may arrive before the
 		// SUBSCRIBE is answered: the default handler takes them all.
-		SetDefaultPublishHandler(l.onMessage).
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { l.onMessage(s, m) }).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			l.log.Warn("connection lost", "err", err)
 			l.lose(s)
@@ -397,8 +427,10 @@ func (l *Link) isCurrent(s *session) bool {
 }
 
 // serve runs the outbox drain and the reporter on s until the connection is
-// lost or ctx is done; then it shuts the connection down.
-func (l *Link) serve(ctx context.Context, s *session) {
+// lost or ctx is done; then it shuts the connection down. It returns true
+// when it gave the connection up itself to have dropped messages delivered
+// again (see onMessage): the next connection is made at once.
+func (l *Link) serve(ctx context.Context, s *session) bool {
 	l.connected.Store(l.isCurrent(s))
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -410,18 +442,38 @@ func (l *Link) serve(ctx context.Context, s *session) {
 		defer wg.Done()
 		l.report(ctx, s)
 	}()
-	select {
-	case <-ctx.Done():
-	case <-s.lost:
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
+	redeliver := false
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-s.lost:
+			break wait
+		case <-check.C:
+			// Messages were dropped from a full inbox and not acknowledged:
+			// once the flood is over, reconnect so the broker delivers them
+			// again.
+			if n := s.drops.Load(); n > 0 && len(l.inbox) == 0 &&
+				time.Since(time.Unix(0, s.lastDrop.Load())) >= l.redeliverAfter {
+				l.log.Warn("reconnecting so that the broker delivers the dropped messages again", "dropped", n)
+				redeliver = true
+				l.drop(s)
+				break wait
+			}
+		}
 	}
 	wg.Wait()
 	if ctx.Err() == nil {
 		l.lose(s)
 		s.client.Disconnect(0) // releases paho's goroutines if anything is left
-		return
+		return redeliver
 	}
 	l.goOffline(ctx, s)
 	l.log.Info("disconnected")
+	return false
 }
 
 // goOffline is the clean shutdown of s: publish the offline status (retained),
@@ -469,8 +521,19 @@ func (l *Link) publishCurrent(ctx context.Context, topic string, payload []byte)
 
 // onMessage is paho's handler for every received message. It must never
 // block: it copies the payload into the inbox or drops it.
-func (l *Link) onMessage(_ mqtt.Client, m mqtt.Message) {
-	in := inbound{topic: m.Topic(), size: len(m.Payload())}
+//
+// A dropped message is not acknowledged: the broker keeps it in flight and
+// delivers it again on the next connection (the session is persistent). To
+// get it without waiting for a network failure, serve reconnects once no
+// message was dropped for redeliverAfter and the inbox is empty. This does
+// not loop: a reconnect happens only after a quiet spell, and each connection
+// handles at least InboxSize messages before it drops one; a flood only
+// delays the redelivery until it stops (the broker bounds what it queues).
+// Mosquitto normally holds back past max_inflight_messages (20)
+// unacknowledged messages, which keeps the inbox from overflowing at all;
+// 2.0.11 was seen exceeding it under a flood.
+func (l *Link) onMessage(s *session, m mqtt.Message) {
+	in := inbound{topic: m.Topic(), size: len(m.Payload()), ack: m.Ack}
 	if in.size <= protocol.MaxEnvelope {
 		in.payload = bytes.Clone(m.Payload())
 		if in.payload == nil {
@@ -480,6 +543,8 @@ func (l *Link) onMessage(_ mqtt.Client, m mqtt.Message) {
 	select {
 	case l.inbox <- in:
 	default:
+		s.drops.Add(1)
+		s.lastDrop.Store(time.Now().UnixNano())
 		n := l.dropped.Add(1)
 		now := time.Now().UnixNano()
 		last := l.lastDropLog.Load()
@@ -496,13 +561,19 @@ func (l *Link) worker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case in := <-l.inbox:
+			done := true
 			switch in.topic {
 			case l.t.grants:
-				l.handleGrants(ctx, in)
+				done = l.handleGrants(ctx, in)
 			case l.t.commands:
-				l.handleCommand(ctx, in)
+				done = l.handleCommand(ctx, in)
 			default:
 				l.log.Debug("message on an unexpected topic ignored", "topic", in.topic)
+			}
+			if done {
+				// PUBACK only now: had the locker died before, the broker
+				// would deliver the message again.
+				in.ack()
 			}
 		}
 	}
@@ -525,7 +596,9 @@ func (l *Link) reject(ctx context.Context, kind string, size int, err error) {
 	}
 }
 
-func (l *Link) handleGrants(ctx context.Context, in inbound) {
+// handleGrants handles one grants message; it returns false when the
+// message was not handled (and must not be acknowledged to the broker).
+func (l *Link) handleGrants(ctx context.Context, in inbound) bool {
 	body, keyID, err := l.open(in)
 	var g *wire.GrantsBody
 	if err == nil {
@@ -533,13 +606,15 @@ func (l *Link) handleGrants(ctx context.Context, in inbound) {
 	}
 	if err != nil {
 		l.reject(ctx, protocol.KindGrants, in.size, err)
-		return
+		return true
 	}
 	ack, err := l.opts.Locker.ApplyGrants(ctx, g)
 	if err != nil {
-		// Nothing applied and no ack: the central server sends it again.
+		// Nothing applied, no grants ack and no PUBACK: the broker delivers
+		// it again on the next connection, and the central server sends it
+		// again when no grants ack comes.
 		l.log.Error("grants not applied", "issued_at", wire.FormatTime(g.IssuedAt), "ops", len(g.Ops), "err", err)
-		return
+		return false
 	}
 	if ack.IssuedAt.IsZero() {
 		ack.IssuedAt = g.IssuedAt
@@ -551,13 +626,16 @@ func (l *Link) handleGrants(ctx context.Context, in inbound) {
 	l.log.Info("grants applied", "key_id", keyID, "issued_at", wire.FormatTime(g.IssuedAt),
 		"snapshot", g.Snapshot, "ops", len(g.Ops), "applied", ack.Applied, "stale", ack.Stale, "rejected", len(ack.Rejected))
 	l.publishJSON(ctx, l.t.grantsAck, "grants ack", ack)
+	return true
 }
 
-func (l *Link) handleCommand(ctx context.Context, in inbound) {
+// handleCommand handles one command message; it returns false when the
+// message was not handled (and must not be acknowledged to the broker).
+func (l *Link) handleCommand(ctx context.Context, in inbound) bool {
 	body, keyID, err := l.open(in)
 	if err != nil {
 		l.reject(ctx, protocol.KindCommand, in.size, err)
-		return
+		return true
 	}
 	cmd, err := protocol.DecodeCommand(body, l.id, l.opts.Now())
 	if err != nil {
@@ -567,9 +645,14 @@ func (l *Link) handleCommand(ctx context.Context, in inbound) {
 			l.publishJSON(ctx, l.t.commandsResult, "command result",
 				wire.CommandResult{CommandID: id, OK: false, Error: err.Error()})
 		}
-		return
+		return true
 	}
 	res, err := l.opts.Locker.Execute(ctx, cmd)
+	if err != nil && ctx.Err() != nil {
+		// Shutting down: not answered and not acknowledged; the broker
+		// delivers it again and the command id decides whether it runs.
+		return false
+	}
 	if err != nil {
 		l.log.Error("command failed", "command_id", cmd.CommandID, "action", cmd.Action, "compartment", cmd.Compartment, "err", err)
 		res = wire.CommandResult{CommandID: cmd.CommandID, OK: false, Error: "internal error"}
@@ -580,6 +663,7 @@ func (l *Link) handleCommand(ctx context.Context, in inbound) {
 	l.log.Info("command executed", "key_id", keyID, "command_id", cmd.CommandID, "action", cmd.Action,
 		"compartment", cmd.Compartment, "ok", res.OK, "error", res.Error)
 	l.publishJSON(ctx, l.t.commandsResult, "command result", res)
+	return true
 }
 
 // publishJSON publishes v on the live connection and logs a failure.

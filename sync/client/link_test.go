@@ -75,7 +75,7 @@ func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
 
 // startLink runs a link for f against url until the test ends (or stop is
 // called) and waits for it to connect.
-func startLink(t *testing.T, url string, f *clienttest.Locker, mod func(*client.Options)) (link *client.Link, stop func(), logs *syncBuffer) {
+func startLink(t *testing.T, url string, f client.Locker, mod func(*client.Options)) (link *client.Link, stop func(), logs *syncBuffer) {
 	t.Helper()
 	logger, logs := testLogger(t)
 	opts := client.Options{
@@ -610,4 +610,24 @@ func TestNewChecksOptions(t *testing.T) {
 			t.Errorf("New accepted %s", name)
 		}
 	}
+}
+
+// grantsFor is grants for another locker id.
+func grantsFor(id string, issued time.Time, ops int) wire.GrantsBody {
+	g := grants(issued, ops)
+	g.LockerID = id
+	for i := range g.Ops {
+		g.Ops[i].CodeHash = wire.CodeHash(id, "123456")
+	}
+	return g
+}
+
+// readDoc reads a file of docs/.
+func readDoc(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

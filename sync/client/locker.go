@@ -36,3 +36,27 @@ type Locker interface {
 	// Changed signals (capacity 1) that status or compartments changed.
 	Changed() <-chan struct{}
 }
+
+// BatchAcker is implemented by a Locker that can remove many outbox events in
+// one transaction. When the Locker implements it, the link acknowledges the
+// events whose PUBACKs arrived in batches (a contiguous or not run of seqs,
+// at most AckBatch of them, at most AckDelay after the first PUBACK) instead
+// of one AckEvent per event: with synchronous=FULL a transaction costs a
+// disk sync, and one per event caps the drain at a few thousand a second.
+//
+// A batch holds only seqs whose own PUBACK arrived on the connection that
+// was current at that moment; a crash before the batch is committed leaves
+// them in the outbox, and they are sent again (at least once).
+type BatchAcker interface {
+	// AckEvents removes every listed event from the outbox in one
+	// transaction; seqs no longer there are not an error.
+	AckEvents(ctx context.Context, seqs []int64) error
+}
+
+// DiskUser is implemented by a Locker that can say how much disk its
+// database takes; the link then adds it to the status as the extension
+// field `db_bytes` (docs/protocol.md).
+type DiskUser interface {
+	// DBBytes is the size on disk of the database with its journal.
+	DBBytes(ctx context.Context) (int64, error)
+}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // flight is one trace publish awaiting its PUBACK.
@@ -26,14 +28,26 @@ const pubackTimeout = 60 * time.Second
 // flight on an earlier connection is sent again (the central server
 // de-duplicates by event_id). An event is acknowledged to the controller only
 // when its own publish completed without error while s is still the current
-// connection of its epoch.
+// connection of its epoch. Events are read readAhead at a time; with a
+// BatchAcker the acknowledgements are committed in batches (see AckBatch).
 func (l *Link) drain(ctx context.Context, s *session) {
 	var (
-		window []flight // in seq order
-		after  int64    // the last seq published on this connection
+		window []flight           // in seq order
+		buf    []wire.OutboxEvent // read but not yet published, in seq order
+		after  int64              // the last seq read on this connection
+		acks   ackBatch
 	)
+	batcher, _ := l.opts.Locker.(BatchAcker)
+	defer func() {
+		// Acknowledgements already earned are kept, even on the way out.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		l.flushAcks(fctx, batcher, &acks)
+	}()
 	tick := time.NewTicker(l.opts.DrainEvery)
 	defer tick.Stop()
+	flushT := time.NewTimer(time.Hour)
+	defer flushT.Stop()
 	errLogged := time.Time{}
 	fill := true
 	for {
@@ -42,7 +56,7 @@ func (l *Link) drain(ctx context.Context, s *session) {
 		for _, f := range window {
 			select {
 			case <-f.tok.Done():
-				if !l.settle(ctx, s, f) {
+				if !l.settle(ctx, s, f, batcher, &acks) {
 					return
 				}
 			default:
@@ -51,40 +65,64 @@ func (l *Link) drain(ctx context.Context, s *session) {
 		}
 		clear(window[len(kept):])
 		window = kept
-
-		for fill && len(window) < l.opts.InFlight {
-			want := l.opts.InFlight - len(window)
-			evs, err := l.opts.Locker.PendingEvents(ctx, after, want)
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				if time.Since(errLogged) > time.Minute {
-					l.log.Error("reading the outbox", "err", err)
-					errLogged = time.Now()
-				}
-				break // retried on the next wake-up or tick
-			}
-			for _, ev := range evs {
-				if ev.Seq <= after {
-					// PendingEvents must return seq > after in order; never
-					// publish out of order.
-					l.log.Error("outbox returned events out of order", "seq", ev.Seq, "after", after)
-					continue
-				}
-				tok := s.client.Publish(l.t.traces, 1, false, []byte(ev.Payload))
-				window = append(window, flight{seq: ev.Seq, tok: tok, sent: time.Now()})
-				after = ev.Seq
-			}
-			if len(evs) < want {
-				break
-			}
+		if batcher != nil && acks.due(time.Now()) {
+			l.flushAcks(ctx, batcher, &acks)
 		}
-		fill = false
+
+		for len(window) < l.opts.InFlight {
+			if len(buf) == 0 {
+				if !fill {
+					break
+				}
+				evs, err := l.opts.Locker.PendingEvents(ctx, after, readAhead)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					if time.Since(errLogged) > time.Minute {
+						l.log.Error("reading the outbox", "err", err)
+						errLogged = time.Now()
+					}
+					fill = false // retried on the next wake-up or tick
+					break
+				}
+				if len(evs) < readAhead {
+					fill = false // caught up: wait for EventsAppended
+				}
+				for _, ev := range evs {
+					if ev.Seq <= after {
+						// PendingEvents must return seq > after in order;
+						// never publish out of order.
+						l.log.Error("outbox returned events out of order", "seq", ev.Seq, "after", after)
+						continue
+					}
+					buf = append(buf, ev)
+					after = ev.Seq
+				}
+				if len(buf) == 0 {
+					break
+				}
+			}
+			ev := buf[0]
+			buf[0] = wire.OutboxEvent{}
+			buf = buf[1:]
+			tok := s.client.Publish(l.t.traces, 1, false, []byte(ev.Payload))
+			window = append(window, flight{seq: ev.Seq, tok: tok, sent: time.Now()})
+		}
 
 		var head <-chan struct{}
 		if len(window) > 0 {
 			head = window[0].tok.Done()
+		}
+		var flushC <-chan time.Time
+		if len(acks.seqs) > 0 {
+			if len(window) == 0 {
+				// Idle: nothing else will complete soon; commit now.
+				l.flushAcks(ctx, batcher, &acks)
+			} else {
+				flushT.Reset(max(time.Until(acks.first.Add(AckDelay)), 0))
+				flushC = flushT.C
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -94,7 +132,7 @@ func (l *Link) drain(ctx context.Context, s *session) {
 		case <-l.opts.Locker.EventsAppended():
 			fill = true
 		case <-head:
-			fill = true
+		case <-flushC:
 		case <-tick.C:
 			fill = true
 			if len(window) > 0 && time.Since(window[0].sent) > pubackTimeout && l.isCurrent(s) {
@@ -106,9 +144,38 @@ func (l *Link) drain(ctx context.Context, s *session) {
 	}
 }
 
+// ackBatch collects the seqs whose PUBACKs arrived, for a BatchAcker.
+type ackBatch struct {
+	seqs  []int64
+	first time.Time // when the first seq of the batch was added
+}
+
+func (a *ackBatch) add(seq int64, now time.Time) {
+	if len(a.seqs) == 0 {
+		a.first = now
+	}
+	a.seqs = append(a.seqs, seq)
+}
+
+func (a *ackBatch) due(now time.Time) bool {
+	return len(a.seqs) >= AckBatch || (len(a.seqs) > 0 && now.Sub(a.first) >= AckDelay)
+}
+
+// flushAcks commits the batch. On failure the events stay in the outbox and
+// are sent again after the next reconnect or restart (at least once).
+func (l *Link) flushAcks(ctx context.Context, b BatchAcker, a *ackBatch) {
+	if b == nil || len(a.seqs) == 0 {
+		return
+	}
+	if err := b.AckEvents(ctx, a.seqs); err != nil && ctx.Err() == nil {
+		l.log.Error("acknowledging outbox events", "from", a.seqs[0], "n", len(a.seqs), "err", err)
+	}
+	a.seqs = a.seqs[:0]
+}
+
 // settle handles one completed trace publish. It returns false when the
 // connection is over and draining on it must stop.
-func (l *Link) settle(ctx context.Context, s *session, f flight) bool {
+func (l *Link) settle(ctx context.Context, s *session, f flight, b BatchAcker, acks *ackBatch) bool {
 	if err := f.tok.Error(); err != nil {
 		if l.isCurrent(s) {
 			// Later events may already be on the wire: to keep seq order,
@@ -123,6 +190,10 @@ func (l *Link) settle(ctx context.Context, s *session, f flight) bool {
 	// connection's acknowledgements remove events.
 	if !l.isCurrent(s) {
 		return false
+	}
+	if b != nil {
+		acks.add(f.seq, time.Now())
+		return true
 	}
 	if err := l.opts.Locker.AckEvent(ctx, f.seq); err != nil && ctx.Err() == nil {
 		// It stays in the outbox and is sent again after the next reconnect.

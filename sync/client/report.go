@@ -100,7 +100,19 @@ func (l *Link) publishStatus(ctx context.Context, s *session) error {
 		st.Software = l.opts.Software
 	}
 	st.Time = wire.FormatTime(l.opts.Now())
-	payload, err := json.Marshal(st)
+	var v any = st
+	if du, ok := l.opts.Locker.(DiskUser); ok {
+		// Extension field (docs/protocol.md): the database's size on disk.
+		n, err := du.DBBytes(ctx)
+		if err != nil {
+			return err
+		}
+		v = struct {
+			wire.Status
+			DBBytes int64 `json:"db_bytes"`
+		}{st, n}
+	}
+	payload, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}

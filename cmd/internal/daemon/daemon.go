@@ -90,6 +90,9 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	lo := o.Link
 	lo.LockerID, lo.Locker, lo.Software = o.LockerID, ctl, Version
+	if lo.InFlight == 0 {
+		lo.InFlight = client.MaxInFlight // Mosquitto's default max_inflight_messages
+	}
 	lo.Logger = log.With("part", "sync")
 	link, err := client.New(lo)
 	if err != nil {

@@ -232,3 +232,52 @@ func (f *Locker) Rejections() []string {
 	defer f.mu.Unlock()
 	return slices.Clone(f.rejections)
 }
+
+// BatchLocker is a Locker that also acknowledges outbox events in batches
+// (client.BatchAcker) and reports a database size (client.DiskUser).
+type BatchLocker struct {
+	*Locker
+
+	mu      sync.Mutex
+	batches [][]int64
+}
+
+var (
+	_ client.BatchAcker = (*BatchLocker)(nil)
+	_ client.DiskUser   = (*BatchLocker)(nil)
+)
+
+// NewBatching returns a BatchLocker with the given id and n free compartments.
+func NewBatching(id string, n int) *BatchLocker { return &BatchLocker{Locker: New(id, n)} }
+
+// AckEvents removes the events in one step; each seq is recorded in Acks.
+func (b *BatchLocker) AckEvents(_ context.Context, seqs []int64) error {
+	b.mu.Lock()
+	b.batches = append(b.batches, slices.Clone(seqs))
+	b.mu.Unlock()
+	f := b.Locker
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gone := make(map[int64]bool, len(seqs))
+	for _, s := range seqs {
+		gone[s] = true
+		f.acks = append(f.acks, s)
+	}
+	f.outbox = slices.DeleteFunc(f.outbox, func(e wire.OutboxEvent) bool { return gone[e.Seq] })
+	return nil
+}
+
+// Batches returns the batches passed to AckEvents, in call order.
+func (b *BatchLocker) Batches() [][]int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.batches)
+}
+
+// DBBytes reports 4096 bytes per outbox event plus 8192.
+func (b *BatchLocker) DBBytes(context.Context) (int64, error) {
+	f := b.Locker
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return 8192 + 4096*int64(len(f.outbox)), nil
+}

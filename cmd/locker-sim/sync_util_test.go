@@ -1,0 +1,234 @@
+package main
+
+// Helpers for the sync tests of this package (sync_contract_test.go,
+// network_sync_test.go, outbox_sync_test.go, hostile_sync_test.go): a
+// locker-sim built without -race (these tests time things), a TCP relay
+// that can cut the network, and readers for the process and its database.
+
+import (
+	"bufio"
+	"database/sql"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	stdsync "sync"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/openlocker/locker/cmd/internal/daemon"
+)
+
+// fastBuilt is the locker-sim binary without -race, built once per run.
+var fastBuilt struct {
+	once stdsync.Once
+	path string
+	err  error
+}
+
+func buildSimFast(t *testing.T) string {
+	t.Helper()
+	fastBuilt.once.Do(func() {
+		dir, err := os.MkdirTemp("", "locker-sim-sync")
+		if err != nil {
+			fastBuilt.err = err
+			return
+		}
+		fastBuilt.path = filepath.Join(dir, "locker-sim")
+		out, err := exec.Command("go", "build", "-o", fastBuilt.path, ".").CombinedOutput()
+		if err != nil {
+			fastBuilt.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if fastBuilt.err != nil {
+		t.Fatal(fastBuilt.err)
+	}
+	return fastBuilt.path
+}
+
+// startSimFast is startSim with the binary built without -race.
+func startSimFast(t *testing.T, broker, data string, args ...string) *sim {
+	t.Helper()
+	s := &sim{t: t, base: "http://" + freeAddr(t), data: data, broker: broker, logs: &lockedBuffer{}, done: make(chan struct{})}
+	all := append([]string{"-broker", broker, "-http", strings.TrimPrefix(s.base, "http://"), "-data", data}, args...)
+	s.cmd = exec.Command(buildSimFast(t), all...)
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			t.Logf("locker-sim output:\n%s", s.logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(s.base + "/api/cabinet")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("locker-sim exited at start:\n%s", s.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("locker-sim did not serve its API within 20 s:\n%s", s.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill9 kills the process without warning, as a power cut would.
+func (s *sim) kill9() {
+	s.t.Helper()
+	s.cmd.Process.Kill()
+	<-s.done
+}
+
+// rssKB is the process's resident set size (VmRSS) in KiB.
+func (s *sim) rssKB() int {
+	s.t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return n
+		}
+	}
+	s.t.Fatal("no VmRSS in /proc/PID/status")
+	return 0
+}
+
+// keyLatency presses "*" (clear: harmless, always answered) and returns how
+// long the API took to say the daemon handled it.
+func (s *sim) keyLatency() time.Duration {
+	s.t.Helper()
+	start := time.Now()
+	s.keys("*")
+	return time.Since(start)
+}
+
+// outboxState reads the locker's database (read-only, beside the running
+// daemon): the last seq ever taken and the events still in the outbox.
+func outboxState(t *testing.T, data string) (lastSeq int64, pending int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(data, daemon.DBFile)+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRow("SELECT value FROM counters WHERE name = 'seq'").Scan(&lastSeq); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	return lastSeq, pending
+}
+
+// netRelay is a TCP relay between locker-sim and the broker that the test
+// can cut (close every connection, as a dead mobile link would) and make
+// refuse new connections for a while.
+type netRelay struct {
+	ln     net.Listener
+	target string
+
+	mu     stdsync.Mutex
+	conns  map[net.Conn]bool
+	refuse bool
+}
+
+func newNetRelay(t *testing.T, target string) *netRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &netRelay{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); r.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			refuse := r.refuse
+			r.mu.Unlock()
+			if refuse {
+				c.Close()
+				continue
+			}
+			b, err := net.DialTimeout("tcp", target, time.Second)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns[c], r.conns[b] = true, true
+			r.mu.Unlock()
+			go r.pipe(c, b)
+			go r.pipe(b, c)
+		}
+	}()
+	return r
+}
+
+func (r *netRelay) url() string { return "tcp://" + r.ln.Addr().String() }
+
+func (r *netRelay) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (r *netRelay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.conns {
+		c.Close()
+	}
+	clear(r.conns)
+}
+
+func (r *netRelay) setRefuse(v bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refuse = v
+}
+
+// closeDoor pushes door n shut once the release pulse is surely over (a
+// door shut while the coil still pulls is a sensor fault for hal).
+func (s *sim) closeDoor(n int) {
+	s.t.Helper()
+	time.Sleep(400 * time.Millisecond)
+	s.do(n, "door", map[string]string{"action": "close"})
+}
