@@ -114,6 +114,13 @@ var (
 	ErrChatter = errors.New("hal: door sensor chatters")
 )
 
+// Display is a text display: *HD44780 and *ST7920 implement it. Show
+// writes one line per row, padded or truncated to the width, and is safe
+// for concurrent use.
+type Display interface {
+	Show(lines ...string) error
+}
+
 // Indicators is implemented by cabinets with a status LED per compartment.
 // The controller lights a compartment's LED while its door is released for
 // someone, so that they find it.

@@ -38,8 +38,8 @@ type Options struct {
 	Buses BusSource
 	// ScanInterval is the keypad scan period; 0 means the default, 5ms.
 	ScanInterval time.Duration
-	// NoDisplayDelays skips the HD44780 datasheet delays: for simulated pins,
-	// never for a real display.
+	// NoDisplayDelays skips the display's datasheet delays: for simulated
+	// pins, never for a real display.
 	NoDisplayDelays bool
 	// EventBuffer is the capacity of the Events channel; 0 means the
 	// default, 256.
@@ -92,7 +92,7 @@ type Hardware struct {
 	expanders []*expander   // in wiring order
 	keypad    *Keypad       // nil when none
 	buzzer    *buzzer       // nil when none
-	display   *HD44780      // nil when none
+	display   Display       // nil when none
 
 	events chan Event
 	wake   chan struct{} // capacity 1: the lock worker has something to do
@@ -274,16 +274,17 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 		h.buzzer = &buzzer{pin: buzz}
 	}
 	if d := w.Display; d != nil {
+		var lb *lcdBus
 		if d.I2C != nil {
 			b, err := bus(d.I2C.Bus)
 			if err != nil {
 				return nil, fmt.Errorf("hal: display: %w", err)
 			}
-			h.display, err = NewHD44780I2C(b, d.I2C.Address, d.Cols, d.Rows, !opts.NoDisplayDelays)
-			if err != nil {
-				return nil, err
-			}
-		} else if h.display, err = NewHD44780(rs, e, data, d.Cols, d.Rows, !opts.NoDisplayDelays); err != nil {
+			lb = newI2CBus(b, d.I2C.Address, !opts.NoDisplayDelays)
+		} else {
+			lb = newPinBus(rs, e, data, !opts.NoDisplayDelays)
+		}
+		if h.display, err = newDisplay(d.Type, lb, d.Cols, d.Rows); err != nil {
 			return nil, err
 		}
 	}
@@ -339,6 +340,26 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 	log.Info("hardware ready", "cabinet", w.Name, "compartments", len(wcs), "expanders", len(h.expanders),
 		"keypad", h.keypad != nil, "display", h.display != nil)
 	return h, nil
+}
+
+// newDisplay initialises the display driver of the wiring's display type
+// on lb.
+func newDisplay(typ string, lb *lcdBus, cols, rows int) (Display, error) {
+	switch typ {
+	case wiring.DisplayST7920:
+		d, err := newST7920(lb, cols, rows)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	case wiring.DisplayHD44780:
+		d, err := newHD44780(lb, cols, rows)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
+	return nil, fmt.Errorf("hal: display: type %q not supported", typ)
 }
 
 // orDefault returns v, or def when v is not positive.

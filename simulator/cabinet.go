@@ -1,7 +1,8 @@
 // Package simulator is a physical model of a locker cabinet behind real
 // periph pins (gpio.PinIO): door latches that release when the daemon
 // energises a solenoid long enough, doors that spring ajar, door and
-// occupancy sensors, a 4x4 matrix keypad and an HD44780 character display.
+// occupancy sensors, a 4x4 matrix keypad and a character display: an
+// HD44780, or an ST7920 showing Chinese.
 //
 // The daemon's hal drives the simulated pins exactly as it drives a board:
 // it finds them by name (Cabinet.ByName, or gpioreg after Cabinet.Register),
@@ -344,10 +345,11 @@ func (c *Cabinet) build() error {
 		if cols == 0 {
 			cols = 16
 		}
-		if rows < 1 || rows > 4 || cols < 1 || cols > 40 {
-			return fmt.Errorf("%w: display of %d rows x %d cols", ErrBadWiring, rows, cols)
+		st7920 := d.Type == wiring.DisplayST7920
+		if rows < 1 || rows > 4 || cols < 1 || cols > 40 || (st7920 && cols != 16) {
+			return fmt.Errorf("%w: %s display of %d rows x %d cols", ErrBadWiring, d.Type, rows, cols)
 		}
-		c.lcd = newLCD(rows, cols)
+		c.lcd = newLCD(rows, cols, st7920)
 		if d.I2C != nil {
 			return c.addDevice(d.I2C.Bus, d.I2C.Address, &pcf8574{lcd: c.lcd})
 		}

@@ -332,7 +332,7 @@ func (m *mcp) applyLocked(c *Cabinet, now time.Time) bool {
 	return persistent
 }
 
-// pcf8574 models a PCF8574 I²C back-pack of an HD44780: each byte written
+// pcf8574 models a PCF8574 I²C back-pack of the display: each byte written
 // appears on P0..P7 (P0=RS, P1=RW, P2=E, P3=backlight, P4..P7=D4..D7); a
 // falling edge of E latches a nibble into the display's controller. A read
 // returns the port. Guarded by Cabinet.mu.

@@ -2,8 +2,8 @@ package simulator
 
 import "strings"
 
-// lcd decodes the pin writes as an HD44780 controller does; guarded by
-// Cabinet.mu.
+// lcd decodes the pin writes as an HD44780 controller does, or as an
+// ST7920 (st7920.go) when the wiring says so; guarded by Cabinet.mu.
 //
 // After power-on it is in 8-bit mode: each falling edge of E latches one
 // byte whose low nibble (D0..D3, not wired) reads 0. A function set with
@@ -13,6 +13,7 @@ import "strings"
 // Writes to CGRAM are accepted and ignored; display shifts are ignored.
 type lcd struct {
 	rows, cols int
+	st7920     bool // decode as an ST7920 (st7920.go), not an HD44780
 	rs         *Pin
 	data       [4]*Pin // D4..D7
 
@@ -26,13 +27,18 @@ type lcd struct {
 	addr     byte // DDRAM address
 	cgaddr   byte
 	ddram    [128]byte
+
+	// ST7920 only: its DDRAM is 64 16-bit words, addr a word address
+	// (ddram[2*addr] the high byte).
+	re      bool // function set RE: the extended instruction set
+	lowByte bool // the next data byte is the low byte of word addr
 }
 
 // rowBase is the DDRAM address of the first character of each visible row.
 var rowBase = [4]byte{0x00, 0x40, 0x14, 0x54}
 
-func newLCD(rows, cols int) *lcd {
-	l := &lcd{rows: rows, cols: cols, inc: true}
+func newLCD(rows, cols int, st7920 bool) *lcd {
+	l := &lcd{rows: rows, cols: cols, st7920: st7920, inc: true}
 	for i := range l.ddram {
 		l.ddram[i] = ' '
 	}
@@ -54,20 +60,33 @@ func (l *lcd) latch(rs bool, nibble byte) bool {
 	return l.exec(rs, l.high<<4|nibble)
 }
 
-// exec runs one instruction (rs false) or writes one data byte.
+// exec runs one instruction (rs false) or writes one data byte. The
+// ST7920's basic instruction set is the HD44780's but for the function
+// set, the data writes and the address counter (st7920.go).
 func (l *lcd) exec(rs bool, b byte) bool {
-	if rs {
-		if l.cgram {
-			l.cgaddr = (l.cgaddr + 1) & 0x3f
-			return false
-		}
+	switch {
+	case b&0xe0 == 0x20 && !rs && l.st7920:
+		l.functionSetST7920(b)
+		return false
+	case l.re: // ST7920 extended instruction set: not modelled
+		return false
+	case rs && l.cgram:
+		l.cgaddr = (l.cgaddr + 1) & 0x3f
+		return false
+	case rs && l.st7920:
+		l.writeST7920(b)
+		return l.on
+	case rs:
 		l.ddram[l.addr&0x7f] = b
 		l.step()
 		return l.on
 	}
 	switch {
 	case b&0x80 != 0: // set DDRAM address
-		l.addr, l.cgram = b&0x7f, false
+		l.addr, l.cgram, l.lowByte = b&0x7f, false, false
+		if l.st7920 {
+			l.addr &= 0x3f
+		}
 	case b&0x40 != 0: // set CGRAM address
 		l.cgaddr, l.cgram = b&0x3f, true
 	case b&0x20 != 0: // function set
@@ -78,8 +97,12 @@ func (l *lcd) exec(rs bool, b byte) bool {
 		if b&0x08 == 0 && !l.cgram {
 			save := l.inc
 			l.inc = b&0x04 != 0
-			l.step()
-			l.inc = save
+			if l.st7920 {
+				l.stepWord()
+			} else {
+				l.step()
+			}
+			l.inc, l.lowByte = save, false
 		}
 	case b&0x08 != 0: // display control
 		was := l.on
@@ -88,12 +111,12 @@ func (l *lcd) exec(rs bool, b byte) bool {
 	case b&0x04 != 0: // entry mode set
 		l.inc = b&0x02 != 0
 	case b&0x02 != 0: // return home
-		l.addr, l.cgram = 0, false
+		l.addr, l.cgram, l.lowByte = 0, false, false
 	case b&0x01 != 0: // clear display
 		for i := range l.ddram {
 			l.ddram[i] = ' '
 		}
-		l.addr, l.cgram, l.inc = 0, false, true
+		l.addr, l.cgram, l.lowByte, l.inc = 0, false, false, true
 		return l.on
 	}
 	return false
@@ -130,6 +153,10 @@ func (l *lcd) step() {
 func (l *lcd) visible() []string {
 	out := make([]string, l.rows)
 	if !l.on {
+		return out
+	}
+	if l.st7920 {
+		l.visibleST7920(out)
 		return out
 	}
 	var sb strings.Builder

@@ -22,7 +22,7 @@ const (
 	DefaultDebounce = 30 * time.Millisecond
 	DefaultPoll     = 5 * time.Millisecond
 	DefaultPull     = "up"
-	DefaultDisplay  = "hd44780"
+	DefaultDisplay  = DisplayHD44780
 
 	DefaultCooldown       = time.Second
 	DefaultMaxEnergised   = 1
@@ -418,11 +418,17 @@ func (v *validator) keypad(k *Keypad, use func(name, role, ctx, what string, pat
 }
 
 func (v *validator) display(d *Display, use func(name, role, ctx, what string, path ...any)) error {
-	if d.Type != DefaultDisplay {
-		return v.errf([]any{"display", "type"}, "display: type %q not supported (want hd44780)", d.Type)
-	}
-	if d.Cols != 16 && d.Cols != 20 {
-		return v.errf([]any{"display", "cols"}, "display: cols %d not 16 or 20", d.Cols)
+	switch d.Type {
+	case DisplayHD44780:
+		if d.Cols != 16 && d.Cols != 20 {
+			return v.errf([]any{"display", "cols"}, "display: cols %d not 16 or 20", d.Cols)
+		}
+	case DisplayST7920:
+		if d.Cols != 16 {
+			return v.errf([]any{"display", "cols"}, "display: st7920 cols %d not 16", d.Cols)
+		}
+	default:
+		return v.errf([]any{"display", "type"}, "display: type %q not supported (want hd44780 or st7920)", d.Type)
 	}
 	if d.Rows != 2 && d.Rows != 4 {
 		return v.errf([]any{"display", "rows"}, "display: rows %d not 2 or 4", d.Rows)

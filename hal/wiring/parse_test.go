@@ -129,7 +129,15 @@ var errorCases = []struct {
 	{"layout bad key", keypadOK + "  layout: ['123A', '456B', '789C', '*0#E']\n" + comps, `w.yaml:4: keypad: layout row 4: key 'E' not one of "0123456789*#ABCD"`},
 	{"layout repeated key", keypadOK + "  layout: ['123A', '456B', '789C', '*0#1']\n" + comps, `w.yaml:4: keypad: layout row 4: key '1' appears twice`},
 
-	{"display type", "display:\n  type: ssd1306\n  rs: GPIO7\n  e: GPIO8\n  data: [GPIO9, GPIO10, GPIO11, GPIO4]\n" + comps, `w.yaml:2: display: type "ssd1306" not supported (want hd44780)`},
+	{"display type", "display:\n  type: ssd1306\n  rs: GPIO7\n  e: GPIO8\n  data: [GPIO9, GPIO10, GPIO11, GPIO4]\n" + comps, `w.yaml:2: display: type "ssd1306" not supported (want hd44780 or st7920)`},
+	{"st7920 cols", "display:\n  type: st7920\n  rs: GPIO7\n  e: GPIO8\n  data: [GPIO9, GPIO10, GPIO11, GPIO4]\n  cols: 20\n" + comps,
+		"w.yaml:6: display: st7920 cols 20 not 16"},
+	{"st7920 rows", "display: {type: st7920, rows: 3, i2c: {bus: \"1\", address: 0x27}}\n" + comps, "w.yaml:1: display: rows 3 not 2 or 4"},
+	{"st7920 both", "display:\n  type: st7920\n  rows: 4\n  e: GPIO8\n  i2c: {bus: \"1\", address: 0x27}\n" + comps,
+		"w.yaml:5: display: both i2c and rs, e or data pins: wire it one way"},
+	{"st7920 3 data", "display:\n  type: st7920\n  rs: GPIO7\n  e: GPIO8\n  data: [GPIO9, GPIO10, GPIO11]\n" + comps, "w.yaml:5: display: want 4 data pins (D4..D7), got 3"},
+	{"st7920 pin twice", "display:\n  type: st7920\n  rs: GPIO7\n  e: GPIO17\n  data: [GPIO9, GPIO10, GPIO11, GPIO4]\n" + comps,
+		`w.yaml:7: compartment 1: lock pin "GPIO17" already used as display e (line 4)`},
 	{"display cols", displayOK + "  cols: 24\n" + comps, "w.yaml:5: display: cols 24 not 16 or 20"},
 	{"display rows", displayOK + "  rows: 1\n" + comps, "w.yaml:5: display: rows 1 not 2 or 4"},
 	{"display rs missing", "display:\n  e: GPIO8\n  data: [GPIO9, GPIO10, GPIO11, GPIO4]\n" + comps, "w.yaml:1: display: rs pin required (or i2c for a PCF8574 back-pack)"},
@@ -220,6 +228,28 @@ display: {type: hd44780, cols: 20, rows: 4, rs: RS, e: E, data: [D4, D5, D6, D7]
 		w.Sensors.Poll != 100*time.Millisecond || !w.Sensors.DoorOpenLow || !w.Sensors.ParcelPresentLow ||
 		w.Display.Cols != 20 || w.Display.Rows != 4 || w.Keypad.Layout[2] != "89*#" || w.Name != "big" {
 		t.Errorf("Parse = %+v", w)
+	}
+}
+
+func TestParseST7920(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       Display
+	}{
+		{"pins, default cols and rows", "display:\n  type: st7920\n  rs: RS\n  e: E\n  data: [D4, D5, D6, D7]\n",
+			Display{Type: "st7920", Cols: 16, Rows: 2, RS: "RS", E: "E", Data: []string{"D4", "D5", "D6", "D7"}}},
+		{"back-pack, 4 rows", "display: {type: st7920, cols: 16, rows: 4, i2c: {bus: \"1\", address: 0x27}}\n",
+			Display{Type: "st7920", Cols: 16, Rows: 4, I2C: &I2C{Bus: "1", Address: 0x27}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := Parse([]byte(tc.yaml+comps), "w.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*w.Display, tc.want) {
+				t.Errorf("Display = %+v, want %+v", *w.Display, tc.want)
+			}
+		})
 	}
 }
 

@@ -83,12 +83,17 @@ type Keypad struct {
 	Buzzer string `yaml:"buzzer"`
 }
 
-// Display is an HD44780 character LCD, wired either directly in 4-bit mode
-// (RS, E, Data) or through a PCF8574 I²C back-pack (I2C).
+// Display is a character LCD, wired either directly in 4-bit mode (RS, E,
+// Data) or through a PCF8574 I²C back-pack (I2C).
 type Display struct {
-	Type string   `yaml:"type"` // "hd44780"
-	Cols int      `yaml:"cols"` // 16 or 20
-	Rows int      `yaml:"rows"` // 2 or 4
+	// Type is the controller: DisplayHD44780 (the default) or
+	// DisplayST7920.
+	Type string `yaml:"type"`
+	// Cols is 16 or 20 for an HD44780, 16 for an ST7920 (half-width
+	// columns: a Chinese character takes two).
+	Cols int `yaml:"cols"`
+	// Rows is 2 or 4 (4 for a 128x64 ST7920 module, 2 for a 128x32 one).
+	Rows int      `yaml:"rows"`
 	RS   string   `yaml:"rs"`
 	E    string   `yaml:"e"`
 	Data []string `yaml:"data,omitempty"` // D4, D5, D6, D7
@@ -96,6 +101,17 @@ type Display struct {
 	// P4..P7=D4..D7); nil for a display wired to pins.
 	I2C *I2C `yaml:"i2c,omitempty"`
 }
+
+// Display types.
+const (
+	// DisplayHD44780 is an HD44780 (or compatible) character LCD with the
+	// A00 (ASCII) character ROM: text other than ASCII shows as '?'.
+	DisplayHD44780 = "hd44780"
+	// DisplayST7920 is an ST7920 LCD module ("12864", "12832") in text
+	// mode, with its GB2312 Chinese font: 16 half-width columns, a Chinese
+	// character taking two.
+	DisplayST7920 = "st7920"
+)
 
 // I2C is a device on an I²C bus.
 type I2C struct {
