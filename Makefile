@@ -45,8 +45,8 @@ cross: ## CGO_ENABLED=0 builds of lockerd and lockerctl for linux/arm (GOARM 6 a
 	@ls -l $(BIN)/*-linux-*
 
 .PHONY: bench
-bench: ## run the benchmarks, each beside its baseline measured in the same run
-	$(GO) test -run '^$$' -bench BenchmarkKeypadToCoil -benchtime 200x ./controller/
+bench: ## run the benchmarks and print one table: each figure beside its baseline measured in the same run, the ratio and the target (needs mosquitto)
+	$(GO) run ./cmd/internal/benchtable $(BENCHFLAGS)
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for a short while (FUZZTIME, default 10s)

@@ -69,7 +69,12 @@ func run() int {
 	configPath := flag.String("config", "", "a cabinet wiring file instead of the default cabinet")
 	quiet := flag.Bool("quiet", false, "log warnings and errors only")
 	script := flag.String("script", "", "play a scenario file (testdata/scenarios/*.txt), print the traces, and exit: 0 when they match the FILE's .golden log (if any) and every expect held")
+	fleet := fleetFlags(flag.CommandLine)
 	flag.Parse()
+	if fleet.N > 0 {
+		fleet.Broker, fleet.DataDir = *brokerURL, *dataDir
+		return runFleet(*fleet)
+	}
 	if *script != "" {
 		return runScript(*script, *configPath, *lockerID)
 	}

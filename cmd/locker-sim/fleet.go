@@ -1,0 +1,1017 @@
+package main
+
+// Fleet mode: `locker-sim -fleet N` runs N simulated lockers in one process
+// against one broker, for the central team's load tests. Each locker is the
+// real daemon (store, hal, controller, link) on its own simulated cabinet
+// with its own database; a simulated central signs grants with the
+// development key and sends them over the broker; simulated people type the
+// codes, put parcels in, take them out and shut the doors through the
+// cabinet model. The fleet reports memory and CPU per locker, the events
+// delivered, and the reconnect curve after a broker outage.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/openlocker/locker/cmd/internal/daemon"
+	"github.com/openlocker/locker/controller/wire"
+	"github.com/openlocker/locker/hal"
+	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/simulator"
+	"github.com/openlocker/locker/sync/client"
+	"github.com/openlocker/locker/sync/protocol"
+)
+
+// Fleet defaults.
+const (
+	// fleetPoll is the sensor poll and keypad scan period in fleet mode. The
+	// single locker polls every 5 ms; at 1,000 lockers that is 400,000
+	// wake-ups a second for nothing, the largest CPU cost of an idle fleet.
+	// 25 ms still debounces doors (debounce 50 ms) and reads a key press
+	// (two scans down, two up) well within a person's 100 ms press; pulses
+	// are timed by the lock driver, not by the poll.
+	fleetPoll = 25 * time.Millisecond
+	// fleetSample is how often the monitor samples every link's state: the
+	// resolution of the reconnect curve.
+	fleetSample = 20 * time.Millisecond
+	// fleetStarters is how many lockers are opened at once at start-up.
+	fleetStarters = 32
+	// fleetWaveClose is how long a reconnect wave may stay open before it is
+	// reported with the lockers still down.
+	fleetWaveClose = 15 * time.Minute
+)
+
+// fleetOptions configure fleet mode.
+type fleetOptions struct {
+	N        int           // lockers: FLEET0001 … FLEETnnnn
+	Broker   string        // MQTT broker URL; "" starts the embedded broker on Embedded
+	Embedded string        // address of the embedded broker (default 127.0.0.1:1883)
+	DataDir  string        // each locker's folder is DataDir/FLEETnnnn; the dev key is DataDir/central-dev.json
+	Interval time.Duration // mean time between two parcels at one locker (exponential)
+	Duration time.Duration // stop after this long; 0: at SIGINT or SIGTERM
+	Report   time.Duration // a report line this often; 0: none until the end
+	Poll     time.Duration // sensor poll and keypad scan period (default fleetPoll)
+	// RestartAfter and Outage: with the embedded broker, stop it once every
+	// locker has been online for RestartAfter, for Outage, then start it
+	// again, to draw the reconnect curve. 0: never.
+	RestartAfter, Outage time.Duration
+	// BackoffMin and BackoffMax override the link's reconnect back-off
+	// (default the protocol's 1 s and 5 min); tests shorten them.
+	BackoffMin, BackoffMax time.Duration
+	Out                    io.Writer    // reports; default os.Stdout
+	Logger                 *slog.Logger // the lockers' logs; default errors only, to stderr (a broker outage would log N warnings)
+}
+
+// fleetFlags registers the fleet's own flags on fs. locker-sim's -broker,
+// -data and -quiet apply too (see runFleet's caller).
+func fleetFlags(fs *flag.FlagSet) *fleetOptions {
+	o := &fleetOptions{}
+	fs.IntVar(&o.N, "fleet", 0, "run N simulated lockers (FLEET0001…) in this process with random traffic from a simulated central, and report memory, CPU, events and the reconnect curve")
+	fs.DurationVar(&o.Interval, "fleet-interval", 30*time.Second, "fleet: mean time between two parcels at one locker")
+	fs.DurationVar(&o.Duration, "fleet-duration", 0, "fleet: stop after this long (0: at Ctrl-C)")
+	fs.DurationVar(&o.Report, "fleet-report", 10*time.Second, "fleet: print a report line this often")
+	fs.DurationVar(&o.Poll, "fleet-poll", fleetPoll, "fleet: sensor poll and keypad scan period of every locker")
+	fs.DurationVar(&o.RestartAfter, "fleet-restart-after", 0, "fleet, embedded broker: restart the broker once the fleet has been online this long (0: never)")
+	fs.DurationVar(&o.Outage, "fleet-outage", 5*time.Second, "fleet: how long the embedded broker stays down for -fleet-restart-after")
+	return o
+}
+
+// runFleet runs the fleet until SIGINT, SIGTERM or opts.Duration, printing
+// reports, and returns the exit code.
+func runFleet(opts fleetOptions) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if opts.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
+		defer cancel()
+	}
+	f, err := newFleet(opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "locker-sim: -fleet: %v\n", err)
+		return 1
+	}
+	if err := f.run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "locker-sim: -fleet: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// fleet is N lockers, their central and their monitor.
+type fleet struct {
+	o       fleetOptions
+	out     io.Writer
+	log     *slog.Logger
+	kp      protocol.KeyPair
+	w       *wiring.Wiring
+	nonce   string // makes grant ids unique across runs on the same databases
+	started time.Time
+
+	lockers  []*fleetLocker
+	byID     map[string]*fleetLocker // fixed once started
+	central  *fleetCentral
+	mon      *fleetMonitor
+	broker   *mqtt.Server // the embedded broker, or nil; guarded by brokerMu
+	brokerMu sync.Mutex
+
+	recorded  atomic.Int64 // traces recorded by the lockers (OnTrace)
+	grants    atomic.Int64 // grants envelopes acknowledged
+	deposits  atomic.Int64
+	pickups   atomic.Int64
+	skipped   atomic.Int64 // parcels not sent: the locker was offline
+	failMu    sync.Mutex
+	failures  map[string]int // guarded by failMu
+	lastCPU   time.Duration
+	lastAt    time.Time
+	lastTrace int64
+}
+
+// fleetLocker is one simulated locker.
+type fleetLocker struct {
+	i    int
+	id   string
+	cab  *simulator.Cabinet
+	d    *daemon.Daemon
+	done chan struct{} // closed when the daemon's Run returned
+	err  error         // Run's error, once done
+	acks chan wire.GrantsAck
+
+	online atomic.Bool  // the central saw its online status
+	traces atomic.Int64 // traces the central received from it
+}
+
+func newFleet(o fleetOptions) (*fleet, error) {
+	if o.N < 1 || o.N > 9999 {
+		return nil, fmt.Errorf("%d lockers: want 1 to 9999", o.N)
+	}
+	if o.Interval <= 0 {
+		o.Interval = 30 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = fleetPoll
+	}
+	if o.Embedded == "" {
+		o.Embedded = embeddedAddr
+	}
+	if o.DataDir == "" {
+		o.DataDir = "var"
+	}
+	out := o.Out
+	if out == nil {
+		out = os.Stdout
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
+	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	kp, err := devKeyPair(filepath.Join(o.DataDir, devKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	w, err := fleetWiring(o.Poll)
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{o: o, out: out, log: log, kp: kp, w: w, nonce: strconv.FormatInt(time.Now().Unix(), 36),
+		byID: map[string]*fleetLocker{}, failures: map[string]int{}}
+	f.mon = newFleetMonitor(o.N)
+	return f, nil
+}
+
+// fleetWiring is the simulator's default cabinet (24 compartments, keypad,
+// display) polled every poll instead of every 5 ms.
+func fleetWiring(poll time.Duration) (*wiring.Wiring, error) {
+	w, err := simulator.DefaultWiring()
+	if err != nil {
+		return nil, err
+	}
+	if poll < wiring.MinPoll || poll > wiring.MaxPoll {
+		return nil, fmt.Errorf("-fleet-poll %v: want %v to %v", poll, wiring.MinPoll, wiring.MaxPoll)
+	}
+	w.Sensors.Poll = poll
+	w.Sensors.Debounce = max(w.Sensors.Debounce, 2*poll)
+	return w, nil
+}
+
+// fleetID is the id of locker i (0-based).
+func fleetID(i int) string { return fmt.Sprintf("FLEET%04d", i+1) }
+
+// run starts the broker (if embedded), the central and the lockers, runs
+// the traffic until ctx is done, stops everything and prints the final
+// report.
+func (f *fleet) run(ctx context.Context) error {
+	if err := f.start(ctx); err != nil {
+		f.stop()
+		return err
+	}
+	var wg sync.WaitGroup
+	if f.o.Report > 0 {
+		wg.Go(func() {
+			t := time.NewTicker(f.o.Report)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					fmt.Fprintln(f.out, f.line())
+				}
+			}
+		})
+	}
+	if f.broker != nil && f.o.RestartAfter > 0 {
+		wg.Go(func() { f.restartLater(ctx) })
+	}
+	<-ctx.Done()
+	wg.Wait()
+	fmt.Fprintln(f.out, f.line())
+	m := measure() // while every locker still runs
+	err := f.stop()
+	f.finalReport(f.out, m)
+	return err
+}
+
+// start opens every locker and waits until each is ready; it does not wait
+// for the connections.
+func (f *fleet) start(ctx context.Context) error {
+	f.started = time.Now()
+	f.lastAt = f.started
+	f.lastCPU = processCPU()
+	url := f.o.Broker
+	if url == "" {
+		b, err := startFleetBroker(f.o.Embedded)
+		if err != nil {
+			return err
+		}
+		f.broker = b
+		url = "tcp://" + f.o.Embedded
+	} else if err := reachable(url); err != nil {
+		return fmt.Errorf("-broker %s: %w", url, err)
+	}
+	f.o.Broker = url
+	f.lockers = make([]*fleetLocker, f.o.N)
+	for i := range f.lockers {
+		l := &fleetLocker{i: i, id: fleetID(i), done: make(chan struct{}), acks: make(chan wire.GrantsAck, 4)}
+		f.lockers[i] = l
+		f.byID[l.id] = l
+	}
+	c, err := newFleetCentral(url, f.kp, f.nonce, f.byID)
+	if err != nil {
+		return err
+	}
+	f.central = c
+	fmt.Fprintf(f.out, "fleet: %d lockers (%s…%s), broker %s, data %s, %d compartments each, poll %v, a parcel every %v per locker on average\n",
+		f.o.N, fleetID(0), fleetID(f.o.N-1), url, f.o.DataDir, len(f.w.Compartments), f.o.Poll, f.o.Interval)
+
+	// Open the lockers a few at a time: each opens a database and migrates it.
+	next := make(chan *fleetLocker)
+	errs := make(chan error, f.o.N)
+	var wg sync.WaitGroup
+	for range fleetStarters {
+		wg.Go(func() {
+			for l := range next {
+				if err := f.startLocker(ctx, l); err != nil {
+					errs <- fmt.Errorf("%s: %w", l.id, err)
+				}
+			}
+		})
+	}
+	for _, l := range f.lockers {
+		next <- l
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	go f.mon.run(ctx, f.lockers)
+	for _, l := range f.lockers {
+		go f.person(ctx, l)
+	}
+	fmt.Fprintf(f.out, "fleet: %d lockers ready in %v\n", f.o.N, time.Since(f.started).Round(time.Millisecond))
+	return nil
+}
+
+// startLocker builds one locker and waits until its controller is ready.
+func (f *fleet) startLocker(ctx context.Context, l *fleetLocker) error {
+	dir := filepath.Join(f.o.DataDir, l.id)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	log := f.log.With("fleet_locker", l.id)
+	cab, err := simulator.New(f.w, simulator.Options{StatePath: filepath.Join(dir, cabinetState), Logger: nil})
+	if err != nil {
+		return err
+	}
+	l.cab = cab
+	d, err := daemon.New(ctx, daemon.Options{
+		LockerID: l.id, DataDir: dir, Wiring: f.w, Logger: log,
+		Pins: cab.ByName,
+		Hal:  hal.Options{NoDisplayDelays: true, Buses: cab.Bus, ScanInterval: f.o.Poll},
+		Link: client.Options{Broker: f.o.Broker, Keys: f.kp.Keyring(),
+			BackoffMin: f.o.BackoffMin, BackoffMax: f.o.BackoffMax},
+		OnTrace: func([]byte) { f.recorded.Add(1) },
+	})
+	if err != nil {
+		cab.Halt()
+		return err
+	}
+	l.d = d
+	go func() {
+		l.err = d.Run(ctx)
+		cab.Halt()
+		close(l.done)
+	}()
+	select {
+	case <-d.Controller.Ready():
+		return nil
+	case <-l.done:
+		return fmt.Errorf("stopped before it was ready: %v", l.err)
+	case <-time.After(30 * time.Second):
+		return errors.New("not ready within 30 s")
+	}
+}
+
+// stop waits for every locker's daemon (their context is done) and closes
+// the central and the broker.
+func (f *fleet) stop() error {
+	var errs []error
+	for _, l := range f.lockers {
+		if l == nil || l.d == nil {
+			continue
+		}
+		select {
+		case <-l.done:
+			if l.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", l.id, l.err))
+			}
+		case <-time.After(10 * time.Second):
+			errs = append(errs, fmt.Errorf("%s: did not stop within 10 s", l.id))
+		}
+	}
+	if f.central != nil {
+		f.central.close()
+	}
+	f.brokerMu.Lock()
+	if f.broker != nil {
+		f.broker.Close()
+	}
+	f.brokerMu.Unlock()
+	return errors.Join(errs...)
+}
+
+func (f *fleet) fail(reason string) {
+	f.failMu.Lock()
+	f.failures[reason]++
+	f.failMu.Unlock()
+}
+
+// person plays the people of one locker: a courier deposits a parcel with a
+// code from the central, and later its recipient takes it out, one parcel
+// at a time, at random intervals.
+func (f *fleet) person(ctx context.Context, l *fleetLocker) {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(l.i)))
+	sleep := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	exp := func(mean time.Duration) time.Duration {
+		return time.Duration(min(rng.ExpFloat64(), 5) * float64(mean))
+	}
+	if !sleep(time.Duration(rng.Int64N(int64(f.o.Interval)))) {
+		return
+	}
+	for k := 1; ; k++ {
+		if !l.d.Link.Connected() {
+			f.skipped.Add(1)
+		} else if err := f.parcel(ctx, l, rng, k, exp); err != nil && ctx.Err() == nil {
+			f.fail(err.Error())
+			for n := 1; n <= len(f.w.Compartments); n++ { // leave no door open
+				l.cab.CloseDoor(n)
+			}
+		}
+		if !sleep(exp(f.o.Interval)) {
+			return
+		}
+	}
+}
+
+var fleetSizes = []string{"S", "S", "M", "M", "L", "XL"}
+
+// parcel plays one parcel's life at locker l: grant, deposit, wait, pickup.
+// Its errors are short and without ids: they are counted by text.
+func (f *fleet) parcel(ctx context.Context, l *fleetLocker, rng *rand.Rand, k int, exp func(time.Duration) time.Duration) error {
+	human := func() time.Duration { return time.Duration(300+rng.IntN(1200)) * time.Millisecond }
+	code := func() string { return fmt.Sprintf("%08d", rng.IntN(100_000_000)) }
+	phone := func() string { return fmt.Sprintf("13%09d", rng.IntN(1_000_000_000)) }
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	until, puntil := now.Add(24*time.Hour), now.Add(72*time.Hour)
+	dep, pick := code(), code()
+	id := fmt.Sprintf("g-%s-%d", f.nonce, k)
+	body := wire.GrantsBody{Kind: "grants", LockerID: l.id, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: []wire.GrantOp{{
+		Op: "put", GrantID: id, Version: 1, Action: "deposit", Size: fleetSizes[rng.IntN(len(fleetSizes))],
+		ParcelID: fmt.Sprintf("FL%s%s%06d", f.nonce, l.id[5:], k), Holder: phone(),
+		CodeHash: codeHash(l.id, dep), ValidUntil: &until,
+		Pickup: &wire.PickupSpec{GrantID: id + "-p", Holder: phone(), CodeHash: codeHash(l.id, pick), ValidUntil: &puntil},
+	}}}
+	for len(l.acks) > 0 { // a late ack of an earlier envelope
+		<-l.acks
+	}
+	if err := f.central.send(l.id, protocol.SuffixGrants, body); err != nil {
+		return errors.New("central: publish failed")
+	}
+	select {
+	case ack := <-l.acks:
+		if ack.Applied != 1 {
+			return errors.New("grant not applied")
+		}
+		f.grants.Add(1)
+	case <-time.After(30 * time.Second):
+		return errors.New("no grants ack within 30 s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	// The courier.
+	if !f.sleep(ctx, human()) {
+		return ctx.Err()
+	}
+	n, err := f.open(ctx, l, dep, 0)
+	if err != nil {
+		return fmt.Errorf("deposit: %w", err)
+	}
+	f.sleep(ctx, human())
+	if err := l.cab.SetParcel(n, true); err != nil {
+		return fmt.Errorf("deposit: %w", err)
+	}
+	f.sleep(ctx, human()/2)
+	if err := l.cab.CloseDoor(n); err != nil {
+		return fmt.Errorf("deposit: %w", err)
+	}
+	f.deposits.Add(1)
+
+	// The recipient, later.
+	if !f.sleep(ctx, exp(f.o.Interval/2)+time.Second) {
+		return ctx.Err()
+	}
+	if _, err := f.open(ctx, l, pick, n); err != nil {
+		return fmt.Errorf("pickup: %w", err)
+	}
+	f.sleep(ctx, human())
+	if err := l.cab.SetParcel(n, false); err != nil {
+		return fmt.Errorf("pickup: %w", err)
+	}
+	f.sleep(ctx, human()/2)
+	if err := l.cab.CloseDoor(n); err != nil {
+		return fmt.Errorf("pickup: %w", err)
+	}
+	f.pickups.Add(1)
+	f.sleep(ctx, time.Second) // the door settles before the next parcel
+	return nil
+}
+
+func (f *fleet) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// codeHash is PROTOCOL.md's code hash; the controller's own function.
+func codeHash(locker, code string) string { return wire.CodeHash(locker, code) }
+
+// open types code and '#' on locker l's keypad and waits until a door
+// springs open: door n, or any door when n is 0. It returns the door.
+func (f *fleet) open(ctx context.Context, l *fleetLocker, code string, n int) (int, error) {
+	for i := 0; i < len(code); i++ {
+		if err := f.press(ctx, l, code[i]); err != nil {
+			return 0, err
+		}
+	}
+	if err := f.press(ctx, l, '#'); err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if n != 0 {
+			if c, err := l.cab.Compartment(n); err == nil && c.Door == simulator.DoorOpen {
+				return n, nil
+			}
+		} else {
+			for _, c := range l.cab.Snapshot().Compartments {
+				if c.Door == simulator.DoorOpen {
+					return c.Number, nil
+				}
+			}
+		}
+		if !f.sleep(ctx, f.o.Poll) {
+			return 0, ctx.Err()
+		}
+	}
+	return 0, errors.New("no door opened within 5 s")
+}
+
+// press presses key k until the controller has handled it and releases it
+// until the scanner has seen it up, as scenario.Run does.
+func (f *fleet) press(ctx context.Context, l *fleetLocker, k byte) error {
+	waitFor := func(cond func() bool) bool {
+		for deadline := time.Now().Add(5 * time.Second); !cond(); {
+			if time.Now().After(deadline) || !f.sleep(ctx, f.o.Poll) {
+				return false
+			}
+		}
+		return true
+	}
+	before := l.d.Controller.KeysHandled()
+	if err := l.cab.PressKey(k); err != nil {
+		return err
+	}
+	ok := waitFor(func() bool { return l.d.Controller.KeysHandled() > before })
+	scans := l.cab.Scans()
+	if err := l.cab.ReleaseKey(k); err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("a key was not handled within 5 s")
+	}
+	if !waitFor(func() bool { return l.cab.Scans() >= scans+3 }) {
+		return errors.New("the keypad was not scanned")
+	}
+	return nil
+}
+
+// restartLater stops the embedded broker once every locker has been
+// online for RestartAfter, and starts it again after Outage.
+func (f *fleet) restartLater(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var allSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if f.mon.connected() < f.o.N {
+			allSince = time.Time{}
+			continue
+		}
+		if allSince.IsZero() {
+			allSince = time.Now()
+		}
+		if time.Since(allSince) >= f.o.RestartAfter {
+			break
+		}
+	}
+	fmt.Fprintf(f.out, "fleet: stopping the embedded broker for %v\n", f.o.Outage)
+	f.brokerMu.Lock()
+	f.broker.Close()
+	f.broker = nil
+	f.brokerMu.Unlock()
+	if !f.sleep(ctx, f.o.Outage) {
+		return
+	}
+	b, err := startFleetBroker(f.o.Embedded)
+	if err != nil {
+		fmt.Fprintf(f.out, "fleet: the embedded broker did not start again: %v\n", err)
+		return
+	}
+	f.brokerMu.Lock()
+	f.broker = b
+	f.brokerMu.Unlock()
+	f.mon.brokerBack(time.Now())
+	fmt.Fprintln(f.out, "fleet: the embedded broker is back")
+}
+
+// startFleetBroker starts an embedded mochi broker on addr.
+func startFleetBroker(addr string) (*mqtt.Server, error) {
+	b := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
+	if err := b.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, err
+	}
+	if err := b.AddListener(listeners.NewTCP(listeners.Config{ID: "fleet", Address: addr})); err != nil {
+		return nil, fmt.Errorf("embedded broker on %s: %w (use -broker to use another)", addr, err)
+	}
+	go b.Serve()
+	return b, nil
+}
+
+// fleetMeasure is one reading of the process.
+type fleetMeasure struct {
+	heapInuse, rss uint64
+	goroutines     int
+	cpu            time.Duration // user + system since the process started
+}
+
+func measure() fleetMeasure {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return fleetMeasure{heapInuse: ms.HeapInuse, rss: processRSS(), goroutines: runtime.NumGoroutine(), cpu: processCPU()}
+}
+
+// processRSS is VmRSS from /proc/self/status, in bytes; 0 where there is no /proc.
+func processRSS() uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// processCPU is the user and system time of the process from
+// /proc/self/stat (fields 14 and 15, in clock ticks of 1/100 s, Linux's
+// USER_HZ); 0 where there is no /proc.
+func processCPU() time.Duration {
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 { // the command name may hold spaces
+		s = s[i+1:]
+	}
+	fields := strings.Fields(s) // fields[0] is field 3 (state)
+	if len(fields) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+func mb(b float64) string { return fmt.Sprintf("%.2f MB", b/(1<<20)) }
+
+// line is one periodic report line.
+func (f *fleet) line() string {
+	m := measure()
+	now := time.Now()
+	n := float64(f.o.N)
+	cores := 0.0
+	if dt := now.Sub(f.lastAt); dt > 0 {
+		cores = float64(m.cpu-f.lastCPU) / float64(dt)
+	}
+	delivered := f.central.traces.Load()
+	rate := 0.0
+	if dt := now.Sub(f.lastAt).Seconds(); dt > 0 {
+		rate = float64(delivered-f.lastTrace) / dt
+	}
+	f.lastAt, f.lastCPU, f.lastTrace = now, m.cpu, delivered
+	f.failMu.Lock()
+	failed := 0
+	for _, c := range f.failures {
+		failed += c
+	}
+	f.failMu.Unlock()
+	return fmt.Sprintf("fleet %6s: %d/%d online  heap %s/locker  rss %s/locker  cpu %.2f cores (%.2f ms/s per locker)  goroutines %d  events %d recorded, %d at central (%.0f/s)  parcels %d in, %d out, %d failed, %d skipped offline",
+		time.Since(f.started).Round(time.Second), f.mon.connected(), f.o.N, mb(float64(m.heapInuse)/n), mb(float64(m.rss)/n),
+		cores, cores*1000/n, m.goroutines, f.recorded.Load(), delivered, rate,
+		f.deposits.Load(), f.pickups.Load(), failed, f.skipped.Load())
+}
+
+// finalReport prints the totals, the failures and the reconnect curves; m
+// is the last measurement taken while the fleet ran.
+func (f *fleet) finalReport(w io.Writer, m fleetMeasure) {
+	n := float64(f.o.N)
+	el := time.Since(f.started)
+	fmt.Fprintf(w, "\nfleet report: %d lockers for %v\n", f.o.N, el.Round(time.Second))
+	fmt.Fprintf(w, "  memory      heap in use %s per locker, RSS %s per locker (%s in all), %.1f goroutines per locker\n",
+		mb(float64(m.heapInuse)/n), mb(float64(m.rss)/n), mb(float64(m.rss)), float64(m.goroutines)/n)
+	fmt.Fprintf(w, "  cpu         %.2f cores on average over the run (%.2f ms/s per locker), %d cores here\n",
+		float64(m.cpu)/float64(el), float64(m.cpu)/float64(el)*1000/n, runtime.NumCPU())
+	fmt.Fprintf(w, "  events      %d recorded by the lockers, %d traces and %d status messages received by the central\n",
+		f.recorded.Load(), f.central.traces.Load(), f.central.statuses.Load())
+	fmt.Fprintf(w, "  parcels     %d grants acknowledged, %d deposited, %d picked up, %d not sent (locker offline)\n",
+		f.grants.Load(), f.deposits.Load(), f.pickups.Load(), f.skipped.Load())
+	f.failMu.Lock()
+	reasons := make([]string, 0, len(f.failures))
+	for r := range f.failures {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(w, "  failed      %d× %s\n", f.failures[r], r)
+	}
+	f.failMu.Unlock()
+	waves := f.mon.waves()
+	if len(waves) == 0 {
+		fmt.Fprintln(w, "  reconnects  no broker outage seen (restart the broker, or -fleet-restart-after with the embedded one)")
+	}
+	for _, wv := range waves {
+		wv.print(w)
+	}
+}
+
+// fleetCentral plays the central server for the whole fleet: one MQTT
+// client that signs and sends grants and counts what the lockers publish.
+type fleetCentral struct {
+	kp   protocol.KeyPair
+	cl   paho.Client
+	byID map[string]*fleetLocker // read-only
+
+	traces, statuses, acks atomic.Int64
+}
+
+func newFleetCentral(url string, kp protocol.KeyPair, nonce string, byID map[string]*fleetLocker) (*fleetCentral, error) {
+	c := &fleetCentral{kp: kp, byID: byID}
+	subs := map[string]byte{
+		protocol.Topic("+", protocol.SuffixTraces):    1,
+		protocol.Topic("+", protocol.SuffixStatus):    1,
+		protocol.Topic("+", protocol.SuffixGrantsAck): 1,
+	}
+	opts := paho.NewClientOptions().AddBroker(url).SetClientID("fleet-central-" + nonce).
+		SetCleanSession(true).SetKeepAlive(30 * time.Second).SetConnectTimeout(5 * time.Second).
+		SetAutoReconnect(true).SetConnectRetry(true).SetMaxReconnectInterval(time.Second).
+		SetOrderMatters(false). // the handler does not block; order across lockers does not matter
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.onMessage(m) })
+	opts.SetOnConnectHandler(func(cl paho.Client) { cl.SubscribeMultiple(subs, nil) }) // clean session: again each time
+	c.cl = paho.NewClient(opts)
+	if t := c.cl.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return nil, fmt.Errorf("central: cannot connect to %s: %v", url, t.Error())
+	}
+	return c, nil
+}
+
+// onMessage counts and routes one message; it never blocks.
+func (c *fleetCentral) onMessage(m paho.Message) {
+	rest, ok := strings.CutPrefix(m.Topic(), protocol.TopicPrefix)
+	if !ok {
+		return
+	}
+	id, suffix, _ := strings.Cut(rest, "/")
+	l := c.byID[id]
+	if l == nil {
+		return // another locker on the same broker
+	}
+	switch suffix {
+	case protocol.SuffixTraces:
+		c.traces.Add(1)
+		l.traces.Add(1)
+	case protocol.SuffixStatus:
+		c.statuses.Add(1)
+		var st struct {
+			State string `json:"state"`
+		}
+		if json.Unmarshal(m.Payload(), &st) == nil && st.State == "online" {
+			l.online.Store(true)
+		}
+	case protocol.SuffixGrantsAck:
+		c.acks.Add(1)
+		var ack wire.GrantsAck
+		if json.Unmarshal(m.Payload(), &ack) == nil {
+			select {
+			case l.acks <- ack:
+			default:
+			}
+		}
+	}
+}
+
+// send signs v with the development key and publishes it to the locker.
+func (c *fleetCentral) send(locker, suffix string, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	env, err := protocol.Seal(c.kp.KeyID, c.kp.Private, body)
+	if err != nil {
+		return err
+	}
+	t := c.cl.Publish(protocol.Topic(locker, suffix), 1, false, env)
+	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		return fmt.Errorf("central: publish: %v", t.Error())
+	}
+	return nil
+}
+
+func (c *fleetCentral) close() { c.cl.Disconnect(250) }
+
+// fleetMonitor samples every link's connection state and groups the
+// losses into waves: a wave opens with the first locker that goes down and
+// closes once every locker that went down in it is back.
+type fleetMonitor struct {
+	mu    sync.Mutex
+	up    []bool      // guarded by mu
+	nUp   int         // guarded by mu
+	cur   *fleetWave  // guarded by mu; the open wave, or nil
+	done  []fleetWave // guarded by mu; closed waves of at least half the fleet
+	flaps int         // guarded by mu; closed waves of fewer lockers
+	back  time.Time   // guarded by mu; the broker's return, when known
+}
+
+// fleetWave is one loss of connection across the fleet.
+type fleetWave struct {
+	start time.Time // the first locker went down
+	back  time.Time // the broker came back: known (restarted by us) or the first reconnect
+	known bool      // back was told, not estimated
+	down  map[int]time.Time
+	up    map[int]time.Time // first reconnect of each locker after its loss
+	open  int               // lockers still down when the wave was closed by time-out
+}
+
+func newFleetMonitor(n int) *fleetMonitor { return &fleetMonitor{up: make([]bool, n)} }
+
+func (m *fleetMonitor) run(ctx context.Context, lockers []*fleetLocker) {
+	t := time.NewTicker(fleetSample)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			m.sample(now, lockers)
+		}
+	}
+}
+
+func (m *fleetMonitor) sample(now time.Time, lockers []*fleetLocker) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, l := range lockers {
+		up := l.d.Link.Connected()
+		if up == m.up[i] {
+			continue
+		}
+		m.up[i] = up
+		if up {
+			m.nUp++
+			if m.cur != nil {
+				if _, lost := m.cur.down[i]; lost {
+					if _, seen := m.cur.up[i]; !seen {
+						m.cur.up[i] = now
+					}
+				}
+			}
+			continue
+		}
+		m.nUp--
+		if m.cur == nil {
+			m.cur = &fleetWave{start: now, down: map[int]time.Time{}, up: map[int]time.Time{}}
+		}
+		if _, lost := m.cur.down[i]; !lost {
+			m.cur.down[i] = now
+		}
+	}
+	if w := m.cur; w != nil && (len(w.up) == len(w.down) || now.Sub(w.start) > fleetWaveClose) {
+		w.open = len(w.down) - len(w.up)
+		m.closeLocked()
+	}
+}
+
+// closeLocked ends the open wave; it is kept when it took down at least
+// half the fleet (else it counts as a flap).
+func (m *fleetMonitor) closeLocked() {
+	w := m.cur
+	m.cur = nil
+	if len(w.down) < max(2, len(m.up)/2) {
+		m.flaps++
+		return
+	}
+	if !m.back.IsZero() && m.back.After(w.start) {
+		w.back, w.known = m.back, true
+	} else {
+		for _, t := range w.up {
+			if w.back.IsZero() || t.Before(w.back) {
+				w.back = t
+			}
+		}
+	}
+	m.done = append(m.done, *w)
+}
+
+// brokerBack records when the broker came back, for the open wave.
+func (m *fleetMonitor) brokerBack(t time.Time) {
+	m.mu.Lock()
+	m.back = t
+	m.mu.Unlock()
+}
+
+func (m *fleetMonitor) connected() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nUp
+}
+
+// waves returns the closed waves and the open one (as it stands).
+func (m *fleetMonitor) waves() []fleetWave {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := slices.Clone(m.done)
+	if w := m.cur; w != nil && len(w.down) >= max(2, len(m.up)/2) {
+		c := *w
+		c.open = len(c.down) - len(c.up)
+		if !m.back.IsZero() && m.back.After(c.start) {
+			c.back, c.known = m.back, true
+		} else {
+			for _, t := range c.up {
+				if c.back.IsZero() || t.Before(c.back) {
+					c.back = t
+				}
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// reconnects are the reconnect times after the broker came back, sorted.
+func (w fleetWave) reconnects() []time.Duration {
+	out := make([]time.Duration, 0, len(w.up))
+	for _, t := range w.up {
+		out = append(out, max(t.Sub(w.back), 0))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// print draws the reconnect histogram.
+func (w fleetWave) print(out io.Writer) {
+	rs := w.reconnects()
+	how := "estimated as the first reconnect"
+	if w.known {
+		how = "time of the restart known"
+	}
+	fmt.Fprintf(out, "  reconnects  %d lockers lost the broker at %s; it was back %.1f s later (%s)\n",
+		len(w.down), w.start.Format("15:04:05.000"), w.back.Sub(w.start).Seconds(), how)
+	if len(rs) == 0 {
+		fmt.Fprintln(out, "              none reconnected")
+		return
+	}
+	fmt.Fprintf(out, "              reconnected after it came back: p10 %.2f s, p50 %.2f s, p90 %.2f s, last %.2f s; %d still down\n",
+		pct(rs, 10).Seconds(), pct(rs, 50).Seconds(), pct(rs, 90).Seconds(), rs[len(rs)-1].Seconds(), w.open)
+	width, counts := histogram(rs, 20)
+	most := slices.Max(counts)
+	for i, c := range counts {
+		bar := strings.Repeat("#", int(math.Ceil(float64(c)*50/float64(max(most, 1)))))
+		fmt.Fprintf(out, "              %6.2f–%6.2f s %5d %s\n", (time.Duration(i) * width).Seconds(),
+			(time.Duration(i+1) * width).Seconds(), c, bar)
+	}
+}
+
+// histogram buckets sorted durations into at most maxBuckets buckets of a
+// round width.
+func histogram(rs []time.Duration, maxBuckets int) (time.Duration, []int) {
+	last := rs[len(rs)-1]
+	width := 50 * time.Millisecond
+	for _, w := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+		500 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second,
+		30 * time.Second, time.Minute, 5 * time.Minute} {
+		width = w
+		if int(last/w)+1 <= maxBuckets {
+			break
+		}
+	}
+	counts := make([]int, int(last/width)+1)
+	for _, r := range rs {
+		counts[int(r/width)]++
+	}
+	return width, counts
+}
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100
+	return sorted[max(i, 1)-1]
+}

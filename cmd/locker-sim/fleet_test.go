@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/protocol"
+)
+
+func fleetWaitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+	}
+}
+
+// A fleet of 20 lockers against a real Mosquitto: every locker connects,
+// publishes its retained online status and traces, and the people's
+// parcels go through; after a broker restart the lockers come back spread
+// over the back-off window, not in one spike. The back-off is shortened
+// for the test (BackoffMin 100 ms, BackoffMax 3 s, through fleetOptions).
+func TestFleetAgainstMosquitto(t *testing.T) {
+	const n = 20
+	b := brokertest.Start(t, brokertest.Options{NoPersistence: true})
+	var out bytes.Buffer
+	var outMu sync.Mutex
+	f, err := newFleet(fleetOptions{N: n, Broker: b.URL(), DataDir: t.TempDir(), Interval: 2 * time.Second,
+		BackoffMin: 100 * time.Millisecond, BackoffMax: 3 * time.Second,
+		Out: lockedWriter{&outMu, &out}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := f.stop(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer stop()
+	if err := f.start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fleetWaitFor(t, 20*time.Second, func() bool { return f.mon.connected() == n }, "every locker to connect")
+	fleetWaitFor(t, 20*time.Second, func() bool {
+		for _, l := range f.lockers {
+			if !l.online.Load() || l.traces.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	}, "every locker's online status and a trace at the central")
+	fleetWaitFor(t, 30*time.Second, func() bool { return f.deposits.Load() >= 5 && f.pickups.Load() >= 2 },
+		"deposits and pickups")
+
+	// The online statuses are retained: a newcomer gets one per locker.
+	retained := map[string]bool{}
+	var rmu sync.Mutex
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("fleet-test-newcomer").SetCleanSession(true))
+	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	cl.Subscribe(protocol.Topic("+", protocol.SuffixStatus), 1, func(_ paho.Client, m paho.Message) {
+		var st struct {
+			State    string `json:"state"`
+			LockerID string `json:"locker_id"`
+		}
+		if json.Unmarshal(m.Payload(), &st) == nil && m.Retained() && st.State == "online" {
+			rmu.Lock()
+			retained[st.LockerID] = true
+			rmu.Unlock()
+		}
+	})
+	fleetWaitFor(t, 5*time.Second, func() bool { rmu.Lock(); defer rmu.Unlock(); return len(retained) == n },
+		"a retained online status per locker")
+	cl.Disconnect(0)
+
+	// Restart the broker.
+	b.Stop()
+	fleetWaitFor(t, 10*time.Second, func() bool { return f.mon.connected() == 0 }, "the fleet to notice the outage")
+	time.Sleep(1500 * time.Millisecond) // attempts fail, the back-off ceilings grow
+	b.Restart(t)
+	f.mon.brokerBack(time.Now())
+	fleetWaitFor(t, 20*time.Second, func() bool { return f.mon.connected() == n }, "every locker to reconnect")
+	time.Sleep(2 * fleetSample) // the monitor closes the wave
+
+	waves := f.mon.waves()
+	if len(waves) != 1 {
+		t.Fatalf("%d reconnect waves, want 1", len(waves))
+	}
+	rs := waves[0].reconnects()
+	if len(rs) != n {
+		t.Fatalf("%d reconnects, want %d", len(rs), n)
+	}
+	if spread := rs[len(rs)-1] - rs[0]; spread < 500*time.Millisecond {
+		t.Errorf("all %d lockers reconnected within %v of each other: a spike, not a jittered back-off (%v)", n, spread, rs)
+	}
+	m := measure()
+	stop()
+	f.finalReport(lockedWriter{&outMu, &out}, m)
+	outMu.Lock()
+	report := out.String()
+	outMu.Unlock()
+	t.Log("\n" + report)
+	for _, want := range []string{"heap in use", "MB per locker", "reconnected after it came back", "time of the restart known"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+}
+
+// lockedWriter serialises writes: the fleet reports from several goroutines.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+func TestFleetHistogram(t *testing.T) {
+	rs := []time.Duration{0, 40 * time.Millisecond, 300 * time.Millisecond, 900 * time.Millisecond, 2100 * time.Millisecond}
+	width, counts := histogram(rs, 20)
+	if width != 250*time.Millisecond {
+		t.Fatalf("width %v, want 250ms", width)
+	}
+	want := []int{2, 1, 0, 1, 0, 0, 0, 0, 1}
+	if len(counts) != len(want) {
+		t.Fatalf("counts %v, want %v", counts, want)
+	}
+	for i := range want {
+		if counts[i] != want[i] {
+			t.Fatalf("counts %v, want %v", counts, want)
+		}
+	}
+}
