@@ -105,6 +105,7 @@ func startSim(t *testing.T, broker, data string, args ...string) *sim {
 	}
 	go func() { s.cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
+		s.checkInvariants()
 		s.stop()
 		if t.Failed() {
 			t.Logf("locker-sim output:\n%s", s.logs.String())
@@ -128,6 +129,27 @@ func startSim(t *testing.T, broker, data string, args ...string) *sim {
 			t.Fatalf("locker-sim did not serve its API within 20 s:\n%s", s.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkInvariants fails the test when the simulated cabinet saw the power
+// budget, the pulse cap, the gap or a cool-down broken.
+func (s *sim) checkInvariants() {
+	select {
+	case <-s.done:
+		return // not running (killed by the test)
+	default:
+	}
+	var inv struct {
+		OK     bool     `json:"ok"`
+		Broken []string `json:"broken"`
+	}
+	if code := s.call("GET", "/api/invariants", nil, &inv); code != 200 {
+		s.t.Errorf("GET /api/invariants: %d", code)
+		return
+	}
+	if !inv.OK {
+		s.t.Errorf("the simulated cabinet's invariants were broken: %v", inv.Broken)
 	}
 }
 

@@ -122,6 +122,7 @@ func New(opts Options) *Server {
 	}
 	m := http.NewServeMux()
 	m.HandleFunc("GET /api/cabinet", s.handleCabinet)
+	m.HandleFunc("GET /api/invariants", s.handleInvariants)
 	m.HandleFunc("POST /api/keypad", s.handleKeypad)
 	m.HandleFunc("POST /api/compartments/{n}/door", s.handleDoor)
 	m.HandleFunc("POST /api/compartments/{n}/parcel", s.handleParcel)
@@ -188,6 +189,20 @@ func (s *Server) cabinet() Cabinet {
 
 func (s *Server) handleCabinet(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.cabinet())
+}
+
+// handleInvariants reports whether the hardware rules held so far: the
+// power budget (coils on at once), the pulse cap, the gap between pulses
+// and each coil's cool-down. Tests assert it before they stop a simulator.
+func (s *Server) handleInvariants(w http.ResponseWriter, _ *http.Request) {
+	var broken []string
+	for _, err := range []error{s.cab.CheckInvariants(), s.cab.CheckSpacing()} {
+		if err != nil {
+			broken = append(broken, err.Error())
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": len(broken) == 0, "broken": broken,
+		"max_coils_at_once": s.cab.MaxCoilsAtOnce(), "budget_violations": s.cab.BudgetViolations()})
 }
 
 // handleKeypad presses the keys one after the other, as a person does:

@@ -75,6 +75,13 @@ func Run(ctx context.Context, steps []Step, o Options) ([]string, error) {
 			return r.lines(), fmt.Errorf("%s: %w", st, err)
 		}
 	}
+	// The hardware rules held all along: power budget, pulse cap, gaps, cool-downs.
+	if err := cab.CheckInvariants(); err != nil {
+		return r.lines(), err
+	}
+	if err := cab.CheckSpacing(); err != nil {
+		return r.lines(), err
+	}
 	return r.lines(), nil
 }
 
@@ -136,6 +143,11 @@ func (r *runner) start(ctx context.Context) error {
 	return r.settle(ctx)
 }
 
+// reboot waits as long as a board takes to boot at the least: a coil's
+// cool-down (kept by the lock driver, in memory) then holds across a power
+// cut too.
+func (r *runner) reboot() { time.Sleep(r.o.Wiring.Locks.Cooldown) }
+
 // stop ends the daemon abruptly, as a power cut does: nothing is written on
 // the way out.
 func (r *runner) stop() {
@@ -189,22 +201,61 @@ func (r *runner) lines() []string {
 	return append([]string(nil), r.log...)
 }
 
-// settle waits until the cabinet is still, no release is queued, the hal
-// has reported everything and the controller has handled it.
+// settle waits until the cabinet is still, no release is queued, hal's
+// debounced view of every sensor is what the sensors read, and the
+// controller has handled every event hal sent: its view of the doors is
+// hal's.
 func (r *runner) settle(ctx context.Context) error {
-	w := r.o.Wiring.Sensors
-	quiet := w.Debounce + 3*w.Poll
 	deadline := time.Now().Add(r.o.Settle)
 	for time.Now().Before(deadline) {
-		if r.cab.Settled() && !r.hw.Busy() {
-			time.Sleep(quiet)
-			if len(r.hw.Events()) == 0 && r.cab.Settled() && !r.hw.Busy() {
-				return r.ctl.Sync(ctx)
+		if r.cab.Settled() && !r.hw.Busy() && len(r.hw.Events()) == 0 && r.halAgrees() {
+			if err := r.ctl.Sync(ctx); err != nil {
+				return err
+			}
+			if len(r.hw.Events()) == 0 && r.controllerAgrees(ctx) {
+				return nil
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	return fmt.Errorf("the cabinet did not settle within %s", r.o.Settle)
+}
+
+// halAgrees says whether hal's debounced readings are what the simulated
+// sensors read now (the physical truth, or what an injected fault makes a
+// door sensor say).
+func (r *runner) halAgrees() bool {
+	for _, c := range r.cab.Snapshot().Compartments {
+		want := c.Door == simulator.DoorOpen
+		switch c.Fault {
+		case simulator.FaultSensorStuckOpen:
+			want = true
+		case simulator.FaultSensorStuckClosed:
+			want = false
+		}
+		if open, err := r.hw.DoorOpen(c.Number); err != nil || open != want {
+			return false
+		}
+		if present, ok, err := r.hw.ParcelPresent(c.Number); err != nil || (ok && present != c.Parcel) {
+			return false
+		}
+	}
+	return true
+}
+
+// controllerAgrees says whether the controller's view of every door is hal's.
+func (r *runner) controllerAgrees(ctx context.Context) bool {
+	rep, err := r.ctl.Compartments(ctx)
+	if err != nil {
+		return false
+	}
+	for _, c := range rep.Compartments {
+		open, err := r.hw.DoorOpen(c.Number)
+		if err != nil || open != (c.Door == "open") {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *runner) step(ctx context.Context, st Step) error {
@@ -257,6 +308,7 @@ func (r *runner) step(ctx context.Context, st Step) error {
 	case "powercut":
 		r.stop()
 		r.add("> power cut")
+		r.reboot()
 		err = r.start(ctx)
 	case "poweroff":
 		if r.cancel == nil {
@@ -270,6 +322,7 @@ func (r *runner) step(ctx context.Context, st Step) error {
 			return errors.New("the power is on already")
 		}
 		r.add("> power on")
+		r.reboot()
 		err = r.start(ctx)
 	case "expect":
 		return r.expect(ctx, st)
