@@ -913,6 +913,19 @@ func TestEveryMessageInEveryLanguage(t *testing.T) {
 						width++ // a Chinese character takes two columns
 					}
 				}
+				if lang == "zh" {
+					col := 0
+					for _, r := range strings.ReplaceAll(line, "%s", "07") {
+						if r > 0x7f && col%2 != 0 {
+							t.Errorf("zh message %d line %q: %q starts on an odd column", id, line, r)
+						}
+						if r > 0x7f {
+							col += 2
+						} else {
+							col++
+						}
+					}
+				}
 				if width > 17 { // "%s" stands for 2 columns
 					t.Errorf("%s: message %d line %q is %d columns, more than 16", lang, id, line, width-2)
 				}
@@ -931,7 +944,7 @@ func TestChineseDisplay(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		r.keys("000000#")
 	}
-	if d := r.cab.Display(); d[0] != "键盘已锁定" || d[1] != "请等待1分00秒" {
+	if d := r.cab.Display(); d[0] != "键盘已锁定" || d[1] != "请等待01分00秒" {
 		t.Fatalf("display = %q", d)
 	}
 	if _, err := New(Options{LockerID: lockerID, Store: r.st, Cabinet: r.cab, Language: "xx"}); err == nil {
@@ -1016,5 +1029,34 @@ func TestBootReportsWhatItFinds(t *testing.T) {
 	r.keys("222222#")
 	if n := len(r.cab.Releases()); n != 3 {
 		t.Fatal("the interrupted deposit's code no longer works")
+	}
+}
+
+// A large envelope takes the preloaded path: the same rules hold there.
+func TestLargeEnvelopeKeepsTheRules(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("old", 5, "900000", "M", 0)))
+	var ops []GrantOp
+	for i := 0; i < preloadOps+10; i++ {
+		ops = append(ops, depositOp(fmt.Sprintf("g-%d", i), 1, fmt.Sprintf("%06d", 100000+i), "M", 0))
+	}
+	ops[3].CodeHash = hash("900000")                                     // taken by "old"
+	ops[7].CodeHash = ops[6].CodeHash                                    // taken by an op of the same envelope
+	ops = append(ops, depositOp("old", 5, "900001", "M", 0))             // stale
+	ops = append(ops, GrantOp{Op: "revoke", GrantID: "g-9", Version: 2}) // applied in the same envelope
+	ops = append(ops, depositOp("g-9", 1, "555000", "M", 0))             // stale after that revoke
+	ack := r.apply(body(ops...))
+	if ack.Applied != preloadOps+10-2+1 || ack.Stale != 2 || len(ack.Rejected) != 2 ||
+		ack.Rejected[0].GrantID != "g-3" || ack.Rejected[1].GrantID != "g-7" {
+		t.Fatalf("ack = applied %d stale %d rejected %+v", ack.Applied, ack.Stale, ack.Rejected)
+	}
+	r.types()
+	r.keys("100009#") // g-9 was revoked
+	if len(r.cab.Releases()) != 0 {
+		t.Fatal("a grant revoked in a large envelope opened a door")
+	}
+	r.keys("100008#")
+	if len(r.cab.Releases()) != 1 {
+		t.Fatal("a grant of a large envelope does not open")
 	}
 }

@@ -34,12 +34,20 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 	err := c.update(ctx, func(tx *store.Tx) error {
 		ack = GrantsAck{IssuedAt: body.IssuedAt, Rejected: []RejectedGrant{}}
 		named := map[string]bool{}
+		var view grantView = dbView{tx}
+		if len(body.Ops) >= preloadOps || body.Snapshot {
+			mv, err := loadMemView(tx, now)
+			if err != nil {
+				return err
+			}
+			view = mv
+		}
 		for _, op := range body.Ops {
 			named[op.GrantID] = true
 			if op.Pickup != nil {
 				named[op.Pickup.GrantID] = true
 			}
-			stale, err := c.applyOp(tx, op, now)
+			stale, err := c.applyOp(tx, view, op, now)
 			var bad *opError
 			switch {
 			case errors.As(err, &bad):
@@ -53,19 +61,11 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 			}
 		}
 		if body.Snapshot {
-			ids, err := tx.LiveGrantIDs()
-			if err != nil {
-				return err
-			}
-			for _, id := range ids {
-				if named[id] {
+			for id, m := range view.(*memView).byID {
+				if named[id] || m.Revoked {
 					continue
 				}
-				g, err := tx.Grant(id)
-				if err != nil {
-					return err
-				}
-				if err := tx.Tombstone(id, g.Version); err != nil {
+				if err := tx.Tombstone(id, m.Version); err != nil {
 					return err
 				}
 			}
@@ -90,36 +90,38 @@ func reject(format string, args ...any) error { return &opError{fmt.Sprintf(form
 
 // applyOp applies one op inside tx. stale is true when the op's version is
 // not newer than what the locker holds.
-func (c *Controller) applyOp(tx *store.Tx, op GrantOp, now time.Time) (stale bool, err error) {
+func (c *Controller) applyOp(tx *store.Tx, view grantView, op GrantOp, now time.Time) (stale bool, err error) {
 	if !grantIDRE.MatchString(op.GrantID) {
 		return false, reject("grant_id missing or malformed")
 	}
 	if op.Version < 1 {
 		return false, reject("version must be 1 or more")
 	}
-	old, err := tx.Grant(op.GrantID)
+	old, found, err := view.version(op.GrantID)
 	switch {
-	case err == nil && op.Version <= old.Version:
-		return true, nil
-	case err != nil && !errors.Is(err, store.ErrNotFound):
+	case err != nil:
 		return false, err
+	case found && op.Version <= old:
+		return true, nil
 	}
 	switch op.Op {
 	case "revoke":
+		view.stored(op.GrantID, store.GrantMeta{Version: op.Version, Revoked: true})
 		return false, tx.Tombstone(op.GrantID, op.Version)
 	case "put":
 	default:
 		return false, reject("op must be put or revoke")
 	}
-	g, err := c.grantFromOp(tx, op, now)
+	g, err := c.grantFromOp(view, op, now)
 	if err != nil {
 		return false, err
 	}
+	view.stored(g.ID, store.GrantMeta{Version: g.Version, CodeHash: g.CodeHash, ValidUntil: g.ValidUntil, UsesLeft: g.UsesLeft})
 	return false, tx.PutGrant(g)
 }
 
 // grantFromOp validates a put and builds the stored grant.
-func (c *Controller) grantFromOp(tx *store.Tx, op GrantOp, now time.Time) (store.Grant, error) {
+func (c *Controller) grantFromOp(view grantView, op GrantOp, now time.Time) (store.Grant, error) {
 	g := store.Grant{ID: op.GrantID, Version: op.Version, Action: op.Action, Compartment: op.Compartment,
 		Size: op.Size, ParcelID: op.ParcelID, Actor: MaskHolder(op.Holder), CodeHash: op.CodeHash, UsesLeft: 1}
 	switch op.Action {
@@ -168,7 +170,7 @@ func (c *Controller) grantFromOp(tx *store.Tx, op GrantOp, now time.Time) (store
 	if !g.ValidUntil.After(g.ValidFrom) {
 		return g, reject("valid_until must be after valid_from")
 	}
-	if err := codeFree(tx, g.CodeHash, g.ID, now); err != nil {
+	if err := codeFree(view, g.CodeHash, g.ID, now); err != nil {
 		return g, err
 	}
 	if op.Pickup != nil {
@@ -185,7 +187,7 @@ func (c *Controller) grantFromOp(tx *store.Tx, op GrantOp, now time.Time) (store
 		if p.CodeHash == op.CodeHash {
 			return g, reject("pickup.code_hash equals the deposit code")
 		}
-		if err := codeFree(tx, p.CodeHash, p.GrantID, now); err != nil {
+		if err := codeFree(view, p.CodeHash, p.GrantID, now); err != nil {
 			return g, err
 		}
 		spec := pickupSpec{GrantID: p.GrantID, Actor: MaskHolder(p.Holder), CodeHash: p.CodeHash, Uses: 1}
@@ -212,15 +214,107 @@ func (c *Controller) grantFromOp(tx *store.Tx, op GrantOp, now time.Time) (store
 }
 
 // codeFree checks that no other grant in force uses this code hash.
-func codeFree(tx *store.Tx, hash, self string, now time.Time) error {
-	others, err := tx.GrantsByCode(hash)
+func codeFree(view grantView, hash, self string, now time.Time) error {
+	used, err := view.codeInUse(hash, self, now)
 	if err != nil {
 		return err
 	}
-	for _, o := range others {
-		if o.ID != self && usable(o, now) != errEnded && o.UsesLeft != 0 {
-			return reject("code_hash in use by another grant")
-		}
+	if used {
+		return reject("code_hash in use by another grant")
 	}
 	return nil
+}
+
+// preloadOps is the envelope size from which the grants' versions and
+// codes are read once rather than looked up per op.
+const preloadOps = 256
+
+// grantView is what applying ops needs to know of the stored grants: each
+// grant's version, and which codes are in force. dbView asks the database
+// per op; memView reads everything once, for large envelopes and
+// snapshots, and follows the ops as they are applied.
+type grantView interface {
+	version(id string) (v int64, found bool, err error)
+	codeInUse(hash, self string, now time.Time) (bool, error)
+	stored(id string, m store.GrantMeta)
+}
+
+type dbView struct{ tx *store.Tx }
+
+func (d dbView) version(id string) (int64, bool, error) {
+	g, err := d.tx.Grant(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, false, nil
+	}
+	return g.Version, err == nil, err
+}
+
+func (d dbView) codeInUse(hash, self string, now time.Time) (bool, error) {
+	others, err := d.tx.GrantsByCode(hash)
+	if err != nil {
+		return false, err
+	}
+	for _, o := range others {
+		if o.ID != self && inForce(store.GrantMeta{Revoked: o.Revoked, ValidUntil: o.ValidUntil, UsesLeft: o.UsesLeft}, now) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (dbView) stored(string, store.GrantMeta) {}
+
+// inForce says whether a grant still counts: not revoked, not ended, uses
+// left (one not yet valid counts: its code is taken).
+func inForce(m store.GrantMeta, now time.Time) bool {
+	return !m.Revoked && (m.ValidUntil.IsZero() || now.Before(m.ValidUntil)) && m.UsesLeft != 0
+}
+
+type memView struct {
+	byID   map[string]store.GrantMeta
+	byCode map[string]map[string]bool // code hash → ids of grants that carry it
+}
+
+func loadMemView(tx *store.Tx, now time.Time) (*memView, error) {
+	all, err := tx.AllGrantMeta()
+	if err != nil {
+		return nil, err
+	}
+	v := &memView{byID: all, byCode: map[string]map[string]bool{}}
+	for id, m := range all {
+		v.index(id, m)
+	}
+	return v, nil
+}
+
+func (v *memView) index(id string, m store.GrantMeta) {
+	if m.CodeHash == "" || m.Revoked {
+		return
+	}
+	if v.byCode[m.CodeHash] == nil {
+		v.byCode[m.CodeHash] = map[string]bool{}
+	}
+	v.byCode[m.CodeHash][id] = true
+}
+
+func (v *memView) version(id string) (int64, bool, error) {
+	m, ok := v.byID[id]
+	return m.Version, ok, nil
+}
+
+func (v *memView) codeInUse(hash, self string, now time.Time) (bool, error) {
+	for id := range v.byCode[hash] {
+		if id != self && inForce(v.byID[id], now) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (v *memView) stored(id string, m store.GrantMeta) {
+	if old, ok := v.byID[id]; ok && old.CodeHash != "" {
+		delete(v.byCode[old.CodeHash], id)
+	}
+	v.byID[id] = m
+	v.index(id, m)
 }

@@ -328,10 +328,16 @@ func (c *Controller) showLocked() {
 func waitText(d time.Duration, lang string) string {
 	d = d.Round(time.Second)
 	h, m, s := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
-	units := [3]string{"h ", "m ", "s"}
-	if lang == "zh" {
-		units = [3]string{"小时", "分", "秒"}
+	if lang == "zh" { // two digits a number: Chinese characters stay on word boundaries
+		switch {
+		case h > 0:
+			return fmt.Sprintf("%02d小时%02d分", h, m)
+		case m > 0:
+			return fmt.Sprintf("%02d分%02d秒", m, s)
+		}
+		return fmt.Sprintf("%02d秒", s)
 	}
+	units := [3]string{"h ", "m ", "s"}
 	switch {
 	case h > 0:
 		return fmt.Sprintf("%d%s%d%s", h, units[0], m, strings.TrimSpace(units[1]))

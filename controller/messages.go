@@ -60,11 +60,13 @@ var messages = map[string]map[msgID][2]string{
 		msgNoSuchDoor:   {"No such door", "Try again"},
 		msgDoorFault:    {"Door %s fault", "Call service"},
 	},
-	// Simplified Chinese: at most 8 characters a line, for 16-column
-	// displays with a Chinese font (two columns a character).
+	// Simplified Chinese: at most 16 columns a line, a Chinese character
+	// taking two, for displays with a Chinese font (ST7920). ASCII runs
+	// before a Chinese character are of even length, so that it starts on
+	// the display's word boundary without padding.
 	"zh": {
-		msgIdle:         {"请输入取件码", "按#确认"},
-		msgCode:         {"密码:%s", "#确认 *清除"},
+		msgIdle:         {"请输入取件码", "按 #确认"},
+		msgCode:         {"密码:%s", "# 确认 *清除"},
 		msgWrong:        {"密码错误", "请重试"},
 		msgLocked:       {"键盘已锁定", "请等待%s"},
 		msgDepositOpen:  {"%s号柜门已开", "放入包裹后关门"},
@@ -77,10 +79,10 @@ var messages = map[string]map[msgID][2]string{
 		msgCancelled:    {"柜门已关闭", "未存入包裹"},
 		msgIncomplete:   {"包裹仍在柜内", "%s号柜门"},
 		msgStorage:      {"暂停服务", "请稍后再试"},
-		msgServiceMenu:  {"1开门 2停用", "3启用 4自检 *退"},
+		msgServiceMenu:  {"1 开门 2停用", "3 启用 4自检 *退"},
 		msgNoSuchDoor:   {"无此柜门", "请重试"},
 		msgDoorFault:    {"%s号柜门故障", "请联系维护"},
-		msgServiceDoor:  {"柜门号:%s", "#确认 *返回"},
+		msgServiceDoor:  {"柜门号:%s", "# 确认 *返回"},
 		msgDisabled:     {"%s号柜", "已停用"},
 		msgEnabled:      {"%s号柜", "已启用"},
 		msgSelfTest:     {"自检中", "%s"},

@@ -48,7 +48,7 @@ func scanCompartment(sc interface{ Scan(...any) error }) (Compartment, error) {
 
 // Compartment reads compartment n.
 func (t *Tx) Compartment(n int) (Compartment, error) {
-	row := t.tx.QueryRowContext(t.ctx, "SELECT "+compartmentCols+" FROM compartments WHERE number = ?", n)
+	row := t.queryRow("SELECT "+compartmentCols+" FROM compartments WHERE number = ?", n)
 	c, err := scanCompartment(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, fmt.Errorf("compartment %d: %w", n, ErrNotFound)
@@ -58,7 +58,7 @@ func (t *Tx) Compartment(n int) (Compartment, error) {
 
 // Compartments reads every compartment in ascending number.
 func (t *Tx) Compartments() ([]Compartment, error) {
-	rows, err := t.tx.QueryContext(t.ctx, "SELECT "+compartmentCols+" FROM compartments ORDER BY number")
+	rows, err := t.query("SELECT " + compartmentCols + " FROM compartments ORDER BY number")
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,7 @@ func scanGrant(sc interface{ Scan(...any) error }) (Grant, error) {
 }
 
 func (t *Tx) queryGrants(where string, args ...any) ([]Grant, error) {
-	rows, err := t.tx.QueryContext(t.ctx, "SELECT "+grantCols+" FROM grants WHERE "+where, args...)
+	rows, err := t.query("SELECT "+grantCols+" FROM grants WHERE "+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +56,7 @@ func (t *Tx) queryGrants(where string, args ...any) ([]Grant, error) {
 
 // Grant reads a grant or tombstone by id.
 func (t *Tx) Grant(id string) (Grant, error) {
-	row := t.tx.QueryRowContext(t.ctx, "SELECT "+grantCols+" FROM grants WHERE grant_id = ?", id)
+	row := t.queryRow("SELECT "+grantCols+" FROM grants WHERE grant_id = ?", id)
 	g, err := scanGrant(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return g, fmt.Errorf("grant %q: %w", id, ErrNotFound)
@@ -83,7 +83,7 @@ func (t *Tx) PickupsDue(now time.Time) ([]Grant, error) {
 
 // LiveGrantIDs returns the ids of every grant that is not a tombstone.
 func (t *Tx) LiveGrantIDs() ([]string, error) {
-	rows, err := t.tx.QueryContext(t.ctx, "SELECT grant_id FROM grants WHERE revoked = 0")
+	rows, err := t.query("SELECT grant_id FROM grants WHERE revoked = 0")
 	if err != nil {
 		return nil, err
 	}
@@ -115,8 +115,7 @@ func (t *Tx) Tombstone(id string, version int64) error {
 
 // GrantCount counts live grants and tombstones.
 func (t *Tx) GrantCount() (live, tombstones int, err error) {
-	err = t.tx.QueryRowContext(t.ctx,
-		"SELECT COALESCE(SUM(revoked = 0), 0), COALESCE(SUM(revoked = 1), 0) FROM grants").Scan(&live, &tombstones)
+	err = t.queryRow("SELECT COALESCE(SUM(revoked = 0), 0), COALESCE(SUM(revoked = 1), 0) FROM grants").Scan(&live, &tombstones)
 	return live, tombstones, err
 }
 
@@ -124,7 +123,7 @@ func (t *Tx) GrantCount() (live, tombstones int, err error) {
 // that is in force at now (live, started, not ended, uses left).
 func (t *Tx) ReservedCompartments(now time.Time) (map[int]bool, error) {
 	ts := timeText(now)
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT DISTINCT compartment FROM grants
+	rows, err := t.query(`SELECT DISTINCT compartment FROM grants
 		WHERE revoked = 0 AND compartment <> 0 AND action = 'deposit' AND uses_left <> 0
 		AND valid_from <= ? AND (valid_until = '' OR valid_until > ?)`, ts, ts)
 	if err != nil {
@@ -138,6 +137,36 @@ func (t *Tx) ReservedCompartments(now time.Time) (map[int]bool, error) {
 			return nil, err
 		}
 		out[n] = true
+	}
+	return out, rows.Err()
+}
+
+// GrantMeta is what applying an op needs to know of a stored grant.
+type GrantMeta struct {
+	Version    int64
+	Revoked    bool
+	CodeHash   string
+	ValidUntil time.Time
+	UsesLeft   int
+}
+
+// AllGrantMeta reads every grant's (and tombstone's) version and code, for
+// applying a large envelope without a lookup per op.
+func (t *Tx) AllGrantMeta() (map[string]GrantMeta, error) {
+	rows, err := t.query("SELECT grant_id, version, revoked, code_hash, valid_until, uses_left FROM grants")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]GrantMeta{}
+	for rows.Next() {
+		var id, until string
+		var m GrantMeta
+		if err := rows.Scan(&id, &m.Version, &m.Revoked, &m.CodeHash, &until, &m.UsesLeft); err != nil {
+			return nil, err
+		}
+		m.ValidUntil = parseTime(until)
+		out[id] = m
 	}
 	return out, rows.Err()
 }

@@ -17,8 +17,7 @@ type OutboxEvent struct {
 // it, and stores it. It returns the seq and the payload.
 func (t *Tx) AppendEvent(build func(seq int64) ([]byte, error)) (int64, []byte, error) {
 	var seq int64
-	if err := t.tx.QueryRowContext(t.ctx,
-		"UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value").Scan(&seq); err != nil {
+	if err := t.queryRow("UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value").Scan(&seq); err != nil {
 		return 0, nil, err
 	}
 	payload, err := build(seq)
@@ -34,14 +33,13 @@ func (t *Tx) AppendEvent(build func(seq int64) ([]byte, error)) (int64, []byte, 
 // LastSeq is the seq of the last event ever recorded (0 before any).
 func (t *Tx) LastSeq() (int64, error) {
 	var seq int64
-	err := t.tx.QueryRowContext(t.ctx, "SELECT value FROM counters WHERE name = 'seq'").Scan(&seq)
+	err := t.queryRow("SELECT value FROM counters WHERE name = 'seq'").Scan(&seq)
 	return seq, err
 }
 
 // Pending returns up to limit outbox events with seq > after, in seq order.
 func (t *Tx) Pending(after int64, limit int) ([]OutboxEvent, error) {
-	rows, err := t.tx.QueryContext(t.ctx,
-		"SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
+	rows, err := t.query("SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -66,13 +64,13 @@ func (t *Tx) Ack(seq int64) error {
 // OutboxLen counts the events waiting in the outbox.
 func (t *Tx) OutboxLen() (int, error) {
 	var n int
-	err := t.tx.QueryRowContext(t.ctx, "SELECT COUNT(*) FROM outbox").Scan(&n)
+	err := t.queryRow("SELECT COUNT(*) FROM outbox").Scan(&n)
 	return n, err
 }
 
 // Setting reads a setting; ok is false when it was never set.
 func (t *Tx) Setting(key string) (value string, ok bool, err error) {
-	err = t.tx.QueryRowContext(t.ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&value)
+	err = t.queryRow("SELECT value FROM settings WHERE key = ?", key).Scan(&value)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}
@@ -93,7 +91,7 @@ type CommandResult struct {
 
 // Command reads the result of command id; ok is false when it never ran.
 func (t *Tx) Command(id string) (res CommandResult, ok bool, err error) {
-	err = t.tx.QueryRowContext(t.ctx, "SELECT ok, error FROM commands WHERE command_id = ?", id).Scan(&res.OK, &res.Error)
+	err = t.queryRow("SELECT ok, error FROM commands WHERE command_id = ?", id).Scan(&res.OK, &res.Error)
 	if errors.Is(err, sql.ErrNoRows) {
 		return res, false, nil
 	}

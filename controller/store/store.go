@@ -110,7 +110,7 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
-	tx := &Tx{tx: sqlTx, ctx: ctx}
+	tx := &Tx{tx: sqlTx, ctx: ctx, stmts: map[string]*sql.Stmt{}}
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return err
@@ -128,17 +128,65 @@ func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
 		return fmt.Errorf("store: begin: %w", err)
 	}
 	defer sqlTx.Rollback()
-	return fn(&Tx{tx: sqlTx, ctx: ctx})
+	return fn(&Tx{tx: sqlTx, ctx: ctx, stmts: map[string]*sql.Stmt{}})
 }
 
-// Tx is one transaction.
+// Tx is one transaction. It prepares each statement once and keeps it
+// until the transaction ends (database/sql closes them at commit or
+// rollback): applying a snapshot runs the same few statements per grant.
 type Tx struct {
-	tx  *sql.Tx
-	ctx context.Context
+	tx    *sql.Tx
+	ctx   context.Context
+	stmts map[string]*sql.Stmt
+}
+
+func (t *Tx) stmt(q string) (*sql.Stmt, error) {
+	if s := t.stmts[q]; s != nil {
+		return s, nil
+	}
+	s, err := t.tx.PrepareContext(t.ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	t.stmts[q] = s
+	return s, nil
 }
 
 func (t *Tx) exec(q string, args ...any) (sql.Result, error) {
-	return t.tx.ExecContext(t.ctx, q, args...)
+	s, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return s.ExecContext(t.ctx, args...)
+}
+
+func (t *Tx) query(q string, args ...any) (*sql.Rows, error) {
+	s, err := t.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return s.QueryContext(t.ctx, args...)
+}
+
+// row is a single-row query; a failed prepare shows in Scan.
+type row struct {
+	r   *sql.Row
+	err error
+}
+
+func (r row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.r.Scan(dest...)
+}
+
+func (t *Tx) queryRow(q string, args ...any) row {
+	s, err := t.stmt(q)
+	if err != nil {
+		return row{err: err}
+	}
+	return row{r: s.QueryRowContext(t.ctx, args...)}
 }
 
 // storedTime is how times are kept: RFC 3339 in UTC with a fixed number of
