@@ -68,6 +68,7 @@ func run() int {
 	dataDir := flag.String("data", "var", "folder for the SQLite database and keys")
 	configPath := flag.String("config", "", "a cabinet wiring file instead of the default cabinet")
 	quiet := flag.Bool("quiet", false, "log warnings and errors only")
+	language := flag.String("language", "en", "display language: en or zh (zh wants a display that draws Chinese: -config testdata/wiring/gpio-24-zh.yaml)")
 	script := flag.String("script", "", "play a scenario file (testdata/scenarios/*.txt), print the traces, and exit: 0 when they match the FILE's .golden log (if any) and every expect held")
 	fleet := fleetFlags(flag.CommandLine)
 	flag.Parse()
@@ -160,7 +161,7 @@ func run() int {
 	central.broker = url
 
 	d, err := daemon.New(ctx, daemon.Options{
-		LockerID: *lockerID, DataDir: *dataDir, Wiring: w, Logger: log,
+		LockerID: *lockerID, DataDir: *dataDir, Wiring: w, Logger: log, Language: *language,
 		Pins:    func(name string) gpio.PinIO { return gpioreg.ByName(name) },
 		Hal:     hal.Options{NoDisplayDelays: true, Buses: cab.Bus},
 		Link:    client.Options{Broker: url, Keys: ring},

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runSim runs locker-sim expecting it to refuse to start, and returns its
@@ -113,5 +114,21 @@ func TestScriptMode(t *testing.T) {
 	out, err = exec.Command(bin, "-script", bad).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "differ") {
 		t.Fatalf("a scenario that differs from its golden log: %v\n%s", err, out)
+	}
+}
+
+func TestChineseOnTheSimulator(t *testing.T) {
+	s := startSim(t, startListener(t), t.TempDir(), "-language", "zh", "-config", "../../testdata/wiring/gpio-24-zh.yaml")
+	var d []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if d = s.cabinet().Display; len(d) > 0 && d[0] != "" {
+			break
+		}
+	}
+	if len(d) < 2 || d[0] != "请输入取件码" || d[1] != "按 #确认" {
+		t.Fatalf("display = %q", d)
+	}
+	if d := s.keys("1"); d[0] != "密码:*" {
+		t.Fatalf("after a key the display = %q", d)
 	}
 }
