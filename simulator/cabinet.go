@@ -793,25 +793,26 @@ func (c *Cabinet) SetFault(n int, f Fault) error {
 // act runs one person's action on compartment n under mu, then writes the
 // state file if it changed anything.
 func (c *Cabinet) act(n int, what string, f func(k *comp, now time.Time) (bool, error)) error {
+	c.persistMu.Lock()
+	defer c.persistMu.Unlock()
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	k, err := c.compLocked(n)
 	if err != nil {
-		c.mu.Unlock()
 		return err
 	}
 	changed, err := f(k, time.Now())
 	if changed {
 		c.changedLocked(true)
 		c.log.Debug("simulator: person", "action", what, "compartment", n, "state", k.stateLocked())
+		// A person's action is on disk before any pin shows it, as physics
+		// would have it: a kill -9 of the simulator cannot undo a door the
+		// daemon saw closed.
+		if perr := c.saveLocked(); perr != nil && err == nil {
+			err = perr
+		}
 	}
-	c.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if changed {
-		return c.persist()
-	}
-	return nil
+	return err
 }
 
 // setCoilLocked energises or de-energises compartment k's coil and reports

@@ -87,9 +87,16 @@ func (c *Cabinet) persist() error {
 	c.persistMu.Lock()
 	defer c.persistMu.Unlock()
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.saveLocked()
+}
+
+// saveLocked writes the physical state if it changed since the last write.
+// c.persistMu and c.mu are held: while the file is written no pin can be
+// read, so nothing the daemon sees is newer than what a restart finds.
+func (c *Cabinet) saveLocked() error {
 	gen := c.stateGen
-	if gen == c.savedGen {
-		c.mu.Unlock()
+	if c.statePath == "" || gen == c.savedGen {
 		return nil
 	}
 	sf := stateFile{Version: stateVersion}
@@ -97,7 +104,6 @@ func (c *Cabinet) persist() error {
 		s := k.stateLocked()
 		sf.Compartments = append(sf.Compartments, stateFileEntry{Number: s.Number, Door: s.Door, Latched: s.Latched, Parcel: s.Parcel, Fault: s.Fault})
 	}
-	c.mu.Unlock()
 	data, err := json.MarshalIndent(sf, "", "  ")
 	if err != nil {
 		return fmt.Errorf("simulator: encoding state: %w", err)
