@@ -50,7 +50,7 @@ bench: ## run the benchmarks and print one table: each figure beside its baselin
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for a short while (FUZZTIME, default 10s)
-	@for t in FuzzParse:./hal/wiring FuzzParse:./simulator/scenario FuzzOpen:./sync/protocol FuzzDecodeGrants:./sync/protocol FuzzDecodeCommand:./sync/protocol; do \
+	@for t in FuzzParse:./hal/wiring FuzzST7920Layout:./hal FuzzParse:./simulator/scenario FuzzOpen:./sync/protocol FuzzDecodeGrants:./sync/protocol FuzzDecodeCommand:./sync/protocol; do \
 		name=$${t%%:*}; pkg=$${t#*:}; \
 		echo "fuzz $$name ($$pkg)"; \
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $${FUZZTIME:-10s} $$pkg || exit 1; \
