@@ -117,6 +117,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A panic anywhere ends the process without running the other
+			// goroutines' defers: leave every coil off first.
+			defer func() {
+				if r := recover(); r != nil {
+					d.Hardware.Halt()
+					panic(r)
+				}
+			}()
 			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				errs <- fmt.Errorf("%s: %w", name, err)
 			}
