@@ -149,6 +149,8 @@ func run() int {
 			ln.Close()
 			return fail(fmt.Errorf("-broker %s: %w", url, err))
 		}
+		stopWatch := watchBroker(url, *lockerID, srv, log)
+		defer stopWatch()
 	} else {
 		broker, err := startBroker(srv, log)
 		if err != nil {
@@ -311,6 +313,24 @@ func startBroker(srv *api.Server, log *slog.Logger) (*mqtt.Server, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// watchBroker feeds the page's MQTT feed from an external broker: every
+// message under the locker's topics, as the embedded broker does.
+func watchBroker(broker, lockerID string, srv *api.Server, log *slog.Logger) func() {
+	opts := paho.NewClientOptions().AddBroker(broker).SetClientID("locker-sim-watch-" + lockerID).
+		SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).SetConnectTimeout(5 * time.Second)
+	opts.SetOnConnectHandler(func(cl paho.Client) {
+		// Subscribe without waiting: this runs inside paho.
+		cl.Subscribe(protocol.TopicPrefix+lockerID+"/#", 1, func(_ paho.Client, m paho.Message) {
+			srv.PublishMQTT(m.Topic(), m.Payload())
+		})
+	})
+	cl := paho.NewClient(opts)
+	if t := cl.Connect(); t.WaitTimeout(5*time.Second) && t.Error() != nil {
+		log.Warn("the page's MQTT feed is off", "broker", broker, "err", t.Error())
+	}
+	return func() { cl.Disconnect(100) }
 }
 
 // simDaemon gives the API the daemon's view.
