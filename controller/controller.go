@@ -68,6 +68,7 @@ type Options struct {
 	DoorLeftOpen      time.Duration // door_left_open after a door stays open this long; default 2m
 	DoorLeftOpenEvery time.Duration // and again at this interval while it stays open; default 5m
 	Tick              time.Duration // housekeeping interval; default 1s
+	MaxOutbox         int           // events kept for the broker before routine ones are dropped; default 200,000
 	MinSaneTime       time.Time     // a clock before this is not trusted; default MinSaneTime
 }
 
@@ -147,6 +148,7 @@ func New(opts Options) (*Controller, error) {
 	def(&opts.DoorLeftOpen, 2*time.Minute)
 	def(&opts.DoorLeftOpenEvery, 5*time.Minute)
 	def(&opts.Tick, time.Second)
+	defInt(&opts.MaxOutbox, 200000)
 	if opts.MinSaneTime.IsZero() {
 		opts.MinSaneTime = MinSaneTime
 	}
@@ -282,7 +284,7 @@ func (c *Controller) record(tx *store.Tx, tr Trace) error {
 	} else if err := c.saveHighWater(tx); err != nil {
 		return err
 	}
-	_, payload, err := tx.AppendEvent(func(seq int64) ([]byte, error) {
+	_, payload, err := tx.AppendEvent(tr.Type, func(seq int64) ([]byte, error) {
 		tr.Seq = seq
 		tr.EventID = fmt.Sprintf("%s-%d", c.opts.LockerID, seq)
 		tr.Time = FormatTime(now)
@@ -897,6 +899,42 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
 	}
 }
 
+// droppable are the routine events that go first when the outbox is full.
+// Parcel events (deposited, picked_up, reclaimed, pickup_expired, …) and
+// alarms (door_forced, lock_fault, sensor_fault, keypad_lockout, …) never do.
+var droppable = []string{"door_opened", "door_closed", "lock_released", "door_left_open", "started",
+	"grant_rejected", "envelope_rejected", "sensor_recovered"}
+
+// boundOutbox keeps the outbox near MaxOutbox events while the broker is
+// out of reach for long: past it, the oldest routine events are dropped,
+// a tenth of the limit at a time, and an outbox_overflow trace names the
+// seqs they spanned, so that the central can tell the gap from a loss.
+func (c *Controller) boundOutbox(ctx context.Context) {
+	err := c.update(ctx, func(tx *store.Tx) error {
+		span, err := tx.OutboxSpan() // cheap; the count only when it may be over
+		if err != nil || span <= int64(c.opts.MaxOutbox) {
+			return err
+		}
+		n, err := tx.OutboxLen()
+		if err != nil || n <= c.opts.MaxOutbox {
+			return err
+		}
+		dropped, first, last, err := tx.DropOldest(n-c.opts.MaxOutbox+c.opts.MaxOutbox/10, droppable)
+		if err != nil || dropped == 0 {
+			if err == nil {
+				c.log.Warn("outbox full of events that are never dropped", "events", n)
+			}
+			return err
+		}
+		c.log.Warn("outbox full: routine events dropped", "dropped", dropped, "from", first, "to", last)
+		return c.record(tx, Trace{Type: "outbox_overflow", Dropped: dropped, DroppedFrom: first, DroppedTo: last,
+			Content: fmt.Sprintf("Outbox full: %d routine events between seq %d and %d dropped", dropped, first, last)})
+	})
+	if err != nil {
+		c.log.Error("outbox bound", "err", err)
+	}
+}
+
 // housekeeping runs every tick: expiry, time-outs, display.
 func (c *Controller) housekeeping(ctx context.Context) {
 	now := c.now()
@@ -914,6 +952,7 @@ func (c *Controller) housekeeping(ctx context.Context) {
 	if now.Before(c.lockedTill) {
 		c.showLocked()
 	}
+	c.boundOutbox(ctx)
 	var stuck []int
 	trusted := c.clockTrusted()
 	err := c.update(ctx, func(tx *store.Tx) error {

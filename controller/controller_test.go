@@ -94,18 +94,19 @@ func (f *fakeCabinet) Display() [2]string { f.mu.Lock(); defer f.mu.Unlock(); re
 
 // rig is a controller on a real SQLite file with a fake cabinet.
 type rig struct {
-	t      *testing.T
-	ctx    context.Context
-	cancel context.CancelFunc
-	path   string
-	st     *store.Store
-	cab    *fakeCabinet
-	clock  *fakeClock
-	c      *Controller
-	done   chan error
-	mu     stdsync.Mutex
-	traces []Trace
-	lang   string
+	t         *testing.T
+	ctx       context.Context
+	cancel    context.CancelFunc
+	path      string
+	st        *store.Store
+	cab       *fakeCabinet
+	clock     *fakeClock
+	c         *Controller
+	done      chan error
+	mu        stdsync.Mutex
+	traces    []Trace
+	lang      string
+	maxOutbox int
 }
 
 const lockerID = "610091A01"
@@ -128,7 +129,7 @@ func (r *rig) start() {
 	}
 	r.st = st
 	r.cab.events = make(chan hal.Event)
-	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: r.cab, Clock: r.clock, Tick: time.Hour, Language: r.lang,
+	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: r.cab, Clock: r.clock, Tick: time.Hour, Language: r.lang, MaxOutbox: r.maxOutbox,
 		OnTrace: func(p []byte) {
 			var tr Trace
 			if err := json.Unmarshal(p, &tr); err != nil {
@@ -1058,5 +1059,51 @@ func TestLargeEnvelopeKeepsTheRules(t *testing.T) {
 	r.keys("100008#")
 	if len(r.cab.Releases()) != 1 {
 		t.Fatal("a grant of a large envelope does not open")
+	}
+}
+
+func TestOutboxIsBoundedWithoutLosingParcels(t *testing.T) {
+	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet("M M"), clock: &fakeClock{now: t0}}
+	r.maxOutbox = 40
+	r.start()
+	for i := 0; i < 8; i++ { // 8 deposits and pickups, offline: 8 events each
+		code, pick := fmt.Sprintf("%06d", 200000+i), fmt.Sprintf("%06d", 300000+i)
+		op := depositOp(fmt.Sprintf("g-%d", i), 1, code, "M", 0)
+		op.Pickup.CodeHash = hash(pick)
+		r.apply(body(op))
+		r.keys(code + "#")
+		r.door(1, true)
+		r.parcel(1, true)
+		r.door(1, false)
+		r.keys(pick + "#")
+		r.door(1, true)
+		r.parcel(1, false)
+		r.door(1, false)
+	}
+	r.tick()
+	evs, err := r.c.PendingEvents(r.ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) > 40 {
+		t.Fatalf("%d events in an outbox bounded at 40", len(evs))
+	}
+	var parcels int
+	var overflow Trace
+	for _, e := range evs {
+		var tr Trace
+		json.Unmarshal(e.Payload, &tr)
+		switch tr.Type {
+		case "deposited", "picked_up":
+			parcels++
+		case "outbox_overflow":
+			overflow = tr
+		}
+	}
+	if parcels != 16 {
+		t.Fatalf("%d parcel events kept, want all 16", parcels)
+	}
+	if overflow.Dropped == 0 || overflow.DroppedFrom < 1 || overflow.DroppedTo <= overflow.DroppedFrom {
+		t.Fatalf("outbox_overflow = %+v", overflow)
 	}
 }

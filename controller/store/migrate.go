@@ -73,6 +73,9 @@ CREATE TABLE settings (
 	// 2: why a compartment is in state fault (lock, sensor), so that the
 	// right event clears it.
 	`ALTER TABLE compartments ADD COLUMN fault TEXT NOT NULL DEFAULT '';`,
+	// 3: each outbox event's type, so that routine events can be dropped
+	// first when the outbox is full (parcel events never are).
+	`ALTER TABLE outbox ADD COLUMN type TEXT NOT NULL DEFAULT '';`,
 }
 
 // SchemaVersion is the number of migrations this build knows.

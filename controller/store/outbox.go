@@ -3,6 +3,7 @@ package store
 import (
 	"database/sql"
 	"errors"
+	"strings"
 )
 
 // OutboxEvent is one recorded event waiting for the broker's acknowledgement.
@@ -15,7 +16,7 @@ type OutboxEvent struct {
 // (gapless: seq is only ever taken inside the transaction that records the
 // event, so a rolled-back transaction takes none), builds the payload for
 // it, and stores it. It returns the seq and the payload.
-func (t *Tx) AppendEvent(build func(seq int64) ([]byte, error)) (int64, []byte, error) {
+func (t *Tx) AppendEvent(typ string, build func(seq int64) ([]byte, error)) (int64, []byte, error) {
 	var seq int64
 	if err := t.queryRow("UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value").Scan(&seq); err != nil {
 		return 0, nil, err
@@ -24,7 +25,7 @@ func (t *Tx) AppendEvent(build func(seq int64) ([]byte, error)) (int64, []byte, 
 	if err != nil {
 		return 0, nil, err
 	}
-	if _, err := t.exec("INSERT INTO outbox(seq, payload) VALUES (?, ?)", seq, payload); err != nil {
+	if _, err := t.exec("INSERT INTO outbox(seq, payload, type) VALUES (?, ?, ?)", seq, payload, typ); err != nil {
 		return 0, nil, err
 	}
 	return seq, payload, nil
@@ -102,4 +103,44 @@ func (t *Tx) Command(id string) (res CommandResult, ok bool, err error) {
 func (t *Tx) PutCommand(id string, res CommandResult, at string) error {
 	_, err := t.exec("INSERT INTO commands(command_id, ok, error, at) VALUES (?, ?, ?, ?)", id, res.OK, res.Error, at)
 	return err
+}
+
+// OutboxSpan is an upper bound of the outbox's length, cheap to read:
+// the last seq minus the oldest pending one, plus one (0 when empty).
+func (t *Tx) OutboxSpan() (int64, error) {
+	var lo, hi sql.NullInt64
+	if err := t.queryRow("SELECT MIN(seq), MAX(seq) FROM outbox").Scan(&lo, &hi); err != nil {
+		return 0, err
+	}
+	if !lo.Valid {
+		return 0, nil
+	}
+	return hi.Int64 - lo.Int64 + 1, nil
+}
+
+// DropOldest deletes up to n of the oldest outbox events whose type is one
+// of types, and returns how many it deleted and the first and last seq
+// among them.
+func (t *Tx) DropOldest(n int, types []string) (dropped int, first, last int64, err error) {
+	if n <= 0 || len(types) == 0 {
+		return 0, 0, 0, nil
+	}
+	in := "?" + strings.Repeat(", ?", len(types)-1)
+	args := make([]any, 0, len(types)+1)
+	for _, ty := range types {
+		args = append(args, ty)
+	}
+	args = append(args, n)
+	var lo, hi sql.NullInt64
+	var cnt int
+	err = t.queryRow("SELECT COUNT(*), MIN(seq), MAX(seq) FROM (SELECT seq FROM outbox WHERE type IN ("+in+
+		") ORDER BY seq LIMIT ?)", args...).Scan(&cnt, &lo, &hi)
+	if err != nil || cnt == 0 {
+		return 0, 0, 0, err
+	}
+	if _, err := t.exec("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE type IN ("+in+
+		") ORDER BY seq LIMIT ?)", args...); err != nil {
+		return 0, 0, 0, err
+	}
+	return cnt, lo.Int64, hi.Int64, nil
 }

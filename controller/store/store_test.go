@@ -27,7 +27,7 @@ func TestSeqIsGaplessAcrossRollbacksAndReopen(t *testing.T) {
 	s := open(t, path)
 	appendOne := func(fail bool) error {
 		return s.Update(ctx, func(tx *Tx) error {
-			if _, _, err := tx.AppendEvent(func(seq int64) ([]byte, error) {
+			if _, _, err := tx.AppendEvent("test", func(seq int64) ([]byte, error) {
 				return []byte(fmt.Sprintf(`{"seq":%d}`, seq)), nil
 			}); err != nil {
 				return err
@@ -65,7 +65,7 @@ func TestSeqIsGaplessAcrossRollbacksAndReopen(t *testing.T) {
 	// Acknowledged events leave the outbox; the counter never goes back.
 	s.Update(ctx, func(tx *Tx) error { return tx.Ack(8) })
 	s.Update(ctx, func(tx *Tx) error {
-		seq, _, err := tx.AppendEvent(func(int64) ([]byte, error) { return []byte("{}"), nil })
+		seq, _, err := tx.AppendEvent("test", func(int64) ([]byte, error) { return []byte("{}"), nil })
 		if seq != 9 {
 			t.Errorf("seq after ack of the last = %d, want 9", seq)
 		}

@@ -99,6 +99,11 @@ type Trace struct {
 	// TimeEstimated: the board's clock was not trusted when the event was
 	// recorded; Time is the last trusted time plus the time elapsed since.
 	TimeEstimated bool `json:"time_estimated,omitempty"`
+	// Dropped, DroppedFrom, DroppedTo: outbox_overflow only. The outbox was
+	// full; this many routine events between these seqs were dropped.
+	Dropped     int   `json:"dropped,omitempty"`
+	DroppedFrom int64 `json:"dropped_from,omitempty"`
+	DroppedTo   int64 `json:"dropped_to,omitempty"`
 }
 
 // OutboxEvent is one recorded trace waiting for the broker's PUBACK.
