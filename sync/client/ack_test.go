@@ -45,7 +45,8 @@ func TestGrantsRedeliveredWhenNotApplied(t *testing.T) {
 	f := clienttest.New(lockerID, 2)
 	startLink(t, b.URL(), f, nil)
 	waitFor(t, 5*time.Second, func() bool { return len(f.Grants()) == 1 }, "the grants to be delivered again")
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 5*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) >= 1 }, "the grants ack")
+	time.Sleep(300 * time.Millisecond) // and nothing more comes
 	if n := len(f.Grants()); n != 1 {
 		t.Errorf("applied %d times", n)
 	}

@@ -51,6 +51,8 @@ const (
 	// the link: with a broker limit at or below InboxSize the inbox cannot
 	// overflow, and a flood is slowed down by the broker instead.
 	InboxSize = 64
+	// InboxBytes bounds the payloads waiting in the inbox.
+	InboxBytes = 4 << 20
 	// AckBatch and AckDelay bound a batch of outbox acknowledgements (see
 	// BatchAcker): at most AckBatch seqs, committed at most AckDelay after
 	// the first PUBACK of the batch.
@@ -136,6 +138,7 @@ type Link struct {
 	running     atomic.Bool
 	connected   atomic.Bool
 	dropped     atomic.Int64
+	inboxBytes  atomic.Int64 // payload bytes waiting in the inbox
 	lastDropLog atomic.Int64 // unix nanoseconds
 
 	mu    sync.Mutex
@@ -512,12 +515,23 @@ func (l *Link) publishWait(ctx context.Context, s *session, topic string, retain
 
 // publishCurrent publishes on the live connection, if there is one.
 func (l *Link) publishCurrent(ctx context.Context, topic string, payload []byte) error {
+	// A message the broker redelivers at connect can be handled before the
+	// new session is marked current (after its subscriptions): wait a
+	// little for it rather than lose the answer.
 	s := l.current()
+	for deadline := time.Now().Add(replyWait); s == nil && time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(10 * time.Millisecond)
+		s = l.current()
+	}
 	if s == nil {
 		return errors.New("not connected")
 	}
 	return l.publishWait(ctx, s, topic, false, payload)
 }
+
+// replyWait is how long an answer (grants ack, command result) waits for a
+// connection before it is given up.
+const replyWait = 10 * time.Second
 
 // onMessage is paho's handler for every received message. It must never
 // block: it copies the payload into the inbox or drops it.
@@ -534,23 +548,35 @@ func (l *Link) publishCurrent(ctx context.Context, topic string, payload []byte)
 // 2.0.11 was seen exceeding it under a flood.
 func (l *Link) onMessage(s *session, m mqtt.Message) {
 	in := inbound{topic: m.Topic(), size: len(m.Payload()), ack: m.Ack}
+	full := false
 	if in.size <= protocol.MaxEnvelope {
-		in.payload = bytes.Clone(m.Payload())
-		if in.payload == nil {
-			in.payload = []byte{}
+		// The inbox holds at most InboxBytes of payloads besides its count:
+		// large envelopes cannot add up to much memory.
+		if l.inboxBytes.Add(int64(in.size)) > InboxBytes {
+			l.inboxBytes.Add(-int64(in.size))
+			full = true
+		} else {
+			in.payload = bytes.Clone(m.Payload())
+			if in.payload == nil {
+				in.payload = []byte{}
+			}
 		}
 	}
-	select {
-	case l.inbox <- in:
-	default:
-		s.drops.Add(1)
-		s.lastDrop.Store(time.Now().UnixNano())
-		n := l.dropped.Add(1)
-		now := time.Now().UnixNano()
-		last := l.lastDropLog.Load()
-		if now-last >= int64(dropLogEvery) && l.lastDropLog.CompareAndSwap(last, now) {
-			l.log.Warn("inbox full: received message dropped", "topic", in.topic, "dropped_total", n)
+	if !full {
+		select {
+		case l.inbox <- in:
+			return
+		default:
+			l.inboxBytes.Add(-int64(len(in.payload)))
 		}
+	}
+	s.drops.Add(1)
+	s.lastDrop.Store(time.Now().UnixNano())
+	n := l.dropped.Add(1)
+	now := time.Now().UnixNano()
+	last := l.lastDropLog.Load()
+	if now-last >= int64(dropLogEvery) && l.lastDropLog.CompareAndSwap(last, now) {
+		l.log.Warn("inbox full: received message dropped", "topic", in.topic, "dropped_total", n)
 	}
 }
 
@@ -561,6 +587,7 @@ func (l *Link) worker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case in := <-l.inbox:
+			l.inboxBytes.Add(-int64(len(in.payload)))
 			done := true
 			switch in.topic {
 			case l.t.grants:

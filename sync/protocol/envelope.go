@@ -40,9 +40,10 @@ var (
 	ErrBadCommand = errors.New("invalid command")
 )
 
-// MaxEnvelope is the largest raw envelope the locker accepts (64 KiB). The
-// size is checked before anything is parsed.
-const MaxEnvelope = 64 << 10
+// MaxEnvelope is the largest raw envelope the locker accepts (512 KiB,
+// about 1,700 grants in one snapshot). It is checked before anything is
+// parsed; the MQTT link also bounds the bytes waiting in its inbox.
+const MaxEnvelope = 512 << 10
 
 // Body kinds.
 const (
