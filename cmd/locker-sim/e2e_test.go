@@ -96,9 +96,16 @@ func (b *lockedBuffer) String() string {
 
 func startSim(t *testing.T, broker, data string, args ...string) *sim {
 	t.Helper()
+	return startSimBinary(t, buildSim(t), broker, data, args...)
+}
+
+// startSimBinary starts the locker-sim binary bin and waits for its API;
+// the test's cleanup checks the cabinet's invariants and stops it.
+func startSimBinary(t *testing.T, bin, broker, data string, args ...string) *sim {
+	t.Helper()
 	s := &sim{t: t, base: "http://" + freeAddr(t), data: data, broker: broker, logs: &lockedBuffer{}, done: make(chan struct{})}
 	all := append([]string{"-broker", broker, "-http", strings.TrimPrefix(s.base, "http://"), "-data", data}, args...)
-	s.cmd = exec.Command(buildSim(t), all...)
+	s.cmd = exec.Command(bin, all...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)

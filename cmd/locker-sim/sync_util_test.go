@@ -10,7 +10,6 @@ import (
 	"database/sql"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,39 +54,7 @@ func buildSimFast(t *testing.T) string {
 // startSimFast is startSim with the binary built without -race.
 func startSimFast(t *testing.T, broker, data string, args ...string) *sim {
 	t.Helper()
-	s := &sim{t: t, base: "http://" + freeAddr(t), data: data, broker: broker, logs: &lockedBuffer{}, done: make(chan struct{})}
-	all := append([]string{"-broker", broker, "-http", strings.TrimPrefix(s.base, "http://"), "-data", data}, args...)
-	s.cmd = exec.Command(buildSimFast(t), all...)
-	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	t.Cleanup(func() {
-		s.stop()
-		if t.Failed() {
-			t.Logf("locker-sim output:\n%s", s.logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(s.base + "/api/cabinet")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		select {
-		case <-s.done:
-			t.Fatalf("locker-sim exited at start:\n%s", s.logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("locker-sim did not serve its API within 20 s:\n%s", s.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return startSimBinary(t, buildSimFast(t), broker, data, args...)
 }
 
 // kill9 kills the process without warning, as a power cut would.
