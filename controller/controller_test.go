@@ -1107,3 +1107,34 @@ func TestOutboxIsBoundedWithoutLosingParcels(t *testing.T) {
 		t.Fatalf("outbox_overflow = %+v", overflow)
 	}
 }
+
+// When the database cannot record, no door opens, the display says so, and
+// the keypad keeps answering; when it can again, the same code works.
+func TestNoDoorOpensThatCannotBeRecorded(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	// Make every write fail, as a full disk or a read-only file system does.
+	if err := r.st.Update(r.ctx, func(tx *store.Tx) error {
+		return tx.Exec("CREATE TRIGGER no_writes BEFORE UPDATE ON counters BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.keys("123456#")
+	if n := len(r.cab.Releases()); n != 0 {
+		t.Fatal("a door opened that could not be recorded")
+	}
+	if d := r.cab.Display(); d[0] != "Out of service" {
+		t.Fatalf("display = %q", d)
+	}
+	r.keys("*")
+	if d := r.cab.Display(); d[0] != "Enter code" {
+		t.Fatalf("the keypad stopped answering: %q", d)
+	}
+	if err := r.st.Update(r.ctx, func(tx *store.Tx) error { return tx.Exec("DROP TRIGGER no_writes") }); err != nil {
+		t.Fatal(err)
+	}
+	r.keys("123456#")
+	if n := len(r.cab.Releases()); n != 1 {
+		t.Fatal("the code does not work once the database records again")
+	}
+}

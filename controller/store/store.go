@@ -211,3 +211,10 @@ func parseTime(s string) time.Time {
 	}
 	return t
 }
+
+// Exec runs a statement in the transaction: for tests that need to shape
+// the database (a trigger that makes writes fail, as a full disk does).
+func (t *Tx) Exec(q string) error {
+	_, err := t.tx.ExecContext(t.ctx, q)
+	return err
+}
