@@ -152,13 +152,20 @@ func run() int {
 		stopWatch := watchBroker(url, *lockerID, srv, log)
 		defer stopWatch()
 	} else {
+		url = "tcp://" + embeddedAddr
 		broker, err := startBroker(srv, log)
-		if err != nil {
+		switch {
+		case err == nil:
+			defer broker.Close()
+		case errors.Is(err, syscall.EADDRINUSE) && reachable(url) == nil:
+			// A broker already listens there (a system Mosquitto): use it.
+			fmt.Fprintf(os.Stderr, "locker-sim: %s is taken: using the MQTT broker that listens there\n", embeddedAddr)
+			stopWatch := watchBroker(url, *lockerID, srv, log)
+			defer stopWatch()
+		default:
 			ln.Close()
 			return fail(err)
 		}
-		defer broker.Close()
-		url = "tcp://" + embeddedAddr
 	}
 	central.broker = url
 
