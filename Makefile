@@ -24,7 +24,7 @@ build: ## build locker-sim, lockerd and lockerctl into bin/
 	$(foreach c,$(CMDS),$(GO) build -o $(BIN)/$(c) ./cmd/$(c) &&) true
 
 .PHONY: test
-test: ## run every test with -race (needs mosquitto and chromium: apt-get install mosquitto chromium)
+test: ## run every test with -race (needs mosquitto, chromium and firefox-esr: apt-get install mosquitto chromium firefox-esr)
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 .PHONY: lint
