@@ -26,10 +26,21 @@ func local(name string, args []string) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	sim := fs.String("sim", "http://127.0.0.1:8080", "the simulator's address")
 	socket := fs.String("socket", "", "lockerd's control socket (e.g. /var/lib/lockerd/control.sock); overrides -sim")
-	all := fs.Bool("all", false, "selftest: also compartments in use (needs a service code: -code)")
-	limit := fs.Int("limit", 100, "outbox: how many events to show")
-	follow := fs.Bool("follow", false, "traces: keep printing new traces as they come")
-	code := fs.String("code", "-", "open, selftest -all: the service code ('-' reads it from standard input)")
+	// Each command shows only its own flags in -h.
+	var all, follow bool
+	var limit int
+	code := "-"
+	switch name {
+	case "selftest":
+		fs.BoolVar(&all, "all", false, "also compartments in use (needs a service code: -code)")
+		fs.StringVar(&code, "code", "-", "with -all: the service code ('-' reads it from standard input)")
+	case "open":
+		fs.StringVar(&code, "code", "-", "the service code ('-' reads it from standard input)")
+	case "outbox":
+		fs.IntVar(&limit, "limit", 100, "how many events to show")
+	case "traces":
+		fs.BoolVar(&follow, "follow", false, "keep printing new traces as they come")
+	}
 	var n int
 	if name == "open" {
 		if len(args) == 0 {
@@ -42,6 +53,9 @@ func local(name string, args []string) error {
 		args = args[1:]
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	base := strings.TrimRight(*sim, "/") + "/api/daemon"
@@ -58,9 +72,9 @@ func local(name string, args []string) error {
 	case "status", "compartments":
 		return show(client, base+"/"+name)
 	case "outbox":
-		return show(client, fmt.Sprintf("%s/outbox?limit=%d", base, *limit))
+		return show(client, fmt.Sprintf("%s/outbox?limit=%d", base, limit))
 	case "open":
-		cd, err := readCode("code", *code)
+		cd, err := readCode("code", code)
 		if err != nil {
 			return err
 		}
@@ -78,7 +92,7 @@ func local(name string, args []string) error {
 		return nil
 	case "traces":
 		url := base + "/traces"
-		if *follow {
+		if follow {
 			url += "?follow=1"
 			client.Timeout = 0
 		}
@@ -95,9 +109,9 @@ func local(name string, args []string) error {
 		return err
 	case "selftest":
 		client.Timeout = 15 * time.Minute
-		req := map[string]any{"all": *all}
-		if *all {
-			cd, err := readCode("code", *code)
+		req := map[string]any{"all": all}
+		if all {
+			cd, err := readCode("code", code)
 			if err != nil {
 				return fmt.Errorf("selftest -all needs a service code: %w", err)
 			}
@@ -178,6 +192,10 @@ func printSelfTest(r io.Reader, w io.Writer) error {
 // configCheck checks a lockerd config file (and the wiring it names) or a
 // wiring file, and says what is wrong with it, where.
 func configCheck(args []string) error {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Println("usage: lockerctl config check FILE   (a lockerd config, with the wiring it names, or a wiring file)")
+		return nil
+	}
 	if len(args) != 2 || args[0] != "check" {
 		return errors.New("usage: lockerctl config check FILE")
 	}
