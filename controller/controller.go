@@ -820,11 +820,11 @@ func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUs
 			if err != nil {
 				return err
 			}
-			if g.UsesLeft > 0 {
+			if g.UsesLeft > 0 { // unlimited (-1) grants are not written
 				g.UsesLeft--
-			}
-			if err := tx.PutGrant(g); err != nil {
-				return err
+				if err := tx.PutGrant(g); err != nil {
+					return err
+				}
 			}
 		}
 		if err := c.putCompartment(tx, sc); err != nil {
@@ -1008,5 +1008,8 @@ func (c *Controller) housekeeping(ctx context.Context) {
 	}
 	for _, n := range stuck {
 		c.lockFault(ctx, n, "door did not open within "+c.opts.DoorTimeout.String())
+	}
+	if err := c.st.Checkpoint(ctx); err != nil {
+		c.log.Warn("checkpoint", "err", err)
 	}
 }

@@ -11,13 +11,8 @@ func (t *Tx) AckMany(seqs []int64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	st, err := t.tx.PrepareContext(t.ctx, "DELETE FROM outbox WHERE seq = ?")
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	for _, seq := range seqs {
-		if _, err := st.ExecContext(t.ctx, seq); err != nil {
+		if _, err := t.exec("DELETE FROM outbox WHERE seq = ?", seq); err != nil {
 			return err
 		}
 	}

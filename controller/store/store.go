@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -33,6 +34,14 @@ var (
 type Store struct {
 	db   *sql.DB
 	path string
+
+	// prepared holds statements prepared once on the single connection;
+	// a transaction binds them (database/sql reuses the connection's
+	// prepared statement). A query seen for the first time is prepared in
+	// its transaction and added here after the transaction ends, when the
+	// connection is free. mu guards prepared.
+	mu       sync.Mutex
+	prepared map[string]*sql.Stmt
 }
 
 // DSN is the connection string for path: WAL, synchronous=FULL (durable on
@@ -43,6 +52,10 @@ func DSN(path string) string {
 	q.Add("_pragma", "busy_timeout(5000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
+	// The controller checkpoints the write-ahead log in its idle time
+	// (Checkpoint, every second); SQLite's own, inside whichever commit
+	// crosses the threshold, is only a safety net far away.
+	q.Add("_pragma", "wal_autocheckpoint(10000)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_txlock", "immediate")
 	return u.String() + "?" + q.Encode()
@@ -64,7 +77,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, path: path}
+	s := &Store{db: db, path: path, prepared: map[string]*sql.Stmt{}}
 	if err := s.check(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -97,11 +110,27 @@ func (s *Store) IntegrityCheck(ctx context.Context) (string, error) {
 	return res, err
 }
 
+// Checkpoint copies the write-ahead log into the database file as far as
+// no reader needs it (PRAGMA wal_checkpoint(PASSIVE)): done in idle time, it
+// keeps the commits that open doors from paying for it.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+	return err
+}
+
 // Path is the database file.
 func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.mu.Lock()
+	for q, st := range s.prepared {
+		st.Close()
+		delete(s.prepared, q)
+	}
+	s.mu.Unlock()
+	return s.db.Close()
+}
 
 // Update runs fn in one IMMEDIATE transaction and commits it if fn returns
 // nil. fn must not keep tx after it returns.
@@ -110,7 +139,8 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
-	tx := &Tx{tx: sqlTx, ctx: ctx, stmts: map[string]*sql.Stmt{}}
+	tx := s.newTx(ctx, sqlTx)
+	defer s.learn(tx)
 	if err := fn(tx); err != nil {
 		sqlTx.Rollback()
 		return err
@@ -121,14 +151,46 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	return nil
 }
 
+func (s *Store) newTx(ctx context.Context, sqlTx *sql.Tx) *Tx {
+	return &Tx{tx: sqlTx, ctx: ctx, store: s, stmts: map[string]*sql.Stmt{}}
+}
+
+// learn prepares, for the store's life, the queries a transaction used for
+// the first time. It runs after the transaction ended: the connection is free.
+func (s *Store) learn(tx *Tx) {
+	for _, q := range tx.fresh {
+		st, err := s.db.Prepare(q)
+		if err != nil {
+			continue // it will be prepared per transaction
+		}
+		s.mu.Lock()
+		if s.prepared[q] == nil {
+			s.prepared[q] = st
+			st = nil
+		}
+		s.mu.Unlock()
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+func (s *Store) preparedStmt(q string) *sql.Stmt {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.prepared[q]
+}
+
 // View runs fn in a transaction that is rolled back afterwards: for reads.
 func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
 	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
+	tx := s.newTx(ctx, sqlTx)
+	defer s.learn(tx)
 	defer sqlTx.Rollback()
-	return fn(&Tx{tx: sqlTx, ctx: ctx, stmts: map[string]*sql.Stmt{}})
+	return fn(tx)
 }
 
 // Tx is one transaction. It prepares each statement once and keeps it
@@ -137,16 +199,24 @@ func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
 type Tx struct {
 	tx    *sql.Tx
 	ctx   context.Context
+	store *Store
 	stmts map[string]*sql.Stmt
+	fresh []string // queries the store had not prepared yet
 }
 
 func (t *Tx) stmt(q string) (*sql.Stmt, error) {
 	if s := t.stmts[q]; s != nil {
 		return s, nil
 	}
-	s, err := t.tx.PrepareContext(t.ctx, q)
-	if err != nil {
-		return nil, err
+	var s *sql.Stmt
+	if p := t.store.preparedStmt(q); p != nil {
+		s = t.tx.StmtContext(t.ctx, p)
+	} else {
+		var err error
+		if s, err = t.tx.PrepareContext(t.ctx, q); err != nil {
+			return nil, err
+		}
+		t.fresh = append(t.fresh, q)
 	}
 	t.stmts[q] = s
 	return s, nil

@@ -54,7 +54,7 @@ type row struct {
 }
 
 var benches = []bench{
-	{pkg: "./controller", names: []string{"BenchmarkKeypadToCoil"}, times: 200, short: 50, rows: []row{
+	{pkg: "./controller", names: []string{"BenchmarkKeypadToCoil"}, times: 1000, short: 100, rows: []row{
 		{figure: "keypad '#' to coil, p50 (100k grants)", unit: "p50-µs",
 			baseline: "raw SQLite lookup + FULL commit, p50", baseUnit: "base-p50-µs", target: "—"},
 		{figure: "keypad '#' to coil, p99 (100k grants)", unit: "p99-µs",
