@@ -79,12 +79,12 @@ func (l *listener) distinct() []controller.Trace {
 // by event_id, seq gapless from 1, and the first occurrences in seq order.
 func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{Extra: []string{"max_queued_messages 0"}})
-	r := newNetRelay(t, b.Addr())
+	r := brokertest.NewRelay(t, b.Addr())
 	data := t.TempDir()
 	const locker = "SIM01"
 	prefix := "lockers/v1/" + locker + "/"
 	ln := newListener(t, b.URL(), prefix+"traces")
-	s := startSimFast(t, r.url(), data, "-quiet")
+	s := startSimFast(t, r.URL(), data, "-quiet")
 
 	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
 	if err != nil {
@@ -105,9 +105,9 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	c.wait("grants ack", func(m msg) bool { return strings.Contains(string(m.payload), fmt.Sprintf(`"applied":%d`, parcels)) })
 
 	offline := func(d time.Duration) { // the mobile link goes away for a while
-		r.setRefuse(true)
-		r.cut()
-		time.AfterFunc(d, func() { r.setRefuse(false) })
+		r.Refuse(true)
+		r.Cut()
+		time.AfterFunc(d, func() { r.Refuse(false) })
 	}
 	compartment := map[int]int{}
 	deposit := func(i int) {
@@ -131,7 +131,7 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	offline(700 * time.Millisecond)
 	deposit(1)
 	pickup(0)
-	r.cut() // a short cut while connected
+	r.Cut() // a short cut while connected
 	deposit(2)
 
 	// The locker dies mid-way, with events still in its outbox (offline).
@@ -141,7 +141,7 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 		t.Log("the outbox was empty at the crash")
 	}
 	s.kill9()
-	s = startSimFast(t, r.url(), data, "-quiet")
+	s = startSimFast(t, r.URL(), data, "-quiet")
 	pickup(1)
 
 	// The broker restarts (its persistence keeps both sessions).
@@ -150,7 +150,7 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	pickup(2)
 	offline(500 * time.Millisecond)
 	pickup(3)
-	r.cut()
+	r.Cut()
 	deposit(5)
 	pickup(4)
 	pickup(5)

@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"database/sql"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,88 +107,6 @@ func outboxState(t *testing.T, data string) (lastSeq int64, pending int) {
 		t.Fatal(err)
 	}
 	return lastSeq, pending
-}
-
-// netRelay is a TCP relay between locker-sim and the broker that the test
-// can cut (close every connection, as a dead mobile link would) and make
-// refuse new connections for a while.
-type netRelay struct {
-	ln     net.Listener
-	target string
-
-	mu     stdsync.Mutex
-	conns  map[net.Conn]bool
-	refuse bool
-}
-
-func newNetRelay(t *testing.T, target string) *netRelay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &netRelay{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { ln.Close(); r.cut() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			refuse := r.refuse
-			r.mu.Unlock()
-			if refuse {
-				c.Close()
-				continue
-			}
-			b, err := net.DialTimeout("tcp", target, time.Second)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns[c], r.conns[b] = true, true
-			r.mu.Unlock()
-			go r.pipe(c, b)
-			go r.pipe(b, c)
-		}
-	}()
-	return r
-}
-
-func (r *netRelay) url() string { return "tcp://" + r.ln.Addr().String() }
-
-func (r *netRelay) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (r *netRelay) cut() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for c := range r.conns {
-		c.Close()
-	}
-	clear(r.conns)
-}
-
-func (r *netRelay) setRefuse(v bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.refuse = v
 }
 
 // closeDoor pushes door n shut once the release pulse is surely over (a

@@ -69,34 +69,11 @@ func (t *Tx) GrantsByCode(codeHash string) ([]Grant, error) {
 	return t.queryGrants("code_hash = ? AND revoked = 0 AND code_hash <> ''", codeHash)
 }
 
-// GrantsForCompartment returns the live grants that name compartment n.
-func (t *Tx) GrantsForCompartment(n int) ([]Grant, error) {
-	return t.queryGrants("compartment = ? AND revoked = 0 AND compartment <> 0", n)
-}
-
 // PickupsDue returns live pickup grants whose validity ended before now and
 // for which pickup_expired was not yet sent.
 func (t *Tx) PickupsDue(now time.Time) ([]Grant, error) {
 	return t.queryGrants("revoked = 0 AND action = 'pickup' AND expired_sent = 0 AND valid_until <> '' AND valid_until < ?",
 		timeText(now))
-}
-
-// LiveGrantIDs returns the ids of every grant that is not a tombstone.
-func (t *Tx) LiveGrantIDs() ([]string, error) {
-	rows, err := t.query("SELECT grant_id FROM grants WHERE revoked = 0")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
 }
 
 // PutGrant inserts or replaces g.
@@ -111,12 +88,6 @@ func (t *Tx) PutGrant(g Grant) error {
 // version so that an older put cannot bring it back.
 func (t *Tx) Tombstone(id string, version int64) error {
 	return t.PutGrant(Grant{ID: id, Version: version, Revoked: true})
-}
-
-// GrantCount counts live grants and tombstones.
-func (t *Tx) GrantCount() (live, tombstones int, err error) {
-	err = t.queryRow("SELECT COALESCE(SUM(revoked = 0), 0), COALESCE(SUM(revoked = 1), 0) FROM grants").Scan(&live, &tombstones)
-	return live, tombstones, err
 }
 
 // ReservedCompartments returns the compartments named by a deposit grant

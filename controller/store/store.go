@@ -118,9 +118,6 @@ func (s *Store) Checkpoint(ctx context.Context) error {
 	return err
 }
 
-// Path is the database file.
-func (s *Store) Path() string { return s.path }
-
 // Close closes the database.
 func (s *Store) Close() error {
 	s.mu.Lock()

@@ -407,7 +407,7 @@ func TestOutboxDrain(t *testing.T) {
 // the new connection.
 func TestNoAckWithoutPuback(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{})
-	r := newRelay(t, b.Addr())
+	r := brokertest.NewRelay(t, b.Addr())
 	f := clienttest.New(lockerID, 4)
 	ce := newCentral(t, b.URL())
 	link, _, _ := startLink(t, r.URL(), f, func(o *client.Options) { o.InFlight = 5 })
@@ -498,7 +498,7 @@ func readStatus(t *testing.T, url string) (statusMsg, []byte) {
 // the connection dies without a DISCONNECT.
 func TestStatusCompartmentsAndWill(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{})
-	r := newRelay(t, b.Addr())
+	r := brokertest.NewRelay(t, b.Addr())
 	f := clienttest.New(lockerID, 3)
 	ce := newCentral(t, b.URL())
 	startLink(t, r.URL(), f, nil)

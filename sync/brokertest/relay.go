@@ -1,15 +1,16 @@
-package client_test
+package brokertest
 
 import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
-// relay is a TCP relay between the link and the broker that a test can stall
+// Relay is a TCP relay between the link and the broker that a test can stall
 // (hold all traffic) or cut (close every connection, as a pulled cable or a
 // crash would, without an MQTT DISCONNECT).
-type relay struct {
+type Relay struct {
 	ln     net.Listener
 	target string
 
@@ -19,12 +20,13 @@ type relay struct {
 	running chan struct{} // closed while traffic flows; replaced when stalled
 }
 
-func newRelay(t *testing.T, target string) *relay {
+func NewRelay(t testing.TB, target string) *Relay {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{ln: ln, target: target, conns: map[net.Conn]bool{}, running: make(chan struct{})}
+	r := &Relay{ln: ln, target: target, conns: map[net.Conn]bool{}, running: make(chan struct{})}
 	close(r.running)
 	t.Cleanup(func() {
 		ln.Close()
@@ -35,9 +37,9 @@ func newRelay(t *testing.T, target string) *relay {
 }
 
 // URL is the relay's address for paho.
-func (r *relay) URL() string { return "tcp://" + r.ln.Addr().String() }
+func (r *Relay) URL() string { return "tcp://" + r.ln.Addr().String() }
 
-func (r *relay) accept() {
+func (r *Relay) accept() {
 	for {
 		c, err := r.ln.Accept()
 		if err != nil {
@@ -50,7 +52,7 @@ func (r *relay) accept() {
 			c.Close()
 			continue
 		}
-		b, err := net.Dial("tcp", r.target)
+		b, err := net.DialTimeout("tcp", r.target, time.Second)
 		if err != nil {
 			c.Close()
 			continue
@@ -63,7 +65,7 @@ func (r *relay) accept() {
 	}
 }
 
-func (r *relay) pipe(dst, src net.Conn) {
+func (r *Relay) pipe(dst, src net.Conn) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
@@ -85,7 +87,7 @@ func (r *relay) pipe(dst, src net.Conn) {
 }
 
 // Stall holds all traffic (in both directions) until Resume or Cut.
-func (r *relay) Stall() {
+func (r *Relay) Stall() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	select {
@@ -96,7 +98,7 @@ func (r *relay) Stall() {
 }
 
 // Resume lets traffic flow again.
-func (r *relay) Resume() {
+func (r *Relay) Resume() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	select {
@@ -107,14 +109,14 @@ func (r *relay) Resume() {
 }
 
 // Refuse makes the relay close new connections at once (true) or relay them.
-func (r *relay) Refuse(refuse bool) {
+func (r *Relay) Refuse(refuse bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.refuse = refuse
 }
 
 // Cut closes every relayed connection; bytes held by a stall are lost.
-func (r *relay) Cut() {
+func (r *Relay) Cut() {
 	r.mu.Lock()
 	for c := range r.conns {
 		c.Close()
