@@ -106,6 +106,14 @@ type Controller struct {
 	openedAt   map[int]time.Time // when hal saw each door open, for MinOpenTime
 	leftAlarm  map[int]time.Time // last door_left_open per open door
 	dirty      bool              // the current transaction changed a compartment
+
+	// The storage outage in progress (storage.go): its first error, when
+	// it began, how many writes failed; storeFault is the error's text for
+	// other goroutines.
+	storeErr    error
+	storeDownAt time.Time
+	storeErrs   int
+	storeFault  atomic.Value
 }
 
 // New checks the options and builds a Controller.
@@ -242,6 +250,9 @@ func (c *Controller) update(ctx context.Context, fn func(tx *store.Tx) error) er
 	if err != nil {
 		c.traces = c.traces[:0]
 		c.dirty = false
+		if store.Unavailable(err) {
+			c.storageFailed(err)
+		}
 		return err
 	}
 	if len(c.traces) > 0 {
@@ -951,6 +962,11 @@ func (c *Controller) housekeeping(ctx context.Context) {
 	}
 	if now.Before(c.lockedTill) {
 		c.showLocked()
+	}
+	if c.storeErr != nil {
+		if c.retryStorage(ctx); c.storeErr != nil {
+			return // nothing else can be recorded yet
+		}
 	}
 	c.boundOutbox(ctx)
 	var stuck []int

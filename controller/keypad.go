@@ -53,6 +53,10 @@ func (c *Controller) key(ctx context.Context, k byte) {
 		}
 		code := string(c.entry)
 		c.clearEntry()
+		if c.storeErr != nil {
+			c.message(msgStorage, "") // no door could be recorded, so none is looked up
+			return
+		}
 		if len(code) < c.opts.MinCodeLen {
 			c.wrongCode(ctx)
 			return
@@ -308,6 +312,10 @@ func (c *Controller) message(id msgID, arg string) {
 }
 
 func (c *Controller) showIdle() {
+	if c.storeErr != nil {
+		c.show(c.text(msgStorage, ""))
+		return
+	}
 	if c.now().Before(c.lockedTill) {
 		c.showLocked()
 		return

@@ -90,6 +90,17 @@ var messages = map[string]map[msgID][2]string{
 	},
 }
 
+// OutOfService is the display's "Out of service" in language lang, for a
+// locker that cannot run its controller yet (its data folder cannot be
+// written at start-up).
+func OutOfService(lang string) (string, string) {
+	m, ok := messages[lang]
+	if !ok {
+		m = messages["en"]
+	}
+	return m[msgStorage][0], m[msgStorage][1]
+}
+
 // Languages lists the display languages.
 func Languages() []string { return []string{"en", "zh"} }
 

@@ -23,7 +23,8 @@ func doorText(open bool) string {
 
 // Status is the locker status (State is left for the link to fill in).
 func (c *Controller) Status(ctx context.Context) (Status, error) {
-	st := Status{LockerID: c.opts.LockerID, Software: c.opts.Software, Time: FormatTime(c.now())}
+	st := Status{LockerID: c.opts.LockerID, Software: c.opts.Software, Time: FormatTime(c.now()),
+		StorageFault: c.StorageFault()}
 	err := c.st.View(ctx, func(tx *store.Tx) error {
 		var err error
 		if st.LastSeq, err = tx.LastSeq(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,8 +67,11 @@ func run() int {
 	lockerID := flag.String("locker-id", "SIM01", "the locker id")
 	flag.Var(&keys, "central-key", "trust this Ed25519 public key, ID:BASE64; repeatable; replaces the development key")
 	dataDir := flag.String("data", "var", "folder for the SQLite database and keys")
+	dbDir := flag.String("db", "", "keep the locker's database in this folder instead of -data (on a file system of its own, to try a full disk)")
 	configPath := flag.String("config", "", "a cabinet wiring file instead of the default cabinet")
 	quiet := flag.Bool("quiet", false, "log warnings and errors only")
+	backoffMin := flag.Duration("backoff-min", 0, "shortest reconnect back-off (default 1s; a torture test of network cuts wants less)")
+	backoffMax := flag.Duration("backoff-max", 0, "longest reconnect back-off (default 5m)")
 	language := flag.String("language", "en", "display language: en or zh (zh wants a display that draws Chinese: -config testdata/wiring/gpio-24-zh.yaml)")
 	script := flag.String("script", "", "play a scenario file (testdata/scenarios/*.txt), print the traces, and exit: 0 when they match the FILE's .golden log (if any) and every expect held")
 	fleet := fleetFlags(flag.CommandLine)
@@ -168,30 +172,48 @@ func run() int {
 		}
 	}
 	central.broker = url
+	if *dbDir == "" {
+		*dbDir = *dataDir
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	mux.Handle("/api/daemon/", http.StripPrefix("/api/daemon", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := adapter.daemon()
+		if d == nil {
+			http.Error(w, "the locker is not running yet: its data folder cannot be written", http.StatusServiceUnavailable)
+			return
+		}
+		d.ControlHandler().ServeHTTP(w, r)
+	})))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// The page and API are served once the daemon is up, so that a script
+	// never types into a locker that is not listening yet — or at once
+	// when the daemon has to wait for its data folder, so that the
+	// technician sees the cabinet say "Out of service".
+	serve := sync.OnceFunc(func() {
+		go func() {
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http", "err", err)
+				stop()
+			}
+		}()
+	})
 
 	d, err := daemon.New(ctx, daemon.Options{
-		LockerID: *lockerID, DataDir: *dataDir, Wiring: w, Logger: log, Language: *language,
-		Pins:    func(name string) gpio.PinIO { return gpioreg.ByName(name) },
-		Hal:     hal.Options{NoDisplayDelays: true, Buses: cab.Bus},
-		Link:    client.Options{Broker: url, Keys: ring},
-		OnTrace: srv.PublishTrace,
+		LockerID: *lockerID, DataDir: *dbDir, Wiring: w, Logger: log, Language: *language,
+		Pins:          func(name string) gpio.PinIO { return gpioreg.ByName(name) },
+		Hal:           hal.Options{NoDisplayDelays: true, Buses: cab.Bus},
+		Link:          client.Options{Broker: url, Keys: ring, BackoffMin: *backoffMin, BackoffMax: *backoffMax},
+		OnTrace:       srv.PublishTrace,
+		OnStorageWait: func(error) { serve() },
 	})
 	if err != nil {
 		ln.Close()
 		return fail(err)
 	}
-	adapter.d = d
-
-	mux := http.NewServeMux()
-	mux.Handle("/", srv.Handler())
-	mux.Handle("/api/daemon/", http.StripPrefix("/api/daemon", d.ControlHandler()))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http", "err", err)
-			stop()
-		}
-	}()
+	adapter.d.Store(d)
+	serve()
 	fmt.Fprintf(os.Stderr, "locker-sim: locker %s with %d compartments\n  web page and API  http://%s\n  MQTT broker       %s\n  data folder       %s\n  central dev key   %s (key id %q)\n",
 		*lockerID, len(w.Compartments), ln.Addr(), url, *dataDir, filepath.Join(*dataDir, devKeyFile), kp.KeyID)
 
@@ -343,7 +365,7 @@ func watchBroker(broker, lockerID string, srv *api.Server, log *slog.Logger) fun
 // simDaemon gives the API the daemon's view.
 type simDaemon struct {
 	lockerID string
-	d        *daemon.Daemon
+	d        atomic.Pointer[daemon.Daemon] // nil until the daemon is built
 
 	mu     sync.Mutex
 	at     time.Time
@@ -352,25 +374,29 @@ type simDaemon struct {
 
 func (s *simDaemon) LockerID() string { return s.lockerID }
 
+func (s *simDaemon) daemon() *daemon.Daemon { return s.d.Load() }
+
 func (s *simDaemon) KeysHandled() uint64 {
-	if s.d == nil {
+	d := s.daemon()
+	if d == nil {
 		return 0
 	}
-	return s.d.Controller.KeysHandled()
+	return d.Controller.KeysHandled()
 }
 
-func (s *simDaemon) Busy() bool { return s.d != nil && s.d.Hardware.Busy() }
+func (s *simDaemon) Busy() bool { d := s.daemon(); return d != nil && d.Hardware.Busy() }
 
 // CompartmentState reads the daemon's view, at most once per 50 ms: the
 // API asks for every compartment in turn.
 func (s *simDaemon) CompartmentState(n int) string {
-	if s.d == nil {
+	d := s.daemon()
+	if d == nil {
 		return "unknown"
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if time.Since(s.at) > 50*time.Millisecond {
-		rep, err := s.d.Controller.Compartments(context.Background())
+		rep, err := d.Controller.Compartments(context.Background())
 		if err != nil {
 			return "unknown"
 		}

@@ -94,6 +94,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 func (s *Store) check(ctx context.Context) error {
 	var res string
 	if err := s.db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
+		if Unavailable(err) {
+			return fmt.Errorf("store: %s: %w", s.path, err)
+		}
 		return fmt.Errorf("store: %s: %w: %v", s.path, ErrCorrupt, err)
 	}
 	if res != "ok" {
@@ -116,6 +119,21 @@ func (s *Store) IntegrityCheck(ctx context.Context) (string, error) {
 func (s *Store) Checkpoint(ctx context.Context) error {
 	_, err := s.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 	return err
+}
+
+// TruncateWAL checkpoints the whole write-ahead log into the database and
+// truncates the log to nothing, so that the next commit must find new room
+// on the disk: after a write failed for want of room, a commit that merely
+// reused the log's old space would say nothing about the disk.
+func (s *Store) TruncateWAL(ctx context.Context) error {
+	var busy, logPages, done int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
+		return fmt.Errorf("store: checkpoint: %w", err)
+	}
+	if busy != 0 {
+		return errors.New("store: checkpoint: the log is in use")
+	}
+	return nil
 }
 
 // Close closes the database.

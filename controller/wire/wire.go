@@ -132,6 +132,9 @@ type Status struct {
 	LastSeq      int64  `json:"last_seq"`
 	Outbox       int    `json:"outbox"`
 	Compartments Counts `json:"compartments"`
+	// StorageFault is an extension: why the data folder cannot be written
+	// just now (the locker opens no door meanwhile); absent when it can.
+	StorageFault string `json:"storage_fault,omitempty"`
 }
 
 // CompartmentState is one compartment as published on P/compartments.

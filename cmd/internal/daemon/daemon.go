@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/controller/store"
@@ -38,6 +39,12 @@ type Options struct {
 	ControlSocket string
 	// Keypad tunes the lockout; zero values keep the controller's defaults.
 	Keypad Keypad
+	// OnStorageWait, when set, is called once if the database cannot be
+	// opened for writing at start-up (a full disk, a read-only data
+	// folder): New then shows "Out of service" and tries again every
+	// StorageRetry until it can, or ctx ends.
+	OnStorageWait func(err error)
+	StorageRetry  time.Duration // default 2 s
 }
 
 // Daemon is a running locker.
@@ -61,21 +68,33 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	hopts := o.Hal
+	hopts.Logger = log.With("part", "hal")
+	var hw *hal.Hardware
 	st, err := store.Open(ctx, filepath.Join(o.DataDir, DBFile))
+	if store.Unavailable(err) {
+		// The pins first, to keep the doors shut and say so on the display.
+		if hw, err = hal.New(o.Wiring, o.Pins, hopts); err != nil {
+			return nil, err
+		}
+		if st, err = waitForStore(ctx, o, hw, log, err); err != nil {
+			hw.Halt()
+			return nil, err
+		}
+	}
 	if err != nil {
 		return nil, err
+	}
+	if hw == nil {
+		if hw, err = hal.New(o.Wiring, o.Pins, hopts); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	hub := newTraceHub()
 	onTrace := hub.publish
 	if o.OnTrace != nil {
 		onTrace = func(p []byte) { hub.publish(p); o.OnTrace(p) }
-	}
-	hopts := o.Hal
-	hopts.Logger = log.With("part", "hal")
-	hw, err := hal.New(o.Wiring, o.Pins, hopts)
-	if err != nil {
-		st.Close()
-		return nil, err
 	}
 	ctl, err := controller.New(controller.Options{
 		LockerID: o.LockerID, Store: st, Cabinet: hw, Software: Version, Language: o.Language,
@@ -101,6 +120,45 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	return &Daemon{Store: st, Hardware: hw, Controller: ctl, Link: link, log: log, socket: o.ControlSocket, hub: hub}, nil
+}
+
+// waitForStore is called when the database could not be opened because the
+// data folder cannot be written (err). It keeps the doors shut, says so on
+// the display and in the log, and tries again until it can: the locker
+// recovers by itself when space returns. A corrupt or newer database is
+// still refused at once.
+func waitForStore(ctx context.Context, o Options, hw *hal.Hardware, log *slog.Logger, err error) (*store.Store, error) {
+	path := filepath.Join(o.DataDir, DBFile)
+	retry := o.StorageRetry
+	if retry <= 0 {
+		retry = 2 * time.Second
+	}
+	since := time.Now()
+	log.Error("data folder cannot be written: doors stay shut until it can", "err", err)
+	sdNotify("STATUS=out of service: the data folder cannot be written")
+	l1, l2 := controller.OutOfService(o.Language)
+	if err := hw.Show(l1, l2); err != nil {
+		log.Warn("display", "err", err)
+	}
+	if o.OnStorageWait != nil {
+		o.OnStorageWait(err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(retry):
+		}
+		var st *store.Store
+		st, err = store.Open(ctx, path)
+		if err == nil || !store.Unavailable(err) {
+			if err == nil {
+				log.Info("data folder can be written again: starting", "after", time.Since(since).Round(time.Millisecond))
+				sdNotify("STATUS=starting")
+			}
+			return st, err
+		}
+	}
 }
 
 // Run runs every part until ctx is done or one of them fails; then it
