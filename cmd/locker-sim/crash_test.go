@@ -139,7 +139,11 @@ func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the crash test kills locker-sim hundreds of times; not in -short")
 	}
-	iters := envInt(t, "LOCKER_CRASH_ITERS", crashDefaultIters)
+	iters := scaled(t, "LOCKER_CRASH_ITERS", crashDefaultIters, 2000, 10000)
+	budget := crashBudget
+	if iters > crashDefaultIters {
+		budget = time.Duration(iters) * time.Second // make torture: no early stop short of a very slow machine
+	}
 	seed := uint64(envInt(t, "LOCKER_CRASH_SEED", int(time.Now().UnixNano()%1e9)))
 	t.Logf("crash test: %d iterations, LOCKER_CRASH_SEED=%d", iters, seed)
 
@@ -160,8 +164,8 @@ func TestCrashKill9(t *testing.T) {
 	start := time.Now()
 	r.setup()
 	for r.iter = 1; r.iter <= iters; r.iter++ {
-		if time.Since(start) > crashBudget {
-			t.Logf("time budget of %v used up after %d iterations", crashBudget, r.iter-1)
+		if time.Since(start) > budget {
+			t.Logf("time budget of %v used up after %d iterations", budget, r.iter-1)
 			break
 		}
 		r.iteration()
@@ -180,11 +184,32 @@ func TestCrashKill9(t *testing.T) {
 		distinct, maxSeq, received, dups)
 	t.Logf("  grants: %d envelopes, %d deliveries, %d resent for want of an ack, %d lost after the locker's PUBACK and applied by the resend",
 		s.envelopes, s.deliveries, s.resent, s.lostEnvelopes)
+	printTortureRow("kill -9", s.kills, "kills", 0, fmt.Sprintf(
+		"%d runs killed during %s; integrity_check ok, seq gapless, no door opened twice for one use, DB matches the cabinet after each restart; %d events, %d duplicates dropped by event_id; %d grants envelopes, %d resent",
+		s.iters, killedDuringText(s.killedDuring), distinct, dups, s.envelopes, s.resent))
 	if s.starts > 0 {
 		t.Logf("  restart: %v on average until the API answers (max %v), %v until the controller serves the keypad",
 			(s.startTotal / time.Duration(s.starts)).Round(time.Millisecond), s.startMax.Round(time.Millisecond),
 			(s.readyTotal / time.Duration(s.starts)).Round(time.Millisecond))
 	}
+}
+
+// killedDuringText is "deposit 120, pickup 80, …", largest first.
+func killedDuringText(m map[string]int) string {
+	type kv struct {
+		k string
+		v int
+	}
+	var all []kv
+	for k, v := range m {
+		all = append(all, kv{k, v})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v || all[i].v == all[j].v && all[i].k < all[j].k })
+	var parts []string
+	for _, e := range all {
+		parts = append(parts, fmt.Sprintf("%s %d", e.k, e.v))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // fail reports a broken invariant with the current run's output and the

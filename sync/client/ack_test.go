@@ -79,7 +79,7 @@ func TestJunkFloodIsThrottledByTheBroker(t *testing.T) {
 			return strings.Contains(logs.String(), "delivers the dropped messages again") && link.Connected()
 		}, "a reconnect for the %d dropped messages", d)
 		// Redelivered: every dropped message reaches the locker after all.
-		waitFor(t, 5*time.Second, func() bool { return len(f.Rejections()) >= flood-1000 }, "the redelivered messages")
+		waitFor(t, 20*time.Second, func() bool { return len(f.Rejections()) >= flood-1000 }, "the redelivered messages")
 	}
 	t.Logf("%d junk messages sent, %d dropped from the inbox, %d reached the locker (the broker drops beyond max_queued_messages)",
 		flood, link.Dropped(), len(f.Rejections()))
