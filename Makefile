@@ -48,6 +48,10 @@ cross: ## CGO_ENABLED=0 builds of lockerd and lockerctl for linux/arm (GOARM 6 a
 bench: ## run the benchmarks and print one table: each figure beside its baseline measured in the same run, the ratio and the target (needs mosquitto)
 	$(GO) run ./cmd/internal/benchtable $(BENCHFLAGS)
 
+.PHONY: torture
+torture: ## run the torture tests at their torture size (minutes; TORTUREFLAGS=-long for more) and print what was tried and lost (needs mosquitto)
+	$(GO) run ./cmd/internal/torturetable $(TORTUREFLAGS)
+
 .PHONY: fuzz
 fuzz: ## run each fuzz target for a short while (FUZZTIME, default 10s)
 	@for t in FuzzParse:./hal/wiring FuzzST7920Layout:./hal FuzzParse:./simulator/scenario FuzzOpen:./sync/protocol FuzzDecodeGrants:./sync/protocol FuzzDecodeCommand:./sync/protocol; do \

@@ -17,8 +17,9 @@ import (
 // service" instead of the idle prompt, answers '#' with the same without
 // looking anything up, and reports it in the status (storage_fault).
 //
-// Each housekeeping tick then empties the write-ahead log into the database
-// and tries to record a storage_fault trace that says how long the storage
+// Each housekeeping tick then checks that the disk has room (store.MinFree),
+// empties the write-ahead log into the database and tries to record a
+// storage_fault trace that says how long the storage
 // was out; the first that commits ends the outage. (Emptying the log first
 // makes the trace need new room on the disk: a commit into the log's old
 // space would prove nothing.) What the sensors did meanwhile was not
@@ -52,6 +53,9 @@ func (c *Controller) StorageFault() string {
 // record the outage; once that commits, the storage is back.
 func (c *Controller) retryStorage(ctx context.Context) {
 	down, cause, fails := c.storeDownAt, c.storeErr, c.storeErrs
+	if free, err := c.st.FreeBytes(); err == nil && free < store.MinFree {
+		return // the disk is still (nearly) full
+	}
 	if err := c.st.TruncateWAL(ctx); err != nil {
 		return // the database cannot take the log's pages yet
 	}

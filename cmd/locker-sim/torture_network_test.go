@@ -1,10 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
-	"strings"
 	stdsync "sync"
 	"sync/atomic"
 	"testing"
@@ -90,7 +90,7 @@ func TestTortureNetwork(t *testing.T) {
 		t.Helper()
 		now := time.Now().UTC().Truncate(time.Millisecond)
 		env := sealWith(t, kp.KeyID, kp.Private, grantsBody(locker, now, ops...))
-		stamp := fmt.Sprintf(`"issued_at":"%s"`, controller.FormatTime(now))
+		stamp := controller.FormatTime(now)
 		deadline := time.Now().Add(90 * time.Second)
 		for {
 			brokerMu.Lock()
@@ -218,12 +218,17 @@ func newSurvivingCentral(t *testing.T, broker, topic string) *survivingCentral {
 	return c
 }
 
-// has says whether an ack containing s arrived.
-func (c *survivingCentral) has(s string) bool {
+// has says whether the ack of the envelope issued at issuedAt arrived.
+func (c *survivingCentral) has(issuedAt string) bool {
+	want, err := time.Parse(time.RFC3339Nano, issuedAt)
+	if err != nil {
+		return false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, a := range c.acks {
-		if strings.Contains(a, s) {
+		var ack controller.GrantsAck
+		if json.Unmarshal([]byte(a), &ack) == nil && ack.IssuedAt.Equal(want) {
 			return true
 		}
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"path/filepath"
 	"syscall"
 
 	"modernc.org/sqlite"
@@ -41,4 +42,19 @@ func Unavailable(err error) bool {
 		}
 	}
 	return false
+}
+
+// MinFree is the room the data folder must have before a storage outage
+// caused by a full disk is over: a few kilobytes freed by the database's
+// own log, or by another program, are not space returned.
+const MinFree = 1 << 20
+
+// FreeBytes is the room left for an unprivileged writer on the file system
+// that holds the database.
+func (s *Store) FreeBytes() (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(s.path), &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
 }

@@ -25,11 +25,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/openlocker/locker/cmd/internal/machine"
 )
 
 // bench is one benchmark run and the rows it fills.
@@ -160,7 +161,7 @@ func main() {
 		fmt.Fprintln(w, strings.Join(l, "\t"))
 	}
 	w.Flush()
-	fmt.Printf("run %s, %v, on %s\n", started.UTC().Format("2006-01-02 15:04 MST"), time.Since(started).Round(time.Second), machine())
+	fmt.Printf("run %s, %v, on %s\n", started.UTC().Format("2006-01-02 15:04 MST"), time.Since(started).Round(time.Second), machine.Describe())
 }
 
 // find returns the first of b.names defined in b.pkg's test files, or "".
@@ -333,24 +334,4 @@ func (r *runner) binarySize(goarch, goarm string) (int64, error) {
 		return 0, err
 	}
 	return st.Size(), nil
-}
-
-// machine is `uname -m`, the CPU model and the number of cores.
-func machine() string {
-	arch := runtime.GOARCH
-	if out, err := exec.Command("uname", "-m").Output(); err == nil {
-		arch = strings.TrimSpace(string(out))
-	}
-	model := "unknown CPU"
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.Lines(string(data)) {
-			k, v, ok := strings.Cut(line, ":")
-			if ok && (strings.TrimSpace(k) == "model name" || strings.TrimSpace(k) == "Model") {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s, %s, %d cores, host %s, %s", arch, model, runtime.NumCPU(), host, runtime.Version())
 }
