@@ -54,10 +54,10 @@ torture: ## run the torture tests at their torture size (minutes; TORTUREFLAGS=-
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for a short while (FUZZTIME, default 10s)
-	@for t in FuzzParse:./hal/wiring FuzzST7920Layout:./hal FuzzParse:./simulator/scenario FuzzOpen:./sync/protocol FuzzDecodeGrants:./sync/protocol FuzzDecodeCommand:./sync/protocol; do \
+	@for t in FuzzParse:./hal/wiring FuzzST7920Layout:./hal FuzzParse:./simulator/scenario FuzzOpen:./sync/protocol FuzzDecodeGrants:./sync/protocol FuzzDecodeCommand:./sync/protocol FuzzLoadConfig:./cmd/internal/daemon FuzzKeypad:./controller FuzzKeypadScan:./hal; do \
 		name=$${t%%:*}; pkg=$${t#*:}; \
 		echo "fuzz $$name ($$pkg)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $${FUZZTIME:-10s} $$pkg || exit 1; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $${FUZZTIME:-10s} -fuzzminimizetime 2s $$pkg || exit 1; \
 	done
 
 .PHONY: deb

@@ -6,14 +6,17 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
@@ -58,13 +61,13 @@ type Broker struct {
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, oneLine(fmt.Errorf("config: %w", err))
 	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
-		return nil, yamlError(path, err)
+		return nil, oneLine(yamlError(path, err))
 	}
 	base := filepath.Dir(path)
 	rel := func(p string) string {
@@ -77,13 +80,35 @@ func LoadConfig(path string) (*Config, error) {
 	c.Broker.CAFile, c.Broker.CertFile, c.Broker.KeyFile = rel(c.Broker.CAFile), rel(c.Broker.CertFile), rel(c.Broker.KeyFile)
 	c.Broker.PasswordFile = rel(c.Broker.PasswordFile)
 	if err := c.check(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, oneLine(fmt.Errorf("config %s: %w", path, err))
 	}
 	return &c, nil
 }
 
+// oneLine keeps an error's message on one line, as the daemon's start-up
+// errors are (a value or a path quoted from the file may hold a line
+// break); the error still unwraps to err.
+func oneLine(err error) error {
+	msg := err.Error()
+	if !strings.ContainsAny(msg, "\r\n") {
+		return err
+	}
+	return &lineError{msg: strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(msg), err: err}
+}
+
+type lineError struct {
+	msg string
+	err error
+}
+
+func (e *lineError) Error() string { return e.msg }
+func (e *lineError) Unwrap() error { return e.err }
+
 // yamlError turns a YAML error into one line: "FILE:LINE: problem".
 func yamlError(path string, err error) error {
+	if errors.Is(err, io.EOF) { // yaml's word for a file without a document
+		return fmt.Errorf("config %s: no settings in it (the file is empty or only comments)", path)
+	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		first := te.Errors[0]
@@ -116,6 +141,9 @@ func (c *Config) check() error {
 		return errors.New("wiring: the wiring file is missing")
 	case len(c.CentralKeys) == 0:
 		return errors.New("central_keys: at least one central public key is needed")
+	case c.Language != "" && !slices.Contains(controller.Languages(), c.Language):
+		// The controller refuses it at start-up; -check must say so first.
+		return fmt.Errorf("language %q: want one of %s", c.Language, strings.Join(controller.Languages(), ", "))
 	}
 	if _, err := c.Keyring(); err != nil {
 		return err
@@ -159,6 +187,10 @@ func (c *Config) Keyring() (protocol.Keyring, error) {
 		if err != nil {
 			return nil, fmt.Errorf("central_keys[%d]: %w", i, err)
 		}
+		if old, ok := keys[id]; ok && !old.Equal(pub) {
+			// One of the two would be dropped without a word.
+			return nil, fmt.Errorf("central_keys[%d]: key id %q is already given with another key", i, id)
+		}
 		keys[id] = pub
 	}
 	return keys, nil
@@ -166,8 +198,15 @@ func (c *Config) Keyring() (protocol.Keyring, error) {
 
 // TLS builds the TLS configuration for ssl:// brokers (nil for tcp://).
 func (c *Config) TLS() (*tls.Config, error) {
-	if !strings.HasPrefix(c.Broker.URL, "ssl://") && !strings.HasPrefix(c.Broker.URL, "tls://") &&
-		!strings.HasPrefix(c.Broker.URL, "mqtts://") {
+	// The scheme as url.Parse (and so the MQTT client) reads it: SSL:// is
+	// ssl:// too, and must not skip the CA and client certificate.
+	u, err := url.Parse(c.Broker.URL)
+	if err != nil {
+		return nil, fmt.Errorf("broker.url %q: %w", c.Broker.URL, err)
+	}
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts":
+	default:
 		return nil, nil
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
