@@ -506,7 +506,7 @@ func (c *Controller) released(ctx context.Context, ev hal.Event) {
 	case errors.Is(ev.Err, hal.ErrHalted):
 		c.log.Warn("release dropped: hardware halted", "compartment", n)
 	default:
-		c.lockFault(ctx, n, ev.Err.Error())
+		c.lockFault(ctx, n, ev.Err.Error(), true)
 	}
 }
 
@@ -848,18 +848,25 @@ func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUs
 		return err
 	}
 	if err := c.cab.Release(n); err != nil {
-		c.lockFault(ctx, n, err.Error())
+		c.lockFault(ctx, n, err.Error(), true)
 		return err
 	}
 	c.led(n, true)
 	return nil
 }
 
+// MoveOnWithin bounds how long after the code a deposit whose door did not
+// open moves on to the next fitting compartment: the hardware's verdict
+// comes within seconds, while the courier waits. A release found stuck by
+// housekeeping (DoorTimeout later) gives the use back and opens nothing:
+// a door springing open minutes later would stand open with nobody there.
+const MoveOnWithin = time.Minute
+
 // lockFault records that compartment n's door did not open after a
 // release: the compartment goes to state fault (if it held no parcel), a
 // pickup's use is given back, and a deposit moves on to the next fitting
-// compartment.
-func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
+// compartment when moveOn and the courier is still there (MoveOnWithin).
+func (c *Controller) lockFault(ctx context.Context, n int, reason string, moveOn bool) {
 	var s store.Session
 	err := c.update(ctx, func(tx *store.Tx) error {
 		sc, err := tx.Compartment(n)
@@ -892,7 +899,7 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string) {
 	c.selfTestResult(ctx, n, errors.New(reason))
 	c.led(n, false)
 	c.message(msgDoorFault, two(n))
-	if s.Action != "deposit" {
+	if s.Action != "deposit" || !moveOn || c.now().Sub(s.At) > MoveOnWithin {
 		return
 	}
 	// The courier is still at the cabinet: try the next fitting compartment.
@@ -1023,7 +1030,8 @@ func (c *Controller) housekeeping(ctx context.Context) {
 		c.log.Error("housekeeping", "err", err)
 	}
 	for _, n := range stuck {
-		c.lockFault(ctx, n, "door did not open within "+c.opts.DoorTimeout.String())
+		// Long after the code: nobody is waiting for another door.
+		c.lockFault(ctx, n, "door did not open within "+c.opts.DoorTimeout.String(), false)
 	}
 	if err := c.st.Checkpoint(ctx); err != nil {
 		c.log.Warn("checkpoint", "err", err)

@@ -303,8 +303,7 @@ func (p *prop) step() {
 		p.logf("clock +%v, tick", d)
 		p.serviceIdle()
 		ctx := p.ctx("tick")
-		ctx.movesOn = p.stuckDeposits(ctx)
-		r.tick()
+		r.tick() // a release found stuck gives the use back and opens nothing
 		p.check(ctx)
 	case 19:
 		p.lockReport()
@@ -352,18 +351,6 @@ func (p *prop) ctx(kind string) stepCtx {
 		p.fail("reading compartments: %v", err)
 	}
 	return ctx
-}
-
-// stuckDeposits returns the deposit grant whose release will time out at
-// this tick (a door released more than DoorTimeout ago that never opened):
-// its lock fault may move the deposit on.
-func (p *prop) stuckDeposits(ctx stepCtx) string {
-	for _, sc := range ctx.before {
-		if sc.Session.Action == "deposit" && !sc.Session.Opened && !sc.DoorOpen && ctx.now.Sub(sc.Session.At) > 15*time.Second {
-			return sc.Session.GrantID
-		}
-	}
-	return ""
 }
 
 // serviceIdle ends the model's entry and service menu once they have been
@@ -789,7 +776,7 @@ func (p *prop) lockReport() {
 	if p.intn(2) == 0 {
 		p.logf("hal: lock %d fault", n)
 		p.latch[n] = false
-		if s := p.sess[n]; s != nil && s.action == "deposit" {
+		if s := p.sess[n]; s != nil && s.action == "deposit" && p.releasedWithin(ctx, n, MoveOnWithin) {
 			ctx.movesOn = s.grant
 		}
 		p.r.event(hal.Event{Kind: hal.LockReleased, Compartment: n, Err: fmt.Errorf("%w (2 pulses)", hal.ErrLockFault)})
@@ -1241,4 +1228,15 @@ func TestReleaseOnAnOpenDoorFinishes(t *testing.T) {
 		r.tick()
 		t.Fatalf("pickup through a door that was already open: traces %v then %v; state %s", got, r.types(), r.state(1))
 	}
+}
+
+// releasedWithin says whether compartment n's session began at most d ago:
+// only then does a deposit move on after a lock fault.
+func (p *prop) releasedWithin(ctx stepCtx, n int, d time.Duration) bool {
+	for _, sc := range ctx.before {
+		if sc.Number == n {
+			return sc.Session.Active() && ctx.now.Sub(sc.Session.At) <= d
+		}
+	}
+	return false
 }
