@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	stdsync "sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -140,13 +141,65 @@ func TestCrashKill9(t *testing.T) {
 		t.Skip("the crash test kills locker-sim hundreds of times; not in -short")
 	}
 	iters := scaled(t, "LOCKER_CRASH_ITERS", crashDefaultIters, 2000, 10000)
+	// make torture runs two rigs side by side (each with its own broker,
+	// data folder and central): most of an iteration is waiting.
+	rigs := scaled(t, "LOCKER_CRASH_RIGS", 1, 2, 2)
 	budget := crashBudget
 	if iters > crashDefaultIters {
 		budget = time.Duration(iters) * time.Second // make torture: no early stop short of a very slow machine
 	}
 	seed := uint64(envInt(t, "LOCKER_CRASH_SEED", int(time.Now().UnixNano()%1e9)))
-	t.Logf("crash test: %d iterations, LOCKER_CRASH_SEED=%d", iters, seed)
+	t.Logf("crash test: %d iterations on %d rigs, LOCKER_CRASH_SEED=%d (rig i uses seed+i)", iters, rigs, seed)
 
+	var mu stdsync.Mutex
+	var sums []crashSummary
+	t.Run("rigs", func(t *testing.T) {
+		for i := range rigs {
+			n := iters / rigs
+			if i < iters%rigs {
+				n++
+			}
+			t.Run(strconv.Itoa(i), func(t *testing.T) {
+				if rigs > 1 {
+					t.Parallel()
+				}
+				sum := runCrashRig(t, seed+uint64(i), n, budget)
+				mu.Lock()
+				sums = append(sums, sum)
+				mu.Unlock()
+			})
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	var all crashSummary
+	all.killedDuring = map[string]int{}
+	for _, s := range sums {
+		all.iters += s.iters
+		all.kills += s.kills
+		all.distinct += s.distinct
+		all.dups += s.dups
+		all.envelopes += s.envelopes
+		all.resent += s.resent
+		for k, v := range s.killedDuring {
+			all.killedDuring[k] += v
+		}
+	}
+	printTortureRow("kill -9", all.kills, "kills", 0, fmt.Sprintf(
+		"%d runs on %d rigs killed during %s; integrity_check ok, seq gapless, no door opened twice for one use, DB matches the cabinet after each restart; %d events, %d duplicates dropped by event_id; %d grants envelopes, %d resent",
+		all.iters, rigs, killedDuringText(all.killedDuring), all.distinct, all.dups, all.envelopes, all.resent))
+}
+
+// crashSummary is what one rig did.
+type crashSummary struct {
+	iters, kills, distinct, dups, envelopes, resent int
+	killedDuring                                    map[string]int
+}
+
+// runCrashRig runs one crash rig for iters iterations (or budget) and
+// checks everything at the end.
+func runCrashRig(t *testing.T, seed uint64, iters int, budget time.Duration) crashSummary {
 	r := &crashRig{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		grants: map[string]*cgrant{}, codes: map[string]bool{}, occ: map[int]string{},
 		stats: crashStats{killedDuring: map[string]int{}, actions: map[string]int{}}}
@@ -184,14 +237,13 @@ func TestCrashKill9(t *testing.T) {
 		distinct, maxSeq, received, dups)
 	t.Logf("  grants: %d envelopes, %d deliveries, %d resent for want of an ack, %d lost after the locker's PUBACK and applied by the resend",
 		s.envelopes, s.deliveries, s.resent, s.lostEnvelopes)
-	printTortureRow("kill -9", s.kills, "kills", 0, fmt.Sprintf(
-		"%d runs killed during %s; integrity_check ok, seq gapless, no door opened twice for one use, DB matches the cabinet after each restart; %d events, %d duplicates dropped by event_id; %d grants envelopes, %d resent",
-		s.iters, killedDuringText(s.killedDuring), distinct, dups, s.envelopes, s.resent))
 	if s.starts > 0 {
 		t.Logf("  restart: %v on average until the API answers (max %v), %v until the controller serves the keypad",
 			(s.startTotal / time.Duration(s.starts)).Round(time.Millisecond), s.startMax.Round(time.Millisecond),
 			(s.readyTotal / time.Duration(s.starts)).Round(time.Millisecond))
 	}
+	return crashSummary{iters: s.iters, kills: s.kills, distinct: distinct, dups: dups,
+		envelopes: s.envelopes, resent: s.resent, killedDuring: s.killedDuring}
 }
 
 // killedDuringText is "deposit 120, pickup 80, …", largest first.
@@ -789,6 +841,7 @@ func (r *crashRig) grantsAction(cab cabinetJSON, killer *time.Timer) error {
 			dropped.revokeSent = true
 			r.grants[dropped.child].revokeSent = true
 		}
+		r.pruneForSnapshot()
 		for _, id := range r.order {
 			if g := r.grants[id]; g.op.Op == "put" && !g.revokeSent {
 				ops = append(ops, g.op)
@@ -874,6 +927,32 @@ func (r *crashRig) grantsAction(cab cabinetJSON, killer *time.Timer) error {
 // reclaims returns a reclaim grant for each compartment whose parcel no
 // grant can take out any more (its pickup grant revoked, or used up by a
 // pickup_incomplete), unless one is already on its way.
+// maxUnusedDeposits bounds the unused deposit grants a snapshot names.
+const maxUnusedDeposits = 120
+
+// pruneForSnapshot leaves out of the coming snapshot, as a central does,
+// the grants of parcels picked up and the oldest unused deposit grants
+// beyond maxUnusedDeposits (a central expires them): however many
+// iterations run, a snapshot stays far under the envelope limit (512 KiB).
+func (r *crashRig) pruneForSnapshot() {
+	unused := 0
+	for i := len(r.order) - 1; i >= 0; i-- {
+		g := r.grants[r.order[i]]
+		if g.action != "deposit" || g.revokeSent || g.child == "" {
+			continue
+		}
+		child := r.grants[g.child]
+		switch {
+		case child.done:
+			g.revokeSent, child.revokeSent = true, true
+		case !g.deposited:
+			if unused++; unused > maxUnusedDeposits {
+				g.revokeSent, child.revokeSent = true, true
+			}
+		}
+	}
+}
+
 func (r *crashRig) reclaims(now time.Time) []controller.GrantOp {
 	var ops []controller.GrantOp
 	for n, id := range r.occ {
