@@ -415,21 +415,38 @@ func (c *Controller) reconcile(tx *store.Tx, sc *store.Compartment, known bool) 
 }
 
 // reconcileParcel reports, at start-up, a parcel found behind a closed door
-// of a compartment that should be empty (it is taken out of use until a
-// technician looks), and one missing from a compartment that should hold
-// one (the compartment stays occupied: its pickup code still opens it).
+// of a compartment that should be empty, and one missing from a compartment
+// that should hold one (strayParcel).
 func (c *Controller) reconcileParcel(tx *store.Tx, sc *store.Compartment, open bool) error {
 	if open || sc.Session.Active() {
 		return nil // a session in progress explains it; its close decides
 	}
+	return c.strayParcel(tx, sc, true)
+}
+
+// strayParcel reports a parcel where none should be — put in through a
+// forced door, or there when the locker started — and takes the compartment
+// out of use (fault "parcel") until a technician enables it: no deposit may
+// open it and record someone else's parcel as its own. A parcel gone from
+// a compartment that should hold one is reported too; the compartment stays
+// occupied, so its pickup code still opens it.
+func (c *Controller) strayParcel(tx *store.Tx, sc *store.Compartment, atStart bool) error {
+	when := "appeared, without a deposit,"
+	if atStart {
+		when = "found at start-up"
+	}
 	switch {
 	case sc.ParcelPresent && (sc.State == "free" || sc.State == "reserved"):
-		sc.State, sc.Fault = "fault", "sensor"
+		sc.State, sc.Fault = "fault", "parcel"
 		return c.record(tx, Trace{Type: "parcel_found", Compartment: sc.Number,
-			Content: "A parcel found at start-up in compartment " + two(sc.Number) + ", which should be empty"})
+			Content: "A parcel " + when + " in compartment " + two(sc.Number) + ", which should be empty"})
 	case !sc.ParcelPresent && (sc.State == "occupied" || sc.State == "expired"):
+		when := "gone, without a pickup,"
+		if atStart {
+			when = "missing at start-up"
+		}
 		return c.record(tx, Trace{Type: "parcel_missing", Compartment: sc.Number, ParcelID: sc.ParcelID,
-			Content: parcelText(sc.ParcelID) + " missing at start-up from compartment " + two(sc.Number)})
+			Content: parcelText(sc.ParcelID) + " " + when + " from compartment " + two(sc.Number)})
 	}
 	return nil
 }
@@ -463,7 +480,21 @@ func (c *Controller) handle(ctx context.Context, ev hal.Event) {
 			if err != nil {
 				return err
 			}
+			changed := sc.ParcelPresent != ev.On
 			sc.ParcelPresent = ev.On
+			if changed && !sc.Session.Active() {
+				// Nobody was let in: a parcel came or went through a forced door.
+				state := sc.State
+				if err := c.strayParcel(tx, &sc, false); err != nil {
+					return err
+				}
+				if sc.State != state {
+					if err := c.putCompartment(tx, sc); err != nil {
+						return err
+					}
+					return c.refreshReservations(tx)
+				}
+			}
 			return c.putCompartment(tx, sc)
 		})
 		if err != nil {

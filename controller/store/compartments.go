@@ -16,7 +16,7 @@ type Compartment struct {
 	DoorOpen      bool
 	ParcelPresent bool
 	ParcelID      string
-	Fault         string // why State is fault: "lock" or "sensor"
+	Fault         string // why State is fault: "lock", "sensor" or "parcel" (one that should not be there)
 	Session       Session
 }
 
