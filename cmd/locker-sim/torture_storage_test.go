@@ -129,14 +129,14 @@ func (r *storageRig) start() {
 }
 
 // grant sends one deposit grant (with its pickup), waits for its ack and
-// returns its id and courier code.
-func (r *storageRig) grant() (id, code string) {
+// returns its id, courier code and pickup code.
+func (r *storageRig) grant() (id, code, pickup string) {
 	r.n++
 	id = fmt.Sprintf("g-%d", r.n)
-	code = fmt.Sprintf("%06d", 100000+r.n)
+	code, pickup = fmt.Sprintf("%06d", 100000+r.n), fmt.Sprintf("%06d", 500000+r.n)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	env := sealWith(r.t, r.kp.KeyID, r.kp.Private, grantsBody("SIM01", now,
-		depositWithPickup("SIM01", id, code, fmt.Sprintf("%06d", 500000+r.n), now)))
+		depositWithPickup("SIM01", id, code, pickup, now)))
 	acked := func() bool {
 		for _, m := range r.c.all() {
 			var a controller.GrantsAck
@@ -148,7 +148,7 @@ func (r *storageRig) grant() (id, code string) {
 	}
 	r.c.publish(r.prefix+"grants", env)
 	r.waitUntil("the ack of "+id, 15*time.Second, acked)
-	return id, code
+	return id, code, pickup
 }
 
 // bigEnvelope is a snapshot-sized grants envelope: applying it needs far
@@ -293,8 +293,8 @@ func (r *storageRig) deposited(id string) bool {
 // refused; then space returns.
 func (r *storageRig) diskFull(cycle int) {
 	t := r.t
-	id, code := r.grant()
-	_, refusedCode := r.grant()
+	id, code, pickup := r.grant()
+	_, refusedCode, _ := r.grant()
 	r.s.keys(code + "#")
 	n := r.s.waitOpenDoor()
 	r.s.do(n, "parcel", map[string]bool{"present": true})
@@ -343,6 +343,15 @@ func (r *storageRig) diskFull(cycle int) {
 	time.Sleep(personPause)
 	r.s.do(m, "door", map[string]string{"action": "close"}) // nothing put in: cancelled
 	r.waitUntil("deposit_cancelled", 10*time.Second, func() bool { return r.count("deposit_cancelled") >= r.fulls })
+	// The recipient of the parcel deposited during the outage picks it up.
+	r.s.keys(pickup + "#")
+	if p := r.s.waitOpenDoor(); p != n {
+		t.Fatalf("cycle %d: the pickup code opened %d, the parcel is in %d", cycle, p, n)
+	}
+	r.s.do(n, "parcel", map[string]bool{"present": false})
+	time.Sleep(personPause)
+	r.s.do(n, "door", map[string]string{"action": "close"})
+	r.waitUntil("picked_up", 10*time.Second, func() bool { return r.count("picked_up") >= r.fulls })
 }
 
 // readOnlyStart: the locker starts on a read-only data folder. It keeps
@@ -361,8 +370,8 @@ func (r *storageRig) readOnlyStart(cycle int) {
 	if _, code := r.daemonStatus(); code != http.StatusServiceUnavailable {
 		t.Errorf("cycle %d: the daemon's status answers %d on a read-only folder, want 503", cycle, code)
 	}
-	if !strings.Contains(r.s.logs.String(), "data folder cannot be written") {
-		t.Errorf("cycle %d: the log does not say that the data folder cannot be written", cycle)
+	if logs := r.s.logs.String(); !strings.Contains(logs, "data folder cannot be written") || strings.Contains(logs, "err=<nil>") {
+		t.Errorf("cycle %d: the log does not say that the data folder cannot be written, and why:\n%s", cycle, logs)
 	}
 	time.Sleep(500 * time.Millisecond)
 	if open := r.unlatched(); len(open) > 0 {

@@ -72,12 +72,12 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	hopts.Logger = log.With("part", "hal")
 	var hw *hal.Hardware
 	st, err := store.Open(ctx, filepath.Join(o.DataDir, DBFile))
-	if store.Unavailable(err) {
+	if storeErr := err; store.Unavailable(storeErr) {
 		// The pins first, to keep the doors shut and say so on the display.
 		if hw, err = hal.New(o.Wiring, o.Pins, hopts); err != nil {
 			return nil, err
 		}
-		if st, err = waitForStore(ctx, o, hw, log, err); err != nil {
+		if st, err = waitForStore(ctx, o, hw, log, storeErr); err != nil {
 			hw.Halt()
 			return nil, err
 		}
