@@ -24,6 +24,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/simulator/api"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -198,17 +199,9 @@ func (s *sim) call(method, path string, body any, out any) int {
 }
 
 type cabinetJSON struct {
-	LockerID     string   `json:"locker_id"`
-	Display      []string `json:"display"`
-	Compartments []struct {
-		Number  int    `json:"number"`
-		Size    string `json:"size"`
-		State   string `json:"state"`
-		Door    string `json:"door"`
-		Latched bool   `json:"latched"`
-		Parcel  bool   `json:"parcel"`
-		Fault   string `json:"fault"`
-	} `json:"compartments"`
+	LockerID     string            `json:"locker_id"`
+	Display      []string          `json:"display"`
+	Compartments []api.Compartment `json:"compartments"`
 }
 
 func (s *sim) cabinet() cabinetJSON {

@@ -56,6 +56,7 @@ import (
 
 	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/simulator"
+	"github.com/openlocker/locker/simulator/api"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -173,15 +174,7 @@ type fexpect struct {
 	what     string
 }
 
-type cabCompartment = struct {
-	Number  int    `json:"number"`
-	Size    string `json:"size"`
-	State   string `json:"state"`
-	Door    string `json:"door"`
-	Latched bool   `json:"latched"`
-	Parcel  bool   `json:"parcel"`
-	Fault   string `json:"fault"`
-}
+type cabCompartment = api.Compartment
 
 type ftStats struct {
 	steps                                     int
