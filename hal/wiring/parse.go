@@ -86,6 +86,19 @@ func Parse(data []byte, source string) (*Wiring, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s:%d: not a wiring: want a mapping with name, locks, sensors, keypad, display and compartments", source, root.Line)
 	}
+	// The decoder drops an empty list item ("-" and nothing else) without
+	// a word: a technician who left one meant something.
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key, seq := root.Content[i].Value, root.Content[i+1]
+		if seq.Kind != yaml.SequenceNode {
+			continue
+		}
+		for n, it := range seq.Content {
+			if it.Kind == yaml.ScalarNode && it.Tag == "!!null" {
+				return nil, fmt.Errorf("%s:%d: %s: item %d is empty", source, it.Line, key, n+1)
+			}
+		}
+	}
 	w := new(Wiring)
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

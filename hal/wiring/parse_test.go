@@ -42,6 +42,7 @@ var errorCases = []struct {
 	{"not yaml", "a: b: c\n", "w.yaml: not valid YAML: mapping values are not allowed in this context"},
 	{"bad indent", "compartments:\n  - number: 1\n   size: S\n", "w.yaml:1: not valid YAML: did not find expected '-' indicator"},
 	{"tab", "locks:\n\tpulse: 1s\n", "w.yaml:2: not valid YAML: found character that cannot start any token"},
+	{"empty list item", "expanders:\n  -\ncompartments:\n  - {number: 1, size: M, lock: GPIO5, door: GPIO6}\n", "w.yaml:2: expanders: item 1 is empty"},
 	{"unknown top field", "colour: red\n" + comps, `w.yaml:1: unknown field "colour" in wiring`},
 	{"unknown locks field", "locks:\n  pulse_ms: 300\n" + comps, `w.yaml:2: unknown field "pulse_ms" in locks`},
 	{"unknown compartment field", "compartments:\n  - {number: 1, size: S, lock: GPIO17, door: GPIO24, colour: red}\n", `w.yaml:2: unknown field "colour" in compartment`},
