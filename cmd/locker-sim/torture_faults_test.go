@@ -1526,7 +1526,13 @@ func (r *faultRig) final() {
 		p.blindTaken = false
 		r.pickup(p)
 	}
-	for deadline := time.Now().Add(4 * time.Second); slices.ContainsFunc(r.comps, func(c *fcomp) bool { return c.concl != nil }); {
+	// Under -race on a loaded machine a pickup's close can take seconds to
+	// be recorded: wait for the verdicts, and for the compartments to free.
+	freed := func() bool {
+		view = r.view()
+		return !slices.ContainsFunc(recover, func(p *fparcel) bool { return view[p.comp].State != "free" })
+	}
+	for deadline := time.Now().Add(15 * time.Second); slices.ContainsFunc(r.comps, func(c *fcomp) bool { return c.concl != nil }) || !freed(); {
 		if time.Now().After(deadline) {
 			break
 		}
