@@ -190,6 +190,7 @@ type ftStats struct {
 }
 
 type faultRig struct {
+	ending bool // the final checks run: no more faults are injected
 	t      *testing.T
 	rng    *rand.Rand
 	seed   uint64
@@ -1240,7 +1241,7 @@ func (r *faultRig) passersBy(rels []*frel) {
 // someone: a bouncing sensor (harmless), or one stuck open, which hides
 // the close until it is repaired.
 func (r *faultRig) midFlow(c *fcomp) {
-	if c.fault != ftNone || r.rng.IntN(7) != 0 {
+	if r.ending || c.fault != ftNone || r.rng.IntN(7) != 0 {
 		return
 	}
 	r.st.midFlow++
@@ -1453,6 +1454,7 @@ func (r *faultRig) wrongCode() {
 // final repairs everything, shuts every door, checks that the locker's view
 // agrees with the cabinet, and that every trace reached the central.
 func (r *faultRig) final() {
+	r.ending = true
 	// Rattled sensors come to rest.
 	for deadline := time.Now().Add(ftChatterWindow + 4*time.Second); slices.ContainsFunc(r.comps, func(c *fcomp) bool { return c.chattering }); {
 		if time.Now().After(deadline) {
