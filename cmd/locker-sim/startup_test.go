@@ -121,7 +121,8 @@ func TestChineseOnTheSimulator(t *testing.T) {
 	s := startSim(t, startListener(t), t.TempDir(), "-language", "zh", "-config", "../../testdata/wiring/gpio-24-zh.yaml")
 	var d []string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if d = s.cabinet().Display; len(d) > 0 && d[0] != "" {
+		// The display is written a character at a time: wait for the whole prompt.
+		if d = s.cabinet().Display; len(d) >= 2 && d[0] == "请输入取件码" && d[1] == "按 #确认" {
 			break
 		}
 	}
