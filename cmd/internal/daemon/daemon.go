@@ -42,10 +42,12 @@ type Options struct {
 	// OnStorageWait, when set, is called once if the database cannot be
 	// opened for writing at start-up (a full disk, a read-only data
 	// folder): New then shows "Out of service" and tries again every
-	// StorageRetry until it can, or ctx ends.
+	// storageRetry until it can, or ctx ends.
 	OnStorageWait func(err error)
-	StorageRetry  time.Duration // default 2 s
 }
+
+// storageRetry is how often a locker waiting for its data folder tries again.
+const storageRetry = 2 * time.Second
 
 // Daemon is a running locker.
 type Daemon struct {
@@ -129,10 +131,6 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 // still refused at once.
 func waitForStore(ctx context.Context, o Options, hw *hal.Hardware, log *slog.Logger, err error) (*store.Store, error) {
 	path := filepath.Join(o.DataDir, DBFile)
-	retry := o.StorageRetry
-	if retry <= 0 {
-		retry = 2 * time.Second
-	}
 	since := time.Now()
 	log.Error("data folder cannot be written: doors stay shut until it can", "err", err)
 	sdNotify("STATUS=out of service: the data folder cannot be written")
@@ -147,7 +145,7 @@ func waitForStore(ctx context.Context, o Options, hw *hal.Hardware, log *slog.Lo
 		select {
 		case <-ctx.Done():
 			return nil, err
-		case <-time.After(retry):
+		case <-time.After(storageRetry):
 		}
 		var st *store.Store
 		st, err = store.Open(ctx, path)
