@@ -25,9 +25,11 @@ import (
 // request waits up to locks.confirm for the debounced door sensor to read
 // open. If it does not, the request is queued again in its old place for
 // one retry pulse; if the door stays shut after that too, the release fails
-// with ErrLockFault. A request whose door already reads open when its turn
-// comes is done at once, without a pulse. Each request ends with exactly
-// one LockReleased event.
+// with ErrLockFault. A request whose door already reads open still gets one
+// pulse, and is done once it has ended: a door sensor stuck open (a magnet
+// that fell off) must not keep a recipient from a parcel behind a door that
+// is really shut, and a pulse on a door that is really open does no harm.
+// Each request ends with exactly one LockReleased event.
 
 // releasePhase is where a release request is.
 type releasePhase int
@@ -125,12 +127,8 @@ func (h *Hardware) scheduleLocked() (events []Event, starts []*releaseReq, next 
 		doorOpen := h.doors[i].state.Load()
 		switch r.phase {
 		case phaseQueued:
-			if r.opened || doorOpen {
-				reason := "door already open"
-				if r.pulses > 0 {
-					reason = "door opened"
-				}
-				h.clog[i].Info("released", "pulses", r.pulses, "how", reason)
+			if r.opened || (doorOpen && r.pulses > 0) {
+				h.clog[i].Info("released", "pulses", r.pulses, "how", "door opened")
 				events = append(events, Event{Kind: LockReleased, Compartment: r.n, At: now})
 				continue
 			}

@@ -292,7 +292,7 @@ func TestSimSensorStuckClosed(t *testing.T) {
 
 // sensor_stuck_open on a closed door: the hardware reports the door open
 // (the controller, with no release in progress, will call it forced), and
-// a release then needs no pulse.
+// a release still pulses once, so the door really opens.
 func TestSimSensorStuckOpen(t *testing.T) {
 	r := newSimRig(t, loadExample(t, "gpio-24.yaml", fast))
 	_ = r.cab.SetFault(5, simulator.FaultSensorStuckOpen)
@@ -301,11 +301,24 @@ func TestSimSensorStuckOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev, _ := r.wait(t, 0, time.Second, "release of 5", isLock(5))
-	if ev.Err != nil || pulses(t, r.cab, 5) != 0 {
-		t.Errorf("release %v after %d pulses, want nil without a pulse", ev.Err, pulses(t, r.cab, 5))
+	if ev.Err != nil || pulses(t, r.cab, 5) != 1 {
+		t.Errorf("release %v after %d pulses, want nil after 1", ev.Err, pulses(t, r.cab, 5))
 	}
-	if c, _ := r.cab.Compartment(5); c.Door != simulator.DoorClosed || !c.Latched {
-		t.Errorf("compartment %+v, want closed and latched", c)
+	if c, _ := r.cab.Compartment(5); c.Door != simulator.DoorOpen || c.Latched {
+		t.Errorf("compartment %+v, want open and unlatched", c)
+	}
+	// A door that is really open gets its pulse too, and nothing else.
+	_ = r.cab.SetFault(5, simulator.FaultNone)
+	from := len(r.events())
+	time.Sleep(r.hw.cooldown)
+	if err := r.hw.Release(5); err != nil {
+		t.Fatal(err)
+	}
+	if ev, _ := r.wait(t, from, time.Second, "second release of 5", isLock(5)); ev.Err != nil {
+		t.Errorf("release of an open door: %v", ev.Err)
+	}
+	if p := pulses(t, r.cab, 5); p != 2 {
+		t.Errorf("%d pulses in all, want 2", p)
 	}
 }
 

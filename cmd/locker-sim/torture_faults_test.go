@@ -160,7 +160,7 @@ type frel struct {
 	n     int
 	grant string
 	fault string // injected at the compartment when it was released
-	res   string // "": under way; "opened"; "fault" (lock_fault); "already" (the locker took the door for open already: no pulse)
+	res   string // "": under way; "opened"; "fault" (lock_fault); "already" (the locker took the door for open already)
 
 	openedAt time.Time // "opened": when the locker saw the door open
 }
@@ -177,16 +177,16 @@ type fexpect struct {
 type cabCompartment = api.Compartment
 
 type ftStats struct {
-	steps                                     int
-	deposits, depositsDone, cancelled         int
-	pickups, pickupsDone, incomplete          int
-	jams, jamHits, stuckOpen, stuckClosed     int
-	blindOpens, blindTaken, noPulse, bounces  int
-	midFlow, forced, forcedTaken, forcedPut   int
-	rattles, sensorFaults, recovered, cleared int
-	commands, reissued, replays, wrong        int
-	keypadStalls, parcelAlarms, removed       int
-	lockFaults, doorForced, duplicates        int
+	steps                                          int
+	deposits, depositsDone, cancelled              int
+	pickups, pickupsDone, incomplete               int
+	jams, jamHits, stuckOpen, stuckClosed          int
+	blindOpens, blindTaken, blindReleases, bounces int
+	midFlow, forced, forcedTaken, forcedPut        int
+	rattles, sensorFaults, recovered, cleared      int
+	commands, reissued, replays, wrong             int
+	keypadStalls, parcelAlarms, removed            int
+	lockFaults, doorForced, duplicates             int
 }
 
 type faultRig struct {
@@ -311,10 +311,10 @@ func TestTorturePhysicalFaults(t *testing.T) {
 func (r *faultRig) row() {
 	s := r.st
 	detail := fmt.Sprintf("%d deposits and %d pickups by keypad; %d jammed locks (%d releases into one), "+
-		"%d sensors stuck open and %d stuck closed (%d doors that opened unseen), %d bouncing sensors, "+
+		"%d sensors stuck open (%d pickups through one) and %d stuck closed (%d doors that opened unseen), %d bouncing sensors, "+
 		"%d forced doors (%d parcels taken, %d put) and %d rattled until they chattered; %d lock_faults, %d door_forced, "+
 		"%d sensor_faults reported; %d traces checked, seq gapless",
-		s.depositsDone, s.pickupsDone, s.jams, s.jamHits, s.stuckOpen, s.stuckClosed, s.blindOpens, s.bounces,
+		s.depositsDone, s.pickupsDone, s.jams, s.jamHits, s.stuckOpen, s.blindReleases, s.stuckClosed, s.blindOpens, s.bounces,
 		s.forced, s.forcedTaken, s.forcedPut, s.rattles, s.lockFaults, s.doorForced, s.sensorFaults, r.checked)
 	lost := len(r.violations)
 	if r.t.Failed() && lost == 0 {
@@ -1194,18 +1194,34 @@ func (r *faultRig) pickup(p *fparcel) {
 		}
 		return
 	case "already":
-		// The locker took the door for open (its sensor is stuck open), so
-		// it gave no pulse: the recipient finds it latched.
-		r.st.noPulse++
-		var out map[string]any
-		if code := r.s.call("POST", fmt.Sprintf("/api/compartments/%d/door", c.n), map[string]string{"action": "open"}, &out); code != 409 {
-			r.violate("door %02d, released without a pulse, could be pulled open: %d %v", c.n, code, out)
+		// The locker took the door for open (its sensor is stuck open): the
+		// release pulses all the same, and the door springs ajar. The
+		// recipient takes the parcel; the locker sees the close only when
+		// the sensor is repaired.
+		r.st.blindReleases++
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			r.audit()
+			if c.phys.Door == "open" {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.violate("door %02d, released while its sensor read open, did not open: %+v", c.n, c.phys)
+				return
+			}
 		}
-		want, why := "picked_up", "the door never opened and there is no parcel inside"
-		if c.phys.Parcel {
-			want, why = "pickup_incomplete", "the door never opened: the parcel is still inside"
+		openedAt := time.Now()
+		time.Sleep(personPause)
+		want, why := "pickup_incomplete", "the recipient left the parcel inside"
+		switch {
+		case !c.phys.Parcel:
+			want, why = "picked_up", "the compartment was empty"
+		case r.rng.IntN(10) != 0:
+			r.parcel(c.n, false)
+			want, why = "picked_up", "the recipient took the parcel"
 		}
-		c.concl, p.state = &fconcl{p: p, grant: p.pick, want: want, why: why, hidden: true}, fpConcluding
+		r.shutAfter(c.n, openedAt)
+		c.concl, p.state = &fconcl{p: p, grant: p.pick, want: want, why: why, hidden: c.fault == ftStuckOpen,
+			deadline: time.Now().Add(3 * time.Second)}, fpConcluding
 		return
 	case "opened":
 	default:
