@@ -818,11 +818,17 @@ func (c *Controller) returnUse(tx *store.Tx, s store.Session) error {
 // refreshReservations sets free compartments named by a deposit grant in
 // force to reserved, and reserved ones that are no longer named to free.
 func (c *Controller) refreshReservations(tx *store.Tx) error {
-	reserved, err := tx.ReservedCompartments(c.now())
+	all, err := tx.Compartments()
 	if err != nil {
 		return err
 	}
-	all, err := tx.Compartments()
+	return c.refreshReservationsOf(tx, all)
+}
+
+// refreshReservationsOf is refreshReservations on all, every compartment as
+// read in tx.
+func (c *Controller) refreshReservationsOf(tx *store.Tx, all []store.Compartment) error {
+	reserved, err := tx.ReservedCompartments(c.now())
 	if err != nil {
 		return err
 	}
@@ -1055,7 +1061,7 @@ func (c *Controller) housekeeping(ctx context.Context) {
 				stuck = append(stuck, sc.Number)
 			}
 		}
-		return c.refreshReservations(tx)
+		return c.refreshReservationsOf(tx, all)
 	})
 	if err != nil {
 		c.log.Error("housekeeping", "err", err)
