@@ -114,6 +114,9 @@ type Controller struct {
 	storeDownAt time.Time
 	storeErrs   int
 	storeFault  atomic.Value
+	// Sensor faults and recoveries hal reported during the outage, per
+	// compartment (0: the bus), to be recorded once it ends.
+	sensorPending map[int][]sensorReport
 }
 
 // New checks the options and builds a Controller.
@@ -579,6 +582,10 @@ func (c *Controller) sensorFault(ctx context.Context, n int, cause error) {
 		return c.record(tx, tr)
 	})
 	if err != nil {
+		if c.storeErr != nil {
+			c.sensorLater(n, cause)
+			return // resync records it
+		}
 		c.log.Error("sensor fault not recorded", "compartment", n, "err", err)
 	}
 }

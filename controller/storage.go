@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -24,7 +26,8 @@ import (
 // makes the trace need new room on the disk: a commit into the log's old
 // space would prove nothing.) What the sensors did meanwhile was not
 // recorded, so the controller then compares every compartment's stored
-// door and parcel with its sensors and replays the differences as events.
+// door and parcel with its sensors and replays the differences as events,
+// and records the sensor faults and recoveries hal reported meanwhile.
 
 // storageFailed notes a write that failed because the storage did.
 func (c *Controller) storageFailed(err error) {
@@ -79,9 +82,35 @@ func (c *Controller) retryStorage(ctx context.Context) {
 	}
 }
 
+// sensorReport is a sensor fault (cause set) or recovery (nil) that could
+// not be recorded during a storage outage.
+type sensorReport struct{ cause error }
+
+// sensorLater keeps a sensor fault or recovery of compartment n for the end
+// of the outage. A compartment keeps at most two, alternating: a fault that
+// came and went is recorded as both, and a later report of the same kind
+// replaces the last one.
+func (c *Controller) sensorLater(n int, cause error) {
+	if c.sensorPending == nil {
+		c.sensorPending = map[int][]sensorReport{}
+	}
+	rs := c.sensorPending[n]
+	switch {
+	case len(rs) > 0 && (rs[len(rs)-1].cause == nil) == (cause == nil):
+		rs[len(rs)-1] = sensorReport{cause}
+	case len(rs) == 2: // fault, recovery, fault again (or the reverse)
+		rs = rs[:1]
+		rs[0] = sensorReport{cause}
+	default:
+		rs = append(rs, sensorReport{cause})
+	}
+	c.sensorPending[n] = rs
+}
+
 // resync replays, as events, the door and parcel changes the sensors saw
-// while nothing could be recorded.
+// while nothing could be recorded, then the sensor faults hal reported.
 func (c *Controller) resync(ctx context.Context) {
+	defer c.replaySensors(ctx)
 	var stored []store.Compartment
 	if err := c.st.View(ctx, func(tx *store.Tx) error {
 		var err error
@@ -118,6 +147,18 @@ func (c *Controller) resync(ctx context.Context) {
 		}
 		if parcelMoved {
 			c.handle(ctx, hal.Event{Kind: hal.ParcelChanged, Compartment: n, On: present})
+		}
+	}
+}
+
+// replaySensors records the sensor faults and recoveries kept during the
+// outage, in compartment order.
+func (c *Controller) replaySensors(ctx context.Context) {
+	pending := c.sensorPending
+	c.sensorPending = nil
+	for _, n := range slices.Sorted(maps.Keys(pending)) {
+		for _, r := range pending[n] {
+			c.sensorFault(ctx, n, r.cause)
 		}
 	}
 }

@@ -1,10 +1,13 @@
 package controller
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/hal"
 )
 
 // readOnly makes the database refuse every write with SQLite's own
@@ -83,4 +86,50 @@ func TestStorageOutageRefusesDoorsAndResyncs(t *testing.T) {
 	if got := r.cab.Releases(); len(got) != 2 || got[1] != 2 {
 		t.Fatalf("the courier's code does not work after the outage: releases %v", got)
 	}
+}
+
+// A sensor fault hal reports during a storage outage is recorded when the
+// storage is back, as is a recovery; one that came and went is recorded as
+// both, and the compartments end as the sensors left them.
+func TestStorageOutageKeepsSensorFaults(t *testing.T) {
+	r := newRig(t, "M M M M")
+	r.types()
+	chatter := errors.New("hal: door sensor chatters")
+	r.event(hal.Event{Kind: hal.SensorFault, Compartment: 4, Err: chatter})
+	r.expectTypes("sensor_fault")
+
+	r.readOnly(true)
+	r.event(hal.Event{Kind: hal.SensorFault, Compartment: 2, Err: chatter}) // faulty, stays so
+	r.event(hal.Event{Kind: hal.SensorFault, Compartment: 3, Err: chatter}) // came and went
+	r.event(hal.Event{Kind: hal.SensorRecovered, Compartment: 3})
+	r.event(hal.Event{Kind: hal.SensorFault, Compartment: 3, Err: chatter})
+	r.event(hal.Event{Kind: hal.SensorRecovered, Compartment: 3})
+	r.event(hal.Event{Kind: hal.SensorRecovered, Compartment: 4}) // faulty before, well now
+	r.tick()
+	r.expectTypes()
+
+	r.readOnly(false)
+	r.tick()
+	var got []string
+	r.mu.Lock()
+	for _, tr := range r.traces {
+		got = append(got, fmt.Sprintf("%s %d", tr.Type, tr.Compartment))
+	}
+	r.traces = nil
+	r.mu.Unlock()
+	want := "storage_fault 0, sensor_fault 2, sensor_fault 3, sensor_recovered 3, sensor_recovered 4"
+	if strings.Join(got, ", ") != want {
+		t.Fatalf("traces after the outage: %s\nwant %s", strings.Join(got, ", "), want)
+	}
+	for n, want := range map[int]string{1: "free", 2: "fault", 3: "free", 4: "free"} {
+		if s := r.state(n); s != want {
+			t.Errorf("compartment %d is %s, want %s", n, s, want)
+		}
+	}
+	// Nothing is kept for the next outage.
+	r.readOnly(true)
+	r.event(hal.Event{Kind: hal.SensorFault, Compartment: 1, Err: chatter})
+	r.readOnly(false)
+	r.tick()
+	r.expectTypes("storage_fault", "sensor_fault")
 }
