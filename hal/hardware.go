@@ -518,11 +518,12 @@ func (h *Hardware) Release(n int) error {
 }
 
 // Busy reports whether a release is queued, being pulsed or waiting for its
-// door to open.
+// door to open, or has ended and its LockReleased event is not yet in the
+// Events channel.
 func (h *Hardware) Busy() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.locks.reqs) > 0
+	return len(h.locks.reqs) > 0 || h.locks.unsent > 0
 }
 
 // SetLED implements Indicators: it lights (or puts out) compartment n's

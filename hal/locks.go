@@ -58,6 +58,7 @@ type lockState struct {
 	coolUntil []time.Time // by compartment index
 	lastStart time.Time   // latest start of a pulse (after its pin write)
 	lastEnd   time.Time   // latest end of a pulse (after its pin write)
+	unsent    int         // LockReleased events of ended requests not yet in the events channel
 }
 
 // releaseLoop is the lock worker: it starts pulses and resolves releases
@@ -72,7 +73,7 @@ func (h *Hardware) releaseLoop(ctx context.Context) {
 			h.pulses.Go(func() { h.protect(func() { h.pulseOne(ctx, r) }) })
 		}
 		for _, ev := range events {
-			if !h.emit(ctx, ev) {
+			if !h.emitReleased(ctx, ev) {
 				return
 			}
 		}
@@ -171,6 +172,7 @@ func (h *Hardware) scheduleLocked() (events []Event, starts []*releaseReq, next 
 	}
 	clear(ls.reqs[len(keep):])
 	ls.reqs = keep
+	ls.unsent += len(events)
 	return events, starts, next
 }
 
@@ -215,6 +217,7 @@ func (h *Hardware) pulseOne(ctx context.Context, r *releaseReq) {
 		for j, q := range ls.reqs {
 			if q == r {
 				ls.reqs = append(ls.reqs[:j], ls.reqs[j+1:]...)
+				ls.unsent++
 				ev = &Event{Kind: LockReleased, Compartment: r.n, Err: err, At: end}
 				break
 			}
@@ -222,9 +225,19 @@ func (h *Hardware) pulseOne(ctx context.Context, r *releaseReq) {
 	}
 	h.mu.Unlock()
 	if ev != nil {
-		h.emit(ctx, *ev)
+		h.emitReleased(ctx, *ev)
 	}
 	h.poke()
+}
+
+// emitReleased emits the LockReleased event of a request that has ended;
+// until it is in the events channel, Busy still counts it.
+func (h *Hardware) emitReleased(ctx context.Context, ev Event) bool {
+	ok := h.emit(ctx, ev)
+	h.mu.Lock()
+	h.locks.unsent--
+	h.mu.Unlock()
+	return ok
 }
 
 // doorOpened notes that compartment n's door read open, for the releases

@@ -384,7 +384,26 @@ func (s *simDaemon) KeysHandled() uint64 {
 	return d.Controller.KeysHandled()
 }
 
-func (s *simDaemon) Busy() bool { d := s.daemon(); return d != nil && d.Hardware.Busy() }
+// Busy reports a release under way, or the end of one the controller has
+// not handled yet: a lock_fault moves a deposit on to the next compartment,
+// a release the API's caller must see before it answers.
+func (s *simDaemon) Busy() bool {
+	d := s.daemon()
+	if d == nil {
+		return false
+	}
+	hw := d.Hardware
+	if hw.Busy() || len(hw.Events()) > 0 {
+		return true
+	}
+	// An event the loop took is handled once a no-op has gone through it.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if d.Controller.Sync(ctx) != nil {
+		return true
+	}
+	return hw.Busy() || len(hw.Events()) > 0
+}
 
 // CompartmentState reads the daemon's view, at most once per 50 ms: the
 // API asks for every compartment in turn.

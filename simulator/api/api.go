@@ -32,7 +32,9 @@ type Daemon interface {
 	// KeysHandled counts the keys the controller has finished handling. A
 	// release the key causes must already show in Busy when it goes up.
 	KeysHandled() uint64
-	// Busy reports whether a lock release is queued or pulsing.
+	// Busy reports whether a lock release is queued or pulsing, or has
+	// ended and the controller has not yet handled its end (which may start
+	// another release).
 	Busy() bool
 	// CompartmentState is the daemon's view of compartment n: free,
 	// reserved, occupied, expired, disabled or fault.
@@ -106,7 +108,7 @@ func New(opts Options) *Server {
 		log:         opts.Logger,
 		keypadSem:   make(chan struct{}, 1),
 		keyTimeout:  2 * time.Second,
-		busyTimeout: 3 * time.Second,
+		busyTimeout: 10 * time.Second, // a jammed lock: two pulses, two confirmations, then a deposit moves on
 		quiet:       50 * time.Millisecond,
 		heartbeat:   15 * time.Second,
 		coalesce:    25 * time.Millisecond,
