@@ -1181,6 +1181,7 @@ func (r *faultRig) pickup(p *fparcel) {
 	}
 	rel := rels[0]
 	c := r.comps[rel.n-1]
+	openedAt := rel.openedAt
 	switch rel.res {
 	case "fault":
 		if c.phys.Door == "open" { // the door opened; its sensor did not tell
@@ -1209,25 +1210,11 @@ func (r *faultRig) pickup(p *fparcel) {
 				return
 			}
 		}
-		openedAt := time.Now()
-		time.Sleep(personPause)
-		want, why := "pickup_incomplete", "the recipient left the parcel inside"
-		switch {
-		case !c.phys.Parcel:
-			want, why = "picked_up", "the compartment was empty"
-		case r.rng.IntN(10) != 0:
-			r.parcel(c.n, false)
-			want, why = "picked_up", "the recipient took the parcel"
-		}
-		r.shutAfter(c.n, openedAt)
-		c.concl, p.state = &fconcl{p: p, grant: p.pick, want: want, why: why, hidden: c.fault == ftStuckOpen,
-			deadline: time.Now().Add(3 * time.Second)}, fpConcluding
-		return
+		openedAt = time.Now()
 	case "opened":
 	default:
 		return
 	}
-	openedAt := rel.openedAt
 	r.midFlow(c)
 	time.Sleep(personPause)
 	want, why := "pickup_incomplete", "the recipient left the parcel inside"
