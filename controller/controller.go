@@ -114,9 +114,9 @@ type Controller struct {
 	storeDownAt time.Time
 	storeErrs   int
 	storeFault  atomic.Value
-	// Sensor faults and recoveries hal reported during the outage, per
-	// compartment (0: the bus), to be recorded once it ends.
-	sensorPending map[int][]sensorReport
+	// Sensor faults (the cause) and recoveries (nil) hal reported during
+	// the outage, per compartment (0: the bus), to be recorded once it ends.
+	sensorPending map[int][]error
 }
 
 // New checks the options and builds a Controller.

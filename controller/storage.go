@@ -82,27 +82,22 @@ func (c *Controller) retryStorage(ctx context.Context) {
 	}
 }
 
-// sensorReport is a sensor fault (cause set) or recovery (nil) that could
-// not be recorded during a storage outage.
-type sensorReport struct{ cause error }
-
-// sensorLater keeps a sensor fault or recovery of compartment n for the end
-// of the outage. A compartment keeps at most two, alternating: a fault that
-// came and went is recorded as both, and a later report of the same kind
-// replaces the last one.
+// sensorLater keeps a sensor fault (cause set) or recovery (nil) of
+// compartment n for the end of the outage. A compartment keeps at most two,
+// alternating: a fault that came and went is recorded as both, and a later
+// report of the same kind replaces the last one.
 func (c *Controller) sensorLater(n int, cause error) {
 	if c.sensorPending == nil {
-		c.sensorPending = map[int][]sensorReport{}
+		c.sensorPending = map[int][]error{}
 	}
 	rs := c.sensorPending[n]
 	switch {
-	case len(rs) > 0 && (rs[len(rs)-1].cause == nil) == (cause == nil):
-		rs[len(rs)-1] = sensorReport{cause}
+	case len(rs) > 0 && (rs[len(rs)-1] == nil) == (cause == nil):
+		rs[len(rs)-1] = cause
 	case len(rs) == 2: // fault, recovery, fault again (or the reverse)
-		rs = rs[:1]
-		rs[0] = sensorReport{cause}
+		rs = append(rs[:0], cause)
 	default:
-		rs = append(rs, sensorReport{cause})
+		rs = append(rs, cause)
 	}
 	c.sensorPending[n] = rs
 }
@@ -157,8 +152,8 @@ func (c *Controller) replaySensors(ctx context.Context) {
 	pending := c.sensorPending
 	c.sensorPending = nil
 	for _, n := range slices.Sorted(maps.Keys(pending)) {
-		for _, r := range pending[n] {
-			c.sensorFault(ctx, n, r.cause)
+		for _, cause := range pending[n] {
+			c.sensorFault(ctx, n, cause)
 		}
 	}
 }

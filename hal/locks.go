@@ -72,8 +72,11 @@ func (h *Hardware) releaseLoop(ctx context.Context) {
 		for _, r := range starts {
 			h.pulses.Go(func() { h.protect(func() { h.pulseOne(ctx, r) }) })
 		}
-		for _, ev := range events {
+		for i, ev := range events {
 			if !h.emitReleased(ctx, ev) {
+				h.mu.Lock()
+				h.locks.unsent -= len(events) - i - 1 // never to be sent
+				h.mu.Unlock()
 				return
 			}
 		}
