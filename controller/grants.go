@@ -65,7 +65,7 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 				if named[id] || m.Revoked {
 					continue
 				}
-				if err := tx.Tombstone(id, m.Version); err != nil {
+				if err := tx.Tombstone(id, m.Version, time.Time{}); err != nil {
 					return err
 				}
 			}
@@ -107,7 +107,7 @@ func (c *Controller) applyOp(tx *store.Tx, view grantView, op GrantOp, now time.
 	switch op.Op {
 	case "revoke":
 		view.stored(op.GrantID, store.GrantMeta{Version: op.Version, Revoked: true})
-		return false, tx.Tombstone(op.GrantID, op.Version)
+		return false, tx.Tombstone(op.GrantID, op.Version, time.Time{})
 	case "put":
 	default:
 		return false, reject("op must be put or revoke")

@@ -17,6 +17,7 @@ type Compartment struct {
 	ParcelPresent bool
 	ParcelID      string
 	Fault         string // why State is fault: "lock", "sensor" or "parcel" (one that should not be there)
+	ParcelSeq     int64  // the seq of the trace that put the parcel there (deposited, parcel_found); 0: none
 	Session       Session
 }
 
@@ -35,13 +36,13 @@ type Session struct {
 func (s Session) Active() bool { return s.Action != "" }
 
 const compartmentCols = `number, size, state, disabled, door_open, parcel_present, parcel_id,
-	session_grant, session_action, session_actor, session_parcel, session_at, session_opened, fault`
+	session_grant, session_action, session_actor, session_parcel, session_at, session_opened, fault, parcel_seq`
 
 func scanCompartment(sc interface{ Scan(...any) error }) (Compartment, error) {
 	var c Compartment
 	var at string
 	err := sc.Scan(&c.Number, &c.Size, &c.State, &c.Disabled, &c.DoorOpen, &c.ParcelPresent, &c.ParcelID,
-		&c.Session.GrantID, &c.Session.Action, &c.Session.Actor, &c.Session.Parcel, &at, &c.Session.Opened, &c.Fault)
+		&c.Session.GrantID, &c.Session.Action, &c.Session.Actor, &c.Session.Parcel, &at, &c.Session.Opened, &c.Fault, &c.ParcelSeq)
 	c.Session.At = parseTime(at)
 	return c, err
 }
@@ -77,10 +78,10 @@ func (t *Tx) Compartments() ([]Compartment, error) {
 // PutCompartment inserts or replaces compartment c.
 func (t *Tx) PutCompartment(c Compartment) error {
 	_, err := t.exec(`INSERT OR REPLACE INTO compartments(`+compartmentCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Number, c.Size, c.State, c.Disabled, c.DoorOpen, c.ParcelPresent, c.ParcelID,
 		c.Session.GrantID, c.Session.Action, c.Session.Actor, c.Session.Parcel, timeText(c.Session.At), c.Session.Opened,
-		c.Fault)
+		c.Fault, c.ParcelSeq)
 	return err
 }
 

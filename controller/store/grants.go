@@ -23,17 +23,19 @@ type Grant struct {
 	UsesLeft    int       // -1: unlimited
 	Pickup      string    // JSON of the nested pickup grant
 	ExpiredSent bool
+	ParcelSeq   int64     // pickup: the parcel it was brought into force for (the compartment's ParcelSeq); 0: any parcel with ParcelID
+	IssuedAt    time.Time // issued_at of the envelope that last put or revoked it
 }
 
 const grantCols = `grant_id, version, revoked, action, compartment, size, parcel_id, actor, code_hash,
-	valid_from, valid_until, uses_left, pickup, expired_sent`
+	valid_from, valid_until, uses_left, pickup, expired_sent, parcel_seq, issued_at`
 
 func scanGrant(sc interface{ Scan(...any) error }) (Grant, error) {
 	var g Grant
-	var from, until string
+	var from, until, issued string
 	err := sc.Scan(&g.ID, &g.Version, &g.Revoked, &g.Action, &g.Compartment, &g.Size, &g.ParcelID, &g.Actor,
-		&g.CodeHash, &from, &until, &g.UsesLeft, &g.Pickup, &g.ExpiredSent)
-	g.ValidFrom, g.ValidUntil = parseTime(from), parseTime(until)
+		&g.CodeHash, &from, &until, &g.UsesLeft, &g.Pickup, &g.ExpiredSent, &g.ParcelSeq, &issued)
+	g.ValidFrom, g.ValidUntil, g.IssuedAt = parseTime(from), parseTime(until), parseTime(issued)
 	return g, err
 }
 
@@ -78,16 +80,17 @@ func (t *Tx) PickupsDue(now time.Time) ([]Grant, error) {
 
 // PutGrant inserts or replaces g.
 func (t *Tx) PutGrant(g Grant) error {
-	_, err := t.exec(`INSERT OR REPLACE INTO grants(`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(`INSERT OR REPLACE INTO grants(`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		g.ID, g.Version, g.Revoked, g.Action, g.Compartment, g.Size, g.ParcelID, g.Actor, g.CodeHash,
-		timeText(g.ValidFrom), timeText(g.ValidUntil), g.UsesLeft, g.Pickup, g.ExpiredSent)
+		timeText(g.ValidFrom), timeText(g.ValidUntil), g.UsesLeft, g.Pickup, g.ExpiredSent, g.ParcelSeq, timeText(g.IssuedAt))
 	return err
 }
 
 // Tombstone marks grant id revoked at version, clearing everything but the
-// version so that an older put cannot bring it back.
-func (t *Tx) Tombstone(id string, version int64) error {
-	return t.PutGrant(Grant{ID: id, Version: version, Revoked: true})
+// version (and the issued_at of the envelope that revoked it) so that an
+// older put cannot bring it back.
+func (t *Tx) Tombstone(id string, version int64, issuedAt time.Time) error {
+	return t.PutGrant(Grant{ID: id, Version: version, Revoked: true, IssuedAt: issuedAt})
 }
 
 // ReservedCompartments returns the compartments named by a deposit grant

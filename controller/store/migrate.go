@@ -84,6 +84,49 @@ CREATE TABLE settings (
 	// 5: no query looks grants up by compartment any more (4 replaced the
 	// one that did); the index only cost a write per grant.
 	`DROP INDEX grants_compartment;`,
+	// 6: the state machine's columns hold only its values (CHECK), and the
+	// facts that bind a right to what it was issued for:
+	//   - compartments.parcel_seq: the parcel in the compartment, named by
+	//     the seq of the trace that put it there (deposited, parcel_found);
+	//     0 when empty. A pickup brought into force by a deposit is bound to
+	//     it (grants.parcel_seq), so that it opens nothing once that parcel
+	//     is gone, whether or not the central named a parcel id.
+	//   - grants.issued_at: the issued_at of the envelope that last put or
+	//     revoked the grant, so that a snapshot delivered again (or late)
+	//     revokes nothing that a newer envelope put.
+	// SQLite adds CHECK constraints only by rebuilding the table.
+	`
+CREATE TABLE compartments_new (
+	number         INTEGER PRIMARY KEY,
+	size           TEXT NOT NULL,
+	state          TEXT NOT NULL DEFAULT 'free' CHECK (state IN ('free', 'reserved', 'occupied', 'expired', 'fault')),
+	disabled       INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+	door_open      INTEGER NOT NULL DEFAULT 0 CHECK (door_open IN (0, 1)),
+	parcel_present INTEGER NOT NULL DEFAULT 0 CHECK (parcel_present IN (0, 1)),
+	parcel_id      TEXT NOT NULL DEFAULT '',
+	session_grant  TEXT NOT NULL DEFAULT '',
+	session_action TEXT NOT NULL DEFAULT '' CHECK (session_action IN ('', 'deposit', 'pickup', 'reclaim', 'service', 'command', 'selftest')),
+	session_actor  TEXT NOT NULL DEFAULT '',
+	session_parcel TEXT NOT NULL DEFAULT '',
+	session_at     TEXT NOT NULL DEFAULT '',
+	session_opened INTEGER NOT NULL DEFAULT 0 CHECK (session_opened IN (0, 1)),
+	fault          TEXT NOT NULL DEFAULT '' CHECK (fault IN ('', 'lock', 'sensor', 'parcel')),
+	parcel_seq     INTEGER NOT NULL DEFAULT 0 CHECK (parcel_seq >= 0),
+	CHECK ((state = 'fault') = (fault <> '')),
+	CHECK (state IN ('occupied', 'expired') OR parcel_id = ''),
+	CHECK (session_action <> '' OR (session_grant = '' AND session_opened = 0))
+) STRICT;
+INSERT INTO compartments_new(number, size, state, disabled, door_open, parcel_present, parcel_id, session_grant,
+	session_action, session_actor, session_parcel, session_at, session_opened, fault)
+SELECT number, size, state, disabled, door_open, parcel_present, parcel_id, session_grant,
+	session_action, session_actor, session_parcel, session_at, session_opened,
+	CASE WHEN state = 'fault' AND fault = '' THEN 'lock' WHEN state <> 'fault' THEN '' ELSE fault END
+FROM compartments;
+DROP TABLE compartments;
+ALTER TABLE compartments_new RENAME TO compartments;
+ALTER TABLE grants ADD COLUMN parcel_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE grants ADD COLUMN issued_at TEXT NOT NULL DEFAULT '';
+`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -101,7 +101,7 @@ func TestGrantRoundTripAndTombstone(t *testing.T) {
 		}
 		return nil
 	})
-	s.Update(ctx, func(tx *Tx) error { return tx.Tombstone("g-1", 5) })
+	s.Update(ctx, func(tx *Tx) error { return tx.Tombstone("g-1", 5, time.Time{}) })
 	s.View(ctx, func(tx *Tx) error {
 		got, _ := tx.Grant("g-1")
 		if !got.Revoked || got.Version != 5 || got.CodeHash != "" {
