@@ -24,6 +24,11 @@ var MinSaneTime = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 
 const highWaterKey = "clock.trusted"
 
+// Now is the controller's time (the clock's when it is trusted, else the
+// estimate): the time at which codes are judged and envelopes expire. It
+// may be called from any goroutine.
+func (c *Controller) Now() time.Time { return c.now() }
+
 // now is the controller's time: the clock's when it is trusted, else the
 // estimate.
 func (c *Controller) now() time.Time {
@@ -31,6 +36,8 @@ func (c *Controller) now() time.Time {
 	if c.trusted(t) {
 		return t
 	}
+	c.clockMu.Lock()
+	defer c.clockMu.Unlock()
 	est := c.highWater.Add(t.Sub(c.bootAt))
 	if est.Before(c.highWater) {
 		return c.highWater
@@ -43,8 +50,12 @@ func (c *Controller) trusted(t time.Time) bool { return !t.Before(c.opts.MinSane
 // clockTrusted says whether the clock can be trusted now.
 func (c *Controller) clockTrusted() bool { return c.trusted(c.clock.Now()) }
 
-// loadHighWater reads the last trusted time recorded.
-func (c *Controller) loadHighWater(tx *store.Tx) error {
+// startClock notes the clock at start and reads the last trusted time
+// recorded.
+func (c *Controller) startClock(tx *store.Tx) error {
+	c.clockMu.Lock()
+	defer c.clockMu.Unlock()
+	c.bootAt = c.clock.Now()
 	v, ok, err := tx.Setting(highWaterKey)
 	if err != nil || !ok {
 		return err
@@ -55,14 +66,25 @@ func (c *Controller) loadHighWater(tx *store.Tx) error {
 	return nil
 }
 
-// saveHighWater records now as the last trusted time, when it is.
+// saveHighWater records now as the last trusted time, when it is. It
+// follows the trusted clock both ways: a clock that jumped into the future
+// and was set right again must not leave the future behind as the base of
+// every later estimate (a board that then boots without a network clock
+// would judge codes, and expire parcels, at that future time).
 func (c *Controller) saveHighWater(tx *store.Tx) error {
 	t := c.clock.Now()
+	if !c.trusted(t) {
+		return nil
+	}
+	c.clockMu.Lock()
+	d := t.Sub(c.highWater)
 	// Kept to the minute: the estimate needs no more, and the keypad-to-coil
 	// transaction is one page lighter.
-	if !c.trusted(t) || t.Sub(c.highWater) < time.Minute {
+	if d < time.Minute && d > -time.Minute {
+		c.clockMu.Unlock()
 		return nil
 	}
 	c.highWater = t
+	c.clockMu.Unlock()
 	return tx.SetSetting(highWaterKey, t.UTC().Format(time.RFC3339Nano))
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,12 +101,15 @@ type Controller struct {
 	lockedTill time.Time
 	selftest   *selfTest         // the self-test in progress, if any
 	traces     [][]byte          // recorded in the current transaction, for OnTrace after commit
-	bootAt     time.Time         // the clock at start, for the estimate while it is not trusted
-	highWater  time.Time         // the last trusted time recorded
 	openSince  map[int]time.Time // doors seen open, since when
 	openedAt   map[int]time.Time // when hal saw each door open, for MinOpenTime
 	leftAlarm  map[int]time.Time // last door_left_open per open door
 	dirty      bool              // the current transaction changed a compartment
+
+	// The clock estimate (clock.go), read by Now from any goroutine.
+	clockMu   sync.Mutex
+	bootAt    time.Time // the clock at start, for the estimate while it is not trusted
+	highWater time.Time // the last trusted time recorded
 
 	// The storage outage in progress (storage.go): its first error, when
 	// it began, how many writes failed; storeFault is the error's text for
@@ -315,8 +319,7 @@ func (c *Controller) record(tx *store.Tx, tr Trace) error {
 // boot brings the compartments table in line with the wiring and the
 // sensors, without opening anything, and records what it found.
 func (c *Controller) boot(ctx context.Context) error {
-	c.bootAt = c.clock.Now()
-	if err := c.st.View(ctx, c.loadHighWater); err != nil {
+	if err := c.st.View(ctx, c.startClock); err != nil {
 		return err
 	}
 	if err := c.loadKeypadState(ctx); err != nil {
