@@ -186,12 +186,14 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 		return b, nil
 	}
 	byName := map[string]*expander{}
+	presets := lockPresets(w)
 	for _, we := range w.Expanders {
 		b, err := bus(we.Bus)
 		if err != nil {
 			return nil, fmt.Errorf("hal: expander %s: %w", we.Name, err)
 		}
-		chip, err := NewMCP23017(we.Name, b, we.Address)
+		pre := presets[we.Name]
+		chip, err := newMCP23017(we.Name, b, we.Address, pre.olat, pre.outs)
 		if err != nil {
 			return nil, err
 		}
@@ -248,6 +250,7 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 	h.locks.coilOn = make([]bool, len(wcs))
 	h.locks.coolUntil = make([]time.Time, len(wcs))
 	h.locks.endsAt = make([]time.Time, len(wcs))
+	h.locks.stuck = make([]bool, len(wcs))
 	for i, c := range wcs {
 		h.comps = append(h.comps, Compartment{Number: c.Number, Size: c.Size, HasOccupancy: c.Parcel != ""})
 		h.clog = append(h.clog, log.With("compartment", c.Number))
@@ -255,6 +258,7 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 		if err != nil {
 			return nil, err
 		}
+		s.setReport(func(err error) { h.coilReport(i, err) })
 		h.coils = append(h.coils, s)
 	}
 	for i, c := range wcs {
@@ -340,6 +344,30 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 	log.Info("hardware ready", "cabinet", w.Name, "compartments", len(wcs), "expanders", len(h.expanders),
 		"keypad", h.keypad != nil, "display", h.display != nil)
 	return h, nil
+}
+
+// expanderPreset is what the first transactions to an expander make of its
+// lock pins: outputs (outs), latched at the coil-off level (olat).
+type expanderPreset struct{ olat, outs [2]byte }
+
+// lockPresets returns, by expander name, the lock outputs of the wiring at
+// their coil-off level.
+func lockPresets(w *wiring.Wiring) map[string]expanderPreset {
+	out := map[string]expanderPreset{}
+	for _, c := range w.Compartments {
+		ep, ok := w.ExpanderPin(c.Lock)
+		if !ok {
+			continue
+		}
+		pre := out[ep.Expander.Name]
+		i := ep.Index()
+		pre.outs[i/8] |= 1 << (i % 8)
+		if w.Locks.ActiveLow {
+			pre.olat[i/8] |= 1 << (i % 8)
+		}
+		out[ep.Expander.Name] = pre
+	}
+	return out
 }
 
 // newDisplay initialises the display driver of the wiring's display type
@@ -641,10 +669,14 @@ func (h *Hardware) pollSensors(ctx context.Context) {
 func (h *Hardware) LastPollCycle() time.Duration { return time.Duration(h.pollNanos.Load()) }
 
 // pollOnce samples the expanders (one transaction each) and then every
-// sensor, and appends the events to out. An expander that fails is
-// reported once (SensorFault, Compartment 0) and tried again every
-// ExpanderRetry: re-initialised from the driver's register copy, then
-// reported again (SensorRecovered). Its sensors keep their state meanwhile.
+// sensor, and appends the events to out. Every ExpanderCheck it reads each
+// expander's registers back (Check): directions, pull-ups and output
+// latches, so that a latch left at a level the driver did not ask for (a
+// coil left energised) is found. An expander that fails is reported once
+// (SensorFault, Compartment 0) and tried again — at the next poll when
+// Check failed, else every ExpanderRetry — by re-initialising it from the
+// driver's register copy, then reported again (SensorRecovered). Its
+// sensors keep their state meanwhile.
 func (h *Hardware) pollOnce(now time.Time, out []Event) []Event {
 	for _, e := range h.expanders {
 		src := "expander " + e.chip.Name()
@@ -664,12 +696,14 @@ func (h *Hardware) pollOnce(now time.Time, out []Event) []Event {
 		if e.inputs {
 			e.levels, err = e.chip.Sample()
 		}
+		retry := ExpanderRetry
 		if err == nil && !now.Before(e.nextCheck) {
 			err = e.chip.Check()
 			e.nextCheck = now.Add(ExpanderCheck)
+			retry = 0 // it answers: restore its registers at the next poll
 		}
 		if err != nil {
-			e.ok, e.nextTry = false, now.Add(ExpanderRetry)
+			e.ok, e.nextTry = false, now.Add(retry)
 			h.log.Error("expander", "expander", e.chip.String(), "err", err)
 			out = append(out, Event{Kind: SensorFault, Source: src, Err: err, At: now})
 		}

@@ -2,6 +2,7 @@ package hal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -59,6 +60,9 @@ type lockState struct {
 	lastStart time.Time   // latest start of a pulse (after its pin write)
 	lastEnd   time.Time   // latest end of a pulse (after its pin write)
 	unsent    int         // LockReleased events of ended requests not yet in the events channel
+	stuck     []bool      // by compartment index: a switch-off failed, the coil may be on
+	stuckN    int         // coils stuck: they count against the power budget
+	reports   []Event     // SensorFault/SensorRecovered of stuck coils, to emit
 }
 
 // releaseLoop is the lock worker: it starts pulses and resolves releases
@@ -68,9 +72,14 @@ func (h *Hardware) releaseLoop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		events, starts, next := h.scheduleLocked()
+		events, starts, reports, next := h.scheduleLocked()
 		for _, r := range starts {
 			h.pulses.Go(func() { h.protect(func() { h.pulseOne(ctx, r) }) })
+		}
+		for _, ev := range reports {
+			if !h.emit(ctx, ev) {
+				return
+			}
 		}
 		for i, ev := range events {
 			if !h.emitReleased(ctx, ev) {
@@ -102,14 +111,15 @@ func (h *Hardware) releaseLoop(ctx context.Context) {
 
 // scheduleLocked takes h.mu and walks the requests: it ends those that are
 // done, starts the pulses that may start, and returns the events to emit,
-// the requests whose pulses to run and when to look again (zero: only when
-// woken).
-func (h *Hardware) scheduleLocked() (events []Event, starts []*releaseReq, next time.Time) {
+// the requests whose pulses to run, the reports of stuck coils and when to
+// look again (zero: only when woken).
+func (h *Hardware) scheduleLocked() (events []Event, starts []*releaseReq, reports []Event, next time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.halted {
-		return nil, nil, time.Time{}
+		return nil, nil, nil, time.Time{}
 	}
+	reports, h.locks.reports = h.locks.reports, nil
 	now := time.Now()
 	soon := func(t time.Time) {
 		if next.IsZero() || t.Before(next) {
@@ -138,7 +148,7 @@ func (h *Hardware) scheduleLocked() (events []Event, starts []*releaseReq, next 
 			}
 			at := later(ls.lastStart.Add(h.gap), ls.lastEnd.Add(h.gap), ls.coolUntil[i])
 			switch {
-			case ls.coilOn[i] || ls.on >= h.maxOn || (endingSoon && h.gap > 0):
+			case ls.coilOn[i] || ls.stuck[i] || ls.on+ls.stuckN >= h.maxOn || (endingSoon && h.gap > 0):
 				// the end of a pulse wakes the worker
 			case now.Before(at):
 				soon(at)
@@ -176,7 +186,7 @@ func (h *Hardware) scheduleLocked() (events []Event, starts []*releaseReq, next 
 	clear(ls.reqs[len(keep):])
 	ls.reqs = keep
 	ls.unsent += len(events)
-	return events, starts, next
+	return events, starts, reports, next
 }
 
 // endMargin is how late a pulse's end may come (timer latency) and still
@@ -212,9 +222,13 @@ func (h *Hardware) pulseOne(ctx context.Context, r *releaseReq) {
 	ls.lastEnd = later(ls.lastEnd, end)
 	ls.coolUntil[i] = end.Add(h.cooldown)
 	var ev *Event
-	if err == nil {
+	if err == nil || errors.Is(err, ErrCoilStuck) {
+		// A coil that did not go off was on all the same: the door decides
+		// the release, while the coil's own report (SensorFault "lock")
+		// tells of the switch-off, and the power budget counts the coil
+		// until it is off.
 		r.phase, r.deadline = phaseConfirming, end.Add(h.confirm)
-		h.clog[i].Debug("release pulse", "pulse", end.Sub(start).Round(time.Millisecond), "attempt", r.pulses)
+		h.clog[i].Debug("release pulse", "pulse", end.Sub(start).Round(time.Millisecond), "attempt", r.pulses, "err", err)
 	} else if !h.halted && ctx.Err() == nil {
 		h.clog[i].Error("release pulse", "err", err)
 		for j, q := range ls.reqs {
@@ -230,6 +244,39 @@ func (h *Hardware) pulseOne(ctx context.Context, r *releaseReq) {
 	if ev != nil {
 		h.emitReleased(ctx, *ev)
 	}
+	h.poke()
+}
+
+// coilReport hears from the coil of compartment index i that its switch-off
+// failed (err, ErrCoilStuck) or that it is off again after such a failure
+// (nil). A stuck coil counts against the power budget and blocks its own
+// pulses until it is off; the lock worker reports it as a SensorFault of
+// the compartment with Source "lock", and its end as SensorRecovered.
+func (h *Hardware) coilReport(i int, err error) {
+	now := time.Now()
+	h.mu.Lock()
+	ls := &h.locks
+	ev := Event{Kind: SensorRecovered, Compartment: i + 1, Source: "lock", At: now}
+	if err != nil {
+		ev.Kind, ev.Err = SensorFault, err
+		if !ls.stuck[i] {
+			ls.stuck[i] = true
+			ls.stuckN++
+		}
+		h.clog[i].Error("coil may be energised: switch-off failed; retrying", "err", err)
+	} else {
+		if ls.stuck[i] {
+			ls.stuck[i] = false
+			ls.stuckN--
+			ls.lastEnd = later(ls.lastEnd, now)
+			ls.coolUntil[i] = later(ls.coolUntil[i], now.Add(h.cooldown))
+		}
+		h.clog[i].Warn("coil switched off after a failed switch-off")
+	}
+	if !h.halted {
+		ls.reports = append(ls.reports, ev)
+	}
+	h.mu.Unlock()
 	h.poke()
 }
 

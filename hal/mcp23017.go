@@ -17,6 +17,10 @@ import (
 // Sensor readings behind it are not trusted until it answers again.
 var ErrExpander = errors.New("hal: expander not responding")
 
+// ErrLatch: an expander's output latch does not hold the level the driver
+// wrote to it. It wraps ErrExpander: the chip is re-initialised.
+var ErrLatch = fmt.Errorf("%w: output latch wrong", ErrExpander)
+
 // MCP23017 register addresses with IOCON.BANK = 0, the power-on mapping.
 // Each "A" register is followed by its "B" twin, so one transaction of two
 // bytes covers both ports.
@@ -59,7 +63,18 @@ var _ conn.Resource = (*MCP23017)(nil)
 // without pull-up (the power-on state), output latches low. name prefixes
 // the pins' names ("X1" gives "X1.A0").
 func NewMCP23017(name string, bus i2c.Bus, addr uint16) (*MCP23017, error) {
-	m := &MCP23017{name: name, dev: i2c.Dev{Bus: bus, Addr: addr}, iodir: [2]byte{0xFF, 0xFF}}
+	return newMCP23017(name, bus, addr, [2]byte{}, [2]byte{})
+}
+
+// newMCP23017 is NewMCP23017 with the pins of outs (bit i: pin i) made
+// outputs at the levels of olat by the first transactions: the latches are
+// written before the directions, so a lock output that a previous process
+// left driven at its inert level never shows another level, not even for
+// the length of one transaction (an all-zero latch on an active-low relay
+// board energises every coil).
+func newMCP23017(name string, bus i2c.Bus, addr uint16, olat, outs [2]byte) (*MCP23017, error) {
+	m := &MCP23017{name: name, dev: i2c.Dev{Bus: bus, Addr: addr},
+		iodir: [2]byte{^outs[0], ^outs[1]}, olat: [2]byte{olat[0] & outs[0], olat[1] & outs[1]}}
 	for i := range m.pins {
 		m.pins[i] = &ExpanderPin{m: m, index: i}
 	}
@@ -90,6 +105,11 @@ func (m *MCP23017) Pin(i int) *ExpanderPin { return m.pins[i] }
 func (m *MCP23017) Reinit() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.reinitLocked()
+}
+
+// reinitLocked is Reinit with m.mu held.
+func (m *MCP23017) reinitLocked() error {
 	for _, w := range [][]byte{
 		{mcpIOCON, 0x00},
 		{mcpOLATA, m.olat[0], m.olat[1]},
@@ -116,12 +136,14 @@ func (m *MCP23017) Sample() (uint16, error) {
 	return uint16(r[0]) | uint16(r[1])<<8, nil
 }
 
-// Check reads the direction and pull-up registers back (one transaction,
-// IODIRA through GPPUB) and reports an error when they differ from the
-// driver's copy: the chip lost its power and came back as all inputs, so
-// its outputs no longer drive anything until Reinit.
+// Check reads the direction, pull-up and output-latch registers back (one
+// transaction, IODIRA through OLATB) and reports an error when they differ
+// from the driver's copy: the chip lost its power and came back as all
+// inputs, so its outputs no longer drive anything; or an output latch holds
+// a level the driver did not ask for (a write lost on the bus, a glitch),
+// which may keep a coil energised. Reinit writes the copy back.
 func (m *MCP23017) Check() error {
-	var r [mcpGPPUA + 2]byte
+	var r [mcpOLATA + 2]byte
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.dev.Tx([]byte{mcpIODIRA}, r[:]); err != nil {
@@ -132,6 +154,11 @@ func (m *MCP23017) Check() error {
 	}
 	if got := [2]byte{r[mcpGPPUA], r[mcpGPPUA+1]}; got != m.gppu {
 		return fmt.Errorf("%w: %s: registers lost (power cycled?): GPPU %02x, want %02x", ErrExpander, m, got, m.gppu)
+	}
+	// Only the latches of outputs drive anything.
+	outs := [2]byte{^m.iodir[0], ^m.iodir[1]}
+	if got := [2]byte{r[mcpOLATA] & outs[0], r[mcpOLATA+1] & outs[1]}; got != [2]byte{m.olat[0] & outs[0], m.olat[1] & outs[1]} {
+		return fmt.Errorf("%w: %s: output latches OLAT %02x, want %02x (outputs %02x)", ErrLatch, m, got, m.olat, outs)
 	}
 	return nil
 }
@@ -274,6 +301,44 @@ func (p *ExpanderPin) Out(l gpio.Level) error {
 		if err := m.dev.Tx([]byte{mcpIODIRA + p.port2(), m.iodir[port]}, nil); err != nil {
 			return m.err(p.Name()+" direction", err)
 		}
+	}
+	return nil
+}
+
+// outVerified drives the pin at l and reads the chip back to make sure, for
+// a coil that must go off: the copy takes l (an output); with reinit the
+// whole copy is written again (IOCON, latches, directions, pull-ups: the
+// chip may have been reset or lost a write), else the pin's latch and then
+// its direction; then the directions through the latches are read back in
+// one transaction and the pin must be an output latched at l.
+func (p *ExpanderPin) outVerified(l gpio.Level, reinit bool) error {
+	m, port, mask := p.m, p.port(), p.mask()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l {
+		m.olat[port] |= mask
+	} else {
+		m.olat[port] &^= mask
+	}
+	m.iodir[port] &^= mask
+	if reinit {
+		if err := m.reinitLocked(); err != nil {
+			return err
+		}
+	} else {
+		if err := m.dev.Tx([]byte{mcpOLATA + p.port2(), m.olat[port]}, nil); err != nil {
+			return m.err(p.Name()+" write", err)
+		}
+		if err := m.dev.Tx([]byte{mcpIODIRA + p.port2(), m.iodir[port]}, nil); err != nil {
+			return m.err(p.Name()+" direction", err)
+		}
+	}
+	var r [mcpOLATA + 2]byte
+	if err := m.dev.Tx([]byte{mcpIODIRA}, r[:]); err != nil {
+		return m.err(p.Name()+" read back", err)
+	}
+	if dir, lat := r[mcpIODIRA+port], r[mcpOLATA+port]; dir&mask != 0 || (lat&mask != 0) != bool(l) {
+		return fmt.Errorf("%w: %s: %s reads back IODIR %02x OLAT %02x, want an output at %s", ErrLatch, m, p.Name(), dir, lat, l)
 	}
 	return nil
 }

@@ -24,10 +24,11 @@ func TestMCP23017Playback(t *testing.T) {
 		{Addr: a, W: []byte{0x0C, 0x01}},
 		// Sample: both ports in one transaction.
 		{Addr: a, W: []byte{0x12}, R: []byte{0x01, 0x08}},
-		// Check: IODIRA..GPPUB read back as configured.
-		{Addr: a, W: []byte{0x00}, R: []byte{0xFF, 0xF7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00}},
+		// Check: IODIRA..OLATB read back as configured (GPIO reads the
+		// pins; only the latches of outputs count).
+		{Addr: a, W: []byte{0x00}, R: []byte{0xFF, 0xF7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0, 0, 0, 0, 0x01, 0x08, 0x5A, 0x08}},
 		// Check after a power cycle: all inputs.
-		{Addr: a, W: []byte{0x00}, R: []byte{0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x00}},
+		{Addr: a, W: []byte{0x00}, R: []byte{0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0}},
 		// Reinit restores the copy.
 		{Addr: a, W: []byte{0x0A, 0x00}},
 		{Addr: a, W: []byte{0x14, 0x00, 0x08}},
