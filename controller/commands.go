@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
 )
 
@@ -42,39 +43,29 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 		if err != nil {
 			return fail(fmt.Sprintf("no compartment %d", cmd.Compartment))
 		}
-		why := cmd.Reason
-		if why == "" {
-			why = "remote command"
-		}
 		switch cmd.Action {
 		case "open":
-			if sc.Session.Active() && !sc.DoorOpen {
-				return fail("a release is already in progress")
+			// A session in progress is never replaced: its close records
+			// the deposit or pickup it is for. (A door it opened is open.)
+			if s := sc.Session; s.Active() {
+				what := "a release"
+				if s.Opened {
+					what = "an open door"
+				}
+				return fail(fmt.Sprintf("compartment %d has %s for %s in progress: the command would end it", sc.Number, what, s.Action))
 			}
 			open = true
-		case "disable":
-			sc.Disabled = true
-			if err := c.record(tx, Trace{Type: "compartment_disabled", Compartment: sc.Number, CommandID: cmd.CommandID,
-				Reason: cmd.Reason, Content: "Compartment " + two(sc.Number) + " disabled: " + why}); err != nil {
-				return err
+			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, FormatTime(now))
+		case "disable", "enable":
+			kind := fsm.Enable
+			if cmd.Action == "disable" {
+				kind = fsm.Disable
 			}
-		case "enable":
-			sc.Disabled = false
-			if sc.State == "fault" { // the technician vouches for it
-				sc.State, sc.Fault = "free", ""
-				if sc.ParcelID != "" {
-					sc.State = "occupied"
-				}
-			}
-			if err := c.record(tx, Trace{Type: "compartment_enabled", Compartment: sc.Number, CommandID: cmd.CommandID,
-				Reason: cmd.Reason, Content: "Compartment " + two(sc.Number) + " enabled: " + why}); err != nil {
+			if _, err := c.step(tx, sc, fsm.Event{Kind: kind, CommandID: cmd.CommandID, Reason: cmd.Reason}); err != nil {
 				return err
 			}
 		default:
 			return fail(fmt.Sprintf("unknown action %q", cmd.Action))
-		}
-		if err := c.putCompartment(tx, sc); err != nil {
-			return err
 		}
 		if err := c.refreshReservations(tx); err != nil {
 			return err
@@ -87,7 +78,7 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 	if open {
 		// The command is remembered as executed; the release records its own
 		// intent (with its trace) before the coil fires.
-		s := store.Session{GrantID: cmd.CommandID, Action: "command", Actor: "central"}
+		s := store.Session{GrantID: cmd.CommandID, Action: fsm.Command, Actor: "central"}
 		if err := c.release(ctx, cmd.Compartment, s, false); err != nil {
 			return CommandResult{CommandID: cmd.CommandID, OK: false, Error: "release failed: " + err.Error()}, nil
 		}

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/hal"
 )
@@ -99,12 +100,14 @@ type Controller struct {
 	failures   int
 	lockouts   int
 	lockedTill time.Time
-	selftest   *selfTest         // the self-test in progress, if any
-	traces     [][]byte          // recorded in the current transaction, for OnTrace after commit
-	openSince  map[int]time.Time // doors seen open, since when
-	openedAt   map[int]time.Time // when hal saw each door open, for MinOpenTime
-	leftAlarm  map[int]time.Time // last door_left_open per open door
-	dirty      bool              // the current transaction changed a compartment
+	selftest   *selfTest            // the self-test in progress, if any
+	traces     [][]byte             // recorded in the current transaction, for OnTrace after commit
+	openSince  map[int]time.Time    // doors seen open, since when
+	openedAt   map[int]time.Time    // when hal saw each door open, for MinOpenTime
+	leftAlarm  map[int]time.Time    // last door_left_open per open door
+	missing    map[int]string       // the parcel last reported missing per compartment (firstMissing)
+	rejTraced  map[string]time.Time // grant → its last grant_rejected trace
+	dirty      bool                 // the current transaction changed a compartment
 
 	// The clock estimate (clock.go), read by Now from any goroutine.
 	clockMu   sync.Mutex
@@ -181,6 +184,8 @@ func New(opts Options) (*Controller, error) {
 		openSince: map[int]time.Time{},
 		openedAt:  map[int]time.Time{},
 		leftAlarm: map[int]time.Time{},
+		missing:   map[int]string{},
+		rejTraced: map[string]time.Time{},
 	}
 	for _, hc := range opts.Cabinet.Compartments() {
 		c.hw[hc.Number] = hc
@@ -296,11 +301,17 @@ func signal(ch chan struct{}) {
 
 // record appends one trace to the outbox inside tx.
 func (c *Controller) record(tx *store.Tx, tr Trace) error {
+	_, err := c.recordSeq(tx, tr)
+	return err
+}
+
+// recordSeq is record, and says which seq the trace got.
+func (c *Controller) recordSeq(tx *store.Tx, tr Trace) (int64, error) {
 	now := c.now()
 	if !c.clockTrusted() {
 		tr.TimeEstimated = true
 	} else if err := c.saveHighWater(tx); err != nil {
-		return err
+		return 0, err
 	}
 	_, payload, err := tx.AppendEvent(tr.Type, func(seq int64) ([]byte, error) {
 		tr.Seq = seq
@@ -309,11 +320,11 @@ func (c *Controller) record(tx *store.Tx, tr Trace) error {
 		return json.Marshal(tr)
 	})
 	if err != nil {
-		return fmt.Errorf("record %s: %w", tr.Type, err)
+		return 0, fmt.Errorf("record %s: %w", tr.Type, err)
 	}
 	c.traces = append(c.traces, payload)
 	c.log.Info("trace", "type", tr.Type, "seq", tr.Seq, "compartment", tr.Compartment, "grant", tr.GrantID, "actor", tr.Actor)
-	return nil
+	return tr.Seq, nil
 }
 
 // boot brings the compartments table in line with the wiring and the
@@ -342,14 +353,23 @@ func (c *Controller) boot(ctx context.Context) error {
 		for _, hc := range c.opts.Cabinet.Compartments() {
 			sc, known := byNum[hc.Number]
 			if !known {
-				sc = store.Compartment{Number: hc.Number, State: "free"}
+				sc = store.Compartment{Number: hc.Number, State: fsm.Free}
 			}
 			sc.Size = hc.Size
-			if err := c.reconcile(tx, &sc, known); err != nil {
+			open, err := c.cab.DoorOpen(hc.Number)
+			if err != nil {
 				return err
 			}
-			if err := c.putCompartment(tx, sc); err != nil {
+			present, hasSensor, err := c.cab.ParcelPresent(hc.Number)
+			if err != nil {
 				return err
+			}
+			if _, err := c.step(tx, sc, fsm.Event{Kind: fsm.Boot, Open: open, Present: present,
+				HasOccupancy: hasSensor, Known: known}); err != nil {
+				return err
+			}
+			if open {
+				c.openSince[hc.Number] = c.now()
 			}
 		}
 		if err := c.refreshReservations(tx); err != nil {
@@ -361,99 +381,6 @@ func (c *Controller) boot(ctx context.Context) error {
 		return fmt.Errorf("controller: start-up: %w", err)
 	}
 	c.showIdle()
-	return nil
-}
-
-// reconcile compares one compartment's stored state with its sensors.
-func (c *Controller) reconcile(tx *store.Tx, sc *store.Compartment, known bool) error {
-	open, err := c.cab.DoorOpen(sc.Number)
-	if err != nil {
-		return err
-	}
-	present, hasSensor, err := c.cab.ParcelPresent(sc.Number)
-	if err != nil {
-		return err
-	}
-	if hasSensor {
-		sc.ParcelPresent = present
-		if err := c.reconcileParcel(tx, sc, open); err != nil {
-			return err
-		}
-	}
-	if known && open != sc.DoorOpen {
-		sc.DoorOpen = open
-		typ, what := "door_closed", "closed"
-		if open {
-			typ, what = "door_opened", "open"
-		}
-		if err := c.record(tx, Trace{Type: typ, Compartment: sc.Number,
-			Content: "Door " + two(sc.Number) + " found " + what + " at start-up"}); err != nil {
-			return err
-		}
-		if open {
-			sc.Session.Opened = sc.Session.Active()
-		}
-	}
-	sc.DoorOpen = open
-	if open {
-		c.openSince[sc.Number] = c.now()
-	}
-	if sc.Session.Active() && !open {
-		if sc.Session.Opened {
-			// The door was opened and closed while the daemon was down:
-			// finish the flow as if we had seen the close.
-			return c.finish(tx, sc)
-		}
-		// A release was recorded but the door never opened: the power went
-		// before or during the pulse. Nothing was taken or put; give back a
-		// pickup use and end the session without opening anything.
-		s := sc.Session
-		if err := c.returnUse(tx, s); err != nil {
-			return err
-		}
-		sc.Session = store.Session{}
-		if err := c.record(tx, Trace{Type: "release_interrupted", Compartment: sc.Number, GrantID: s.GrantID,
-			Actor: s.Actor, Content: "The release of door " + two(sc.Number) + " was cut short by a restart; nothing was opened"}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// reconcileParcel reports, at start-up, a parcel found behind a closed door
-// of a compartment that should be empty, and one missing from a compartment
-// that should hold one (strayParcel).
-func (c *Controller) reconcileParcel(tx *store.Tx, sc *store.Compartment, open bool) error {
-	if open || sc.Session.Active() {
-		return nil // a session in progress explains it; its close decides
-	}
-	return c.strayParcel(tx, sc, true)
-}
-
-// strayParcel reports a parcel where none should be — put in through a
-// forced door, or there when the locker started — and takes the compartment
-// out of use (fault "parcel") until a technician enables it: no deposit may
-// open it and record someone else's parcel as its own. A parcel gone from
-// a compartment that should hold one is reported too; the compartment stays
-// occupied, so its pickup code still opens it.
-func (c *Controller) strayParcel(tx *store.Tx, sc *store.Compartment, atStart bool) error {
-	when := "appeared, without a deposit,"
-	if atStart {
-		when = "found at start-up"
-	}
-	switch {
-	case sc.ParcelPresent && (sc.State == "free" || sc.State == "reserved"):
-		sc.State, sc.Fault = "fault", "parcel"
-		return c.record(tx, Trace{Type: "parcel_found", Compartment: sc.Number,
-			Content: "A parcel " + when + " in compartment " + two(sc.Number) + ", which should be empty"})
-	case !sc.ParcelPresent && (sc.State == "occupied" || sc.State == "expired"):
-		when := "gone, without a pickup,"
-		if atStart {
-			when = "missing at start-up"
-		}
-		return c.record(tx, Trace{Type: "parcel_missing", Compartment: sc.Number, ParcelID: sc.ParcelID,
-			Content: parcelText(sc.ParcelID) + " " + when + " from compartment " + two(sc.Number)})
-	}
 	return nil
 }
 
@@ -470,436 +397,6 @@ func (c *Controller) loadKeypadState(ctx context.Context) error {
 		}
 		return nil
 	})
-}
-
-// handle is the loop's reaction to one hardware event.
-func (c *Controller) handle(ctx context.Context, ev hal.Event) {
-	switch ev.Kind {
-	case hal.KeyPressed:
-		c.key(ctx, ev.Key)
-		c.keys.Add(1)
-	case hal.DoorChanged:
-		c.door(ctx, ev.Compartment, ev.On, ev.At)
-	case hal.ParcelChanged:
-		err := c.update(ctx, func(tx *store.Tx) error {
-			sc, err := tx.Compartment(ev.Compartment)
-			if err != nil {
-				return err
-			}
-			changed := sc.ParcelPresent != ev.On
-			sc.ParcelPresent = ev.On
-			if changed && !sc.Session.Active() {
-				// Nobody was let in: a parcel came or went through a forced door.
-				state := sc.State
-				if err := c.strayParcel(tx, &sc, false); err != nil {
-					return err
-				}
-				if sc.State != state {
-					if err := c.putCompartment(tx, sc); err != nil {
-						return err
-					}
-					return c.refreshReservations(tx)
-				}
-			}
-			return c.putCompartment(tx, sc)
-		})
-		if err != nil {
-			c.log.Error("occupancy change not recorded", "compartment", ev.Compartment, "err", err)
-		}
-	case hal.LockReleased:
-		c.released(ctx, ev)
-	case hal.SensorFault:
-		c.sensorFault(ctx, ev.Compartment, ev.Err)
-	case hal.SensorRecovered:
-		c.sensorFault(ctx, ev.Compartment, nil)
-	}
-}
-
-// released reacts to the end of a release: a door that did not open is a
-// lock fault; one that did clears an earlier lock fault.
-func (c *Controller) released(ctx context.Context, ev hal.Event) {
-	n := ev.Compartment
-	// The self-test's result goes last, after what the release itself records.
-	defer c.selfTestResult(ctx, n, ev.Err)
-	switch {
-	case ev.Err == nil:
-		err := c.update(ctx, func(tx *store.Tx) error {
-			sc, err := tx.Compartment(n)
-			if err != nil || sc.State != "fault" || sc.Fault != "lock" {
-				return err
-			}
-			sc.State, sc.Fault = "free", ""
-			if sc.ParcelID != "" {
-				sc.State = "occupied"
-			}
-			if err := c.putCompartment(tx, sc); err != nil {
-				return err
-			}
-			return c.refreshReservations(tx)
-		})
-		if err != nil {
-			c.log.Error("release result not recorded", "compartment", n, "err", err)
-		}
-	case errors.Is(ev.Err, hal.ErrHalted):
-		c.log.Warn("release dropped: hardware halted", "compartment", n)
-	default:
-		c.lockFault(ctx, n, ev.Err.Error(), true)
-	}
-}
-
-// sensorFault records a sensor that cannot be trusted (err set) or that
-// reads sanely again (err nil). n is 0 for a fault of no one compartment.
-// A free compartment with a faulty sensor is taken out of use until it
-// recovers.
-func (c *Controller) sensorFault(ctx context.Context, n int, cause error) {
-	err := c.update(ctx, func(tx *store.Tx) error {
-		tr := Trace{Type: "sensor_fault", Compartment: n}
-		where := "Sensor"
-		if n != 0 {
-			where = "Door sensor " + two(n)
-		}
-		if cause != nil {
-			tr.Reason = cause.Error()
-			tr.Content = where + " fault: " + cause.Error()
-		} else {
-			tr.Type, tr.Content = "sensor_recovered", where+" reads sanely again"
-		}
-		if n != 0 {
-			sc, err := tx.Compartment(n)
-			if err != nil {
-				return err
-			}
-			switch {
-			case cause != nil && (sc.State == "free" || sc.State == "reserved") && !sc.Session.Active():
-				sc.State, sc.Fault = "fault", "sensor"
-			case cause == nil && sc.State == "fault" && sc.Fault == "sensor":
-				sc.State, sc.Fault = "free", ""
-			}
-			if err := c.putCompartment(tx, sc); err != nil {
-				return err
-			}
-			if err := c.refreshReservations(tx); err != nil {
-				return err
-			}
-		}
-		return c.record(tx, tr)
-	})
-	if err != nil {
-		if c.storeErr != nil {
-			c.sensorLater(n, cause)
-			return // resync records it
-		}
-		c.log.Error("sensor fault not recorded", "compartment", n, "err", err)
-	}
-}
-
-// led lights or darkens compartment n's status LED, where the cabinet has one.
-func (c *Controller) led(n int, on bool) {
-	if ind, ok := c.cab.(hal.Indicators); ok {
-		if err := ind.SetLED(n, on); err != nil {
-			c.log.Warn("status LED", "compartment", n, "err", err)
-		}
-	}
-}
-
-// door reacts to a debounced door sensor change.
-//
-// at is when hal saw the change. A door that reads closed less than
-// MinOpenTime after it opened for a release contradicts the lock — nobody
-// takes or puts a parcel that fast — so the sensor is not believed: that
-// gives sensor_fault, and the session stays open until the door is seen
-// to open and close again.
-func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
-	var shown msgID = -1
-	var incomplete, doubted bool
-	openedAt, seen := c.openedAt[n]
-	if open {
-		c.openedAt[n] = at
-	} else {
-		delete(c.openedAt, n)
-	}
-	err := c.update(ctx, func(tx *store.Tx) error {
-		sc, err := tx.Compartment(n)
-		if err != nil {
-			return err
-		}
-		if sc.DoorOpen == open {
-			return nil
-		}
-		s := sc.Session
-		if !open {
-			// The occupancy sensor's latest reading decides the deposit or
-			// pickup: its event may come just after the door's.
-			if present, ok, err := c.cab.ParcelPresent(n); err == nil && ok {
-				sc.ParcelPresent = present
-			}
-		}
-		if !open && s.Active() && s.Opened && seen && !at.IsZero() && at.Sub(openedAt) < c.opts.MinOpenTime {
-			doubted = true // the door stays open as far as the locker knows
-			return c.record(tx, Trace{Type: "sensor_fault", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
-				Reason:  fmt.Sprintf("door read closed %s after it opened for a release", at.Sub(openedAt).Round(time.Millisecond)),
-				Content: "Door sensor " + two(n) + " contradicts the lock"})
-		}
-		sc.DoorOpen = open
-		if open {
-			if err := c.record(tx, Trace{Type: "door_opened", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
-				Content: "Door " + two(n) + " opened"}); err != nil {
-				return err
-			}
-			if !s.Active() {
-				if err := c.record(tx, Trace{Type: "door_forced", Compartment: n,
-					Content: "Door " + two(n) + " opened without a release"}); err != nil {
-					return err
-				}
-			}
-			sc.Session.Opened = s.Active()
-			return c.putCompartment(tx, sc)
-		}
-		if err := c.record(tx, Trace{Type: "door_closed", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
-			Content: "Door " + two(n) + " closed"}); err != nil {
-			return err
-		}
-		if s.Active() && s.Opened {
-			if err := c.finish(tx, &sc); err != nil {
-				return err
-			}
-			switch {
-			case s.Action == "deposit" && sc.State == "occupied":
-				shown = msgDeposited
-			case s.Action == "deposit":
-				shown = msgCancelled
-			case (s.Action == "pickup" || s.Action == "reclaim") && sc.State == "free":
-				shown = msgPickedUp
-			case s.Action == "pickup" || s.Action == "reclaim":
-				shown, incomplete = msgIncomplete, true
-			}
-		}
-		if err := c.putCompartment(tx, sc); err != nil {
-			return err
-		}
-		return c.refreshReservations(tx)
-	})
-	if err != nil {
-		c.log.Error("door change not recorded", "compartment", n, "open", open, "err", err)
-		return
-	}
-	switch {
-	case doubted:
-	case open:
-		c.openSince[n] = c.now()
-	default:
-		delete(c.openSince, n)
-		delete(c.leftAlarm, n)
-		c.led(n, false)
-	}
-	if shown >= 0 {
-		arg := ""
-		if incomplete {
-			arg = two(n)
-		}
-		c.message(shown, arg)
-	}
-}
-
-// finish ends the session of a compartment whose door was opened by a
-// release and has now been closed: the heart of deposit and pickup.
-func (c *Controller) finish(tx *store.Tx, sc *store.Compartment) error {
-	s := sc.Session
-	n := sc.Number
-	hasSensor := c.hw[n].HasOccupancy
-	sc.Session = store.Session{}
-	switch s.Action {
-	case "deposit":
-		// Without an occupancy sensor, a deposit closed again counts as done.
-		if hasSensor && !sc.ParcelPresent {
-			if err := c.record(tx, Trace{Type: "deposit_cancelled", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
-				ParcelID: s.Parcel, Content: "Door " + two(n) + " closed with nothing inside"}); err != nil {
-				return err
-			}
-			sc.State = "free" // refreshReservations makes it reserved again where a grant names it
-			return nil
-		}
-		sc.State = "occupied"
-		sc.ParcelID = s.Parcel
-		if !hasSensor {
-			sc.ParcelPresent = false
-		}
-		g, err := tx.Grant(s.GrantID)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		if err == nil && !g.Revoked {
-			if g.UsesLeft > 0 {
-				g.UsesLeft--
-			}
-			if err := tx.PutGrant(g); err != nil {
-				return err
-			}
-			if err := c.activatePickup(tx, g, n); err != nil {
-				return err
-			}
-		}
-		return c.record(tx, Trace{Type: "deposited", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
-			ParcelID: s.Parcel, Content: parcelText(s.Parcel) + " deposited in compartment " + two(n)})
-	case "pickup", "reclaim":
-		// Without an occupancy sensor, opened and closed again counts as emptied.
-		if hasSensor && sc.ParcelPresent {
-			return c.record(tx, Trace{Type: "pickup_incomplete", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
-				ParcelID: sc.ParcelID, Content: "Door " + two(n) + " closed with the parcel still inside"})
-		}
-		typ, verb := "picked_up", " picked up from compartment "
-		if s.Action == "reclaim" {
-			typ, verb = "reclaimed", " reclaimed from compartment "
-		}
-		parcel := sc.ParcelID
-		sc.State, sc.ParcelID = "free", ""
-		g, err := tx.Grant(s.GrantID)
-		if err == nil && !g.Revoked {
-			g.UsesLeft = 0
-			if err := tx.PutGrant(g); err != nil {
-				return err
-			}
-		}
-		return c.record(tx, Trace{Type: typ, Compartment: n, GrantID: s.GrantID, Actor: s.Actor, ParcelID: parcel,
-			Content: parcelText(parcel) + verb + two(n)})
-	}
-	// service and command openings change no parcel state.
-	return nil
-}
-
-func parcelText(id string) string {
-	if id == "" {
-		return "Parcel"
-	}
-	return "Parcel " + id
-}
-
-// pickupSpec is the nested pickup grant as stored with its deposit grant:
-// hashes and the masked holder only.
-type pickupSpec struct {
-	GrantID    string    `json:"grant_id"`
-	Actor      string    `json:"actor,omitempty"`
-	CodeHash   string    `json:"code_hash"`
-	ValidFrom  time.Time `json:"valid_from,omitempty"`
-	ValidUntil time.Time `json:"valid_until,omitempty"`
-	Uses       int       `json:"uses"`
-}
-
-// activatePickup brings the deposit grant's nested pickup grant into force
-// for compartment n, unless the central already sent a newer version of it.
-func (c *Controller) activatePickup(tx *store.Tx, dep store.Grant, n int) error {
-	if dep.Pickup == "" {
-		return nil
-	}
-	var p pickupSpec
-	if err := json.Unmarshal([]byte(dep.Pickup), &p); err != nil {
-		return fmt.Errorf("nested pickup of %s: %w", dep.ID, err)
-	}
-	old, err := tx.Grant(p.GrantID)
-	if err == nil && old.Version >= dep.Version {
-		return nil // the central sent this grant itself, or revoked it: that wins
-	}
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	from := p.ValidFrom
-	if from.IsZero() {
-		from = c.now()
-	}
-	return tx.PutGrant(store.Grant{
-		ID: p.GrantID, Version: dep.Version, Action: "pickup", Compartment: n, ParcelID: dep.ParcelID,
-		Actor: p.Actor, CodeHash: p.CodeHash, ValidFrom: from, ValidUntil: p.ValidUntil, UsesLeft: p.Uses,
-	})
-}
-
-// returnUse gives back the use a pickup or reclaim took at its release.
-func (c *Controller) returnUse(tx *store.Tx, s store.Session) error {
-	if s.Action != "pickup" && s.Action != "reclaim" {
-		return nil
-	}
-	g, err := tx.Grant(s.GrantID)
-	if err != nil || g.Revoked || g.UsesLeft < 0 {
-		return nil
-	}
-	g.UsesLeft++
-	return tx.PutGrant(g)
-}
-
-// refreshReservations sets free compartments named by a deposit grant in
-// force to reserved, and reserved ones that are no longer named to free.
-func (c *Controller) refreshReservations(tx *store.Tx) error {
-	all, err := tx.Compartments()
-	if err != nil {
-		return err
-	}
-	return c.refreshReservationsOf(tx, all)
-}
-
-// refreshReservationsOf is refreshReservations on all, every compartment as
-// read in tx.
-func (c *Controller) refreshReservationsOf(tx *store.Tx, all []store.Compartment) error {
-	reserved, err := tx.ReservedCompartments(c.now())
-	if err != nil {
-		return err
-	}
-	for _, sc := range all {
-		want := sc.State
-		switch {
-		case sc.State == "free" && reserved[sc.Number]:
-			want = "reserved"
-		case sc.State == "reserved" && !reserved[sc.Number]:
-			want = "free"
-		}
-		if want != sc.State {
-			sc.State = want
-			if err := c.putCompartment(tx, sc); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// release records the intent to open compartment n (durably, with its
-// trace) and only then fires the coil.
-func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUse bool) error {
-	s.At = c.now()
-	err := c.update(ctx, func(tx *store.Tx) error {
-		sc, err := tx.Compartment(n)
-		if err != nil {
-			return err
-		}
-		// A door that is open already (forced, or a sensor that says so) is
-		// open for this session: its close ends it.
-		s.Opened = sc.DoorOpen
-		sc.Session = s
-		if takeUse {
-			g, err := tx.Grant(s.GrantID)
-			if err != nil {
-				return err
-			}
-			if g.UsesLeft > 0 { // unlimited (-1) grants are not written
-				g.UsesLeft--
-				if err := tx.PutGrant(g); err != nil {
-					return err
-				}
-			}
-		}
-		if err := c.putCompartment(tx, sc); err != nil {
-			return err
-		}
-		return c.record(tx, Trace{Type: "lock_released", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
-			ParcelID: s.Parcel, Content: "Lock " + two(n) + " released for " + s.Action})
-	})
-	if err != nil {
-		return err
-	}
-	if err := c.cab.Release(n); err != nil {
-		c.lockFault(ctx, n, err.Error(), true)
-		return err
-	}
-	c.led(n, true)
-	return nil
 }
 
 // MoveOnWithin bounds how long after the code a deposit whose door did not
@@ -920,22 +417,11 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string, moveOn
 		if err != nil {
 			return err
 		}
-		if sc.DoorOpen || !sc.Session.Active() {
-			return nil // opened after all, or already handled
+		res, err := c.step(tx, sc, fsm.Event{Kind: fsm.LockFailed, Reason: reason})
+		if err == nil && len(res.Traces) > 0 {
+			s = sc.Session
 		}
-		s = sc.Session
-		if err := c.returnUse(tx, s); err != nil {
-			return err
-		}
-		sc.Session = store.Session{}
-		if sc.State == "free" || sc.State == "reserved" {
-			sc.State, sc.Fault = "fault", "lock"
-		}
-		if err := c.putCompartment(tx, sc); err != nil {
-			return err
-		}
-		return c.record(tx, Trace{Type: "lock_fault", Compartment: n, GrantID: s.GrantID, Actor: s.Actor,
-			Reason: reason, Content: "Door " + two(n) + " did not open after a release"})
+		return err
 	})
 	if err != nil {
 		c.log.Error("lock fault not recorded", "compartment", n, "err", err)
@@ -1050,15 +536,11 @@ func (c *Controller) housekeeping(ctx context.Context) {
 				return err
 			}
 			sc, err := tx.Compartment(g.Compartment)
-			if err != nil || sc.State != "occupied" || sc.ParcelID != g.ParcelID || sc.Session.Active() {
+			if err != nil {
 				continue
 			}
-			sc.State = "expired"
-			if err := c.putCompartment(tx, sc); err != nil {
-				return err
-			}
-			if err := c.record(tx, Trace{Type: "pickup_expired", Compartment: sc.Number, GrantID: g.ID, Actor: g.Actor,
-				ParcelID: g.ParcelID, Content: parcelText(g.ParcelID) + " not picked up in time from compartment " + two(sc.Number)}); err != nil {
+			if _, err := c.step(tx, sc, fsm.Event{Kind: fsm.Expire, GrantID: g.ID, Actor: g.Actor,
+				ParcelID: g.ParcelID, ParcelSeq: g.ParcelSeq}); err != nil {
 				return err
 			}
 		}

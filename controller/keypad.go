@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
 )
 
@@ -105,22 +106,38 @@ func (c *Controller) tryCode(ctx context.Context, hash string) {
 			return
 		}
 	}
-	// A known code that cannot be used now: say why, in a trace and on the
-	// display; it does not count as a guess.
-	err = c.update(ctx, func(tx *store.Tx) error {
-		g := grants[0]
-		return c.record(tx, Trace{Type: "grant_rejected", GrantID: g.ID, Actor: g.Actor, Compartment: g.Compartment,
-			Reason: why.Error(), Content: "Code for grant " + g.ID + " refused: " + why.Error()})
-	})
-	if err != nil {
-		c.log.Error("grant_rejected not recorded", "err", err)
+	// A known code that cannot be used now: say why, in a trace (at most
+	// one per grant per RejectedTraceEvery: a stale code typed over and over
+	// must not write a trace per try) and on the display.
+	g := grants[0]
+	if last, ok := c.rejTraced[g.ID]; !ok || now.Sub(last) >= RejectedTraceEvery || now.Before(last) {
+		if len(c.rejTraced) >= 1024 {
+			clear(c.rejTraced)
+		}
+		c.rejTraced[g.ID] = now
+		err = c.update(ctx, func(tx *store.Tx) error {
+			return c.record(tx, Trace{Type: "grant_rejected", GrantID: g.ID, Actor: g.Actor, Compartment: g.Compartment,
+				Reason: why.Error(), Content: "Code for grant " + g.ID + " refused: " + why.Error()})
+		})
+		if err != nil {
+			c.log.Error("grant_rejected not recorded", "err", err)
+		}
 	}
-	if errors.Is(why, errNoFree) {
+	switch {
+	case errors.Is(why, errEnded) || errors.Is(why, errUsedUp) || errors.Is(why, errNotYet):
+		// The code itself is stale: it counts towards the lockout like a
+		// wrong code, so that typing it forever meets the lockout too.
+		c.failure(ctx, msgNotValid)
+	case errors.Is(why, errNoFree):
 		c.message(msgNoFree, "")
-	} else {
-		c.message(msgNotValid, "")
+	default:
+		c.message(msgNotValid, "") // not usable just now (a door in use): not the code's fault
 	}
 }
+
+// RejectedTraceEvery is the least time between two grant_rejected traces
+// for one grant.
+const RejectedTraceEvery = 10 * time.Minute
 
 // usable says whether grant g may be used at now.
 func usable(g store.Grant, now time.Time) error {
@@ -160,7 +177,7 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 				if err != nil {
 					return errNotReady
 				}
-				if sc.Disabled || sc.Session.Active() || (sc.State != "free" && sc.State != "reserved") {
+				if sc.Disabled || sc.Session.Active() || !sc.State.Empty() {
 					return errNotReady
 				}
 				target = sc.Number
@@ -185,8 +202,13 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 			if err != nil {
 				return errNoParcel
 			}
-			if sc.Session.Active() || (sc.State != "occupied" && sc.State != "expired") ||
-				(g.ParcelID != "" && sc.ParcelID != g.ParcelID) {
+			// The right is the parcel's it was issued for: named by the
+			// central (parcel id), or bound when a deposit brought the
+			// pickup into force (parcel seq). Neither: it opens nothing.
+			if sc.Session.Active() || !sc.State.HoldsParcel() ||
+				(g.ParcelID != "" && sc.ParcelID != g.ParcelID) ||
+				(g.ParcelSeq != 0 && sc.ParcelSeq != g.ParcelSeq) ||
+				(g.Action == "pickup" && g.ParcelID == "" && g.ParcelSeq == 0) {
 				return errNoParcel
 			}
 			if sc.Disabled {
@@ -210,9 +232,12 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 		c.enterService(g)
 		return nil
 	}
-	s := store.Session{GrantID: g.ID, Action: g.Action, Actor: g.Actor, Parcel: parcel}
+	s := store.Session{GrantID: g.ID, Action: fsm.Action(g.Action), Actor: g.Actor, Parcel: parcel}
 	takeUse := g.Action == "pickup" || g.Action == "reclaim" || g.Action == "service"
 	if err := c.release(ctx, target, s, takeUse); err != nil {
+		if refused(err) {
+			return errNotReady // a session in progress there, or the wrong state: nothing changed
+		}
 		c.log.Error("release not recorded: door stays shut", "compartment", target, "err", err)
 		c.message(msgStorage, "")
 		return nil
@@ -228,9 +253,13 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 	return nil
 }
 
-// wrongCode counts a wrong code and locks the keypad after LockoutAfter in
-// a row, for LockoutBase doubled with each further lockout, up to LockoutMax.
-func (c *Controller) wrongCode(ctx context.Context) {
+// wrongCode counts a wrong code (failure).
+func (c *Controller) wrongCode(ctx context.Context) { c.failure(ctx, msgWrong) }
+
+// failure counts a code that opened nothing, shows msg, and locks the
+// keypad after LockoutAfter in a row, for LockoutBase doubled with each
+// further lockout, up to LockoutMax.
+func (c *Controller) failure(ctx context.Context, msg msgID) {
 	now := c.now()
 	c.failures++
 	locked := false
@@ -268,7 +297,7 @@ func (c *Controller) wrongCode(ctx context.Context) {
 		c.showLocked()
 		return
 	}
-	c.message(msgWrong, "")
+	c.message(msg, "")
 }
 
 // resetFailures ends a run of wrong codes: a code opened a door. The

@@ -416,17 +416,25 @@ func (m *kpModel) use(id string) []int {
 			}
 		}
 	case "pick", "recl":
-		if !m.usedUp[id] && m.session[1] == "" && !m.disabled[1] {
+		if m.usedUp[id] {
+			m.wrong() // a used-up code is stale: it counts like a wrong code
+			return nil
+		}
+		if m.session[1] == "" && !m.disabled[1] {
 			m.usedUp[id] = true
 			return ok(1)
 		}
 	case "door3":
-		return ok(3)
+		if m.session[3] == "" { // a session in progress is never replaced (issue 11)
+			return ok(3)
+		}
 	case "svc":
 		m.service, m.choice, m.entryAt = true, 0, m.now
 		return ok(0)
+	case "old", "soon":
+		m.wrong() // a stale code (ended, or not yet valid) counts like a wrong code
 	}
-	return nil // old, soon, or not usable now: refused, not a wrong code
+	return nil // not usable now (a door in use, none free): refused, not counted
 }
 
 func (m *kpModel) wrong() {
@@ -487,6 +495,9 @@ func (m *kpModel) serviceKey(k byte) stepResult {
 		}
 		switch choice {
 		case '1':
+			if m.session[n] != "" {
+				break // a session in progress is never replaced (issue 11)
+			}
 			m.session[n] = "svc"
 			r.releases = []int{n}
 		case '2':

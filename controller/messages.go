@@ -31,6 +31,7 @@ const (
 	msgEnabled
 	msgSelfTest
 	msgSelfTestDone
+	msgDoorBusy
 )
 
 // messages holds the display texts per language: two lines each, with one
@@ -58,6 +59,7 @@ var messages = map[string]map[msgID][2]string{
 		msgSelfTest:     {"Self-test", "%s"},
 		msgSelfTestDone: {"Self-test done", "%s"},
 		msgNoSuchDoor:   {"No such door", "Try again"},
+		msgDoorBusy:     {"Door %s in use", "Try again later"},
 		msgDoorFault:    {"Door %s fault", "Call service"},
 	},
 	// Simplified Chinese: at most 16 columns a line, a Chinese character
@@ -81,6 +83,7 @@ var messages = map[string]map[msgID][2]string{
 		msgStorage:      {"暂停服务", "请稍后再试"},
 		msgServiceMenu:  {"1 开门 2停用", "3 启用 4自检 *退"},
 		msgNoSuchDoor:   {"无此柜门", "请重试"},
+		msgDoorBusy:     {"%s号门使用中", "请稍后再试"},
 		msgDoorFault:    {"%s号柜门故障", "请联系维护"},
 		msgServiceDoor:  {"柜门号:%s", "# 确认 *返回"},
 		msgDisabled:     {"%s号柜", "已停用"},

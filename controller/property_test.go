@@ -184,6 +184,23 @@ func (p *prop) pickGrant(ok func(*pgrant) bool) *pgrant {
 	return gs[p.intn(len(gs))]
 }
 
+// staleCode says whether the code typed in ctx belongs only to grants that
+// are revoked, ended, used up or not yet valid (the controller's usable).
+func (p *prop) staleCode(ctx stepCtx) bool {
+	stale := false
+	for _, id := range p.ids {
+		g := p.g[id]
+		if g.code != ctx.code || !g.exists || g.revoked {
+			continue
+		}
+		if p.inForce(g, ctx.now) {
+			return false
+		}
+		stale = true
+	}
+	return stale
+}
+
 // inForce says whether g may open a door now (the controller's usable, on
 // the model's counts).
 func (p *prop) inForce(g *pgrant, now time.Time) bool {
@@ -947,8 +964,22 @@ func (p *prop) check(ctx stepCtx) {
 	// The keypad lockout, as the model counts wrong codes.
 	want := 0
 	if ctx.kind == "code" {
+		svc := p.pickGrant(func(g *pgrant) bool {
+			return g.action == "service" && g.compartment == 0 && g.code == ctx.code && p.inForce(g, ctx.now)
+		})
 		switch {
-		case ctx.wrong:
+		case success:
+			p.failures = 0
+		case !ctx.wrong && svc != nil:
+			p.failures = 0
+			p.service, p.choice, p.entryAt = svc.id, 0, ctx.now
+		case !ctx.wrong && !p.staleCode(ctx):
+			// A known code refused for the locker's reasons (a door in
+			// use, none free): not counted.
+		default:
+			// A wrong code, or a stale one (ended, used up, not yet
+			// valid): both count (issue 11: a stale code typed forever
+			// must meet the lockout too).
 			now := ctx.now
 			p.failures++
 			if p.lockouts > 0 && now.Sub(p.lockedTill) > 24*time.Hour {
@@ -963,15 +994,6 @@ func (p *prop) check(ctx stepCtx) {
 				}
 				p.lockedTill = now.Add(min(wait, time.Hour))
 				want = 1
-			}
-		case success:
-			p.failures = 0
-		default:
-			if g := p.pickGrant(func(g *pgrant) bool {
-				return g.action == "service" && g.compartment == 0 && g.code == ctx.code && p.inForce(g, ctx.now)
-			}); g != nil {
-				p.failures = 0
-				p.service, p.choice, p.entryAt = g.id, 0, ctx.now
 			}
 		}
 	}
@@ -992,8 +1014,8 @@ func (p *prop) check(ctx stepCtx) {
 			bad := func(why string) error {
 				return fmt.Errorf("compartment %d: %s (%+v)", sc.Number, why, sc)
 			}
-			if !propStates[sc.State] {
-				return bad("unknown state " + sc.State)
+			if !propStates[string(sc.State)] {
+				return bad("unknown state " + string(sc.State))
 			}
 			if ps := PublicState(sc); sc.Disabled != (ps == "disabled") {
 				return bad("disabled flag and public state " + ps + " disagree")
@@ -1111,7 +1133,7 @@ func (p *prop) checkTarget(g *pgrant, sc store.Compartment, bad func(string)) {
 		case g.compartment == 0 && (sc.State != "free" || sizeRank[sc.Size] < sizeRank[g.size]):
 			bad(fmt.Sprintf("a size-%s deposit opened a %s compartment in state %s", g.size, sc.Size, sc.State))
 		case g.compartment != 0 && sc.State != "free" && sc.State != "reserved":
-			bad("a reserved deposit opened a compartment in state " + sc.State)
+			bad("a reserved deposit opened a compartment in state " + string(sc.State))
 		}
 	case "pickup", "reclaim":
 		if sc.Number != g.compartment || sc.Disabled || (sc.State != "occupied" && sc.State != "expired") ||

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
 )
 
@@ -32,6 +33,14 @@ func (c *Controller) showServiceMenu() {
 func (c *Controller) serviceKey(ctx context.Context, k byte) {
 	sm := c.service
 	c.entryAt = c.now()
+	if k != '*' && !c.serviceGrantInForce(ctx) {
+		// The grant ended (revoked, transferred, past valid_until) while
+		// the menu was open: the menu ends with it, before the key acts.
+		c.clearEntry()
+		c.service = nil
+		c.message(msgNotValid, "")
+		return
+	}
 	if k == '*' {
 		c.clearEntry()
 		if sm.choice != 0 {
@@ -72,12 +81,29 @@ func (c *Controller) serviceKey(ctx context.Context, k byte) {
 	}
 }
 
+// serviceGrantInForce says whether the grant that opened the service menu
+// is still in force now: every action of the menu checks it again, so that
+// a menu left open outlives no revoke and no valid_until.
+func (c *Controller) serviceGrantInForce(ctx context.Context) bool {
+	var g store.Grant
+	err := c.st.View(ctx, func(tx *store.Tx) error {
+		var err error
+		g, err = tx.Grant(c.service.grantID)
+		return err
+	})
+	return err == nil && g.Action == "service" && g.Compartment == 0 && usable(g, c.now()) == nil
+}
+
 // serviceAction carries out a menu choice on compartment n.
 func (c *Controller) serviceAction(ctx context.Context, choice byte, n int) {
 	sm := c.service
 	if choice == '1' {
-		s := store.Session{GrantID: sm.grantID, Action: "service", Actor: sm.actor}
+		s := store.Session{GrantID: sm.grantID, Action: fsm.Service, Actor: sm.actor}
 		if err := c.release(ctx, n, s, false); err != nil {
+			if refused(err) {
+				c.message(msgDoorBusy, two(n)) // a deposit or pickup is in progress there
+				return
+			}
 			c.log.Error("service release not recorded: door stays shut", "compartment", n, "err", err)
 			c.message(msgStorage, "")
 			return
@@ -91,24 +117,14 @@ func (c *Controller) serviceAction(ctx context.Context, choice byte, n int) {
 		if err != nil {
 			return err
 		}
-		typ, verb := "compartment_enabled", " enabled by a technician"
-		sc.Disabled = disable
+		kind := fsm.Enable
 		if disable {
-			typ, verb = "compartment_disabled", " disabled by a technician"
-		} else if sc.State == "fault" {
-			sc.State, sc.Fault = "free", ""
-			if sc.ParcelID != "" {
-				sc.State = "occupied"
-			}
+			kind = fsm.Disable
 		}
-		if err := c.putCompartment(tx, sc); err != nil {
+		if _, err := c.step(tx, sc, fsm.Event{Kind: kind, GrantID: sm.grantID, Actor: sm.actor, ByTechnician: true}); err != nil {
 			return err
 		}
-		if err := c.refreshReservations(tx); err != nil {
-			return err
-		}
-		return c.record(tx, Trace{Type: typ, Compartment: n, GrantID: sm.grantID, Actor: sm.actor,
-			Content: "Compartment " + two(n) + verb})
+		return c.refreshReservations(tx)
 	})
 	if err != nil {
 		c.log.Error("service action not recorded", "compartment", n, "err", err)
@@ -159,7 +175,7 @@ func (c *Controller) serviceOpen(ctx context.Context, code string, n int) error 
 		if g.Action != "service" || usable(g, c.now()) != nil || (g.Compartment != 0 && g.Compartment != n) {
 			continue
 		}
-		s := store.Session{GrantID: g.ID, Action: "service", Actor: g.Actor}
+		s := store.Session{GrantID: g.ID, Action: fsm.Service, Actor: g.Actor}
 		return c.release(ctx, n, s, false)
 	}
 	if len(grants) == 0 {

@@ -7,12 +7,7 @@ import (
 )
 
 // PublicState is the state of a compartment as PROTOCOL.md names it.
-func PublicState(sc store.Compartment) string {
-	if sc.Disabled {
-		return "disabled"
-	}
-	return sc.State
-}
+func PublicState(sc store.Compartment) string { return sc.PublicState() }
 
 func doorText(open bool) string {
 	if open {

@@ -4,36 +4,16 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
+	"github.com/openlocker/locker/controller/fsm"
 )
 
-// Compartment is one compartment's stored state.
-type Compartment struct {
-	Number        int
-	Size          string
-	State         string // free, reserved, occupied, expired, fault (disabled is a flag)
-	Disabled      bool
-	DoorOpen      bool
-	ParcelPresent bool
-	ParcelID      string
-	Fault         string // why State is fault: "lock", "sensor" or "parcel" (one that should not be there)
-	ParcelSeq     int64  // the seq of the trace that put the parcel there (deposited, parcel_found); 0: none
-	Session       Session
-}
-
-// Session is the release in progress on a compartment: recorded before the
-// coil fires, ended when the door is closed again.
-type Session struct {
-	GrantID string
-	Action  string // deposit, pickup, reclaim, service, command; "" when none
-	Actor   string // masked
-	Parcel  string
-	At      time.Time
-	Opened  bool // the door was seen open since the release
-}
-
-// Active says whether a session is in progress.
-func (s Session) Active() bool { return s.Action != "" }
+// Compartment is one compartment's stored state, and Session the release
+// in progress on it: the state machine's own types (controller/fsm), whose
+// columns carry CHECK constraints (migration 6).
+type (
+	Compartment = fsm.Compartment
+	Session     = fsm.Session
+)
 
 const compartmentCols = `number, size, state, disabled, door_open, parcel_present, parcel_id,
 	session_grant, session_action, session_actor, session_parcel, session_at, session_opened, fault, parcel_seq`

@@ -1,0 +1,401 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/openlocker/locker/controller/fsm"
+	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/hal"
+)
+
+// The handlers of this file are the only code that changes a compartment:
+// each reads the compartment in a transaction, asks the state machine
+// (fsm.Step) what it becomes, and step writes the answer — the traces, the
+// effects on grants, the compartment — in that same transaction. A coil
+// fires only after the transaction that recorded its release committed.
+
+// step runs one state-machine step on sc inside tx: it records the traces
+// (a deposit's `deposited` seq names the parcel: the compartment's
+// ParcelSeq), applies the effects on grants, and stores the compartment.
+func (c *Controller) step(tx *store.Tx, sc store.Compartment, ev fsm.Event) (fsm.Result, error) {
+	res, err := fsm.Step(sc, ev)
+	if err != nil {
+		return res, err
+	}
+	next := res.Next
+	for _, tr := range res.Traces {
+		if tr.Type == fsm.ParcelMissing.String() && !c.firstMissing(next) {
+			continue // a flickering sensor: one parcel_missing per parcel
+		}
+		seq, err := c.recordSeq(tx, tr)
+		if err != nil {
+			return res, err
+		}
+		if tr.Type == fsm.Deposited.String() {
+			next.ParcelSeq = seq
+		}
+	}
+	for _, e := range res.Effects {
+		if err := c.effect(tx, e, next); err != nil {
+			return res, err
+		}
+	}
+	res.Next = next
+	return res, c.putCompartment(tx, next)
+}
+
+// firstMissing says whether the parcel in sc has not yet been reported
+// missing since start: a flickering occupancy sensor must not flood the
+// outbox with one parcel_missing per flicker.
+func (c *Controller) firstMissing(sc store.Compartment) bool {
+	key := fmt.Sprintf("%d/%s", sc.ParcelSeq, sc.ParcelID)
+	if c.missing[sc.Number] == key {
+		return false
+	}
+	c.missing[sc.Number] = key
+	return true
+}
+
+// effect applies one effect of a step on the grants, inside tx. Pulse is
+// the caller's, after commit.
+func (c *Controller) effect(tx *store.Tx, e fsm.Effect, sc store.Compartment) error {
+	switch e.Kind {
+	case fsm.TakeUse:
+		g, err := tx.Grant(e.GrantID)
+		if err != nil {
+			return err
+		}
+		if g.UsesLeft > 0 { // unlimited (-1) grants are not written
+			g.UsesLeft--
+			return tx.PutGrant(g)
+		}
+	case fsm.ReturnUse:
+		g, err := tx.Grant(e.GrantID)
+		if err != nil || g.Revoked || g.UsesLeft < 0 {
+			return nil
+		}
+		g.UsesLeft++
+		return tx.PutGrant(g)
+	case fsm.DepositDone:
+		g, err := tx.Grant(e.GrantID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if g.UsesLeft > 0 {
+			g.UsesLeft--
+		}
+		if err := tx.PutGrant(g); err != nil {
+			return err
+		}
+		return c.activatePickup(tx, g, sc)
+	case fsm.ParcelGone:
+		g, err := tx.Grant(e.GrantID)
+		if err == nil && !g.Revoked {
+			g.UsesLeft = 0
+			return tx.PutGrant(g)
+		}
+	}
+	return nil
+}
+
+// pickupSpec is the nested pickup grant as stored with its deposit grant:
+// hashes and the masked holder only.
+type pickupSpec struct {
+	GrantID    string    `json:"grant_id"`
+	Actor      string    `json:"actor,omitempty"`
+	CodeHash   string    `json:"code_hash"`
+	ValidFrom  time.Time `json:"valid_from,omitempty"`
+	ValidUntil time.Time `json:"valid_until,omitempty"`
+	Uses       int       `json:"uses"`
+}
+
+// activatePickup brings the deposit grant's nested pickup grant into force
+// for the compartment the parcel went into, bound to that parcel (its
+// ParcelSeq), unless the central already sent a newer version of it. Bound
+// to the parcel, the code opens nothing once the parcel is gone, whether or
+// not the central named a parcel id.
+func (c *Controller) activatePickup(tx *store.Tx, dep store.Grant, sc store.Compartment) error {
+	if dep.Pickup == "" {
+		return nil
+	}
+	var p pickupSpec
+	if err := json.Unmarshal([]byte(dep.Pickup), &p); err != nil {
+		return fmt.Errorf("nested pickup of %s: %w", dep.ID, err)
+	}
+	old, err := tx.Grant(p.GrantID)
+	if err == nil && old.Version >= dep.Version {
+		return nil // the central sent this grant itself, or revoked it: that wins
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	from := p.ValidFrom
+	if from.IsZero() {
+		from = c.now()
+	}
+	return tx.PutGrant(store.Grant{
+		ID: p.GrantID, Version: dep.Version, Action: "pickup", Compartment: sc.Number, ParcelID: dep.ParcelID,
+		ParcelSeq: sc.ParcelSeq, IssuedAt: dep.IssuedAt,
+		Actor: p.Actor, CodeHash: p.CodeHash, ValidFrom: from, ValidUntil: p.ValidUntil, UsesLeft: p.Uses,
+	})
+}
+
+// refreshReservations sets free compartments named by a deposit grant in
+// force to reserved, and reserved ones that are no longer named to free.
+func (c *Controller) refreshReservations(tx *store.Tx) error {
+	all, err := tx.Compartments()
+	if err != nil {
+		return err
+	}
+	return c.refreshReservationsOf(tx, all)
+}
+
+// refreshReservationsOf is refreshReservations on all, every compartment as
+// read in tx.
+func (c *Controller) refreshReservationsOf(tx *store.Tx, all []store.Compartment) error {
+	reserved, err := tx.ReservedCompartments(c.now())
+	if err != nil {
+		return err
+	}
+	for _, sc := range all {
+		var ev fsm.Event
+		switch {
+		case sc.State == fsm.Free && reserved[sc.Number]:
+			ev.Kind = fsm.Reserve
+		case sc.State == fsm.Reserved && !reserved[sc.Number]:
+			ev.Kind = fsm.Unreserve
+		default:
+			continue
+		}
+		if _, err := c.step(tx, sc, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release records the intent to open compartment n (durably, with its
+// trace) and only then fires the coil. It refuses, changing nothing, a
+// release that would replace a session in progress (fsm.ErrBusy), a
+// deposit into a compartment that is not empty and a pickup from one that
+// holds no parcel.
+func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUse bool) error {
+	s.At = c.now()
+	err := c.update(ctx, func(tx *store.Tx) error {
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		_, err = c.step(tx, sc, fsm.Event{Kind: fsm.Release, Session: s, TakeUse: takeUse})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.cab.Release(n); err != nil {
+		c.lockFault(ctx, n, err.Error(), true)
+		return err
+	}
+	c.led(n, true)
+	return nil
+}
+
+// refused says whether err is the state machine refusing a release (as
+// opposed to the storage failing).
+func refused(err error) bool {
+	return errors.Is(err, fsm.ErrBusy) || errors.Is(err, fsm.ErrNotEmpty) || errors.Is(err, fsm.ErrNoParcel)
+}
+
+// handle is the loop's reaction to one hardware event.
+func (c *Controller) handle(ctx context.Context, ev hal.Event) {
+	switch ev.Kind {
+	case hal.KeyPressed:
+		c.key(ctx, ev.Key)
+		c.keys.Add(1)
+	case hal.DoorChanged:
+		c.door(ctx, ev.Compartment, ev.On, ev.At)
+	case hal.ParcelChanged:
+		c.parcel(ctx, ev.Compartment, ev.On)
+	case hal.LockReleased:
+		c.released(ctx, ev)
+	case hal.SensorFault:
+		c.sensorFault(ctx, ev.Compartment, ev.Err)
+	case hal.SensorRecovered:
+		c.sensorFault(ctx, ev.Compartment, nil)
+	}
+}
+
+// parcel reacts to a debounced occupancy sensor change.
+func (c *Controller) parcel(ctx context.Context, n int, present bool) {
+	err := c.update(ctx, func(tx *store.Tx) error {
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		res, err := c.step(tx, sc, fsm.Event{Kind: fsm.ParcelChange, Present: present})
+		if err != nil || res.Next.State == sc.State {
+			return err
+		}
+		return c.refreshReservations(tx)
+	})
+	if err != nil {
+		c.log.Error("occupancy change not recorded", "compartment", n, "err", err)
+	}
+}
+
+// released reacts to the end of a release: a door that did not open is a
+// lock fault; one that did clears an earlier lock fault.
+func (c *Controller) released(ctx context.Context, ev hal.Event) {
+	n := ev.Compartment
+	// The self-test's result goes last, after what the release itself records.
+	defer c.selfTestResult(ctx, n, ev.Err)
+	switch {
+	case ev.Err == nil:
+		err := c.update(ctx, func(tx *store.Tx) error {
+			sc, err := tx.Compartment(n)
+			if err != nil || sc.State != fsm.Faulted || sc.Fault != fsm.LockFault {
+				return err
+			}
+			if _, err := c.step(tx, sc, fsm.Event{Kind: fsm.LockWorked}); err != nil {
+				return err
+			}
+			return c.refreshReservations(tx)
+		})
+		if err != nil {
+			c.log.Error("release result not recorded", "compartment", n, "err", err)
+		}
+	case errors.Is(ev.Err, hal.ErrHalted):
+		c.log.Warn("release dropped: hardware halted", "compartment", n)
+	default:
+		c.lockFault(ctx, n, ev.Err.Error(), true)
+	}
+}
+
+// sensorFault records a sensor that cannot be trusted (err set) or that
+// reads sanely again (err nil). n is 0 for a fault of no one compartment.
+// A free compartment with a faulty sensor is taken out of use until it
+// recovers.
+func (c *Controller) sensorFault(ctx context.Context, n int, cause error) {
+	err := c.update(ctx, func(tx *store.Tx) error {
+		if n == 0 {
+			tr := Trace{Type: fsm.SensorRecovered.String(), Content: "Sensor reads sanely again"}
+			if cause != nil {
+				tr = Trace{Type: fsm.SensorFaulted.String(), Reason: cause.Error(), Content: "Sensor fault: " + cause.Error()}
+			}
+			return c.record(tx, tr)
+		}
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		ev := fsm.Event{Kind: fsm.SensorOK}
+		if cause != nil {
+			ev = fsm.Event{Kind: fsm.SensorFailed, Reason: cause.Error()}
+		}
+		if _, err := c.step(tx, sc, ev); err != nil {
+			return err
+		}
+		return c.refreshReservations(tx)
+	})
+	if err != nil {
+		if c.storeErr != nil {
+			c.sensorLater(n, cause)
+			return // resync records it
+		}
+		c.log.Error("sensor fault not recorded", "compartment", n, "err", err)
+	}
+}
+
+// led lights or darkens compartment n's status LED, where the cabinet has one.
+func (c *Controller) led(n int, on bool) {
+	if ind, ok := c.cab.(hal.Indicators); ok {
+		if err := ind.SetLED(n, on); err != nil {
+			c.log.Warn("status LED", "compartment", n, "err", err)
+		}
+	}
+}
+
+// door reacts to a debounced door sensor change.
+//
+// at is when hal saw the change. A door that reads closed less than
+// MinOpenTime after it opened for a release contradicts the lock — nobody
+// takes or puts a parcel that fast — so the sensor is not believed: that
+// gives sensor_fault, and the session stays open until the door is seen
+// to open and close again.
+func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
+	var res fsm.Result
+	var doubted bool
+	openedAt, seen := c.openedAt[n]
+	if open {
+		c.openedAt[n] = at
+	} else {
+		delete(c.openedAt, n)
+	}
+	err := c.update(ctx, func(tx *store.Tx) error {
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		if sc.DoorOpen == open {
+			return nil
+		}
+		s := sc.Session
+		if open {
+			res, err = c.step(tx, sc, fsm.Event{Kind: fsm.DoorOpen})
+			return err
+		}
+		if s.Active() && s.Opened && seen && !at.IsZero() && at.Sub(openedAt) < c.opts.MinOpenTime {
+			doubted = true // the door stays open as far as the locker knows
+			_, err := c.step(tx, sc, fsm.Event{Kind: fsm.DoorDoubted,
+				Reason: fmt.Sprintf("door read closed %s after it opened for a release", at.Sub(openedAt).Round(time.Millisecond))})
+			return err
+		}
+		// The occupancy sensor's latest reading decides the deposit or
+		// pickup: its event may come just after the door's.
+		present := sc.ParcelPresent
+		if p, ok, err := c.cab.ParcelPresent(n); err == nil && ok {
+			present = p
+		}
+		res, err = c.step(tx, sc, fsm.Event{Kind: fsm.DoorClose, Present: present, HasOccupancy: c.hw[n].HasOccupancy})
+		if err != nil {
+			return err
+		}
+		return c.refreshReservations(tx)
+	})
+	if err != nil {
+		c.log.Error("door change not recorded", "compartment", n, "open", open, "err", err)
+		return
+	}
+	switch {
+	case doubted:
+	case open:
+		c.openSince[n] = c.now()
+	default:
+		delete(c.openSince, n)
+		delete(c.leftAlarm, n)
+		c.led(n, false)
+	}
+	if !res.Finished {
+		return
+	}
+	s, st := res.Ended, res.Next.State
+	switch {
+	case s.Action == fsm.Deposit && st == fsm.Occupied:
+		c.message(msgDeposited, "")
+	case s.Action == fsm.Deposit:
+		c.message(msgCancelled, "")
+	case s.Action.TakesParcel() && st == fsm.Free:
+		c.message(msgPickedUp, "")
+	case s.Action.TakesParcel():
+		c.message(msgIncomplete, two(n))
+	}
+}
+
+func parcelText(id string) string { return fsm.ParcelText(id) }
