@@ -17,16 +17,18 @@ type fakePin struct {
 	bus    *bus              // optional
 	readFn func() gpio.Level // optional, for the keypad's columns
 
-	mu      sync.Mutex
-	level   gpio.Level
-	isOut   bool
-	pull    gpio.Pull
-	edge    gpio.Edge
-	ins     int // In calls
-	outs    []outRec
-	failOut error            // Out fails with it
-	failIn  error            // In fails with it
-	onOut   func(gpio.Level) // optional: called after each Out, without mu
+	mu       sync.Mutex
+	level    gpio.Level
+	isOut    bool
+	pull     gpio.Pull
+	edge     gpio.Edge
+	ins      int // In calls
+	outs     []outRec
+	failOut  error            // Out fails with it
+	failOuts int              // the next failOuts Out calls fail (errBroken)
+	outFails int              // Out calls that failed
+	failIn   error            // In fails with it
+	onOut    func(gpio.Level) // optional: called after each Out, without mu
 }
 
 var _ gpio.PinIO = (*fakePin)(nil)
@@ -102,7 +104,13 @@ func (p *fakePin) Out(l gpio.Level) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.failOut != nil {
+		p.outFails++
 		return p.failOut
+	}
+	if p.failOuts > 0 {
+		p.failOuts--
+		p.outFails++
+		return errBroken
 	}
 	p.isOut, p.level = true, l
 	p.outs = append(p.outs, outRec{l, time.Now()})
@@ -118,6 +126,28 @@ func (p *fakePin) Out(l gpio.Level) error {
 }
 
 func (p *fakePin) PWM(gpio.Duty, physic.Frequency) error { return errors.New("fake: no PWM") }
+
+// errBroken is the error of fakePin.failOuts.
+var errBroken = errors.New("fake: pin write failed")
+
+// fail makes the next n Out calls fail; with n < 0 every one until fail(0).
+func (p *fakePin) fail(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failOut, p.failOuts = nil, 0
+	if n < 0 {
+		p.failOut = errBroken
+	} else {
+		p.failOuts = n
+	}
+}
+
+// failures is the number of Out calls that failed.
+func (p *fakePin) failures() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.outFails
+}
 
 // set sets the level an input reads.
 func (p *fakePin) set(l gpio.Level) {
