@@ -8,7 +8,12 @@
 // into a bounded queue and handled by the link's own goroutine. A received
 // grants or commands message is acknowledged to the broker (PUBACK) only
 // after the controller has applied or executed it, so a crash in between
-// makes the broker deliver it again on the next connection. Each
+// makes the broker deliver it again on the next connection. A grants
+// envelope that cannot be applied just now (the controller's storage is
+// down) is tried again in place until it applies: it is never left
+// unacknowledged on a live connection while later messages are handled,
+// which would fill the broker's in-flight window (Mosquitto: 20) and stop
+// every later grant, revoke and command. Each
 // connection uses a fresh paho client with a fresh memory store; the
 // controller's outbox is the only record of what still has to be sent, and an
 // event leaves it only on its own PUBACK, received on the connection that is
@@ -76,7 +81,18 @@ const (
 	dropLogEvery          = 5 * time.Second
 	defaultRedeliverAfter = 5 * time.Second
 	disconnectQuiesceMsec = 250
+	// defaultRetryMin and defaultRetryMax bound the wait before a grants envelope
+	// whose apply failed for a transient reason is tried again: it doubles
+	// from defaultRetryMin up to defaultRetryMax.
+	defaultRetryMin = time.Second
+	defaultRetryMax = 30 * time.Second
 )
+
+// notApplied is the error of every op of a grants envelope that the
+// Locker refused as a whole for a reason that does not go away by itself
+// (see Options.Transient). It is fixed text: the Locker's error may quote
+// anything.
+const notApplied = "envelope not applied: internal error"
 
 // Options configure a Link.
 type Options struct {
@@ -100,8 +116,20 @@ type Options struct {
 	Logger *slog.Logger
 	// InFlight is the most trace publishes awaiting their PUBACK (default 10, at most 20).
 	InFlight int
-	// Now is the clock for expiry checks and published times; nil: time.Now.
+	// Now is the clock for envelope expiry and published times; nil:
+	// time.Now. Give it the controller's time ((*controller.Controller).Now):
+	// a board that booted without a network clock reads 1970 from
+	// time.Now, and every expired envelope would look fresh.
 	Now func() time.Time
+	// Transient says whether an error returned by Locker.ApplyGrants may go
+	// away by itself: the controller's storage cannot be written just now
+	// (a full disk, a read-only file system). Such an envelope is tried
+	// again in place, with back-off, and acknowledged only once applied
+	// (or expired meanwhile); any other error is final: the envelope is
+	// acknowledged with a grants ack that rejects every op, so that it
+	// never blocks the messages behind it. nil: every error is transient.
+	// The daemon passes store.Unavailable.
+	Transient func(error) bool
 
 	// BackoffMin and BackoffMax bound the reconnect back-off (defaults 1 s and
 	// 5 min, as PROTOCOL.md says); StableAfter is how long a connection must
@@ -117,6 +145,10 @@ type Options struct {
 	// been dropped before the link reconnects to have the dropped ones
 	// delivered again (default 5 s).
 	RedeliverAfter time.Duration
+	// RetryMin and RetryMax are for tests: the first wait before a grants
+	// envelope whose apply failed for a transient reason is tried again
+	// (default 1 s), and the longest, as it doubles (default 30 s).
+	RetryMin, RetryMax time.Duration
 }
 
 // topics are this locker's topics.
@@ -161,6 +193,7 @@ func (s *session) markLost() { s.once.Do(func() { close(s.lost) }) }
 
 // inbound is one received message, copied out of paho.
 type inbound struct {
+	s       *session // the connection it came on
 	topic   string
 	payload []byte // nil when the message was larger than protocol.MaxEnvelope
 	size    int
@@ -202,6 +235,9 @@ func New(opts Options) (*Link, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Transient == nil {
+		opts.Transient = func(error) bool { return true }
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -214,8 +250,13 @@ func New(opts Options) (*Link, error) {
 	def(&opts.CompartmentsEvery, defaultCompartEvery)
 	def(&opts.DrainEvery, defaultDrainEvery)
 	def(&opts.RedeliverAfter, defaultRedeliverAfter)
+	def(&opts.RetryMin, defaultRetryMin)
+	def(&opts.RetryMax, defaultRetryMax)
 	if opts.BackoffMax < opts.BackoffMin {
 		return nil, errors.New("client: BackoffMax is less than BackoffMin")
+	}
+	if opts.RetryMax < opts.RetryMin {
+		return nil, errors.New("client: RetryMax is less than RetryMin")
 	}
 	opts.LockerID = id
 	opts.Keys = maps.Clone(opts.Keys)
@@ -547,7 +588,7 @@ const replyWait = 10 * time.Second
 // unacknowledged messages, which keeps the inbox from overflowing at all;
 // 2.0.11 was seen exceeding it under a flood.
 func (l *Link) onMessage(s *session, m mqtt.Message) {
-	in := inbound{topic: m.Topic(), size: len(m.Payload()), ack: m.Ack}
+	in := inbound{s: s, topic: m.Topic(), size: len(m.Payload()), ack: m.Ack}
 	full := false
 	if in.size <= protocol.MaxEnvelope {
 		// The inbox holds at most InboxBytes of payloads besides its count:
@@ -580,14 +621,27 @@ func (l *Link) onMessage(s *session, m mqtt.Message) {
 	}
 }
 
-// worker handles received messages one at a time until ctx is done.
+// worker handles received messages one at a time, in the order received,
+// until ctx is done.
+//
+// A message is acknowledged once handled. The only one left unacknowledged
+// (besides those of a shutdown) is a grants envelope that could not be
+// applied before its connection was lost (applyGrants): the broker delivers
+// it again on the next connection, and the messages that came after it on
+// the lost connection are skipped too, unacknowledged, so that they are
+// applied after it, in order, when the broker delivers them again.
 func (l *Link) worker(ctx context.Context) {
+	var abandoned *session // a lost connection whose messages are left to the broker
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case in := <-l.inbox:
 			l.inboxBytes.Add(-int64(len(in.payload)))
+			if in.s != nil && in.s == abandoned {
+				l.log.Debug("message of a lost connection left for the broker to deliver again", "topic", in.topic)
+				continue
+			}
 			done := true
 			switch in.topic {
 			case l.t.grants:
@@ -597,10 +651,13 @@ func (l *Link) worker(ctx context.Context) {
 			default:
 				l.log.Debug("message on an unexpected topic ignored", "topic", in.topic)
 			}
-			if done {
+			switch {
+			case done:
 				// PUBACK only now: had the locker died before, the broker
 				// would deliver the message again.
 				in.ack()
+			case ctx.Err() == nil:
+				abandoned = in.s
 			}
 		}
 	}
@@ -635,13 +692,24 @@ func (l *Link) handleGrants(ctx context.Context, in inbound) bool {
 		l.reject(ctx, protocol.KindGrants, in.size, err)
 		return true
 	}
-	ack, err := l.opts.Locker.ApplyGrants(ctx, g)
-	if err != nil {
-		// Nothing applied, no grants ack and no PUBACK: the broker delivers
-		// it again on the next connection, and the central server sends it
-		// again when no grants ack comes.
-		l.log.Error("grants not applied", "issued_at", wire.FormatTime(g.IssuedAt), "ops", len(g.Ops), "err", err)
+	ack, err := l.applyGrants(ctx, in.s, g)
+	switch {
+	case errors.Is(err, errNotHandled):
 		return false
+	case errors.Is(err, protocol.ErrExpired):
+		// It expired while it waited for the storage: dropped, as the
+		// broker's own redelivery would be.
+		l.reject(ctx, protocol.KindGrants, in.size, err)
+		return true
+	case err != nil:
+		// Refused as a whole, for good: nothing was applied (one
+		// transaction). Say so in the ack, op by op, and acknowledge it,
+		// so that it does not hold up what comes after it.
+		l.log.Error("grants refused: not applied", "issued_at", wire.FormatTime(g.IssuedAt), "ops", len(g.Ops), "err", err)
+		ack = wire.GrantsAck{IssuedAt: g.IssuedAt, Rejected: make([]wire.RejectedGrant, 0, len(g.Ops))}
+		for _, op := range g.Ops {
+			ack.Rejected = append(ack.Rejected, wire.RejectedGrant{GrantID: op.GrantID, Error: notApplied})
+		}
 	}
 	if ack.IssuedAt.IsZero() {
 		ack.IssuedAt = g.IssuedAt
@@ -654,6 +722,66 @@ func (l *Link) handleGrants(ctx context.Context, in inbound) bool {
 		"snapshot", g.Snapshot, "ops", len(g.Ops), "applied", ack.Applied, "stale", ack.Stale, "rejected", len(ack.Rejected))
 	l.publishJSON(ctx, l.t.grantsAck, "grants ack", ack)
 	return true
+}
+
+// errNotHandled: a grants envelope was neither applied nor refused, because
+// the link is shutting down or the connection it came on was lost. It is
+// not acknowledged, and the broker delivers it again.
+var errNotHandled = errors.New("not handled")
+
+// applyGrants applies g. While it fails for a transient reason (see
+// Options.Transient) it is tried again in place, with back-off, for as long
+// as it has not expired and its connection s is up: the envelope is not
+// acknowledged meanwhile, and the messages behind it wait in the inbox, so
+// nothing is applied out of order and the broker's in-flight window holds
+// at most the messages that wait. It returns the Locker's ack; or
+// errNotHandled (ctx done, or s lost: the broker delivers it again);
+// protocol.ErrExpired (it expired while waiting); or the Locker's error when
+// that is not transient.
+func (l *Link) applyGrants(ctx context.Context, s *session, g *wire.GrantsBody) (wire.GrantsAck, error) {
+	var lost <-chan struct{}
+	if s != nil {
+		lost = s.lost
+	}
+	wait := l.opts.RetryMin
+	var firstErr error
+	for attempt := 1; ; attempt++ {
+		ack, err := l.opts.Locker.ApplyGrants(ctx, g)
+		switch {
+		case err == nil:
+			if attempt > 1 {
+				l.log.Info("grants applied after failed attempts", "issued_at", wire.FormatTime(g.IssuedAt),
+					"attempts", attempt, "first_err", firstErr)
+			}
+			return ack, nil
+		case ctx.Err() != nil:
+			return ack, errNotHandled
+		case !l.opts.Transient(err):
+			return ack, err
+		case attempt == 1:
+			firstErr = err
+			l.log.Error("grants not applied: trying again until they are", "issued_at", wire.FormatTime(g.IssuedAt),
+				"ops", len(g.Ops), "err", err)
+		default:
+			l.log.Debug("grants still not applied", "issued_at", wire.FormatTime(g.IssuedAt), "attempt", attempt, "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ack, errNotHandled
+		case <-lost:
+			t.Stop()
+			l.log.Warn("connection lost before the grants could be applied: the broker delivers them again",
+				"issued_at", wire.FormatTime(g.IssuedAt), "attempts", attempt)
+			return ack, errNotHandled
+		case <-t.C:
+		}
+		wait = min(2*wait, l.opts.RetryMax)
+		if !l.opts.Now().Before(g.ExpiresAt) {
+			return ack, protocol.ErrExpired
+		}
+	}
 }
 
 // handleCommand handles one command message; it returns false when the
