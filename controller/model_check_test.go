@@ -1,0 +1,143 @@
+//go:build modeltest
+
+package controller
+
+// The invariants of model_test.go, checked after every action.
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/openlocker/locker/controller/store"
+)
+
+var modelStates = map[string]bool{"free": true, "reserved": true, "occupied": true, "expired": true, "fault": true}
+
+func (w *mworld) checkAll(allowed *mallow, _ string) {
+	m := w.m
+	rels, hookErr := w.newReleases()
+	if hookErr != "" {
+		w.fail("I2", "%s", hookErr)
+	}
+	trs := w.newTraces()
+
+	// I7: seq gapless from 1, across power cuts.
+	for _, tr := range trs {
+		if tr.Seq != m.lastSeq+1 {
+			w.fail("I7", "trace %s has seq %d after %d", tr.Type, tr.Seq, m.lastSeq)
+		}
+		m.lastSeq = tr.Seq
+	}
+	if w.powered {
+		evs, err := w.r.c.PendingEvents(w.r.ctx, 0, 1<<20)
+		if err != nil {
+			w.t.Fatalf("PendingEvents: %v", err)
+		}
+		for i, e := range evs {
+			if e.Seq != int64(i+1) {
+				w.fail("I7", "outbox position %d holds seq %d", i+1, e.Seq)
+			}
+		}
+		if int64(len(evs)) != m.lastSeq {
+			w.fail("I7", "the outbox holds %d events, the traces went up to %d", len(evs), m.lastSeq)
+		}
+	}
+
+	// I1, I3, I5: every release is one the model allows.
+	used := map[int]bool{}
+	for _, rel := range rels {
+		grant := "?"
+		for i, tr := range trs {
+			if tr.Type == "lock_released" && tr.Compartment == rel.n && !used[i] {
+				used[i], grant = true, tr.GrantID
+				break
+			}
+		}
+		switch {
+		case allowed == nil:
+			w.fail("I1", "lock %d released (for %q) by a step that may open nothing", rel.n, grant)
+		case allowed.any:
+		case allowed.targets[rel.n] != "" && (allowed.targets[rel.n] == grant || allowed.kind == "command"):
+		default:
+			inv, why := "I1", fmt.Sprintf("nothing allowed (%s)", allowed.why[1])
+			if d, ok := allowed.deny[rel.n]; ok {
+				inv, why = d[0], d[1]
+			} else if allowed.why[0] != "" {
+				inv = allowed.why[0]
+			}
+			if id := allowed.targets[rel.n]; id != "" && id != grant {
+				inv, why = "I1", fmt.Sprintf("released for %q, the model's grant for that door is %s", grant, id)
+			}
+			w.fail(inv, "%s: lock %d released for %q: %s", allowed.kind, rel.n, grant, why)
+		}
+	}
+	if allowed != nil && allowed.code && len(rels) > 1 {
+		w.fail("I3", "%s: one code opened %d doors", allowed.kind, len(rels))
+	}
+
+	// Fold the traces into the model.
+	for _, tr := range trs {
+		m.fold(w, tr)
+	}
+	if len(trs) > 0 && w.trusted() {
+		m.lastTrustedWrite = w.r.clock.Now()
+	}
+
+	if !w.powered {
+		return
+	}
+	// I9: the estimate of an untrusted clock.
+	if !w.trusted() {
+		est := w.r.c.Now()
+		if !m.lastEstimate.IsZero() && est.Before(m.lastEstimate) {
+			w.fail("I9", "the estimated time went back from %s to %s", modelTime(m.lastEstimate), modelTime(est))
+		}
+		m.lastEstimate = est
+		elapsed := max(0, w.r.clock.Now().Sub(m.bootClock))
+		lo, hi := m.lastTrustedWrite.Add(-time.Minute-tol), m.lastTrustedWrite.Add(elapsed+time.Minute+tol)
+		if est.Before(lo) || est.After(hi) {
+			w.fail("I9", "the estimated time is %s; the last trusted time recorded was %s, %v ago on the board's clock", modelTime(est), modelTime(m.lastTrustedWrite), elapsed)
+		}
+	} else {
+		m.lastEstimate = time.Time{}
+	}
+
+	// I8 and I4, once settled (storage up).
+	phys := w.physical()
+	var comps []store.Compartment
+	w.readStore(func(tx *store.Tx) error { var err error; comps, err = tx.Compartments(); return err })
+	if len(comps) != m.n {
+		w.fail("I8", "%d compartments stored, %d wired", len(comps), m.n)
+	}
+	for _, sc := range comps {
+		n := sc.Number
+		switch {
+		case !modelStates[string(sc.State)]:
+			w.fail("I8", "compartment %d in unknown state %q", n, sc.State)
+		case sc.ParcelID != "" && sc.State != "occupied" && sc.State != "expired":
+			w.fail("I8", "compartment %d has parcel id %q in state %s", n, sc.ParcelID, sc.State)
+		case (sc.State == "fault") != (sc.Fault != ""):
+			w.fail("I8", "compartment %d in state %s with fault reason %q", n, sc.State, sc.Fault)
+		}
+		if !w.storageOK || m.sensorFault[n] || phys[n][0] {
+			continue
+		}
+		if c := m.c[n]; c.present != phys[n][1] {
+			w.fail("I4", "compartment %d: a parcel is %s, but the record says %s (no deposited/picked_up/reclaimed/parcel_found/parcel_missing explains it)",
+				n, presence(phys[n][1]), presence(c.present))
+		}
+		if sc.ParcelPresent != phys[n][1] {
+			w.fail("I8", "compartment %d: the parcel is %s, the controller's view says %s", n, presence(phys[n][1]), presence(sc.ParcelPresent))
+		}
+		if phys[n][1] && (sc.State == "free" || sc.State == "reserved") {
+			w.fail("I8", "compartment %d holds a parcel behind its closed door, and is %s", n, sc.State)
+		}
+	}
+}
+
+func presence(in bool) string {
+	if in {
+		return "in"
+	}
+	return "out"
+}
