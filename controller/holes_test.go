@@ -1,8 +1,11 @@
 package controller
 
 import (
+	"context"
+	"path/filepath"
 	"slices"
 	"strings"
+	stdsync "sync"
 	"testing"
 	"time"
 
@@ -273,4 +276,58 @@ func TestStoredStatesAreChecked(t *testing.T) {
 	if err == nil {
 		t.Fatal("a fault without its reason was stored")
 	}
+}
+
+// flipClock reads sane and 1970 by turns, as a board's clock does whose
+// RTC and NTP disagree: one goroutine may see it trusted and another not.
+type flipClock struct {
+	mu stdsync.Mutex
+	n  int
+}
+
+func (f *flipClock) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	if f.n%2 == 0 {
+		return t0.Add(time.Duration(f.n) * time.Minute)
+	}
+	return time.Unix(int64(f.n), 0)
+}
+
+// Hole 11: Status and Compartments read the clock estimate's high-water
+// mark from other goroutines while the loop wrote it. This runs both under
+// -race on a clock that is trusted and not by turns; it did not catch the
+// old race (the database's own locks order most of the accesses), so the
+// fix rests on clockMu guarding every access in clock.go.
+func TestClockReadsFromOtherGoroutines(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "locker.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cab := newFakeCabinet("M M")
+	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: cab, Clock: &flipClock{}, Tick: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.Ready()
+	reader := make(chan struct{})
+	go func() {
+		defer close(reader)
+		for i := 0; i < 300; i++ {
+			c.Status(ctx)
+			c.Now()
+		}
+	}()
+	for i := 0; i < 100; i++ {
+		c.RejectEnvelope(ctx, "tick") // each trace on a trusted reading moves the mark
+	}
+	<-reader
+	cancel()
+	<-done
 }
