@@ -22,19 +22,22 @@ type Grant struct {
 	ValidUntil  time.Time // zero: no end
 	UsesLeft    int       // -1: unlimited
 	Pickup      string    // JSON of the nested pickup grant
+	PickupID    string    // the nested pickup grant's grant_id; set with Pickup
+	PickupCode  string    // the nested pickup grant's code hash; set with Pickup
 	ExpiredSent bool
 	ParcelSeq   int64     // pickup: the parcel it was brought into force for (the compartment's ParcelSeq); 0: any parcel with ParcelID
 	IssuedAt    time.Time // issued_at of the envelope that last put or revoked it
 }
 
 const grantCols = `grant_id, version, revoked, action, compartment, size, parcel_id, actor, code_hash,
-	valid_from, valid_until, uses_left, pickup, expired_sent, parcel_seq, issued_at`
+	valid_from, valid_until, uses_left, pickup, expired_sent, parcel_seq, issued_at, pickup_id, pickup_code`
 
 func scanGrant(sc interface{ Scan(...any) error }) (Grant, error) {
 	var g Grant
 	var from, until, issued string
 	err := sc.Scan(&g.ID, &g.Version, &g.Revoked, &g.Action, &g.Compartment, &g.Size, &g.ParcelID, &g.Actor,
-		&g.CodeHash, &from, &until, &g.UsesLeft, &g.Pickup, &g.ExpiredSent, &g.ParcelSeq, &issued)
+		&g.CodeHash, &from, &until, &g.UsesLeft, &g.Pickup, &g.ExpiredSent, &g.ParcelSeq, &issued,
+		&g.PickupID, &g.PickupCode)
 	g.ValidFrom, g.ValidUntil, g.IssuedAt = parseTime(from), parseTime(until), parseTime(issued)
 	return g, err
 }
@@ -71,6 +74,13 @@ func (t *Tx) GrantsByCode(codeHash string) ([]Grant, error) {
 	return t.queryGrants("code_hash = ? AND revoked = 0 AND code_hash <> ''", codeHash)
 }
 
+// GrantsByPickupCode returns the live (not revoked) grants that nest a
+// pickup grant with this code hash: that pickup comes into force when its
+// deposit grant is used, so its code is taken while the deposit grant is.
+func (t *Tx) GrantsByPickupCode(codeHash string) ([]Grant, error) {
+	return t.queryGrants("pickup_code = ? AND revoked = 0 AND pickup_code <> ''", codeHash)
+}
+
 // PickupsDue returns live pickup grants whose validity ended before now and
 // for which pickup_expired was not yet sent.
 func (t *Tx) PickupsDue(now time.Time) ([]Grant, error) {
@@ -78,11 +88,20 @@ func (t *Tx) PickupsDue(now time.Time) ([]Grant, error) {
 		timeText(now))
 }
 
+// ErrPickupUnnamed is a grant that nests a pickup grant without naming its
+// grant_id and code hash (PickupID, PickupCode): its code would escape the
+// uniqueness check.
+var ErrPickupUnnamed = errors.New("nested pickup grant without its id and code hash")
+
 // PutGrant inserts or replaces g.
 func (t *Tx) PutGrant(g Grant) error {
-	_, err := t.exec(`INSERT OR REPLACE INTO grants(`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	if g.Pickup != "" && (g.PickupID == "" || g.PickupCode == "") {
+		return fmt.Errorf("grant %q: %w", g.ID, ErrPickupUnnamed)
+	}
+	_, err := t.exec(`INSERT OR REPLACE INTO grants(`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		g.ID, g.Version, g.Revoked, g.Action, g.Compartment, g.Size, g.ParcelID, g.Actor, g.CodeHash,
-		timeText(g.ValidFrom), timeText(g.ValidUntil), g.UsesLeft, g.Pickup, g.ExpiredSent, g.ParcelSeq, timeText(g.IssuedAt))
+		timeText(g.ValidFrom), timeText(g.ValidUntil), g.UsesLeft, g.Pickup, g.ExpiredSent, g.ParcelSeq, timeText(g.IssuedAt),
+		g.PickupID, g.PickupCode)
 	return err
 }
 
@@ -122,24 +141,30 @@ type GrantMeta struct {
 	CodeHash   string
 	ValidUntil time.Time
 	UsesLeft   int
+	PickupID   string    // the nested pickup grant's grant_id, if any
+	PickupCode string    // the nested pickup grant's code hash, if any
+	IssuedAt   time.Time // issued_at of the envelope that last put or revoked it
 }
 
-// AllGrantMeta reads every grant's (and tombstone's) version and code, for
-// applying a large envelope without a lookup per op.
+// AllGrantMeta reads every grant's (and tombstone's) version, codes and
+// issued_at, for applying a large envelope or a snapshot without a lookup
+// per op.
 func (t *Tx) AllGrantMeta() (map[string]GrantMeta, error) {
-	rows, err := t.query("SELECT grant_id, version, revoked, code_hash, valid_until, uses_left FROM grants")
+	rows, err := t.query(`SELECT grant_id, version, revoked, code_hash, valid_until, uses_left, pickup_id, pickup_code, issued_at
+		FROM grants`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	out := map[string]GrantMeta{}
 	for rows.Next() {
-		var id, until string
+		var id, until, issued string
 		var m GrantMeta
-		if err := rows.Scan(&id, &m.Version, &m.Revoked, &m.CodeHash, &until, &m.UsesLeft); err != nil {
+		if err := rows.Scan(&id, &m.Version, &m.Revoked, &m.CodeHash, &until, &m.UsesLeft, &m.PickupID, &m.PickupCode,
+			&issued); err != nil {
 			return nil, err
 		}
-		m.ValidUntil = parseTime(until)
+		m.ValidUntil, m.IssuedAt = parseTime(until), parseTime(issued)
 		out[id] = m
 	}
 	return out, rows.Err()

@@ -127,6 +127,20 @@ ALTER TABLE compartments_new RENAME TO compartments;
 ALTER TABLE grants ADD COLUMN parcel_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE grants ADD COLUMN issued_at TEXT NOT NULL DEFAULT '';
 `,
+	// 7: the grant_id and code hash of the pickup grant nested in a deposit
+	// grant, as columns of their own (they were only inside the pickup
+	// JSON), so that a code is checked for uniqueness against the pickups
+	// that will come into force at deposit too, and looked up by index.
+	// Rows of earlier versions are filled from their JSON.
+	`
+ALTER TABLE grants ADD COLUMN pickup_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE grants ADD COLUMN pickup_code TEXT NOT NULL DEFAULT '';
+UPDATE grants SET
+	pickup_id = COALESCE(json_extract(pickup, '$.grant_id'), ''),
+	pickup_code = COALESCE(json_extract(pickup, '$.code_hash'), '')
+WHERE pickup <> '' AND json_valid(pickup);
+CREATE INDEX grants_pickup_code ON grants(pickup_code) WHERE revoked = 0 AND pickup_code <> '';
+`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
