@@ -252,7 +252,7 @@ func ptr[T any](v T) *T { return &v }
 func hash(code string) string { return CodeHash(lockerID, code) }
 
 func body(ops ...GrantOp) *GrantsBody {
-	return &GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(time.Hour), Ops: ops}
+	return &GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(t0), ExpiresAt: t0.Add(time.Hour), Ops: ops}
 }
 
 func depositOp(id string, version int64, code, size string, compartment int) GrantOp {

@@ -31,8 +31,20 @@ func (c *Controller) ApplyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsAck, error) {
 	now := c.now()
 	var ack GrantsAck
+	var revoked int
 	err := c.update(ctx, func(tx *store.Tx) error {
 		ack = GrantsAck{IssuedAt: body.IssuedAt, Rejected: []RejectedGrant{}}
+		revoked = 0
+		lastSnap, err := newestSnapshot(tx)
+		if err != nil {
+			return err
+		}
+		if body.IssuedAt.Before(lastSnap) {
+			// Superseded: the newest snapshot applied was the central's
+			// whole state at a later time than this envelope.
+			ack.Stale = len(body.Ops)
+			return nil
+		}
 		named := map[string]bool{}
 		var view grantView = dbView{tx}
 		if len(body.Ops) >= preloadOps || body.Snapshot {
@@ -47,7 +59,7 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 			if op.Pickup != nil {
 				named[op.Pickup.GrantID] = true
 			}
-			stale, err := c.applyOp(tx, view, op, now)
+			stale, err := c.applyOp(tx, view, op, now, body.IssuedAt)
 			var bad *opError
 			switch {
 			case errors.As(err, &bad):
@@ -60,14 +72,21 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 				ack.Applied++
 			}
 		}
-		if body.Snapshot {
+		// A snapshot revokes what it does not name, but only what an older
+		// envelope put, and only when it is newer than every snapshot
+		// applied before: delivered again, or late, it revokes nothing.
+		if body.Snapshot && body.IssuedAt.After(lastSnap) {
 			for id, m := range view.(*memView).byID {
-				if named[id] || m.Revoked {
+				if named[id] || m.Revoked || !m.IssuedAt.Before(body.IssuedAt) {
 					continue
 				}
-				if err := tx.Tombstone(id, m.Version, time.Time{}); err != nil {
+				if err := tx.Tombstone(id, m.Version, body.IssuedAt); err != nil {
 					return err
 				}
+				revoked++
+			}
+			if err := tx.SetSetting(snapshotKey, body.IssuedAt.UTC().Format(time.RFC3339Nano)); err != nil {
+				return err
 			}
 		}
 		return c.refreshReservations(tx)
@@ -76,8 +95,26 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 		return GrantsAck{}, err
 	}
 	c.log.Info("grants applied", "issued_at", body.IssuedAt, "snapshot", body.Snapshot,
-		"applied", ack.Applied, "stale", ack.Stale, "rejected", len(ack.Rejected))
+		"applied", ack.Applied, "stale", ack.Stale, "rejected", len(ack.Rejected), "revoked_by_snapshot", revoked)
 	return ack, nil
+}
+
+// snapshotKey is the setting that keeps the issued_at of the newest
+// snapshot applied.
+const snapshotKey = "grants.snapshot_issued_at"
+
+// newestSnapshot is the issued_at of the newest snapshot applied; the zero
+// time when none was.
+func newestSnapshot(tx *store.Tx) (time.Time, error) {
+	v, ok, err := tx.Setting(snapshotKey)
+	if err != nil || !ok {
+		return time.Time{}, err
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("setting %s: %w", snapshotKey, err)
+	}
+	return t, nil
 }
 
 // opError is an op that is refused (reported in the ack), as opposed to a
@@ -88,9 +125,9 @@ func (e *opError) Error() string { return e.msg }
 
 func reject(format string, args ...any) error { return &opError{fmt.Sprintf(format, args...)} }
 
-// applyOp applies one op inside tx. stale is true when the op's version is
-// not newer than what the locker holds.
-func (c *Controller) applyOp(tx *store.Tx, view grantView, op GrantOp, now time.Time) (stale bool, err error) {
+// applyOp applies one op of an envelope issued at issued inside tx. stale is
+// true when the op's version is not newer than what the locker holds.
+func (c *Controller) applyOp(tx *store.Tx, view grantView, op GrantOp, now, issued time.Time) (stale bool, err error) {
 	if !grantIDRE.MatchString(op.GrantID) {
 		return false, reject("grant_id missing or malformed")
 	}
@@ -106,8 +143,8 @@ func (c *Controller) applyOp(tx *store.Tx, view grantView, op GrantOp, now time.
 	}
 	switch op.Op {
 	case "revoke":
-		view.stored(op.GrantID, store.GrantMeta{Version: op.Version, Revoked: true})
-		return false, tx.Tombstone(op.GrantID, op.Version, time.Time{})
+		view.stored(op.GrantID, store.GrantMeta{Version: op.Version, Revoked: true, IssuedAt: issued})
+		return false, tx.Tombstone(op.GrantID, op.Version, issued)
 	case "put":
 	default:
 		return false, reject("op must be put or revoke")
@@ -116,8 +153,24 @@ func (c *Controller) applyOp(tx *store.Tx, view grantView, op GrantOp, now time.
 	if err != nil {
 		return false, err
 	}
-	view.stored(g.ID, store.GrantMeta{Version: g.Version, CodeHash: g.CodeHash, ValidUntil: g.ValidUntil, UsesLeft: g.UsesLeft})
+	g.IssuedAt = issued
+	view.stored(g.ID, store.GrantMeta{Version: g.Version, CodeHash: g.CodeHash, ValidUntil: g.ValidUntil, UsesLeft: g.UsesLeft,
+		PickupID: g.PickupID, PickupCode: g.PickupCode, IssuedAt: issued})
 	return false, tx.PutGrant(g)
+}
+
+// earliest is the earliest time a grant may name. The zero time is stored
+// as "no end" (and as "no start"), and a time before it is a default or a
+// board's clock (1970), never one the central meant: such ops are refused
+// rather than stored as valid for ever.
+var earliest = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// checkTime refuses a time before earliest; name is the field.
+func checkTime(name string, t time.Time) error {
+	if t.Before(earliest) {
+		return reject("%s must be 2000-01-01 or later", name)
+	}
+	return nil
 }
 
 // grantFromOp validates a put and builds the stored grant.
@@ -162,15 +215,21 @@ func (c *Controller) grantFromOp(view grantView, op GrantOp, now time.Time) (sto
 	g.ValidFrom = now
 	if op.ValidFrom != nil {
 		g.ValidFrom = *op.ValidFrom
+		if err := checkTime("valid_from", g.ValidFrom); err != nil {
+			return g, err
+		}
 	}
 	if op.ValidUntil == nil {
 		return g, reject("valid_until missing")
 	}
 	g.ValidUntil = *op.ValidUntil
+	if err := checkTime("valid_until", g.ValidUntil); err != nil {
+		return g, err
+	}
 	if !g.ValidUntil.After(g.ValidFrom) {
 		return g, reject("valid_until must be after valid_from")
 	}
-	if err := codeFree(view, g.CodeHash, g.ID, now); err != nil {
+	if err := codeFree(view, "code_hash", g.CodeHash, g.ID, g.ID, now); err != nil {
 		return g, err
 	}
 	if op.Pickup != nil {
@@ -187,40 +246,69 @@ func (c *Controller) grantFromOp(view grantView, op GrantOp, now time.Time) (sto
 		if p.CodeHash == op.CodeHash {
 			return g, reject("pickup.code_hash equals the deposit code")
 		}
-		if err := codeFree(view, p.CodeHash, p.GrantID, now); err != nil {
-			return g, err
-		}
 		spec := pickupSpec{GrantID: p.GrantID, Actor: MaskHolder(p.Holder), CodeHash: p.CodeHash, Uses: 1}
 		if p.ValidFrom != nil {
 			spec.ValidFrom = *p.ValidFrom
+			if err := checkTime("pickup.valid_from", spec.ValidFrom); err != nil {
+				return g, err
+			}
 		}
 		if p.ValidUntil == nil {
 			return g, reject("pickup.valid_until missing")
 		}
 		spec.ValidUntil = *p.ValidUntil
+		if err := checkTime("pickup.valid_until", spec.ValidUntil); err != nil {
+			return g, err
+		}
+		if p.ValidFrom != nil && !spec.ValidUntil.After(spec.ValidFrom) {
+			return g, reject("pickup.valid_until must be after pickup.valid_from")
+		}
 		if p.Uses != nil {
 			if *p.Uses < 1 {
 				return g, reject("pickup.uses must be 1 or more")
 			}
 			spec.Uses = *p.Uses
 		}
+		if err := codeFree(view, "pickup.code_hash", p.CodeHash, g.ID, p.GrantID, now); err != nil {
+			return g, err
+		}
 		b, err := json.Marshal(spec)
 		if err != nil {
 			return g, err
 		}
-		g.Pickup = string(b)
+		g.Pickup, g.PickupID, g.PickupCode = string(b), p.GrantID, p.CodeHash
 	}
 	return g, nil
 }
 
-// codeFree checks that no other grant in force uses this code hash.
-func codeFree(view grantView, hash, self string, now time.Time) error {
-	used, err := view.codeInUse(hash, self, now)
+// A code is carried by a grant in force (its own code), and by the pickup
+// grant nested in a deposit grant in force (the pickup's code: it comes
+// into force when the parcel is deposited). A codeRef is one such carrier:
+// the grant row it is stored in, and the grant that would open with it
+// (the row itself, or its nested pickup grant).
+type codeRef struct {
+	row   string // grant_id of the stored row
+	owner string // grant_id of the grant the code opens: row, or row's nested pickup
+}
+
+// taken says whether ref makes the code unavailable to the op putting row
+// (its own code, or nesting owner's): a carrier stored in the row the op
+// replaces, or carried for the same grant_id, does not; any other does
+// while the row holding it is in force.
+func (ref codeRef) taken(m store.GrantMeta, row, owner string, now time.Time) bool {
+	return ref.row != row && ref.owner != owner && inForce(m, now)
+}
+
+// codeFree checks that no grant in force, nor any pickup nested in one,
+// carries this code hash, other than the row being replaced and the grant
+// the code is for. field names the op's field for the ack's error.
+func codeFree(view grantView, field, hash, row, owner string, now time.Time) error {
+	used, err := view.codeInUse(hash, row, owner, now)
 	if err != nil {
 		return err
 	}
 	if used {
-		return reject("code_hash in use by another grant")
+		return reject("%s in use by another grant", field)
 	}
 	return nil
 }
@@ -230,12 +318,14 @@ func codeFree(view grantView, hash, self string, now time.Time) error {
 const preloadOps = 256
 
 // grantView is what applying ops needs to know of the stored grants: each
-// grant's version, and which codes are in force. dbView asks the database
-// per op; memView reads everything once, for large envelopes and
+// grant's version, and which codes are taken (codeRef). dbView asks the
+// database per op; memView reads everything once, for large envelopes and
 // snapshots, and follows the ops as they are applied.
 type grantView interface {
 	version(id string) (v int64, found bool, err error)
-	codeInUse(hash, self string, now time.Time) (bool, error)
+	// codeInUse says whether a carrier of hash other than row (the grant
+	// being put) and owner (the grant the code is for) is in force.
+	codeInUse(hash, row, owner string, now time.Time) (bool, error)
 	stored(id string, m store.GrantMeta)
 }
 
@@ -249,30 +339,47 @@ func (d dbView) version(id string) (int64, bool, error) {
 	return g.Version, err == nil, err
 }
 
-func (d dbView) codeInUse(hash, self string, now time.Time) (bool, error) {
-	others, err := d.tx.GrantsByCode(hash)
+func (d dbView) codeInUse(hash, row, owner string, now time.Time) (bool, error) {
+	own, err := d.tx.GrantsByCode(hash)
 	if err != nil {
 		return false, err
 	}
-	for _, o := range others {
-		if o.ID != self && inForce(store.GrantMeta{Revoked: o.Revoked, ValidUntil: o.ValidUntil, UsesLeft: o.UsesLeft}, now) {
+	for _, o := range own {
+		if (codeRef{o.ID, o.ID}).taken(metaOf(o), row, owner, now) {
+			return true, nil
+		}
+	}
+	nesting, err := d.tx.GrantsByPickupCode(hash)
+	if err != nil {
+		return false, err
+	}
+	for _, o := range nesting {
+		if (codeRef{o.ID, o.PickupID}).taken(metaOf(o), row, owner, now) {
 			return true, nil
 		}
 	}
 	return false, nil
 }
 
+func metaOf(g store.Grant) store.GrantMeta {
+	return store.GrantMeta{Version: g.Version, Revoked: g.Revoked, CodeHash: g.CodeHash, ValidUntil: g.ValidUntil,
+		UsesLeft: g.UsesLeft, PickupID: g.PickupID, PickupCode: g.PickupCode, IssuedAt: g.IssuedAt}
+}
+
 func (dbView) stored(string, store.GrantMeta) {}
 
 // inForce says whether a grant still counts: not revoked, not ended, uses
-// left (one not yet valid counts: its code is taken).
+// left (one not yet valid counts: its code is taken). A grant stored with
+// no valid_until (the zero time; none can be put now, but a row of an
+// earlier version might have one) counts as never ending: its code stays
+// taken rather than being given to a second grant.
 func inForce(m store.GrantMeta, now time.Time) bool {
 	return !m.Revoked && (m.ValidUntil.IsZero() || now.Before(m.ValidUntil)) && m.UsesLeft != 0
 }
 
 type memView struct {
 	byID   map[string]store.GrantMeta
-	byCode map[string]map[string]bool // code hash → ids of grants that carry it
+	byCode map[string][]codeRef // code hash → its carriers
 }
 
 func loadMemView(tx *store.Tx, now time.Time) (*memView, error) {
@@ -280,21 +387,40 @@ func loadMemView(tx *store.Tx, now time.Time) (*memView, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &memView{byID: all, byCode: map[string]map[string]bool{}}
+	v := &memView{byID: all, byCode: make(map[string][]codeRef, 2*len(all))}
 	for id, m := range all {
 		v.index(id, m)
 	}
 	return v, nil
 }
 
+// index adds the carriers of grant id's codes.
 func (v *memView) index(id string, m store.GrantMeta) {
-	if m.CodeHash == "" || m.Revoked {
+	if m.Revoked {
 		return
 	}
-	if v.byCode[m.CodeHash] == nil {
-		v.byCode[m.CodeHash] = map[string]bool{}
+	if m.CodeHash != "" {
+		v.byCode[m.CodeHash] = append(v.byCode[m.CodeHash], codeRef{id, id})
 	}
-	v.byCode[m.CodeHash][id] = true
+	if m.PickupCode != "" {
+		v.byCode[m.PickupCode] = append(v.byCode[m.PickupCode], codeRef{id, m.PickupID})
+	}
+}
+
+// unindex removes the carriers stored in grant id's row under hash.
+func (v *memView) unindex(id, hash string) {
+	refs := v.byCode[hash]
+	kept := refs[:0]
+	for _, r := range refs {
+		if r.row != id {
+			kept = append(kept, r)
+		}
+	}
+	if len(kept) == 0 {
+		delete(v.byCode, hash)
+		return
+	}
+	v.byCode[hash] = kept
 }
 
 func (v *memView) version(id string) (int64, bool, error) {
@@ -302,9 +428,9 @@ func (v *memView) version(id string) (int64, bool, error) {
 	return m.Version, ok, nil
 }
 
-func (v *memView) codeInUse(hash, self string, now time.Time) (bool, error) {
-	for id := range v.byCode[hash] {
-		if id != self && inForce(v.byID[id], now) {
+func (v *memView) codeInUse(hash, row, owner string, now time.Time) (bool, error) {
+	for _, ref := range v.byCode[hash] {
+		if ref.taken(v.byID[ref.row], row, owner, now) {
 			return true, nil
 		}
 	}
@@ -312,8 +438,13 @@ func (v *memView) codeInUse(hash, self string, now time.Time) (bool, error) {
 }
 
 func (v *memView) stored(id string, m store.GrantMeta) {
-	if old, ok := v.byID[id]; ok && old.CodeHash != "" {
-		delete(v.byCode[old.CodeHash], id)
+	if old, ok := v.byID[id]; ok {
+		if old.CodeHash != "" {
+			v.unindex(id, old.CodeHash)
+		}
+		if old.PickupCode != "" {
+			v.unindex(id, old.PickupCode)
+		}
 	}
 	v.byID[id] = m
 	v.index(id, m)

@@ -546,7 +546,7 @@ func (p *prop) propHash(code string) string {
 
 func (p *prop) body(ops ...GrantOp) *GrantsBody {
 	now := p.r.clock.Now()
-	return &GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: ops}
+	return &GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(now), ExpiresAt: now.Add(time.Hour), Ops: ops}
 }
 
 func (p *prop) putDeposit(now time.Time) {
