@@ -27,6 +27,10 @@ func TestServiceMenuEndsWithItsGrant(t *testing.T) {
 			r.apply(body(GrantOp{Op: "revoke", GrantID: "svc-1", Version: 2}))
 		}},
 		{"past valid_until", func(r *rig) { r.clock.Advance(2 * time.Minute) }},
+		{"transferred", func(r *rig) {
+			r.apply(body(GrantOp{Op: "put", GrantID: "svc-1", Version: 2, Action: "service", Holder: "13700002222",
+				CodeHash: hash("55443322"), ValidUntil: ptr(t0.Add(time.Hour))}))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, "M M M")

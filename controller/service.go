@@ -16,11 +16,12 @@ import (
 // action is a trace naming the masked technician.
 type serviceMode struct {
 	grantID, actor string
+	codeHash       string // the code that opened the menu: a transfer (a put with another code) ends it
 	choice         byte // 0: the menu; '1'..'3': waiting for a compartment number
 }
 
 func (c *Controller) enterService(g store.Grant) {
-	c.service = &serviceMode{grantID: g.ID, actor: g.Actor}
+	c.service = &serviceMode{grantID: g.ID, actor: g.Actor, codeHash: g.CodeHash}
 	c.entryAt = c.now()
 	c.showServiceMenu()
 }
@@ -82,8 +83,9 @@ func (c *Controller) serviceKey(ctx context.Context, k byte) {
 }
 
 // serviceGrantInForce says whether the grant that opened the service menu
-// is still in force now: every action of the menu checks it again, so that
-// a menu left open outlives no revoke and no valid_until.
+// is still in force now, for the code that opened the menu: every action of
+// the menu checks it again, so that a menu left open outlives no revoke, no
+// transfer and no valid_until.
 func (c *Controller) serviceGrantInForce(ctx context.Context) bool {
 	var g store.Grant
 	err := c.st.View(ctx, func(tx *store.Tx) error {
@@ -91,7 +93,8 @@ func (c *Controller) serviceGrantInForce(ctx context.Context) bool {
 		g, err = tx.Grant(c.service.grantID)
 		return err
 	})
-	return err == nil && g.Action == "service" && g.Compartment == 0 && usable(g, c.now()) == nil
+	return err == nil && g.Action == "service" && g.Compartment == 0 && g.CodeHash == c.service.codeHash &&
+		usable(g, c.now()) == nil
 }
 
 // serviceAction carries out a menu choice on compartment n.
