@@ -36,6 +36,7 @@ type mg struct {
 	nested   bool // a nested pickup brought into force at deposit
 	inst     int  // nested: the parcel instance it was issued for
 	oldCodes []string
+	doubt    bool // put by an envelope older than the last snapshot
 }
 
 type mpick struct {
@@ -117,6 +118,7 @@ type model struct {
 	bootClock        time.Time
 	lastEstimate     time.Time
 	lastSeq          int64
+	lastSnapshot     time.Time
 }
 
 func newModel(n int, comps []hal.Compartment) *model {
@@ -352,7 +354,7 @@ func (m *model) validate(o *mop, now time.Time) string {
 		return "a reclaim needs a compartment"
 	case op.Pickup != nil && op.Action != "deposit":
 		return "a nested pickup on a non-deposit"
-	case op.Pickup != nil && (op.Pickup.GrantID == "" || o.pcode == "" || op.Pickup.ValidUntil == nil || !op.Pickup.ValidUntil.After(now)):
+	case op.Pickup != nil && (op.Pickup.GrantID == "" || o.pcode == "" || op.Pickup.ValidUntil == nil || op.Pickup.ValidUntil.IsZero()):
 		return "a nested pickup without id, code or end"
 	case op.Pickup != nil && op.Pickup.Uses != nil && *op.Pickup.Uses < 1:
 		return "nested uses < 1"
@@ -459,14 +461,21 @@ func (w *mworld) grants(line string) {
 		results[i] = m.applyOp(&ops[i], b.IssuedAt, now)
 	}
 	var ack GrantsAck
+	applyErr := false
+	rejected := map[string]bool{}
 	w.around(nil, func() {
 		var err error
 		ack, err = w.r.c.ApplyGrants(w.r.ctx, b)
-		if err != nil {
+		if err != nil && w.storageOK {
 			w.t.Fatalf("ApplyGrants: %v", err)
 		}
+		if err != nil { // the storage cannot record: nothing applied
+			applyErr = true
+			for _, o := range b.Ops {
+				rejected[o.GrantID] = true
+			}
+		}
 	})
-	rejected := map[string]bool{}
 	for _, rj := range ack.Rejected {
 		rejected[rj.GrantID] = true
 	}
@@ -488,9 +497,18 @@ func (w *mworld) grants(line string) {
 			changed = true
 		case results[i] == "applied":
 			changed = true
+			if b.IssuedAt.Before(m.lastSnapshot) {
+				m.g[id].doubt = true // older than the last snapshot, which did not name it: either reading holds
+			}
+		case results[i] != "stale" && !rejected[id]:
+			changed = true // the model refused it, the controller did not: its own checks (I1…) judge what follows
 		}
 	}
-	if b.Snapshot {
+	if applyErr {
+		return
+	}
+	if b.Snapshot && !b.IssuedAt.Before(m.lastSnapshot) {
+		m.lastSnapshot = b.IssuedAt
 		named := map[string]bool{}
 		for _, o := range b.Ops {
 			named[o.GrantID] = true
@@ -520,7 +538,7 @@ func (w *mworld) grants(line string) {
 	}
 	for _, id := range m.ids {
 		g := m.g[id]
-		if f, _ := m.force(g, now); f != 1 {
+		if f, _ := m.force(g, now); f != 1 || g.doubt {
 			continue
 		}
 		a, ok := after[id]
@@ -604,8 +622,6 @@ func (m *model) target(g *mg, n int, now time.Time, phys map[int][2]bool) (strin
 			return "I1", "compartment disabled"
 		case !c.occupied:
 			return "I5", fmt.Sprintf("pickup %s: no parcel on record in %d (picked up or reclaimed)", g.id, n)
-		case c.gone:
-			return "I5", fmt.Sprintf("pickup %s: its parcel went missing", g.id)
 		case g.nested && c.inst != g.inst:
 			return "I5", fmt.Sprintf("pickup %s was issued for parcel #%d of compartment %d, which now holds parcel #%d (%q)", g.id, g.inst, n, c.inst, c.parcelID)
 		case !g.nested && c.parcelID != g.parcel:

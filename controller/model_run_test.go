@@ -63,13 +63,13 @@ func TestModel(t *testing.T) {
 			continue
 		}
 		violations++
-		key := v.inv + " " + firstWords(v.msg, 3)
+		key := violationKey(v)
 		if found[key] {
 			t.Errorf("seed %d: %v (already shrunk above)", seed, v)
 			continue
 		}
 		found[key] = true
-		min, mv := shrinkModel(t, lines[:v.step+1], v.inv)
+		min, mv := shrinkModel(t, lines[:v.step+1], key)
 		text := scenarioText(seed, len(lines), min, mv)
 		t.Errorf("LOCKER_MODEL_SEED=%d: %v\nshrunk to %d steps:\n%s", seed, v, len(min), text)
 		if os.Getenv("LOCKER_MODEL_SAVE") != "" {
@@ -97,6 +97,17 @@ func TestModel(t *testing.T) {
 	fmt.Printf("TORTURE-ROW %s\n", row)
 }
 
+// violationKey tells violations apart: the invariant and the first words
+// of the message, without numbers.
+func violationKey(v *violation) string {
+	return v.inv + " " + strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, firstWords(v.msg, 5))
+}
+
 func firstWords(s string, n int) string {
 	f := strings.Fields(s)
 	if len(f) > n {
@@ -107,13 +118,13 @@ func firstWords(s string, n int) string {
 
 // shrinkModel is delta debugging over the steps: the smallest sequence
 // (1-minimal: no single step can go) that still breaks invariant inv.
-func shrinkModel(t *testing.T, lines []string, inv string) ([]string, *violation) {
+func shrinkModel(t *testing.T, lines []string, key string) ([]string, *violation) {
 	runs := 0
 	var last *violation
 	fails := func(c []string) bool {
 		runs++
 		_, v := runModel(t, c, nil)
-		if v != nil && v.inv == inv {
+		if v != nil && violationKey(v) == key {
 			last = v
 			return true
 		}
@@ -121,7 +132,7 @@ func shrinkModel(t *testing.T, lines []string, inv string) ([]string, *violation
 	}
 	if !fails(lines) {
 		t.Logf("the failing sequence does not fail again when replayed (not deterministic?)")
-		return lines, &violation{inv: inv, msg: "not reproduced"}
+		return lines, &violation{inv: key, msg: "not reproduced"}
 	}
 	best := last
 	n := 2
@@ -160,6 +171,9 @@ func scenarioText(seed uint64, from int, lines []string, v *violation) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Found by TestModel (LOCKER_MODEL_SEED=%d), shrunk from %d to %d steps.\n", seed, from, len(lines))
 	fmt.Fprintf(&b, "# %s broke at step %d: %s\n", v.inv, v.step+1, v.msg)
+	if len(v.traces) > 0 {
+		fmt.Fprintf(&b, "# the last traces: %s\n", strings.Join(v.traces, "; "))
+	}
 	for _, l := range lines {
 		b.WriteString(l + "\n")
 	}

@@ -72,9 +72,10 @@ var modelSizeRank = map[string]int{"S": 1, "M": 2, "L": 3, "XL": 4}
 
 // violation is one broken invariant.
 type violation struct {
-	inv  string // "I1" … "I9"
-	step int    // the index of the step that broke it
-	msg  string
+	inv    string // "I1" … "I9"
+	step   int    // the index of the step that broke it
+	msg    string
+	traces []string // the last traces before it broke
 }
 
 func (v *violation) Error() string { return fmt.Sprintf("%s at step %d: %s", v.inv, v.step+1, v.msg) }
@@ -224,9 +225,33 @@ func (w *mworld) onRelease(n int) error {
 	return w.r.cab.Release(n)
 }
 
+// modelSkip: invariants not checked (LOCKER_MODEL_SKIP=I4,I8), to look
+// past known violations.
+var modelSkip = os.Getenv("LOCKER_MODEL_SKIP")
+
 func (w *mworld) fail(inv, format string, args ...any) {
+	if modelSkip != "" && strings.Contains(","+modelSkip+",", ","+inv+",") {
+		return
+	}
 	if w.v == nil {
 		w.v = &violation{inv: inv, step: w.step, msg: fmt.Sprintf(format, args...)}
+		trs := w.allTraces()
+		if len(trs) > 14 {
+			trs = trs[len(trs)-14:]
+		}
+		for _, tr := range trs {
+			s := fmt.Sprintf("%d %s", tr.Seq, tr.Type)
+			if tr.Compartment != 0 {
+				s += fmt.Sprintf(" c%d", tr.Compartment)
+			}
+			if tr.GrantID != "" {
+				s += " " + tr.GrantID
+			}
+			if tr.Reason != "" {
+				s += " (" + tr.Reason + ")"
+			}
+			w.v.traces = append(w.v.traces, s)
+		}
 	}
 	panic(errStop)
 }
@@ -491,6 +516,9 @@ func (w *mworld) clock(s string) {
 		if err != nil {
 			w.t.Fatalf("clock %q: %v", s, err)
 		}
+		if d < 0 && !w.trusted() {
+			return // the controller measures the estimate on the monotonic clock, which never goes back
+		}
 		c.Advance(d)
 	}
 }
@@ -534,8 +562,14 @@ func (w *mworld) command(id, action string, n int) {
 	}
 	w.around(allowed, func() {
 		res, err := w.r.c.Execute(w.r.ctx, &Command{Kind: "command", LockerID: lockerID, CommandID: id, Action: action, Compartment: n})
-		if err != nil {
+		if err != nil && w.storageOK {
 			w.t.Fatalf("Execute: %v", err)
+		}
+		if err != nil {
+			if fresh {
+				delete(w.m.cmds, id) // not recorded: the id is still fresh
+			}
+			return
 		}
 		if !fresh && (res.OK || res.Error != "duplicate") {
 			w.fail("I1", "command id %s ran twice: %+v", id, res)
