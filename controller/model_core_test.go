@@ -177,7 +177,7 @@ func (m *model) liveCodes(now time.Time, skip ...string) (codes map[string]strin
 	codes, ambiguous = map[string]string{}, map[string]bool{}
 	for _, id := range m.ids {
 		g := m.g[id]
-		if slices_contains(skip, id) || !g.put || g.tomb || g.ended || (g.uses >= 0 && g.used >= g.uses) || !now.Before(g.until.Add(tol)) {
+		if containsStr(skip, id) || !g.put || g.tomb || g.ended || (g.uses >= 0 && g.used >= g.uses) || !now.Before(g.until.Add(tol)) {
 			continue
 		}
 		amb := g.until.Sub(now) < tol
@@ -185,7 +185,7 @@ func (m *model) liveCodes(now time.Time, skip ...string) (codes map[string]strin
 		if amb {
 			ambiguous[g.code] = true
 		}
-		if g.action == "deposit" && g.pickup != nil && !slices_contains(skip, g.pickup.id) {
+		if g.action == "deposit" && g.pickup != nil && !containsStr(skip, g.pickup.id) {
 			codes[g.pickup.code] = id
 			if amb {
 				ambiguous[g.pickup.code] = true
@@ -195,7 +195,7 @@ func (m *model) liveCodes(now time.Time, skip ...string) (codes map[string]strin
 	return codes, ambiguous
 }
 
-func slices_contains(s []string, v string) bool {
+func containsStr(s []string, v string) bool {
 	for _, x := range s {
 		if x == v {
 			return true
@@ -208,10 +208,9 @@ func slices_contains(s []string, v string) bool {
 
 // mop is one parsed op.
 type mop struct {
-	op      GrantOp
-	code    string
-	pcode   string
-	invalid string // the model refuses it
+	op    GrantOp
+	code  string
+	pcode string
 }
 
 func parseTimeTok(s string) (*time.Time, error) {
@@ -751,7 +750,7 @@ func (m *model) key(k byte, now time.Time, storageOK bool, phys map[int][2]bool)
 			a.why = [2]string{"I1", "a wrong code"}
 			for _, id := range m.ids {
 				g := m.g[id]
-				if g.code == code || slices_contains(g.oldCodes, code) {
+				if g.code == code || containsStr(g.oldCodes, code) {
 					a.why = [2]string{"I5", fmt.Sprintf("the code of %s, which was revoked or transferred", id)}
 				}
 			}

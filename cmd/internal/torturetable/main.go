@@ -46,6 +46,7 @@ var tortures = []torture{
 	{"junk flood", "./cmd/locker-sim", "TestHostileInputChangesNothing"},
 	{"physical faults", "./cmd/locker-sim", "TestTorturePhysicalFaults"},
 	{"keypad brute force", "./controller", "TestKeypadBruteForce"},
+	{"adversarial model", "./controller", "TestModel"},
 }
 
 // row is what a test printed.
