@@ -31,12 +31,17 @@ const (
 	// otherwise Err wraps ErrLockFault (the door did not open) or says why
 	// the pulse could not be given.
 	LockReleased
-	// SensorFault: a sensor of Compartment cannot be trusted: it chatters,
-	// or the expander behind it cannot be read. Err says how. Compartment
-	// is 0 for a fault that is not one compartment's (a whole expander).
+	// SensorFault: a sensor of Compartment cannot be trusted: its door or
+	// occupancy sensor chatters (Err wraps ErrChatter; no DoorChanged or
+	// ParcelChanged of it until it recovers), or the expander behind it
+	// cannot be read (ErrExpander). Compartment is 0 for a fault that is
+	// not one compartment's (a whole expander). With Source "lock" it is
+	// the compartment's coil: its switch-off failed (Err wraps
+	// ErrCoilStuck), it may be energised, and the driver keeps trying.
 	SensorFault
-	// SensorRecovered: the sensor (or expander) of a SensorFault reads
-	// sanely again.
+	// SensorRecovered: the sensor (or expander, or coil) of a SensorFault
+	// reads sanely again (the coil is off). A sensor whose level changed
+	// meanwhile reports the settled level just after it.
 	SensorRecovered
 )
 
@@ -67,7 +72,8 @@ type Event struct {
 	Key         byte // KeyPressed
 	Err         error
 	// Source names the sensor of a SensorFault or SensorRecovered: "door",
-	// or "expander X1" for a whole expander (Compartment 0).
+	// "parcel" (the occupancy sensor), "lock" (the coil), or "expander X1"
+	// for a whole expander (Compartment 0).
 	Source string
 	At     time.Time
 }
@@ -110,8 +116,9 @@ var (
 	// The hardware cannot tell a jammed latch from a door sensor stuck at
 	// "closed": both give this error.
 	ErrLockFault = errors.New("hal: door did not open after release")
-	// ErrChatter: a door sensor changes too often to be a door.
-	ErrChatter = errors.New("hal: door sensor chatters")
+	// ErrChatter: a door or occupancy sensor changes too often to be a
+	// door or a parcel; the error says which sensor.
+	ErrChatter = errors.New("hal: sensor chatters")
 )
 
 // Display is a text display: *HD44780 and *ST7920 implement it. Show

@@ -305,9 +305,6 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 			s.exp, s.bit = byName[ep.Expander.Name], ep.Index()
 			s.exp.inputs = true
 		}
-		if kind == DoorChanged {
-			s.chat = &chatter{}
-		}
 		if err := pin.In(pull, gpio.NoEdge); err != nil {
 			return nil, fmt.Errorf("hal: %s of compartment %d: pin %s: %w", kind, n, name, err)
 		}

@@ -3,6 +3,7 @@ package hal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -677,5 +678,113 @@ func TestSetLED(t *testing.T) {
 	}
 	if err := r.hw.SetLED(1, true); !errors.Is(err, ErrHalted) {
 		t.Errorf("SetLED after Halt = %v", err)
+	}
+}
+
+// A flickering occupancy sensor gives one SensorFault of its compartment
+// (Source "parcel", an ErrChatter naming the occupancy sensor) and no
+// ParcelChanged while it flickers; steady again, SensorRecovered, then one
+// ParcelChanged when the settled level differs from the last reported one.
+// The poller is driven by hand with made-up times: no sleeps.
+func TestParcelChatter(t *testing.T) {
+	w := `locks: {active_low: true, pulse: 30ms}
+sensors: {parcel_present_low: true, debounce: 20ms, poll: 1ms, chatter_changes: 8, chatter_window: 300ms}
+compartments:
+  - {number: 1, size: S, lock: L1, door: D1, parcel: P1}
+  - {number: 2, size: S, lock: L2, door: D2, parcel: P2}
+`
+	r := newRig(t, w, Options{})
+	parcel := r.pins.get("P1") // reads high: absent
+	now := time.Now()
+	var evs []Event
+	step := func(d time.Duration) {
+		now = now.Add(d)
+		evs = r.hw.pollOnce(now, evs)
+	}
+	flicker := func(final gpio.Level) {
+		for i := range 60 { // 10 ms a level for 600 ms: shorter than the debounce time
+			parcel.set(i%2 == 0)
+			for range 10 {
+				step(time.Millisecond)
+			}
+		}
+		parcel.set(final)
+		for range 400 { // steady for longer than the chatter window
+			step(time.Millisecond)
+		}
+	}
+	kinds := func() []string {
+		var out []string
+		for _, ev := range evs {
+			out = append(out, fmt.Sprintf("%s %d %s on=%v", ev.Kind, ev.Compartment, ev.Source, ev.On))
+		}
+		return out
+	}
+
+	flicker(gpio.High) // ends absent, as it started
+	if got, want := kinds(), []string{"sensor-fault 1 parcel on=false", "sensor-recovered 1 parcel on=false"}; !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if ev := evs[0]; !errors.Is(ev.Err, ErrChatter) || !strings.Contains(ev.Err.Error(), "occupancy sensor") {
+		t.Errorf("fault %v, want a chatter of the occupancy sensor", ev.Err)
+	}
+	if present, _, _ := r.hw.ParcelPresent(1); present {
+		t.Error("ParcelPresent(1) after flicker that ended absent")
+	}
+
+	evs = evs[:0]
+	flicker(gpio.Low) // ends present
+	if got, want := kinds(), []string{"sensor-fault 1 parcel on=false", "sensor-recovered 1 parcel on=false",
+		"parcel 1  on=true"}; !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if present, _, _ := r.hw.ParcelPresent(1); !present {
+		t.Error("ParcelPresent(1) false after settling present")
+	}
+
+	// A flicker slow enough to pass the debounce (30 ms a level, 40
+	// changes): at most chatter_changes ParcelChanged before the fault, none
+	// after it until the recovery.
+	evs = evs[:0]
+	for i := range 40 {
+		parcel.set(i%2 == 0)
+		for range 30 {
+			step(time.Millisecond)
+		}
+	}
+	parcel.set(gpio.High)
+	for range 400 {
+		step(time.Millisecond)
+	}
+	faults, before, during, recovered := 0, 0, 0, false
+	for _, ev := range evs {
+		switch {
+		case ev.Kind == SensorFault:
+			faults++
+		case ev.Kind == SensorRecovered:
+			recovered = true
+		case ev.Kind == ParcelChanged && faults == 0:
+			before++
+		case ev.Kind == ParcelChanged && !recovered:
+			during++
+		}
+	}
+	if faults != 1 || before > 8 || during != 0 || len(evs) > 8+3 {
+		t.Fatalf("slow flicker: %d faults, %d changes before, %d during; events %q", faults, before, during, kinds())
+	}
+	if ev := evs[len(evs)-1]; ev.Kind != ParcelChanged || ev.On || evs[len(evs)-2].Kind != SensorRecovered {
+		t.Errorf("slow flicker ends with %q, want the recovery and then absent", kinds())
+	}
+
+	// An ordinary deposit and pickup are no chatter.
+	evs = evs[:0]
+	for _, l := range []gpio.Level{gpio.Low, gpio.High, gpio.Low} {
+		parcel.set(l)
+		for range 100 {
+			step(time.Millisecond)
+		}
+	}
+	if got, want := kinds(), []string{"parcel 1  on=true", "parcel 1  on=false", "parcel 1  on=true"}; !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
 	}
 }

@@ -34,7 +34,8 @@ func (d *debouncer) update(v bool, now time.Time, hold time.Duration) bool {
 	return false
 }
 
-// chatter detects a contact that changes far more often than a door moves.
+// chatter detects a contact that changes far more often than a door moves
+// or a parcel comes and goes.
 // Raw changes closer together than merge count as one (contact bounce is
 // not chatter); more than limit counted changes within window make a
 // fault, which ends once the raw level has been steady for window. Owned
@@ -86,8 +87,8 @@ type sensor struct {
 
 	// Owned by the poller.
 	deb      debouncer
-	chat     *chatter // door sensors only
-	reported bool     // the level of the last event (or the first reading)
+	chat     chatter
+	reported bool // the level of the last event (or the first reading)
 
 	state atomic.Bool // reported, for readers on other goroutines
 }
@@ -109,10 +110,25 @@ func (s *sensor) init() {
 	v, _ := s.read()
 	s.deb = debouncer{stable: v}
 	s.reported = v
-	if s.chat != nil {
-		s.chat.raw = v
-	}
+	s.chat.raw = v
 	s.state.Store(v)
+}
+
+// source names the sensor in SensorFault and SensorRecovered events:
+// "door" or "parcel".
+func (s *sensor) source() string {
+	if s.kind == ParcelChanged {
+		return "parcel"
+	}
+	return "door"
+}
+
+// what names the sensor in errors: "door sensor" or "occupancy sensor".
+func (s *sensor) what() string {
+	if s.kind == ParcelChanged {
+		return "occupancy sensor"
+	}
+	return "door sensor"
 }
 
 // sensorLimits are the wiring's debounce and chatter settings.
@@ -125,25 +141,24 @@ type sensorLimits struct {
 // poll samples the sensor once and returns the events it gives: a debounced
 // change (none while the sensor chatters), a SensorFault when it starts to
 // chatter, a SensorRecovered (and the change it hid, if any) when it stops.
-// Unreadable, it keeps its state and forgets a change in progress.
+// Door and occupancy sensors are judged alike. Unreadable, it keeps its
+// state and forgets a change in progress.
 func (s *sensor) poll(now time.Time, l sensorLimits, out []Event) []Event {
 	v, ok := s.read()
 	if !ok {
 		s.deb.pending = false
 		return out
 	}
-	if s.chat != nil {
-		fault, count, recovered := s.chat.update(v, now, l.debounce, l.chatterWindow, l.chatterLimit)
-		switch {
-		case fault:
-			out = append(out, Event{Kind: SensorFault, Compartment: s.n, Source: "door", At: now,
-				Err: fmt.Errorf("%w: %d changes within %v", ErrChatter, count, l.chatterWindow)})
-		case recovered:
-			out = append(out, Event{Kind: SensorRecovered, Compartment: s.n, Source: "door", At: now})
-		}
+	fault, count, recovered := s.chat.update(v, now, l.debounce, l.chatterWindow, l.chatterLimit)
+	switch {
+	case fault:
+		out = append(out, Event{Kind: SensorFault, Compartment: s.n, Source: s.source(), At: now,
+			Err: fmt.Errorf("%w: %s: %d changes within %v", ErrChatter, s.what(), count, l.chatterWindow)})
+	case recovered:
+		out = append(out, Event{Kind: SensorRecovered, Compartment: s.n, Source: s.source(), At: now})
 	}
 	s.deb.update(v, now, l.debounce)
-	if (s.chat != nil && s.chat.faulty) || s.deb.stable == s.reported {
+	if s.chat.faulty || s.deb.stable == s.reported {
 		return out
 	}
 	s.reported = s.deb.stable

@@ -263,17 +263,18 @@ func (s *Solenoid) offLocked() error {
 }
 
 // unlock releases s.mu and then delivers the reports queued under it, in
-// order and without mu held.
+// order and without mu held. It returns only once every report of a change
+// made before it has been delivered, by whichever goroutine made it: a
+// Pulse that returns has been reported as stuck, if it is.
 func (s *Solenoid) unlock() {
 	notes, report := s.notes, s.report
 	s.notes = nil
-	if len(notes) == 0 || report == nil {
-		s.mu.Unlock()
-		return
-	}
 	s.reportMu.Lock()
 	s.mu.Unlock()
 	defer s.reportMu.Unlock()
+	if report == nil {
+		return
+	}
 	for _, n := range notes {
 		report(n)
 	}

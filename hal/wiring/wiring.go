@@ -63,10 +63,10 @@ type Sensors struct {
 	Debounce time.Duration `yaml:"debounce"`
 	// Poll is the sampling interval of the inputs (default 5ms).
 	Poll time.Duration `yaml:"poll"`
-	// ChatterChanges and ChatterWindow define a chattering door sensor: its
-	// raw level changed more than ChatterChanges times within ChatterWindow
-	// (defaults 8 and 2s), changes closer together than Debounce counting
-	// as one (contact bounce is not chatter). The sensor counts as sane
+	// ChatterChanges and ChatterWindow define a chattering door or occupancy
+	// sensor: its raw level changed more than ChatterChanges times within
+	// ChatterWindow (defaults 8 and 2s), changes closer together than
+	// Debounce counting as one (contact bounce is not chatter). The sensor counts as sane
 	// again once its level has been steady for ChatterWindow.
 	ChatterChanges int           `yaml:"chatter_changes"`
 	ChatterWindow  time.Duration `yaml:"chatter_window"`
