@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,24 +64,45 @@ type Daemon struct {
 // DBFile is the database file's name inside the data folder.
 const DBFile = "locker.db"
 
-// New opens the database, configures the pins and builds the parts. Every
-// error says what and where, for a one-line message at start-up.
-func New(ctx context.Context, o Options) (*Daemon, error) {
+// New drives the lock outputs off, opens the database, configures the
+// pins and builds the parts. Every error says what and where, for a
+// one-line message at start-up.
+//
+// The lock outputs go off first (hal.LocksOff), before anything that may
+// fail: a corrupt database or a bad pin must not leave a coil's output
+// floating, or where a crashed process left it. Every path out of New that
+// does not return a Daemon leaves them off again (Halt).
+func New(ctx context.Context, o Options) (d *Daemon, err error) {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	hopts := o.Hal
 	hopts.Logger = log.With("part", "hal")
+	locks, locksErr := hal.LocksOff(o.Wiring, o.Pins, hopts)
 	var hw *hal.Hardware
+	hwTried := false // hal.New's own error then says what LocksOff found
+	defer func() {
+		if err == nil {
+			return
+		}
+		if hw != nil {
+			hw.Halt()
+			return
+		}
+		locks.Halt()
+		if locksErr != nil && !hwTried { // one line: the start-up message
+			err = fmt.Errorf("%w (lock outputs not all driven off: %s)", err, strings.ReplaceAll(locksErr.Error(), "\n", "; "))
+		}
+	}()
 	st, err := store.Open(ctx, filepath.Join(o.DataDir, DBFile))
 	if storeErr := err; store.Unavailable(storeErr) {
 		// The pins first, to keep the doors shut and say so on the display.
+		hwTried = true
 		if hw, err = hal.New(o.Wiring, o.Pins, hopts); err != nil {
 			return nil, err
 		}
 		if st, err = waitForStore(ctx, o, hw, log, storeErr); err != nil {
-			hw.Halt()
 			return nil, err
 		}
 	}
@@ -88,10 +110,14 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	if hw == nil {
+		hwTried = true
 		if hw, err = hal.New(o.Wiring, o.Pins, hopts); err != nil {
 			st.Close()
 			return nil, err
 		}
+	}
+	if locksErr != nil {
+		log.Warn("lock outputs: not all driven off before the hardware was configured", "err", locksErr)
 	}
 	hub := newTraceHub()
 	onTrace := hub.publish
@@ -105,7 +131,6 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		MinCodeLen: o.Keypad.MinCodeLen,
 	})
 	if err != nil {
-		hw.Halt()
 		st.Close()
 		return nil, err
 	}
@@ -117,7 +142,6 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	lo.Logger = log.With("part", "sync")
 	link, err := client.New(lo)
 	if err != nil {
-		hw.Halt()
 		st.Close()
 		return nil, err
 	}
