@@ -154,3 +154,124 @@ func TestTransientApplyFailuresDoNotStarveTheLink(t *testing.T) {
 		t.Errorf("the link connected %d times, want 1 (it must not need a new connection to receive again)", n)
 	}
 }
+
+// A grants envelope that the Locker refuses as a whole for a reason that does
+// not go away by itself is acknowledged, with a grants ack that rejects every
+// op, and never blocks the messages behind it: more of them than the
+// broker's window, then a revoke and a command, all delivered on one
+// connection.
+func TestFinalApplyFailuresAreAckedAndDoNotStarveTheLink(t *testing.T) {
+	b := brokertest.Start(t, brokertest.Options{})
+	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
+	f.fail(errCorrupt)
+	_, _, logs := startLink(t, b.URL(), f, func(o *client.Options) { o.Transient = transientOnly })
+	ce := newCentral(t, b.URL())
+
+	base := time.Now().Add(-time.Minute)
+	for i := range windowEnvelopes {
+		_, env := windowGrants(t, base, i)
+		ce.publish(protocol.SuffixGrants, env)
+	}
+	waitFor(t, 20*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == windowEnvelopes },
+		"a grants ack for each refused envelope")
+	if n := f.failures.Load(); n != windowEnvelopes {
+		t.Errorf("ApplyGrants failed %d times, want %d (once each: a final failure is not retried)", n, windowEnvelopes)
+	}
+	for i, a := range decodeAcks(t, ce.get(protocol.SuffixGrantsAck)) {
+		want := fmt.Sprintf("g-w%d", i)
+		if a.Applied != 0 || len(a.Rejected) != 1 || a.Rejected[0].GrantID != want ||
+			a.Rejected[0].Error != "envelope not applied: internal error" {
+			t.Errorf("grants ack %d = %+v, want %s rejected as not applied", i, a, want)
+		}
+	}
+
+	f.fail(nil)
+	_, env := revokeOf(t, base.Add(time.Hour), "g-w0")
+	ce.publish(protocol.SuffixGrants, env)
+	ce.publish(protocol.SuffixCommands, seal(t, "central-2026", centralKey, command("c-w2", "disable", 3, time.Now().Add(time.Minute))))
+	waitFor(t, 10*time.Second, func() bool {
+		return len(f.Grants()) == 1 && len(f.Commands()) == 1 && len(ce.get(protocol.SuffixCommandsResult)) == 1 &&
+			len(ce.get(protocol.SuffixGrantsAck)) == windowEnvelopes+1
+	}, "the revoke and the command after the refused envelopes")
+	if g := f.Grants()[0]; g.Ops[0].Op != "revoke" {
+		t.Errorf("applied %+v, want the revoke", g.Ops)
+	}
+	if n := connects(logs); n != 1 {
+		t.Errorf("the link connected %d times, want 1", n)
+	}
+}
+
+// When the connection is lost while an envelope waits to be applied, it is
+// left unacknowledged, and so are the messages behind it on that
+// connection: the broker delivers them all again on the next connection,
+// and each is applied once, in the order sent.
+func TestApplyRetryGivesUpOnALostConnection(t *testing.T) {
+	b := brokertest.Start(t, brokertest.Options{})
+	relay := brokertest.NewRelay(t, b.Addr())
+	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
+	f.fail(errDiskFull)
+	_, _, logs := startLink(t, relay.URL(), f, func(o *client.Options) {
+		o.Transient = transientOnly
+		o.RetryMin, o.RetryMax = 5*time.Millisecond, 5*time.Millisecond
+	})
+	ce := newCentral(t, b.URL())
+
+	base := time.Now().Add(-time.Minute)
+	var want []time.Time
+	for i := range 5 {
+		g, env := windowGrants(t, base, i)
+		want = append(want, g.IssuedAt)
+		ce.publish(protocol.SuffixGrants, env)
+	}
+	waitFor(t, 10*time.Second, func() bool { return f.failures.Load() >= 3 }, "failed applies")
+	relay.Cut()
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "the broker delivers them again") },
+		"the retry to give up on the lost connection")
+	waitFor(t, 10*time.Second, func() bool { return connects(logs) == 2 }, "the link to connect again")
+	before := f.failures.Load()
+	waitFor(t, 10*time.Second, func() bool { return f.failures.Load() > before }, "the envelope delivered again")
+	f.fail(nil)
+
+	waitFor(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == len(want) }, "a grants ack for each envelope")
+	got := f.Grants()
+	if len(got) != len(want) {
+		t.Fatalf("%d grants bodies applied, want %d", len(got), len(want))
+	}
+	for i, g := range got {
+		if !g.IssuedAt.Equal(want[i]) {
+			t.Fatalf("grants body %d issued at %v, want %v (out of order or repeated)", i, g.IssuedAt, want[i])
+		}
+	}
+}
+
+// An envelope that expires while it waits for the storage is dropped as
+// expired (by the link's clock, Options.Now), not applied late.
+func TestEnvelopeExpiringWhileItWaitsIsDropped(t *testing.T) {
+	b := brokertest.Start(t, brokertest.Options{})
+	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
+	f.fail(errDiskFull)
+	var offset atomic.Int64 // added to the real time
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	startLink(t, b.URL(), f, func(o *client.Options) {
+		o.Transient = transientOnly
+		o.RetryMin, o.RetryMax = 5*time.Millisecond, 5*time.Millisecond
+		o.Now = now
+	})
+	ce := newCentral(t, b.URL())
+
+	_, env := windowGrants(t, time.Now(), 0) // expires in an hour
+	ce.publish(protocol.SuffixGrants, env)
+	waitFor(t, 10*time.Second, func() bool { return f.failures.Load() >= 3 }, "failed applies")
+	offset.Store(int64(2 * time.Hour))
+	waitFor(t, 10*time.Second, func() bool { return len(f.Rejections()) == 1 }, "the envelope to be dropped as expired")
+	if r := f.Rejections()[0]; r != protocol.ErrExpired.Error() {
+		t.Errorf("rejection %q, want %q", r, protocol.ErrExpired)
+	}
+	f.fail(nil)
+	_, env = windowGrants(t, now(), 1)
+	ce.publish(protocol.SuffixGrants, env)
+	waitFor(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == 1 }, "the next envelope's ack")
+	if got := f.Grants(); len(got) != 1 || got[0].Ops[0].GrantID != "g-w1" {
+		t.Errorf("applied %d bodies, want only the fresh one", len(got))
+	}
+}
