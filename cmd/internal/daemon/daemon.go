@@ -31,7 +31,7 @@ type Options struct {
 	Wiring   *wiring.Wiring
 	Pins     hal.PinSource
 	Hal      hal.Options
-	Link     client.Options // Locker, LockerID, Software and Logger are filled in
+	Link     client.Options // Locker, LockerID, Software, Logger, Now and Transient are filled in
 	Language string
 	Logger   *slog.Logger
 	// OnTrace is called with every recorded trace (after commit).
@@ -136,6 +136,10 @@ func New(ctx context.Context, o Options) (d *Daemon, err error) {
 	}
 	lo := o.Link
 	lo.LockerID, lo.Locker, lo.Software = o.LockerID, ctl, Version
+	// Envelopes expire at the controller's time (trusted, or estimated on a
+	// board that booted in 1970), and a grants envelope that fails because
+	// the storage cannot be written is tried again until it applies.
+	lo.Now, lo.Transient = ctl.Now, store.Unavailable
 	if lo.InFlight == 0 {
 		lo.InFlight = client.MaxInFlight // Mosquitto's default max_inflight_messages
 	}
