@@ -32,9 +32,10 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 	now := c.now()
 	var ack GrantsAck
 	var revoked int
+	var superseded bool
 	err := c.update(ctx, func(tx *store.Tx) error {
 		ack = GrantsAck{IssuedAt: body.IssuedAt, Rejected: []RejectedGrant{}}
-		revoked = 0
+		revoked, superseded = 0, false
 		lastSnap, err := newestSnapshot(tx)
 		if err != nil {
 			return err
@@ -42,7 +43,7 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 		if body.IssuedAt.Before(lastSnap) {
 			// Superseded: the newest snapshot applied was the central's
 			// whole state at a later time than this envelope.
-			ack.Stale = len(body.Ops)
+			ack.Stale, superseded = len(body.Ops), true
 			return nil
 		}
 		named := map[string]bool{}
@@ -95,7 +96,8 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 		return GrantsAck{}, err
 	}
 	c.log.Info("grants applied", "issued_at", body.IssuedAt, "snapshot", body.Snapshot,
-		"applied", ack.Applied, "stale", ack.Stale, "rejected", len(ack.Rejected), "revoked_by_snapshot", revoked)
+		"applied", ack.Applied, "stale", ack.Stale, "rejected", len(ack.Rejected), "revoked_by_snapshot", revoked,
+		"superseded_by_snapshot", superseded)
 	return ack, nil
 }
 

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -479,39 +478,26 @@ func TestNestedPickupWithoutAnEndNeverComesIntoForce(t *testing.T) {
 	}
 }
 
-// A deposit grant stored before migration 7 (its nested pickup's code only
-// inside the pickup JSON) still takes that code once the locker is updated.
-func TestMigrationKeepsPendingPickupCodes(t *testing.T) {
-	const x = "7777777"
+// A pickup brought into force by a deposit carries its deposit grant's
+// issued_at: a snapshot older than that deposit grant, delivered late,
+// leaves the recipient's code working.
+func TestLateSnapshotKeepsThePickupOfANewerDeposit(t *testing.T) {
+	t1, t2 := t0.Add(time.Minute), t0.Add(2*time.Minute)
 	s := newSafetyRig(t)
-	s.send(false, false, t0, deposit("d1", 1, "111111", 1, x))
-	s.stop()
-	// Back to the schema of migration 6, the row as it stored it.
-	db, err := sql.Open("sqlite", store.DSN(s.path))
-	if err != nil {
-		t.Fatal(err)
+	s.send(false, false, t2, deposit("d1", 1, "111111", 1, "7777777"))
+	if n := s.depositParcel("111111"); n != 1 {
+		t.Fatalf("deposit opened %d", n)
 	}
-	for _, q := range []string{
-		"DROP INDEX grants_pickup_code",
-		"ALTER TABLE grants DROP COLUMN pickup_code",
-		"ALTER TABLE grants DROP COLUMN pickup_id",
-		"PRAGMA user_version = 6",
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
+	if g, ok := s.grant("d1-p"); !ok || !g.IssuedAt.Equal(t2) {
+		t.Fatalf("the pickup brought into force: %+v, want issued_at %v", g, t2)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
+	s.send(false, true, t1, depositOp("g-1", 1, "222222", "M", 0))
+	if g, _ := s.grant("d1-p"); g.Revoked {
+		t.Fatal("a snapshot older than the deposit grant revoked its pickup")
 	}
-	s.start()
-	if g, _ := s.grant("d1"); g.PickupID != "d1-p" || g.PickupCode != hash(x) {
-		t.Fatalf("after migration 7: pickup_id %q, pickup_code %q", g.PickupID, g.PickupCode)
-	}
-	for _, p := range viewPaths {
-		ack := s.send(p.big, false, t0.Add(time.Minute), deposit("d2-"+p.name, 1, "222222", 2, x))
-		if got := rejection(ack, "d2-"+p.name); got != "pickup.code_hash in use by another grant" {
-			t.Fatalf("%s: a deposit nesting the migrated pending pickup's code: ack error %q", p.name, got)
-		}
+	before := len(s.cab.Releases())
+	s.keys("7777777#")
+	if rel := s.cab.Releases(); len(rel) != before+1 || rel[before] != 1 {
+		t.Fatalf("the recipient's code released %v", rel[before:])
 	}
 }
