@@ -28,9 +28,6 @@ func (c *Controller) step(tx *store.Tx, sc store.Compartment, ev fsm.Event) (fsm
 	}
 	next := res.Next
 	for _, tr := range res.Traces {
-		if tr.Type == fsm.ParcelMissing.String() && !c.firstMissing(next) {
-			continue // a flickering sensor: one parcel_missing per parcel
-		}
 		seq, err := c.recordSeq(tx, tr)
 		if err != nil {
 			return res, err
@@ -46,18 +43,6 @@ func (c *Controller) step(tx *store.Tx, sc store.Compartment, ev fsm.Event) (fsm
 	}
 	res.Next = next
 	return res, c.putCompartment(tx, next)
-}
-
-// firstMissing says whether the parcel in sc has not yet been reported
-// missing since start: a flickering occupancy sensor must not flood the
-// outbox with one parcel_missing per flicker.
-func (c *Controller) firstMissing(sc store.Compartment) bool {
-	key := fmt.Sprintf("%d/%s", sc.ParcelSeq, sc.ParcelID)
-	if c.missing[sc.Number] == key {
-		return false
-	}
-	c.missing[sc.Number] = key
-	return true
 }
 
 // effect applies one effect of a step on the grants, inside tx. Pulse is
@@ -232,22 +217,75 @@ func (c *Controller) handle(ctx context.Context, ev hal.Event) {
 	}
 }
 
+// Stray parcel reports (a parcel in or out with nobody let in) are judged
+// at once, StrayReports of them per compartment per StrayWindow; a sensor
+// that changes faster is noted quietly and judged once it has held still
+// for StraySettle (housekeeping): a flickering occupancy sensor gives a
+// bounded number of traces, and the record ends right.
+const (
+	StrayReports = 2
+	StrayWindow  = time.Minute
+	StraySettle  = 2 * time.Second
+)
+
 // parcel reacts to a debounced occupancy sensor change.
 func (c *Controller) parcel(ctx context.Context, n int, present bool) {
+	now := c.now()
 	err := c.update(ctx, func(tx *store.Tx) error {
 		sc, err := tx.Compartment(n)
 		if err != nil {
 			return err
 		}
-		res, err := c.step(tx, sc, fsm.Event{Kind: fsm.ParcelChange, Present: present})
-		if err != nil || res.Next.State == sc.State {
+		b := c.strays[n]
+		if now.Sub(b.since) >= StrayWindow || now.Before(b.since) {
+			b = strayBudget{since: now}
+		}
+		quiet := !sc.Session.Active() && b.used >= StrayReports
+		res, err := c.step(tx, sc, fsm.Event{Kind: fsm.ParcelChange, Present: present, Quiet: quiet})
+		if err != nil {
 			return err
+		}
+		if quiet {
+			b.due = now
+		} else if len(res.Traces) > 0 {
+			b.used++
+		}
+		c.strays[n] = b
+		if res.Next.State == sc.State {
+			return nil
 		}
 		return c.refreshReservations(tx)
 	})
 	if err != nil {
 		c.log.Error("occupancy change not recorded", "compartment", n, "err", err)
 	}
+}
+
+// strayBudget counts a compartment's stray parcel reports in the current
+// StrayWindow; due is when a reading was last noted quietly (zero: none).
+type strayBudget struct {
+	since, due time.Time
+	used       int
+}
+
+// judgeStrays judges, in tx, the occupancy readings noted quietly that
+// have held still for StraySettle.
+func (c *Controller) judgeStrays(tx *store.Tx, now time.Time) error {
+	for n, b := range c.strays {
+		if b.due.IsZero() || now.Sub(b.due) < StraySettle {
+			continue
+		}
+		sc, err := tx.Compartment(n)
+		if err != nil {
+			return err
+		}
+		b.due = time.Time{}
+		c.strays[n] = b
+		if _, err := c.step(tx, sc, fsm.Event{Kind: fsm.Judge}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // released reacts to the end of a release: a door that did not open is a

@@ -105,8 +105,9 @@ type Controller struct {
 	openSince  map[int]time.Time    // doors seen open, since when
 	openedAt   map[int]time.Time    // when hal saw each door open, for MinOpenTime
 	leftAlarm  map[int]time.Time    // last door_left_open per open door
-	missing    map[int]string       // the parcel last reported missing per compartment (firstMissing)
 	rejTraced  map[string]time.Time // grant → its last grant_rejected trace
+	strays     map[int]strayBudget  // stray parcel reports per compartment (parcel)
+	movedOn    map[string]time.Time // deposit grant → when its code was typed, once it moved on
 	dirty      bool                 // the current transaction changed a compartment
 
 	// The clock estimate (clock.go), read by Now from any goroutine.
@@ -184,8 +185,9 @@ func New(opts Options) (*Controller, error) {
 		openSince: map[int]time.Time{},
 		openedAt:  map[int]time.Time{},
 		leftAlarm: map[int]time.Time{},
-		missing:   map[int]string{},
 		rejTraced: map[string]time.Time{},
+		strays:    map[int]strayBudget{},
+		movedOn:   map[string]time.Time{},
 	}
 	for _, hc := range opts.Cabinet.Compartments() {
 		c.hw[hc.Number] = hc
@@ -435,6 +437,15 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string, moveOn
 	if s.Action != "deposit" || !moveOn || c.now().Sub(s.At) > MoveOnWithin {
 		return
 	}
+	// A deposit moves on once per code: a cabinet whose every lock fails
+	// must not fire the coil of every fitting compartment for one code.
+	if first, moved := c.movedOn[s.GrantID]; moved && c.now().Sub(first) <= MoveOnWithin {
+		return
+	}
+	if len(c.movedOn) >= 256 {
+		clear(c.movedOn)
+	}
+	c.movedOn[s.GrantID] = s.At
 	// The courier is still at the cabinet: try the next fitting compartment.
 	var g store.Grant
 	err = c.st.View(ctx, func(tx *store.Tx) error {
@@ -546,6 +557,9 @@ func (c *Controller) housekeeping(ctx context.Context) {
 		}
 		all, err := tx.Compartments()
 		if err != nil {
+			return err
+		}
+		if err := c.judgeStrays(tx, now); err != nil {
 			return err
 		}
 		for _, sc := range all {

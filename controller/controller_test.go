@@ -738,7 +738,7 @@ func TestBootReconcilesWithSensors(t *testing.T) {
 	r.cab.door[2] = true
 	r.start()
 	got := r.types()
-	want := "door_closed deposited door_opened started"
+	want := "door_closed deposited door_opened door_forced started" // door 2 was forced while the locker was down
 	if strings.Join(got, " ") != want {
 		t.Fatalf("boot traces = %v, want %s", got, want)
 	}

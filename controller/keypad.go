@@ -184,7 +184,7 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 			} else {
 				// The smallest free compartment that fits; the lowest number among equals.
 				for _, sc := range all {
-					if sc.State != "free" || sc.Disabled || sc.Session.Active() || sc.DoorOpen ||
+					if sc.State != "free" || sc.Disabled || sc.Session.Active() || sc.DoorOpen || sc.ParcelPresent ||
 						sizeRank[sc.Size] < sizeRank[g.Size] {
 						continue
 					}

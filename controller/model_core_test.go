@@ -53,6 +53,7 @@ type mcomp struct {
 	occupied bool // a parcel on record (until picked_up / reclaimed)
 	present  bool // the recorded presence
 	gone     bool // parcel_missing
+	stray    bool // the parcel on record is one nobody deposited (parcel_found)
 	disabled bool
 	sess     *msess
 }
@@ -881,7 +882,7 @@ func (m *model) fold(w *mworld, tr Trace) {
 			return
 		}
 		c.inst++
-		c.occupied, c.present, c.gone, c.parcelID = true, true, false, tr.ParcelID
+		c.occupied, c.present, c.gone, c.parcelID, c.stray = true, true, false, tr.ParcelID, false
 		g := m.g[tr.GrantID]
 		if g == nil || !g.put {
 			return
@@ -900,13 +901,17 @@ func (m *model) fold(w *mworld, tr Trace) {
 		}
 	case "picked_up", "reclaimed":
 		if c != nil {
-			c.occupied, c.present, c.gone = false, false, false
+			c.occupied, c.present, c.gone, c.stray = false, false, false, false
 		}
 		if g := m.g[tr.GrantID]; g != nil {
 			g.ended = true
 		}
 	case "parcel_missing":
-		if c != nil {
+		switch {
+		case c != nil && c.stray:
+			// A parcel nobody deposited is gone again: nothing on record.
+			c.occupied, c.present, c.gone, c.stray = false, false, false, false
+		case c != nil:
 			c.present, c.gone = false, true
 		}
 	case "parcel_found":
@@ -915,7 +920,7 @@ func (m *model) fold(w *mworld, tr Trace) {
 				c.present, c.gone = true, false
 			} else {
 				c.inst++
-				c.occupied, c.present, c.gone, c.parcelID = true, true, false, ""
+				c.occupied, c.present, c.gone, c.parcelID, c.stray = true, true, false, "", true
 			}
 		}
 	case "compartment_disabled":

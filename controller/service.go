@@ -17,7 +17,7 @@ import (
 type serviceMode struct {
 	grantID, actor string
 	codeHash       string // the code that opened the menu: a transfer (a put with another code) ends it
-	choice         byte // 0: the menu; '1'..'3': waiting for a compartment number
+	choice         byte   // 0: the menu; '1'..'3': waiting for a compartment number
 }
 
 func (c *Controller) enterService(g store.Grant) {

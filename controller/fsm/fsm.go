@@ -137,6 +137,7 @@ type Compartment struct {
 	ParcelID      string
 	Fault         Fault
 	ParcelSeq     int64 // the seq of the trace that put the parcel there (deposited); 0: none
+	Missing       bool  // parcel_missing was recorded for the parcel it holds, and not its return
 	Session       Session
 }
 
@@ -183,12 +184,15 @@ const (
 	// Boot: the sensors' readings at start-up, to be reconciled with what
 	// was stored before the power went.
 	Boot
+	// Judge: compare the occupancy reading noted quietly with what the
+	// compartment should hold, and report the difference.
+	Judge
 )
 
 var kindNames = [...]string{Release: "release", DoorOpen: "door open", DoorClose: "door close",
 	DoorDoubted: "door doubted", ParcelChange: "parcel change", LockWorked: "lock worked", LockFailed: "lock failed",
 	SensorFailed: "sensor failed", SensorOK: "sensor ok", Enable: "enable", Disable: "disable", Expire: "expire",
-	Reserve: "reserve", Unreserve: "unreserve", Boot: "boot"}
+	Reserve: "reserve", Unreserve: "unreserve", Boot: "boot", Judge: "judge"}
 
 func (k Kind) String() string {
 	if k > 0 && int(k) < len(kindNames) {
@@ -223,6 +227,9 @@ type Event struct {
 	AtStart bool
 	// TakeUse: Release: the release takes one use of its grant.
 	TakeUse bool
+	// Quiet: ParcelChange: note the reading but do not judge it yet (a
+	// sensor changing faster than reports are allowed; Judge follows).
+	Quiet bool
 }
 
 // EffectKind is something a step asks of the grants or the hardware.
@@ -337,15 +344,24 @@ func (m *machine) step(ev Event) error {
 		}
 		c.DoorOpen = false
 		m.trace(wire.Trace{Type: string(DoorClosed), GrantID: s.GrantID, Actor: s.Actor, Content: "Door " + Two(c.Number) + " closed"})
-		if s.Active() && s.Opened {
+		switch {
+		case s.Active() && s.Opened:
 			m.finish(ev.HasOccupancy)
+		case !s.Active() && ev.HasOccupancy:
+			// A door nobody was let through (forced, or found open at
+			// start-up) closed: what is inside now is what it holds.
+			m.stray(false)
 		}
 	case ParcelChange:
 		changed := c.ParcelPresent != ev.Present
 		c.ParcelPresent = ev.Present
-		if changed && !s.Active() {
+		if changed && !s.Active() && !ev.Quiet {
 			// Nobody was let in: a parcel came or went through a forced door.
 			m.stray(ev.AtStart)
+		}
+	case Judge:
+		if !s.Active() {
+			m.stray(false)
 		}
 	case LockWorked:
 		if c.State == Faulted && c.Fault == LockFault {
@@ -428,7 +444,9 @@ func (m *machine) release(s Session, takeUse bool) error {
 		return ErrBusy
 	}
 	switch {
-	case s.Action == Deposit && (!c.State.Empty() || c.Disabled):
+	case s.Action == Deposit && (!c.State.Empty() || c.Disabled || c.ParcelPresent):
+		// (A parcel the sensor reads in an empty compartment is a
+		// stranger's, not yet judged: no deposit records it as its own.)
 		return ErrNotEmpty
 	case s.Action.TakesParcel() && (!c.State.HoldsParcel() || c.Disabled):
 		return ErrNoParcel
@@ -457,6 +475,12 @@ func (m *machine) finish(hasSensor bool) {
 	c.Session = Session{}
 	m.finished, m.ended = true, s
 	switch s.Action {
+	case Service, Command, SelfTest:
+		// These openings move no parcel on record: one that moved all the
+		// same (put in or taken out by whoever stood there) is reported.
+		if hasSensor {
+			m.stray(false)
+		}
 	case Deposit:
 		if hasSensor && !c.ParcelPresent {
 			m.trace(wire.Trace{Type: string(DepositCancelled), GrantID: s.GrantID, Actor: s.Actor, ParcelID: s.Parcel,
@@ -464,7 +488,7 @@ func (m *machine) finish(hasSensor bool) {
 			c.State = Free // the reservations make it reserved again where a grant names it
 			return
 		}
-		c.State, c.ParcelID = Occupied, s.Parcel
+		c.State, c.ParcelID, c.Missing = Occupied, s.Parcel, false
 		if !hasSensor {
 			c.ParcelPresent = false
 		}
@@ -483,34 +507,48 @@ func (m *machine) finish(hasSensor bool) {
 		}
 		m.effect(Effect{Kind: ParcelGone, GrantID: s.GrantID, ParcelID: c.ParcelID, ParcelSeq: c.ParcelSeq})
 		parcel := c.ParcelID
-		c.State, c.ParcelID, c.ParcelSeq = Free, "", 0
+		c.State, c.ParcelID, c.ParcelSeq, c.Missing = Free, "", 0, false
 		m.trace(wire.Trace{Type: string(typ), GrantID: s.GrantID, Actor: s.Actor, ParcelID: parcel,
 			Content: ParcelText(parcel) + verb + Two(n)})
 	}
-	// Service, command and self-test openings change no parcel state.
 }
 
 // clearFault ends state Faulted: the compartment is occupied again if it
-// holds a deposited parcel, else free.
+// holds a deposited parcel, free if it is empty, and out of use for a
+// parcel that no deposit put there if its sensor reads one (an enable does
+// not turn a stranger's parcel into a free compartment).
 func (m *machine) clearFault() {
 	c := &m.c
-	c.State, c.Fault = Free, NoFault
-	if c.ParcelID != "" {
-		c.State = Occupied
+	switch {
+	case c.ParcelID != "":
+		c.State, c.Fault = Occupied, NoFault
+	case c.ParcelPresent:
+		if c.Fault != ParcelFault {
+			m.trace(wire.Trace{Type: string(ParcelFound),
+				Content: "A parcel is in compartment " + Two(c.Number) + ", which should be empty"})
+		}
+		c.State, c.Fault = Faulted, ParcelFault
+	default:
+		c.State, c.Fault = Free, NoFault
 	}
 }
 
 // stray reports a parcel where none should be — put in through a forced
 // door, or there when the locker started — and takes the compartment out
-// of use (fault "parcel") until a technician enables it: no deposit may
-// open it and record someone else's parcel as its own. A parcel gone from
-// a compartment that should hold one is reported too; the compartment
-// stays occupied (a sensor may be wrong, and no other parcel can be put
-// in it), and the parcel's own pickup code still opens it.
+// of use (fault "parcel") until it is gone or a technician enables it: no
+// deposit may open it and record someone else's parcel as its own. Such a
+// parcel taken out again is reported gone, and the compartment is free.
+// A parcel gone from a compartment that should hold one is reported too;
+// the compartment stays occupied (a sensor may be wrong, and no other
+// parcel can be put in it), and the parcel's own pickup code still opens
+// it. It is reported missing once (Missing), and its return is reported.
 func (m *machine) stray(atStart bool) {
 	c := &m.c
 	switch {
-	case c.ParcelPresent && c.State.Empty():
+	case c.ParcelPresent && (c.State.Empty() || (c.State == Faulted && c.Fault != ParcelFault && c.ParcelID == "")):
+		// (A stray parcel outranks a lock or sensor fault: once it is gone
+		// the compartment is free, and a faulty lock shows again at its
+		// next release.)
 		when := "appeared, without a deposit,"
 		if atStart {
 			when = "found at start-up"
@@ -518,13 +556,22 @@ func (m *machine) stray(atStart bool) {
 		c.State, c.Fault = Faulted, ParcelFault
 		m.trace(wire.Trace{Type: string(ParcelFound),
 			Content: "A parcel " + when + " in compartment " + Two(c.Number) + ", which should be empty"})
-	case !c.ParcelPresent && c.State.HoldsParcel():
+	case !c.ParcelPresent && c.State == Faulted && c.Fault == ParcelFault:
+		c.State, c.Fault = Free, NoFault
+		m.trace(wire.Trace{Type: string(ParcelMissing),
+			Content: "The parcel found in compartment " + Two(c.Number) + " is gone"})
+	case !c.ParcelPresent && c.State.HoldsParcel() && !c.Missing:
+		c.Missing = true
 		when := "gone, without a pickup,"
 		if atStart {
 			when = "missing at start-up"
 		}
 		m.trace(wire.Trace{Type: string(ParcelMissing), ParcelID: c.ParcelID,
 			Content: ParcelText(c.ParcelID) + " " + when + " from compartment " + Two(c.Number)})
+	case c.ParcelPresent && c.State.HoldsParcel() && c.Missing:
+		c.Missing = false
+		m.trace(wire.Trace{Type: string(ParcelFound), ParcelID: c.ParcelID,
+			Content: ParcelText(c.ParcelID) + " is back in compartment " + Two(c.Number)})
 	}
 }
 
@@ -548,6 +595,9 @@ func (m *machine) boot(ev Event) {
 		m.trace(wire.Trace{Type: string(typ), Content: "Door " + Two(c.Number) + " found " + what + " at start-up"})
 		if ev.Open {
 			c.Session.Opened = s.Active()
+			if !s.Active() {
+				m.trace(wire.Trace{Type: string(DoorForced), Content: "Door " + Two(c.Number) + " was opened without a release while the locker was down"})
+			}
 		}
 	}
 	c.DoorOpen = ev.Open

@@ -97,7 +97,7 @@ func TestStep(t *testing.T) {
 		{name: "sensor recovers", c: with(free, func(c *Compartment) { c.State, c.Fault = Faulted, SensorFault }),
 			ev: Event{Kind: SensorOK}, state: Free, traces: []string{"sensor_recovered"}},
 		{name: "a sensor's recovery does not clear a stray parcel",
-			c: with(free, func(c *Compartment) { c.State, c.Fault = Faulted, ParcelFault }),
+			c:  with(free, func(c *Compartment) { c.State, c.Fault = Faulted, ParcelFault }),
 			ev: Event{Kind: SensorOK}, state: Faulted, traces: []string{"sensor_recovered"}},
 		{name: "enable clears a fault", c: with(free, func(c *Compartment) { c.State, c.Fault = Faulted, ParcelFault }),
 			ev: Event{Kind: Enable}, state: Free, traces: []string{"compartment_enabled"}},

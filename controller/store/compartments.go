@@ -16,13 +16,13 @@ type (
 )
 
 const compartmentCols = `number, size, state, disabled, door_open, parcel_present, parcel_id,
-	session_grant, session_action, session_actor, session_parcel, session_at, session_opened, fault, parcel_seq`
+	session_grant, session_action, session_actor, session_parcel, session_at, session_opened, fault, parcel_seq, parcel_missing`
 
 func scanCompartment(sc interface{ Scan(...any) error }) (Compartment, error) {
 	var c Compartment
 	var at string
 	err := sc.Scan(&c.Number, &c.Size, &c.State, &c.Disabled, &c.DoorOpen, &c.ParcelPresent, &c.ParcelID,
-		&c.Session.GrantID, &c.Session.Action, &c.Session.Actor, &c.Session.Parcel, &at, &c.Session.Opened, &c.Fault, &c.ParcelSeq)
+		&c.Session.GrantID, &c.Session.Action, &c.Session.Actor, &c.Session.Parcel, &at, &c.Session.Opened, &c.Fault, &c.ParcelSeq, &c.Missing)
 	c.Session.At = parseTime(at)
 	return c, err
 }
@@ -58,10 +58,10 @@ func (t *Tx) Compartments() ([]Compartment, error) {
 // PutCompartment inserts or replaces compartment c.
 func (t *Tx) PutCompartment(c Compartment) error {
 	_, err := t.exec(`INSERT OR REPLACE INTO compartments(`+compartmentCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.Number, c.Size, c.State, c.Disabled, c.DoorOpen, c.ParcelPresent, c.ParcelID,
 		c.Session.GrantID, c.Session.Action, c.Session.Actor, c.Session.Parcel, timeText(c.Session.At), c.Session.Opened,
-		c.Fault, c.ParcelSeq)
+		c.Fault, c.ParcelSeq, c.Missing)
 	return err
 }
 

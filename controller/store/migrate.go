@@ -141,6 +141,11 @@ UPDATE grants SET
 WHERE pickup <> '' AND json_valid(pickup);
 CREATE INDEX grants_pickup_code ON grants(pickup_code) WHERE revoked = 0 AND pickup_code <> '';
 `,
+	// 8: parcel_missing was recorded for the parcel the compartment holds
+	// (and not its return): it is reported once, and its return is news,
+	// across restarts too.
+	`ALTER TABLE compartments ADD COLUMN parcel_missing INTEGER NOT NULL DEFAULT 0
+	CHECK (parcel_missing IN (0, 1) AND (parcel_missing = 0 OR state IN ('occupied', 'expired')));`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
