@@ -24,8 +24,9 @@ build: ## build locker-sim, lockerd and lockerctl into bin/
 	$(foreach c,$(CMDS),$(GO) build -o $(BIN)/$(c) ./cmd/$(c) &&) true
 
 .PHONY: test
-test: ## run every test with -race (needs mosquitto, chromium and firefox-esr: apt-get install mosquitto chromium firefox-esr)
+test: ## run every test with -race, then the adversarial model test at 2,000 sequences (needs mosquitto, chromium and firefox-esr: apt-get install mosquitto chromium firefox-esr)
 	$(GO) test -race -count=1 -timeout 15m ./...
+	LOCKER_MODEL_SEQS=2000 $(GO) test -count=1 -timeout 10m -run '^TestModel$$' ./controller/
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck

@@ -220,12 +220,12 @@ func (c *Controller) handle(ctx context.Context, ev hal.Event) {
 // Stray parcel reports (a parcel in or out with nobody let in) are judged
 // at once, StrayReports of them per compartment per StrayWindow; a sensor
 // that changes faster is noted quietly and judged once it has held still
-// for StraySettle (housekeeping): a flickering occupancy sensor gives a
-// bounded number of traces, and the record ends right.
+// for two housekeeping ticks (counted in ticks, not on the clock, which may
+// not be trusted): a flickering occupancy sensor gives a bounded number of
+// traces, and the record ends right.
 const (
 	StrayReports = 2
 	StrayWindow  = time.Minute
-	StraySettle  = 2 * time.Second
 )
 
 // parcel reacts to a debounced occupancy sensor change.
@@ -246,7 +246,7 @@ func (c *Controller) parcel(ctx context.Context, n int, present bool) {
 			return err
 		}
 		if quiet {
-			b.due = now
+			b.due = c.ticks + 1
 		} else if len(res.Traces) > 0 {
 			b.used++
 		}
@@ -262,24 +262,26 @@ func (c *Controller) parcel(ctx context.Context, n int, present bool) {
 }
 
 // strayBudget counts a compartment's stray parcel reports in the current
-// StrayWindow; due is when a reading was last noted quietly (zero: none).
+// StrayWindow; due is one more than the housekeeping tick count at which a
+// reading was last noted quietly (0: none).
 type strayBudget struct {
-	since, due time.Time
-	used       int
+	since time.Time
+	used  int
+	due   uint64
 }
 
 // judgeStrays judges, in tx, the occupancy readings noted quietly that
-// have held still for StraySettle.
-func (c *Controller) judgeStrays(tx *store.Tx, now time.Time) error {
+// have held still since the tick before the last.
+func (c *Controller) judgeStrays(tx *store.Tx) error {
 	for n, b := range c.strays {
-		if b.due.IsZero() || now.Sub(b.due) < StraySettle {
+		if b.due == 0 || c.ticks < b.due+1 {
 			continue
 		}
 		sc, err := tx.Compartment(n)
 		if err != nil {
 			return err
 		}
-		b.due = time.Time{}
+		b.due = 0
 		c.strays[n] = b
 		if _, err := c.step(tx, sc, fsm.Event{Kind: fsm.Judge}); err != nil {
 			return err

@@ -108,6 +108,7 @@ type Controller struct {
 	rejTraced  map[string]time.Time // grant → its last grant_rejected trace
 	strays     map[int]strayBudget  // stray parcel reports per compartment (parcel)
 	movedOn    map[string]time.Time // deposit grant → when its code was typed, once it moved on
+	ticks      uint64               // housekeeping ticks since start (1: the first)
 	dirty      bool                 // the current transaction changed a compartment
 
 	// The clock estimate (clock.go), read by Now from any goroutine.
@@ -499,6 +500,7 @@ func (c *Controller) boundOutbox(ctx context.Context) {
 
 // housekeeping runs every tick: expiry, time-outs, display.
 func (c *Controller) housekeeping(ctx context.Context) {
+	c.ticks++
 	now := c.now()
 	if (len(c.entry) > 0 || c.service != nil) && now.Sub(c.entryAt) > c.opts.EntryTimeout {
 		c.clearEntry()
@@ -523,6 +525,9 @@ func (c *Controller) housekeeping(ctx context.Context) {
 	var stuck []int
 	trusted := c.clockTrusted()
 	err := c.update(ctx, func(tx *store.Tx) error {
+		if err := c.judgeStrays(tx); err != nil {
+			return err
+		}
 		if !trusted {
 			return nil // nothing expires on a clock that is not trusted
 		}
@@ -557,9 +562,6 @@ func (c *Controller) housekeeping(ctx context.Context) {
 		}
 		all, err := tx.Compartments()
 		if err != nil {
-			return err
-		}
-		if err := c.judgeStrays(tx, now); err != nil {
 			return err
 		}
 		for _, sc := range all {

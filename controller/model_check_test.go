@@ -1,5 +1,3 @@
-//go:build modeltest
-
 package controller
 
 // The invariants of model_test.go, checked after every action.

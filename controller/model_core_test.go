@@ -1,5 +1,3 @@
-//go:build modeltest
-
 package controller
 
 // The reference model of model_test.go: grants, compartments, keypad.
@@ -457,6 +455,12 @@ func (w *mworld) grants(line string) {
 		id := ops[i].op.GrantID
 		if _, ok := saved[id]; !ok {
 			saved[id] = cloneGrant(m.g[id])
+		}
+		if b.IssuedAt.Before(m.lastSnapshot) {
+			// Issued before the newest snapshot applied, which was the
+			// central's whole state at a later time: every op is stale.
+			results[i] = "stale"
+			continue
 		}
 		results[i] = m.applyOp(&ops[i], b.IssuedAt, now)
 	}

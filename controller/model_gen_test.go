@@ -1,5 +1,3 @@
-//go:build modeltest
-
 package controller
 
 // The generator of model_test.go: random steps over everything that can

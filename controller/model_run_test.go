@@ -1,5 +1,3 @@
-//go:build modeltest
-
 package controller
 
 // TestModel, the shrinker and TestModelScenarios (model_test.go).
@@ -9,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	stdsync "sync"
 	"testing"
 	"time"
 )
@@ -55,36 +55,25 @@ func TestModel(t *testing.T) {
 		first, _ = strconv.ParseUint(s, 10, 64)
 	}
 	start := time.Now()
+	var mu stdsync.Mutex // guards total, violations, found
 	total, violations := 0, 0
 	found := map[string]bool{}
-	for seed := first; seed < first+uint64(seqs); seed++ {
-		g := newGen(seed, steps)
-		lines, v := runModel(t, nil, g.next)
-		total += len(lines)
-		if v == nil {
-			continue
+	// The sequences are independent (a rig each): one worker per core.
+	workers := min(runtime.GOMAXPROCS(0), seqs)
+	t.Run("workers", func(t *testing.T) {
+		for w := 0; w < workers; w++ {
+			t.Run(fmt.Sprint(w), func(t *testing.T) {
+				t.Parallel()
+				for seed := first + uint64(w); seed < first+uint64(seqs); seed += uint64(workers) {
+					if !modelSequence(t, seed, steps, &mu, &total, &violations, found) {
+						return
+					}
+				}
+			})
 		}
-		violations++
-		key := violationKey(v)
-		if found[key] {
-			t.Errorf("seed %d: %v (already shrunk above)", seed, v)
-			continue
-		}
-		found[key] = true
-		min, mv := shrinkModel(t, lines[:v.step+1], key)
-		text := scenarioText(seed, len(lines), min, mv)
-		t.Errorf("LOCKER_MODEL_SEED=%d: %v\nshrunk to %d steps:\n%s", seed, v, len(min), text)
-		if os.Getenv("LOCKER_MODEL_SAVE") != "" {
-			name := filepath.Join(modelScenarioDir, fmt.Sprintf("found-%s-seed%d.txt", strings.ToLower(mv.inv), seed))
-			if err := os.WriteFile(name, []byte(text), 0o644); err != nil {
-				t.Error(err)
-			}
-		}
-		if len(found) >= 8 {
-			t.Fatal("8 distinct violations: stopping")
-		}
-	}
+	})
 	el := time.Since(start)
+	t.Logf("%d workers", workers)
 	t.Logf("%d sequences, %d steps in %v (%.0f steps/s, %.1f sequences/s), %d violations", seqs, total, el.Round(time.Millisecond),
 		float64(total)/el.Seconds(), float64(seqs)/el.Seconds(), violations)
 	row, _ := json.Marshal(struct {
@@ -220,4 +209,41 @@ func TestModelScenarios(t *testing.T) {
 			}
 		})
 	}
+}
+
+// modelSequence runs one random sequence and reports (and shrinks) what it
+// broke; false when the run should stop.
+func modelSequence(t *testing.T, seed uint64, steps int, mu *stdsync.Mutex, total, violations *int, found map[string]bool) bool {
+	g := newGen(seed, steps)
+	lines, v := runModel(t, nil, g.next)
+	mu.Lock()
+	*total += len(lines)
+	if v == nil {
+		mu.Unlock()
+		return true
+	}
+	*violations++
+	key := violationKey(v)
+	seen := found[key]
+	found[key] = true
+	distinct := len(found)
+	mu.Unlock()
+	if seen {
+		t.Errorf("seed %d: %v (already shrunk above)", seed, v)
+		return true
+	}
+	min, mv := shrinkModel(t, lines[:v.step+1], key)
+	text := scenarioText(seed, len(lines), min, mv)
+	t.Errorf("LOCKER_MODEL_SEED=%d: %v\nshrunk to %d steps:\n%s", seed, v, len(min), text)
+	if os.Getenv("LOCKER_MODEL_SAVE") != "" {
+		name := filepath.Join(modelScenarioDir, fmt.Sprintf("found-%s-seed%d.txt", strings.ToLower(mv.inv), seed))
+		if err := os.WriteFile(name, []byte(text), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	if distinct >= 8 {
+		t.Error("8 distinct violations: stopping")
+		return false
+	}
+	return true
 }

@@ -1,5 +1,3 @@
-//go:build modeltest
-
 package controller
 
 // The adversarial model test of issue 11.
@@ -44,8 +42,8 @@ package controller
 //	   the last trusted time (a jump into the future and back leaves no
 //	   trace); no pickup_expired for a pickup still in time.
 //
-//	go test -tags modeltest -run Model ./controller/
-//	LOCKER_MODEL_SEED=123 go test -tags modeltest -run 'TestModel$' -v ./controller/
+//	go test -run Model ./controller/
+//	LOCKER_MODEL_SEED=123 go test -run 'TestModel$' -v ./controller/
 //	LOCKER_TORTURE=1 … many more sequences; LOCKER_MODEL_SAVE=1 writes what it finds
 
 import (
@@ -422,8 +420,8 @@ func (w *mworld) exec(line string) {
 				r.event(hal.Event{Kind: hal.ParcelChanged, Compartment: n, On: v})
 			}
 			// Then the sensor holds still: the controller judges what it
-			// noted quietly once StraySettle has passed (housekeeping).
-			r.clock.Advance(StraySettle)
+			// noted quietly two housekeeping ticks later.
+			r.tick()
 			r.tick()
 		})
 		if d := len(w.allTraces()) - before; d > 4 {

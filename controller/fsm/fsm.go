@@ -529,6 +529,10 @@ func (m *machine) clearFault() {
 		}
 		c.State, c.Fault = Faulted, ParcelFault
 	default:
+		if c.Fault == ParcelFault {
+			m.trace(wire.Trace{Type: string(ParcelMissing),
+				Content: "The parcel found in compartment " + Two(c.Number) + " is gone"})
+		}
 		c.State, c.Fault = Free, NoFault
 	}
 }
