@@ -60,7 +60,8 @@ torture: ## run the torture tests at their torture size (minutes; TORTUREFLAGS=-
 # FUZZTIME=30s (or =100000x) overrides the budget for every target.
 FUZZ_TARGETS = FuzzParse:./hal/wiring:30000 FuzzST7920Layout:./hal:60000 FuzzParse:./simulator/scenario:20000 \
 	FuzzOpen:./sync/protocol:25000 FuzzDecodeGrants:./sync/protocol:80000 FuzzDecodeCommand:./sync/protocol:80000 \
-	FuzzLoadConfig:./cmd/internal/daemon:1000 FuzzKeypad:./controller:3000 FuzzKeypadScan:./hal:30000
+	FuzzLoadConfig:./cmd/internal/daemon:1000 FuzzKeypad:./controller:3000 FuzzKeypadScan:./hal:30000 \
+	FuzzKerongDecode:./hal/rs485/proto:30000 Fuzz8A80Decode:./hal/rs485/proto:30000
 fuzz: ## run each fuzz target briefly (a fixed number of executions; FUZZTIME overrides)
 	@for t in $(FUZZ_TARGETS); do \
 		name=$${t%%:*}; rest=$${t#*:}; pkg=$${rest%%:*}; n=$${rest#*:}; \
