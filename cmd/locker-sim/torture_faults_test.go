@@ -219,6 +219,10 @@ type faultRig struct {
 	rels      []*frel
 	expects   []*fexpect
 	failures  int       // wrong codes in a row, as the keypad counts them
+	// rejectedAt: when each grant's code last gave a grant_rejected trace.
+	rejectedAt map[string]time.Time
+	// quiet: grants whose code must give no grant_rejected after this seq.
+	quiet map[string]int64
 	lastTouch time.Time // a person's last move
 	stranded  []*fparcel
 
@@ -245,7 +249,7 @@ func TestTorturePhysicalFaults(t *testing.T) {
 
 	r := &faultRig{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d)),
 		prefix: "lockers/v1/" + ftLocker + "/", pickOf: map[string]*fparcel{}, depOf: map[string]*fparcel{},
-		codes: map[string]bool{}, auth: map[string]map[int]bool{}, nextID: time.Now().UnixMilli(), debug: os.Getenv("FT_DEBUG") != ""}
+		codes: map[string]bool{}, auth: map[string]map[int]bool{}, rejectedAt: map[string]time.Time{}, quiet: map[string]int64{}, nextID: time.Now().UnixMilli(), debug: os.Getenv("FT_DEBUG") != ""}
 	// The row for `make torture`, whatever happens below.
 	defer r.row()
 
@@ -410,7 +414,7 @@ func (r *faultRig) randomStep() {
 				return
 			}
 		case x < 98:
-			if r.replay() {
+			if r.failures < 3 && r.replay() { // a used-up code counts towards the lockout too
 				return
 			}
 		default:
@@ -810,7 +814,11 @@ func (r *faultRig) observe(tr *controller.Trace) {
 				r.stranded = append(r.stranded, p)
 			}
 		}
-	case "grant_rejected", "door_left_open", "compartment_enabled":
+	case "grant_rejected":
+		if after, ok := r.quiet[tr.GrantID]; ok && tr.Seq > after {
+			r.violate("%s: a second grant_rejected for %s within %v", where, tr.GrantID, controller.RejectedTraceEvery)
+		}
+	case "door_left_open", "compartment_enabled":
 	case "parcel_found", "parcel_missing":
 		// Documented for the start-up only, but true of what this run does
 		// to the parcels behind forced doors.
@@ -1436,7 +1444,16 @@ func (r *faultRig) replay() bool {
 	if grant == p.pick {
 		n = p.comp
 	}
-	r.expect("grant_rejected", n, 3*time.Second, "a used-up code")
+	// At most one grant_rejected per grant per RejectedTraceEvery: a code
+	// typed again and again writes no trace per try.
+	if last, ok := r.rejectedAt[grant]; !ok || time.Since(last) > controller.RejectedTraceEvery+time.Second {
+		r.expect("grant_rejected", n, 3*time.Second, "a used-up code")
+		r.rejectedAt[grant] = time.Now()
+		delete(r.quiet, grant)
+	} else if time.Since(last) < controller.RejectedTraceEvery-time.Second {
+		r.quiet[grant] = r.checked
+	}
+	r.failures++
 	if rels := r.typeCode(code, grant, nil); len(rels) > 0 {
 		r.violate("a used-up code of %s opened %02d", p.id, rels[0].n)
 	}
