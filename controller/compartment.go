@@ -121,6 +121,17 @@ func (c *Controller) activatePickup(tx *store.Tx, dep store.Grant, sc store.Comp
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	// The code was kept for this pickup while its deposit grant was in
+	// force; a deposit grant that ended while its door stood open let it
+	// go, and another grant may hold it now: then the pickup does not come
+	// into force (one code, one parcel), and the trace says so.
+	if taken, err := (dbView{tx}).codeInUse(p.CodeHash, p.GrantID, p.GrantID, c.now()); err != nil {
+		return err
+	} else if taken {
+		return c.record(tx, Trace{Type: "grant_rejected", GrantID: p.GrantID, Actor: p.Actor, Compartment: sc.Number,
+			Reason: "pickup code in use by another grant", ParcelID: dep.ParcelID,
+			Content: "Pickup grant " + p.GrantID + " not brought into force: its code is in use by another grant"})
+	}
 	from := p.ValidFrom
 	if from.IsZero() {
 		from = c.now()
@@ -211,9 +222,9 @@ func (c *Controller) handle(ctx context.Context, ev hal.Event) {
 	case hal.LockReleased:
 		c.released(ctx, ev)
 	case hal.SensorFault:
-		c.sensorFault(ctx, ev.Compartment, ev.Err)
+		c.sensorFault(ctx, ev.Compartment, ev.Source, ev.Err)
 	case hal.SensorRecovered:
-		c.sensorFault(ctx, ev.Compartment, nil)
+		c.sensorFault(ctx, ev.Compartment, ev.Source, nil)
 	}
 }
 
@@ -322,7 +333,7 @@ func (c *Controller) released(ctx context.Context, ev hal.Event) {
 // reads sanely again (err nil). n is 0 for a fault of no one compartment.
 // A free compartment with a faulty sensor is taken out of use until it
 // recovers.
-func (c *Controller) sensorFault(ctx context.Context, n int, cause error) {
+func (c *Controller) sensorFault(ctx context.Context, n int, source string, cause error) {
 	err := c.update(ctx, func(tx *store.Tx) error {
 		if n == 0 {
 			tr := Trace{Type: fsm.SensorRecovered.String(), Content: "Sensor reads sanely again"}
@@ -335,9 +346,20 @@ func (c *Controller) sensorFault(ctx context.Context, n int, cause error) {
 		if err != nil {
 			return err
 		}
-		ev := fsm.Event{Kind: fsm.SensorOK}
+		// A compartment has up to three sources of sensor faults (door,
+		// occupancy, coil): it is in use again only once all have recovered.
+		faults := c.sensorFaults[n]
+		if faults == nil {
+			faults = map[string]bool{}
+			c.sensorFaults[n] = faults
+		}
+		ev := fsm.Event{Kind: fsm.SensorOK, Source: source}
 		if cause != nil {
-			ev = fsm.Event{Kind: fsm.SensorFailed, Reason: cause.Error()}
+			faults[source] = true
+			ev = fsm.Event{Kind: fsm.SensorFailed, Reason: cause.Error(), Source: source}
+		} else {
+			delete(faults, source)
+			ev.Still = len(faults) > 0
 		}
 		if _, err := c.step(tx, sc, ev); err != nil {
 			return err
@@ -346,7 +368,7 @@ func (c *Controller) sensorFault(ctx context.Context, n int, cause error) {
 	})
 	if err != nil {
 		if c.storeErr != nil {
-			c.sensorLater(n, cause)
+			c.sensorLater(n, source, cause)
 			return // resync records it
 		}
 		c.log.Error("sensor fault not recorded", "compartment", n, "err", err)

@@ -109,7 +109,10 @@ type Controller struct {
 	strays     map[int]strayBudget  // stray parcel reports per compartment (parcel)
 	movedOn    map[string]time.Time // deposit grant → when its code was typed, once it moved on
 	ticks      uint64               // housekeeping ticks since start (1: the first)
-	dirty      bool                 // the current transaction changed a compartment
+	// sensorFaults: per compartment, the sources (door, parcel, lock) whose
+	// fault has not recovered.
+	sensorFaults map[int]map[string]bool
+	dirty        bool // the current transaction changed a compartment
 
 	// The clock estimate (clock.go), read by Now from any goroutine.
 	clockMu   sync.Mutex
@@ -125,7 +128,7 @@ type Controller struct {
 	storeFault  atomic.Value
 	// Sensor faults (the cause) and recoveries (nil) hal reported during
 	// the outage, per compartment (0: the bus), to be recorded once it ends.
-	sensorPending map[int][]error
+	sensorPending map[sensorKey][]error
 }
 
 // New checks the options and builds a Controller.
@@ -173,22 +176,23 @@ func New(opts Options) (*Controller, error) {
 		opts.MinSaneTime = MinSaneTime
 	}
 	c := &Controller{
-		opts:      opts,
-		log:       opts.Logger,
-		st:        opts.Store,
-		cab:       opts.Cabinet,
-		clock:     opts.Clock,
-		hw:        map[int]hal.Compartment{},
-		work:      make(chan func()),
-		appended:  make(chan struct{}, 1),
-		changed:   make(chan struct{}, 1),
-		ready:     make(chan struct{}),
-		openSince: map[int]time.Time{},
-		openedAt:  map[int]time.Time{},
-		leftAlarm: map[int]time.Time{},
-		rejTraced: map[string]time.Time{},
-		strays:    map[int]strayBudget{},
-		movedOn:   map[string]time.Time{},
+		opts:         opts,
+		log:          opts.Logger,
+		st:           opts.Store,
+		cab:          opts.Cabinet,
+		clock:        opts.Clock,
+		hw:           map[int]hal.Compartment{},
+		work:         make(chan func()),
+		appended:     make(chan struct{}, 1),
+		changed:      make(chan struct{}, 1),
+		ready:        make(chan struct{}),
+		openSince:    map[int]time.Time{},
+		openedAt:     map[int]time.Time{},
+		leftAlarm:    map[int]time.Time{},
+		rejTraced:    map[string]time.Time{},
+		strays:       map[int]strayBudget{},
+		movedOn:      map[string]time.Time{},
+		sensorFaults: map[int]map[string]bool{},
 	}
 	for _, hc := range opts.Cabinet.Compartments() {
 		c.hw[hc.Number] = hc

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/hal"
 )
 
 // Regression tests for the holes of issue 11 that live in the state
@@ -334,4 +335,32 @@ func TestClockReadsFromOtherGoroutines(t *testing.T) {
 	<-reader
 	cancel()
 	<-done
+}
+
+// A compartment's sensor faults come from up to three sources (door,
+// occupancy sensor, coil): it is in use again only when all recovered, and
+// the trace names the source.
+func TestSensorFaultSources(t *testing.T) {
+	r := newRig(t, "M")
+	r.event(hal.Event{Kind: hal.SensorFault, Compartment: 1, Source: "door", Err: hal.ErrChatter})
+	r.event(hal.Event{Kind: hal.SensorFault, Compartment: 1, Source: "parcel", Err: hal.ErrChatter})
+	r.event(hal.Event{Kind: hal.SensorRecovered, Compartment: 1, Source: "door"})
+	if s := r.state(1); s != "fault" {
+		t.Fatalf("with its occupancy sensor still faulty the compartment is %s", s)
+	}
+	r.event(hal.Event{Kind: hal.SensorRecovered, Compartment: 1, Source: "parcel"})
+	if s := r.state(1); s != "free" {
+		t.Fatalf("with every source recovered the compartment is %s", s)
+	}
+	r.mu.Lock()
+	var contents []string
+	for _, tr := range r.traces {
+		if strings.HasPrefix(tr.Type, "sensor_") {
+			contents = append(contents, tr.Content)
+		}
+	}
+	r.mu.Unlock()
+	if len(contents) != 4 || !strings.HasPrefix(contents[1], "Occupancy sensor 01") {
+		t.Fatalf("sensor traces: %q", contents)
+	}
 }

@@ -146,8 +146,8 @@ func usable(g store.Grant, now time.Time) error {
 		return errEnded
 	case now.Before(g.ValidFrom):
 		return errNotYet
-	case !g.ValidUntil.IsZero() && !now.Before(g.ValidUntil):
-		return errEnded
+	case g.ValidUntil.IsZero() || !now.Before(g.ValidUntil):
+		return errEnded // (no grant is stored without an end; a zero one is not "no end")
 	case g.UsesLeft == 0:
 		return errUsedUp
 	}

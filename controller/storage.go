@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
@@ -83,14 +84,16 @@ func (c *Controller) retryStorage(ctx context.Context) {
 }
 
 // sensorLater keeps a sensor fault (cause set) or recovery (nil) of
-// compartment n for the end of the outage. A compartment keeps at most two,
+// compartment n's source (door, parcel, lock) for the end of the outage. A
+// sensor keeps at most two,
 // alternating: a fault that came and went is recorded as both, and a later
 // report of the same kind replaces the last one.
-func (c *Controller) sensorLater(n int, cause error) {
+func (c *Controller) sensorLater(n int, source string, cause error) {
 	if c.sensorPending == nil {
-		c.sensorPending = map[int][]error{}
+		c.sensorPending = map[sensorKey][]error{}
 	}
-	rs := c.sensorPending[n]
+	k := sensorKey{n, source}
+	rs := c.sensorPending[k]
 	switch {
 	case len(rs) > 0 && (rs[len(rs)-1] == nil) == (cause == nil):
 		rs[len(rs)-1] = cause
@@ -99,7 +102,13 @@ func (c *Controller) sensorLater(n int, cause error) {
 	default:
 		rs = append(rs, cause)
 	}
-	c.sensorPending[n] = rs
+	c.sensorPending[k] = rs
+}
+
+// sensorKey is one sensor: a compartment's door, occupancy sensor or coil.
+type sensorKey struct {
+	n      int
+	source string
 }
 
 // resync replays, as events, the door and parcel changes the sensors saw
@@ -151,9 +160,15 @@ func (c *Controller) resync(ctx context.Context) {
 func (c *Controller) replaySensors(ctx context.Context) {
 	pending := c.sensorPending
 	c.sensorPending = nil
-	for _, n := range slices.Sorted(maps.Keys(pending)) {
-		for _, cause := range pending[n] {
-			c.sensorFault(ctx, n, cause)
+	keys := slices.SortedFunc(maps.Keys(pending), func(a, b sensorKey) int {
+		if a.n != b.n {
+			return a.n - b.n
+		}
+		return strings.Compare(a.source, b.source)
+	})
+	for _, k := range keys {
+		for _, cause := range pending[k] {
+			c.sensorFault(ctx, k.n, k.source, cause)
 		}
 	}
 }

@@ -227,6 +227,11 @@ type Event struct {
 	AtStart bool
 	// TakeUse: Release: the release takes one use of its grant.
 	TakeUse bool
+	// Source: SensorFailed, SensorOK: which sensor ("door", "parcel" for
+	// the occupancy sensor, "lock" for the coil; "" as "door"). Still:
+	// SensorOK: another source of the compartment is still faulty.
+	Source string
+	Still  bool
 	// Quiet: ParcelChange: note the reading but do not judge it yet (a
 	// sensor changing faster than reports are allowed; Judge follows).
 	Quiet bool
@@ -381,15 +386,15 @@ func (m *machine) step(ev Event) error {
 		m.trace(wire.Trace{Type: string(LockFaulted), GrantID: s.GrantID, Actor: s.Actor, Reason: ev.Reason,
 			Content: "Door " + Two(c.Number) + " did not open after a release"})
 	case SensorFailed, SensorOK:
-		tr := wire.Trace{Type: string(SensorFaulted), Reason: ev.Reason,
-			Content: "Door sensor " + Two(c.Number) + " fault: " + ev.Reason}
+		what := sourceText(ev.Source) + " " + Two(c.Number)
+		tr := wire.Trace{Type: string(SensorFaulted), Reason: ev.Reason, Content: what + " fault: " + ev.Reason}
 		if ev.Kind == SensorOK {
-			tr = wire.Trace{Type: string(SensorRecovered), Content: "Door sensor " + Two(c.Number) + " reads sanely again"}
+			tr = wire.Trace{Type: string(SensorRecovered), Content: what + " reads sanely again"}
 		}
 		switch {
 		case ev.Kind == SensorFailed && c.State.Empty() && !s.Active():
 			c.State, c.Fault = Faulted, SensorFault
-		case ev.Kind == SensorOK && c.State == Faulted && c.Fault == SensorFault:
+		case ev.Kind == SensorOK && !ev.Still && c.State == Faulted && c.Fault == SensorFault:
 			m.clearFault()
 		}
 		m.trace(tr)
@@ -632,6 +637,17 @@ func (m *machine) boot(ev Event) {
 		m.trace(wire.Trace{Type: string(ReleaseInterrupted), GrantID: s.GrantID, Actor: s.Actor,
 			Content: "The release of door " + Two(c.Number) + " was cut short by a restart; nothing was opened"})
 	}
+}
+
+// sourceText names the sensor of a sensor fault in a trace's content.
+func sourceText(source string) string {
+	switch source {
+	case "parcel":
+		return "Occupancy sensor"
+	case "lock":
+		return "Lock coil"
+	}
+	return "Door sensor"
 }
 
 // Two is a compartment number in two digits, as the display shows it.
