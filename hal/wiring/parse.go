@@ -272,7 +272,10 @@ func (v *validator) validate(w *Wiring) error {
 	use := func(name, role, ctx, what string, path ...any) {
 		uses = append(uses, pinUse{name: name, role: role, ctx: ctx, what: what, path: path, line: v.line(path...)})
 	}
-	if err := v.compartments(w.Compartments, use); err != nil {
+	if err := v.rs485(w); err != nil {
+		return err
+	}
+	if err := v.compartments(w, use); err != nil {
 		return err
 	}
 	if w.Keypad != nil {
@@ -344,7 +347,13 @@ func (v *validator) sensors(s Sensors) error {
 	return nil
 }
 
-func (v *validator) compartments(cs []Compartment, use func(name, role, ctx, what string, path ...any)) error {
+func (v *validator) compartments(w *Wiring, use func(name, role, ctx, what string, path ...any)) error {
+	cs := w.Compartments
+	type channel struct {
+		bus            string
+		board, channel int
+	}
+	chans := map[channel]int{} // → compartment number
 	if len(cs) == 0 {
 		return v.errf([]any{"compartments"}, "no compartments")
 	}
@@ -366,6 +375,26 @@ func (v *validator) compartments(cs []Compartment, use func(name, role, ctx, wha
 			return v.errf(at("number"), "%s: number already used%s", ctx, prev)
 		}
 		seen[c.Number] = i
+		if c.Bus != "" {
+			if err := v.busCompartment(w, i, ctx, c); err != nil {
+				return err
+			}
+			k := channel{c.Bus, c.Board, c.Channel}
+			if n, dup := chans[k]; dup {
+				return v.errf(at("channel"), "%s: bus %s board %d channel %d already used by compartment %d", ctx, c.Bus, c.Board, c.Channel, n)
+			}
+			chans[k] = c.Number
+			if c.LED != "" {
+				use(c.LED, "LED of "+ctx, ctx, "led pin", at("led")...)
+			}
+			continue
+		}
+		switch {
+		case c.Board != 0 || v.has("compartments", i, "board"):
+			return v.errf(at("board"), "%s: board without a bus", ctx)
+		case c.Channel != 0 || v.has("compartments", i, "channel"):
+			return v.errf(at("channel"), "%s: channel without a bus", ctx)
+		}
 		switch {
 		case c.Size == "":
 			return v.errf(at("size"), "%s: size required (one of S, M, L, XL)", ctx)
@@ -386,6 +415,107 @@ func (v *validator) compartments(cs []Compartment, use func(name, role, ctx, wha
 		}
 	}
 	// With N distinct numbers in 1..N there is no gap.
+	return nil
+}
+
+// busCompartment checks compartment i, wired to an RS485 board.
+func (v *validator) busCompartment(w *Wiring, i int, ctx string, c Compartment) error {
+	at := func(field string) []any { return []any{"compartments", i, field} }
+	b, ok := w.Bus(c.Bus)
+	if !ok {
+		return v.errf(at("bus"), "%s: no rs485 bus named %q", ctx, c.Bus)
+	}
+	for _, f := range []struct{ field, pin string }{{"lock", c.Lock}, {"door", c.Door}, {"parcel", c.Parcel}} {
+		if f.pin != "" {
+			return v.errf(at(f.field), "%s: %s pin %q on a bus compartment (the board's channel is its lock, door and occupancy)", ctx, f.field, f.pin)
+		}
+	}
+	for _, bd := range b.Boards {
+		if bd.Address != c.Board {
+			continue
+		}
+		if c.Channel < 1 || c.Channel > bd.Channels {
+			return v.errf(at("channel"), "%s: channel %d out of range 1..%d of board %d on bus %s", ctx, c.Channel, bd.Channels, c.Board, c.Bus)
+		}
+		return nil
+	}
+	return v.errf(at("board"), "%s: bus %s has no board %d", ctx, c.Bus, c.Board)
+}
+
+// RS485Bauds are the speeds a bus may run at.
+var RS485Bauds = []int{1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200}
+
+// rs485 fills the buses' defaults and checks them.
+func (v *validator) rs485(w *Wiring) error {
+	names := map[string]int{}
+	devices := map[string]int{}
+	for i := range w.RS485 {
+		b := &w.RS485[i]
+		at := func(f ...any) []any { return append([]any{"rs485", i}, f...) }
+		ctx := "rs485 bus " + b.Name
+		switch {
+		case b.Name == "":
+			return v.errf(at("name"), "rs485 (entry %d): name required", i+1)
+		case b.Device == "":
+			return v.errf(at("device"), "%s: device required (\"/dev/ttyUSB0\")", ctx)
+		}
+		if j, dup := names[b.Name]; dup {
+			return v.errf(at("name"), "%s: name already used%s", ctx, v.lineRef("rs485", j, "name"))
+		}
+		names[b.Name] = i
+		if j, dup := devices[b.Device]; dup {
+			return v.errf(at("device"), "%s: device %s already used by bus %s%s", ctx, b.Device, w.RS485[j].Name, v.lineRef("rs485", j, "device"))
+		}
+		devices[b.Device] = i
+		maxAddr, minAddr, maxCh := 15, 0, 16
+		switch b.Protocol {
+		case ProtocolKerong:
+		case Protocol8A80:
+			minAddr, maxAddr, maxCh = 1, 31, 64
+		case "":
+			return v.errf(at("protocol"), "%s: protocol required (kerong or 8a80)", ctx)
+		default:
+			return v.errf(at("protocol"), "%s: protocol %q not one of kerong, 8a80", ctx, b.Protocol)
+		}
+		if b.Baud == 0 && !v.has("rs485", i, "baud") {
+			b.Baud = map[string]int{ProtocolKerong: 19200, Protocol8A80: 9600}[b.Protocol]
+		}
+		if !slices.Contains(RS485Bauds, b.Baud) {
+			return v.errf(at("baud"), "%s: baud %d not one of %v", ctx, b.Baud, RS485Bauds)
+		}
+		if b.LockOpenBit == nil {
+			one := 1
+			b.LockOpenBit = &one
+		} else if *b.LockOpenBit != 0 && *b.LockOpenBit != 1 {
+			return v.errf(at("lock_open_bit"), "%s: lock_open_bit %d not 0 or 1", ctx, *b.LockOpenBit)
+		}
+		if b.IR != nil && *b.IR && b.Protocol != ProtocolKerong {
+			return v.errf(at("ir"), "%s: ir: %s boards have no infrared sensors", ctx, b.Protocol)
+		}
+		if len(b.Boards) == 0 {
+			return v.errf(at("boards"), "%s: no boards", ctx)
+		}
+		addrs := map[int]int{}
+		for j := range b.Boards {
+			bd := &b.Boards[j]
+			if bd.Channels == 0 && !v.has("rs485", i, "boards", j, "channels") && b.Protocol == ProtocolKerong {
+				bd.Channels = 16
+			}
+			if !v.has("rs485", i, "boards", j, "address") && v.root != nil {
+				return v.errf(at("boards", j), "%s: board (entry %d): address required", ctx, j+1)
+			}
+			if bd.Address < minAddr || bd.Address > maxAddr {
+				return v.errf(at("boards", j, "address"), "%s: board address %d out of range %d..%d", ctx, bd.Address, minAddr, maxAddr)
+			}
+			if k, dup := addrs[bd.Address]; dup {
+				return v.errf(at("boards", j, "address"), "%s: board address %d already used%s", ctx, bd.Address, v.lineRef("rs485", i, "boards", k, "address"))
+			}
+			addrs[bd.Address] = j
+			if bd.Channels < 1 || bd.Channels > maxCh {
+				return v.errf(at("boards", j, "channels"), "%s: board %d: channels %d out of range 1..%d", ctx, bd.Address, bd.Channels, maxCh)
+			}
+		}
+	}
 	return nil
 }
 

@@ -22,6 +22,9 @@ type Wiring struct {
 	// Expanders are the I²C GPIO expanders whose pins the other sections
 	// name as "NAME.A0" … "NAME.B7".
 	Expanders []Expander `yaml:"expanders,omitempty"`
+	// RS485 are the serial buses of lock-control boards; compartments name
+	// a bus, a board and a channel instead of lock and door pins.
+	RS485 []RS485Bus `yaml:"rs485,omitempty"`
 	// Compartments in ascending number, numbered 1..N without gaps.
 	Compartments []Compartment `yaml:"compartments"`
 }
@@ -143,6 +146,69 @@ type Compartment struct {
 	Door   string `yaml:"door"`   // door sensor input pin
 	Parcel string `yaml:"parcel"` // occupancy sensor input pin; empty when none
 	LED    string `yaml:"led"`    // status LED output pin (lit while high); empty when none
+	// Bus names an RS485 bus: the lock, the door feedback and (Kerong, with
+	// ir) the occupancy sensor are the board's channel; Lock, Door and
+	// Parcel stay empty. Empty for a compartment wired to pins.
+	Bus     string `yaml:"bus,omitempty"`
+	Board   int    `yaml:"board,omitempty"`   // the board's address on Bus
+	Channel int    `yaml:"channel,omitempty"` // the lock on the board, 1..channels
+}
+
+// RS485Bus is a serial bus of lock-control boards (a USB-RS485 adapter or a
+// UART).
+type RS485Bus struct {
+	// Name is how compartments name the bus ("BUS1").
+	Name string `yaml:"name"`
+	// Device is the serial device path ("/dev/ttyUSB0").
+	Device string `yaml:"device"`
+	// Protocol is ProtocolKerong or Protocol8A80.
+	Protocol string `yaml:"protocol"`
+	// Baud: default 19200 for kerong, 9600 for 8a80; 8N1 always.
+	Baud int `yaml:"baud"`
+	// LockOpenBit is the level (0 or 1) of a lock/door feedback bit that
+	// means open (default 1); boards differ.
+	LockOpenBit *int `yaml:"lock_open_bit"`
+	// IR: the boards' infrared sensors give each compartment's occupancy
+	// (default true for kerong; 8a80 boards have none).
+	IR *bool `yaml:"ir"`
+	// Boards on the bus, each at its own address.
+	Boards []RS485Board `yaml:"boards"`
+}
+
+// RS485Board is one board on a bus.
+type RS485Board struct {
+	// Address: kerong 0..15 (rotary switch), 8a80 1..31 (DIP switches).
+	Address int `yaml:"address"`
+	// Channels is the number of locks: kerong up to 16 (default 16),
+	// 8a80 1..64 (required; boards are sold with 8 to 24).
+	Channels int `yaml:"channels"`
+}
+
+// RS485 protocols.
+const (
+	ProtocolKerong = "kerong"
+	Protocol8A80   = "8a80"
+)
+
+// OpenBit is the bus's lock_open_bit as a bool (default true).
+func (b *RS485Bus) OpenBit() bool { return b.LockOpenBit == nil || *b.LockOpenBit == 1 }
+
+// HasIR reports whether the boards' infrared sensors are used.
+func (b *RS485Bus) HasIR() bool {
+	if b.IR != nil {
+		return *b.IR
+	}
+	return b.Protocol == ProtocolKerong
+}
+
+// Bus returns the RS485 bus named name.
+func (w *Wiring) Bus(name string) (*RS485Bus, bool) {
+	for i := range w.RS485 {
+		if w.RS485[i].Name == name {
+			return &w.RS485[i], true
+		}
+	}
+	return nil, false
 }
 
 // MaxPulse is the hard cap on a release pulse: no configuration and no bug
