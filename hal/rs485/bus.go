@@ -1,0 +1,719 @@
+// Package rs485 drives the lock-control boards of one RS485 bus: one Bus per
+// serial port, one goroutine (Run) that owns the port and does one
+// transaction at a time — an unlock, or a status query of one board — with
+// a short gap between them.
+//
+// Unlocks go before status polls. An unlock is written once and never
+// sent again by the bus: when its reply is lost (8A/80) or there is none
+// (Kerong), the board's status is read next instead, and until a status of
+// that board has been read after the unlock, another unlock of the same
+// lock is refused with ErrUnresolved (resending an unlock whose outcome is
+// unknown opened doors twice in the field). The boards are polled round
+// robin between unlocks; BoardState gives the last status of each, and
+// whether the board answers: a board that fails FailAfter transactions in a
+// row (time-outs, bad checksums, replies from another address) is down
+// until it answers again. A port that fails (an adapter unplugged) is
+// closed and opened again every ReopenEvery.
+package rs485
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/openlocker/locker/hal/rs485/proto"
+)
+
+// Sentinel errors.
+var (
+	// ErrTimeout: the board did not answer (in full) in time.
+	ErrTimeout = errors.New("rs485: no reply")
+	// ErrUnresolved: an unlock of this lock was sent and no status of its
+	// board has been read since; it is not sent again until one is.
+	ErrUnresolved = errors.New("rs485: outcome of the previous unlock unknown: not resent")
+	// ErrNoBoard: the board or channel is not on this bus.
+	ErrNoBoard = errors.New("rs485: no such board or channel")
+	// ErrPort: the serial port cannot be opened or failed.
+	ErrPort = errors.New("rs485: serial port")
+	// ErrStopped: the bus worker is not running.
+	ErrStopped = errors.New("rs485: bus stopped")
+)
+
+// Opener opens the bus's serial port.
+type Opener func() (io.ReadWriteCloser, error)
+
+// Board is one board on the bus.
+type Board struct {
+	Address  int // Kerong 0–15, 8A/80 1–31
+	Channels int // locks on the board (Kerong 16; 8A/80 8–24)
+}
+
+// Config describes one bus. Zero timings take the defaults below.
+type Config struct {
+	Name     string // "BUS1", for logs and fault sources
+	Protocol proto.Protocol
+	Baud     int // for the timings: how long frames take on the wire
+	// OpenBit is the level of a lock/door feedback bit that means open.
+	OpenBit bool
+	Boards  []Board
+
+	// Gap is the quiet time between two transactions (default 5ms).
+	Gap time.Duration
+	// ReplyTimeout is how long a status query waits for the first byte
+	// of its reply, on top of the frames' wire time (default 50ms).
+	ReplyTimeout time.Duration
+	// UnlockReplyTimeout is how long an 8A/80 unlock waits for its reply,
+	// which boards send ~500ms later (default 1s); a Kerong unlock waits
+	// UnlockSettle for an optional echo and drops it (default 20ms).
+	UnlockReplyTimeout time.Duration
+	UnlockSettle       time.Duration
+	// FailAfter failed transactions in a row put a board down (default 3).
+	FailAfter int
+	// ReopenEvery is how often a failed port is opened again (default 1s).
+	ReopenEvery time.Duration
+	Logger      *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultGap                = 5 * time.Millisecond
+	DefaultReplyTimeout       = 50 * time.Millisecond
+	DefaultUnlockReplyTimeout = time.Second
+	DefaultUnlockSettle       = 20 * time.Millisecond
+	DefaultFailAfter          = 3
+	DefaultReopenEvery        = time.Second
+	// Silence ends an 8A/80 reply whose length is not known.
+	Silence = proto.Silence8A80 * time.Millisecond
+)
+
+// BoardState is what the bus knows of one board.
+type BoardState struct {
+	Address int
+	// Up: the board answered its last status query, or failed fewer than
+	// FailAfter in a row since. Before its first answer it is down.
+	Up bool
+	// Err is the last failure (nil after a good status).
+	Err error
+	// Open and Parcel are the channels reading open (polarity applied)
+	// and, for Kerong, the infrared sensors reading a parcel; bit i is
+	// channel i+1. They keep the last good status while the board is down.
+	Open, Parcel uint64
+	// At is the time of the last good status; Polls counts them.
+	At    time.Time
+	Polls uint64
+}
+
+// Stats counts the bus's transactions.
+type Stats struct {
+	Polls, Unlocks, Timeouts, Checksums, WrongAddress, Malformed, PortErrors uint64
+}
+
+type unlockReq struct {
+	board, ch int
+	written   chan error // the frame was written (nil) or could not be
+}
+
+type boardRun struct {
+	cfg      Board
+	state    BoardState
+	fails    int
+	pending  uint64 // channels unlocked since the last good status: bit ch-1
+	pollNext bool   // read my status next: an unlock's outcome is unknown
+}
+
+// Bus is one serial port's worker; see the package comment.
+type Bus struct {
+	cfg     Config
+	open    Opener
+	log     *slog.Logger
+	unlocks chan *unlockReq
+
+	// mu guards boards (all fields of every boardRun), stats and
+	// running. The worker holds it only between I/O, never across it.
+	mu      sync.Mutex
+	boards  []*boardRun
+	index   map[int]int // address → boards index
+	stats   Stats
+	running bool
+	primed  *port // opened by Prime, taken by Run
+}
+
+// New checks cfg and returns a Bus that Run will drive.
+func New(cfg Config, open Opener) (*Bus, error) {
+	if open == nil {
+		return nil, errors.New("rs485: no opener")
+	}
+	if cfg.Protocol != proto.Kerong && cfg.Protocol != proto.P8A80 {
+		return nil, fmt.Errorf("%w: %v", proto.ErrProtocol, cfg.Protocol)
+	}
+	if cfg.Baud <= 0 {
+		cfg.Baud = cfg.Protocol.DefaultBaud()
+	}
+	cfg.Gap = orDefault(cfg.Gap, DefaultGap)
+	cfg.ReplyTimeout = orDefault(cfg.ReplyTimeout, DefaultReplyTimeout)
+	cfg.UnlockReplyTimeout = orDefault(cfg.UnlockReplyTimeout, DefaultUnlockReplyTimeout)
+	cfg.UnlockSettle = orDefault(cfg.UnlockSettle, DefaultUnlockSettle)
+	cfg.ReopenEvery = orDefault(cfg.ReopenEvery, DefaultReopenEvery)
+	if cfg.FailAfter <= 0 {
+		cfg.FailAfter = DefaultFailAfter
+	}
+	b := &Bus{cfg: cfg, open: open, log: cfg.Logger, unlocks: make(chan *unlockReq, 64), index: map[int]int{}}
+	if b.log == nil {
+		b.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	b.log = b.log.With("bus", cfg.Name)
+	if len(cfg.Boards) == 0 {
+		return nil, fmt.Errorf("rs485: bus %s has no boards", cfg.Name)
+	}
+	for _, bc := range cfg.Boards {
+		if _, dup := b.index[bc.Address]; dup {
+			return nil, fmt.Errorf("rs485: bus %s: board %d twice", cfg.Name, bc.Address)
+		}
+		if bc.Channels < 1 || bc.Channels > 64 {
+			return nil, fmt.Errorf("%w: board %d: %d channels", ErrNoBoard, bc.Address, bc.Channels)
+		}
+		b.index[bc.Address] = len(b.boards)
+		b.boards = append(b.boards, &boardRun{cfg: bc, state: BoardState{Address: bc.Address}})
+	}
+	return b, nil
+}
+
+func orDefault(v, def time.Duration) time.Duration {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Name is the bus's name.
+func (b *Bus) Name() string { return b.cfg.Name }
+
+// Config is the bus's configuration with the defaults filled in.
+func (b *Bus) Config() Config { return b.cfg }
+
+// BoardState returns what the bus knows of the board at addr.
+func (b *Bus) BoardState(addr int) (BoardState, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i, ok := b.index[addr]
+	if !ok {
+		return BoardState{}, false
+	}
+	return b.boards[i].state, true
+}
+
+// Stats returns the transaction counters.
+func (b *Bus) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.stats
+}
+
+// Unlock asks for one unlock of channel ch (1–Channels) of the board at
+// addr and waits until its frame has been written to the port, ahead of
+// any status poll not yet begun; it returns the error if it could not be.
+// It does not wait for the lock to open: the board's next status tells.
+// A lock whose previous unlock is unresolved gives ErrUnresolved.
+func (b *Bus) Unlock(ctx context.Context, addr, ch int) error {
+	b.mu.Lock()
+	i, ok := b.index[addr]
+	running := b.running
+	if ok && (ch < 1 || ch > b.boards[i].cfg.Channels) {
+		ok = false
+	}
+	if ok && b.boards[i].pending&(1<<(ch-1)) != 0 {
+		b.mu.Unlock()
+		return fmt.Errorf("%w: bus %s board %d channel %d", ErrUnresolved, b.cfg.Name, addr, ch)
+	}
+	b.mu.Unlock()
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: bus %s board %d channel %d", ErrNoBoard, b.cfg.Name, addr, ch)
+	case !running:
+		return ErrStopped
+	}
+	r := &unlockReq{board: addr, ch: ch, written: make(chan error, 1)}
+	select {
+	case b.unlocks <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.written:
+		return err
+	case <-ctx.Done():
+		// The worker may still write it: it counts as pending then.
+		return ctx.Err()
+	}
+}
+
+// chunk is what the reader goroutine hands the worker.
+type chunk struct {
+	b   []byte
+	err error
+	at  time.Time
+}
+
+// port is an open serial port with its reader goroutine.
+type port struct {
+	rw   io.ReadWriteCloser
+	in   chan chunk
+	done chan struct{}
+}
+
+func startPort(rw io.ReadWriteCloser) *port {
+	p := &port{rw: rw, in: make(chan chunk, 64), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			buf := make([]byte, 256)
+			n, err := rw.Read(buf)
+			if n > 0 {
+				p.in <- chunk{b: buf[:n], at: time.Now()}
+			}
+			if err != nil {
+				p.in <- chunk{err: err, at: time.Now()}
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func (p *port) close() {
+	_ = p.rw.Close()
+	for { // let the reader end: it may be blocked handing a chunk over
+		select {
+		case <-p.in:
+		case <-p.done:
+			return
+		}
+	}
+}
+
+// Prime opens the port and reads every board's status once, so that the
+// first states are known before Run starts; Run goes on with the port. It
+// fails only when the port cannot be opened (the boards' failures are in
+// their states). Close closes a primed port that Run never took.
+func (b *Bus) Prime(ctx context.Context) error {
+	rw, err := b.open()
+	if err != nil {
+		err = fmt.Errorf("%w %s: %w", ErrPort, b.cfg.Name, err)
+		b.portDown(err)
+		return err
+	}
+	p := startPort(rw)
+	for i := range b.boards {
+		if i > 0 {
+			b.sleep(ctx, b.cfg.Gap, false)
+		}
+		if err := b.status(ctx, p, i); err != nil {
+			p.close()
+			b.portDown(err)
+			return err
+		}
+	}
+	b.mu.Lock()
+	b.primed = p
+	b.mu.Unlock()
+	return nil
+}
+
+// Close closes the port Prime opened if Run has not taken it.
+func (b *Bus) Close() {
+	b.mu.Lock()
+	p := b.primed
+	b.primed = nil
+	b.mu.Unlock()
+	if p != nil {
+		p.close()
+	}
+}
+
+// Run drives the bus until ctx is done; it always returns nil then. It
+// must be called once.
+func (b *Bus) Run(ctx context.Context) error {
+	b.mu.Lock()
+	if b.running {
+		b.mu.Unlock()
+		return errors.New("rs485: Run called twice")
+	}
+	b.running = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.running = false
+		b.mu.Unlock()
+		b.failQueued(ErrStopped)
+	}()
+	b.mu.Lock()
+	p := b.primed
+	b.primed = nil
+	b.mu.Unlock()
+	defer func() {
+		if p != nil {
+			p.close()
+		}
+	}()
+	next := 0 // round robin of status polls
+	for ctx.Err() == nil {
+		if p == nil {
+			rw, err := b.open()
+			if err != nil {
+				b.portDown(fmt.Errorf("%w: %w", ErrPort, err))
+				if !b.sleep(ctx, b.cfg.ReopenEvery, true) {
+					return nil
+				}
+				continue
+			}
+			p = startPort(rw)
+			b.log.Info("serial port open")
+		}
+		var err error
+		select {
+		case r := <-b.unlocks:
+			err = b.unlock(ctx, p, r)
+		default:
+			i := b.pollTarget(&next)
+			err = b.status(ctx, p, i)
+		}
+		if errors.Is(err, ErrPort) {
+			b.portDown(err)
+			p.close()
+			p = nil
+			if !b.sleep(ctx, b.cfg.ReopenEvery, true) {
+				return nil
+			}
+			continue
+		}
+		// The gap between transactions; an unlock that comes meanwhile
+		// waits for it too.
+		if !b.sleep(ctx, b.cfg.Gap, false) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// sleep waits d or until ctx is done; with failUnlocks it answers queued
+// unlocks with the port's failure meanwhile.
+func (b *Bus) sleep(ctx context.Context, d time.Duration, failUnlocks bool) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		var unlocks chan *unlockReq
+		if failUnlocks {
+			unlocks = b.unlocks
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case r := <-unlocks:
+			r.written <- fmt.Errorf("%w: bus %s is down", ErrPort, b.cfg.Name)
+		}
+	}
+}
+
+func (b *Bus) failQueued(err error) {
+	for {
+		select {
+		case r := <-b.unlocks:
+			r.written <- err
+		default:
+			return
+		}
+	}
+}
+
+// pollTarget picks the board to query: one whose unlock's outcome is
+// unknown first, else the next in turn.
+func (b *Bus) pollTarget(next *int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, br := range b.boards {
+		if br.pollNext {
+			return i
+		}
+	}
+	i := *next % len(b.boards)
+	*next = i + 1
+	return i
+}
+
+// portDown marks every board down with err.
+func (b *Bus) portDown(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stats.PortErrors++
+	for _, br := range b.boards {
+		if br.state.Up || br.state.Err == nil {
+			b.log.Error("board down: serial port", "board", br.cfg.Address, "err", err)
+		}
+		br.state.Up, br.state.Err = false, err
+		br.fails = b.cfg.FailAfter
+	}
+}
+
+// drain drops bytes that came outside a transaction (a late reply).
+func (b *Bus) drain(p *port) error {
+	for {
+		select {
+		case c := <-p.in:
+			if c.err != nil {
+				return fmt.Errorf("%w: %w", ErrPort, c.err)
+			}
+			if len(c.b) > 0 {
+				b.log.Debug("stray bytes dropped", "n", len(c.b))
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+func (b *Bus) write(p *port, f []byte) error {
+	if _, err := p.rw.Write(f); err != nil {
+		return fmt.Errorf("%w: write: %w", ErrPort, err)
+	}
+	return nil
+}
+
+// readFrame reads until the splitter gives a good frame, or an error frame,
+// or the line stays silent: first wait for a byte until first, then, once
+// bytes came, until silence passes without more. For 8A/80 replies of
+// unknown length silence ends the frame.
+func (b *Bus) readFrame(ctx context.Context, p *port, s *proto.Splitter, first, silence time.Duration) ([]byte, error) {
+	t := time.NewTimer(first)
+	defer t.Stop()
+	got := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case c := <-p.in:
+			if c.err != nil {
+				return nil, fmt.Errorf("%w: read: %w", ErrPort, c.err)
+			}
+			s.Feed(c.b)
+			got = true
+			f, err := s.Next()
+			if f != nil || err != nil {
+				return f, err
+			}
+			if !t.Stop() {
+				<-t.C
+			}
+			t.Reset(silence)
+		case <-t.C:
+			if !got {
+				return nil, ErrTimeout
+			}
+			f, err := s.Silence()
+			if errors.Is(err, proto.ErrShort) {
+				err = fmt.Errorf("%w: %w", ErrTimeout, err)
+			}
+			return f, err
+		}
+	}
+}
+
+// unlock writes r's frame once and reports the write; then it waits for
+// the reply (8A/80) or lets an optional echo pass (Kerong), and asks for
+// the board's status next.
+func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
+	var f []byte
+	var err error
+	if b.cfg.Protocol == proto.Kerong {
+		f, err = proto.KerongUnlockFrame(r.board, r.ch)
+	} else {
+		f, err = proto.Unlock8A80Frame(r.board, r.ch)
+	}
+	if err == nil {
+		err = b.drain(p)
+	}
+	if err != nil {
+		r.written <- err
+		return err
+	}
+	b.mu.Lock()
+	i := b.index[r.board]
+	br := b.boards[i]
+	if br.pending&(1<<(r.ch-1)) != 0 { // raced with another unlock of it
+		b.mu.Unlock()
+		err := fmt.Errorf("%w: bus %s board %d channel %d", ErrUnresolved, b.cfg.Name, r.board, r.ch)
+		r.written <- err
+		return nil
+	}
+	// Pending from before the write: a write that fails half-way has an
+	// unknown outcome too.
+	br.pending |= 1 << (r.ch - 1)
+	br.pollNext = true
+	b.stats.Unlocks++
+	b.mu.Unlock()
+	err = b.write(p, f)
+	r.written <- err
+	if err != nil {
+		return err
+	}
+	b.log.Info("unlock sent", "board", r.board, "channel", r.ch)
+	wire := time.Duration(proto.FrameTime(len(f), b.cfg.Baud))
+	if b.cfg.Protocol == proto.Kerong {
+		b.sleepDrain(ctx, p, wire+b.cfg.UnlockSettle)
+		return nil
+	}
+	s := proto.NewSplitter(proto.P8A80, proto.Replies)
+	rf, err := b.readFrame(ctx, p, s, wire+b.cfg.UnlockReplyTimeout, Silence)
+	if err == nil {
+		var rep proto.UnlockReply8A80
+		rep, err = proto.DecodeUnlockReply8A80(rf, r.board, r.ch)
+		if err == nil {
+			b.log.Info("unlock reply", "board", r.board, "channel", r.ch, "open", rep.Open)
+			return nil
+		}
+	}
+	if errors.Is(err, ErrPort) {
+		return err
+	}
+	// Lost or garbled: never resent; the status query that comes next
+	// tells what happened.
+	b.log.Warn("unlock reply lost: not resending, reading the status", "board", r.board, "channel", r.ch, "err", err)
+	return nil
+}
+
+// sleepDrain waits d, dropping what arrives.
+func (b *Bus) sleepDrain(ctx context.Context, p *port, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case c := <-p.in:
+			if c.err != nil {
+				// Let the next transaction find it.
+				go func() { p.in <- c }()
+				return
+			}
+		}
+	}
+}
+
+// status queries board i and records the outcome.
+func (b *Bus) status(ctx context.Context, p *port, i int) error {
+	b.mu.Lock()
+	br := b.boards[i]
+	addr, channels := br.cfg.Address, br.cfg.Channels
+	b.mu.Unlock()
+	var q []byte
+	var err error
+	s := proto.NewSplitter(b.cfg.Protocol, proto.Replies)
+	replyLen := proto.KerongReplyLen
+	if b.cfg.Protocol == proto.Kerong {
+		q, err = proto.KerongStatusFrame(addr)
+	} else {
+		q, err = proto.Query8A80Frame(addr)
+		s.SetGroups(proto.Groups8A80(channels))
+		replyLen = proto.Reply8A80Len(channels)
+	}
+	if err != nil {
+		return err
+	}
+	if err := b.drain(p); err != nil {
+		return err
+	}
+	sent := time.Now()
+	if err := b.write(p, q); err != nil {
+		return err
+	}
+	wire := time.Duration(proto.FrameTime(len(q)+replyLen, b.cfg.Baud))
+	silence := 3 * time.Duration(proto.FrameTime(4, b.cfg.Baud)) // a few bytes' time
+	if b.cfg.Protocol == proto.P8A80 {
+		silence = Silence
+	}
+	f, err := b.readFrame(ctx, p, s, wire+b.cfg.ReplyTimeout, silence)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if errors.Is(err, ErrPort) {
+		return err
+	}
+	var open, parcel uint64
+	if err == nil {
+		if b.cfg.Protocol == proto.Kerong {
+			var st proto.KerongStatus
+			if st, err = proto.DecodeKerongStatus(f, addr); err == nil {
+				open, parcel = uint64(st.Locks), uint64(st.IR)
+			}
+		} else {
+			var st proto.Status8A80
+			if st, err = proto.DecodeStatus8A80(f, addr); err == nil {
+				open = st.Bits
+			}
+		}
+	}
+	if !b.cfg.OpenBit {
+		open = ^open
+	}
+	mask := uint64(1)<<channels - 1
+	if channels == 64 {
+		mask = ^uint64(0)
+	}
+	b.record(i, sent, open&mask, parcel&mask, err)
+	return nil
+}
+
+// record files a status outcome of board i.
+func (b *Bus) record(i int, at time.Time, open, parcel uint64, err error) {
+	b.mu.Lock()
+	br := b.boards[i]
+	st := &br.state
+	if err == nil {
+		if !st.Up && st.Polls > 0 {
+			b.log.Warn("board answers again", "board", br.cfg.Address)
+		}
+		st.Up, st.Err, st.Open, st.Parcel, st.At = true, nil, open, parcel, at
+		st.Polls++
+		b.stats.Polls++
+		br.fails, br.pending, br.pollNext = 0, 0, false
+	} else {
+		switch {
+		case errors.Is(err, ErrTimeout):
+			b.stats.Timeouts++
+		case errors.Is(err, proto.ErrChecksum):
+			b.stats.Checksums++
+		case errors.Is(err, proto.ErrAddress):
+			b.stats.WrongAddress++
+		default:
+			b.stats.Malformed++
+		}
+		br.fails++
+		st.Err = fmt.Errorf("bus %s board %d: %w", b.cfg.Name, br.cfg.Address, err)
+		if st.Up && br.fails >= b.cfg.FailAfter {
+			st.Up = false
+			b.log.Error("board down", "board", br.cfg.Address, "err", err, "failures", br.fails)
+		} else {
+			b.log.Debug("status failed", "board", br.cfg.Address, "err", err)
+		}
+	}
+	b.mu.Unlock()
+}
+
+// Boards lists the addresses on the bus in wiring order.
+func (b *Bus) Boards() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]int, 0, len(b.boards))
+	for _, br := range b.boards {
+		out = append(out, br.cfg.Address)
+	}
+	return slices.Clip(out)
+}
