@@ -44,6 +44,10 @@ type Options struct {
 	// EventBuffer is the capacity of the Events channel; 0 means the
 	// default, 256.
 	EventBuffer int
+	// OpenSerial opens the serial devices of the wiring's RS485 buses;
+	// nil means the termios opener (hal/rs485/serial). The simulator
+	// passes one that hands out its pseudo-terminals.
+	OpenSerial SerialOpener
 }
 
 // Defaults of Options and other timings.
@@ -87,12 +91,13 @@ type Hardware struct {
 	clog      []*slog.Logger // log.With("compartment", n)
 	coils     []*Solenoid
 	doors     []*sensor
-	parcels   []*sensor     // nil where no occupancy sensor is wired
-	leds      []gpio.PinOut // nil where no LED is wired
-	expanders []*expander   // in wiring order
-	keypad    *Keypad       // nil when none
-	buzzer    *buzzer       // nil when none
-	display   Display       // nil when none
+	parcels   []*sensor          // nil where no occupancy sensor is wired
+	leds      []gpio.PinOut      // nil where no LED is wired
+	expanders []*expander        // in wiring order
+	keypad    *Keypad            // nil when none
+	buzzer    *buzzer            // nil when none
+	display   Display            // nil when none
+	buses     map[string]*busRun // RS485 buses by name; fixed after New
 
 	events chan Event
 	wake   chan struct{} // capacity 1: the lock worker has something to do
@@ -202,12 +207,30 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 		byName[we.Name] = e
 	}
 
+	defer func(hw *Hardware) { // h is nil by the time this runs
+		if err != nil {
+			for _, b := range hw.buses {
+				b.bus.Close()
+			}
+		}
+	}(h)
+	if err := h.openBuses(w, opts.OpenSerial); err != nil {
+		return nil, err
+	}
+
 	// Resolve every pin before touching any.
-	r := resolver{w: w, pins: pins, exps: byName}
+	r := resolver{w: w, pins: pins, exps: byName, buses: h.buses, activeLow: w.Locks.ActiveLow}
 	type compPins struct{ lock, door, parcel, led gpio.PinIO }
 	cps := make([]compPins, len(wcs))
 	for i, c := range wcs {
 		of := " of compartment " + strconv.Itoa(c.Number)
+		if c.Bus != "" {
+			cps[i].lock, cps[i].door, cps[i].parcel = r.board(w, c)
+			if c.LED != "" {
+				cps[i].led = r.get(c.LED, "led"+of)
+			}
+			continue
+		}
 		cps[i].lock = r.get(c.Lock, "lock"+of)
 		cps[i].door = r.get(c.Door, "door"+of)
 		if c.Parcel != "" {
@@ -252,7 +275,7 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 	h.locks.endsAt = make([]time.Time, len(wcs))
 	h.locks.stuck = make([]bool, len(wcs))
 	for i, c := range wcs {
-		h.comps = append(h.comps, Compartment{Number: c.Number, Size: c.Size, HasOccupancy: c.Parcel != ""})
+		h.comps = append(h.comps, Compartment{Number: c.Number, Size: c.Size, HasOccupancy: cps[i].parcel != nil})
 		h.clog = append(h.clog, log.With("compartment", c.Number))
 		s, err := NewSolenoid("lock of compartment "+strconv.Itoa(c.Number), cps[i].lock, w.Locks.ActiveLow)
 		if err != nil {
@@ -305,6 +328,9 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 			s.exp, s.bit = byName[ep.Expander.Name], ep.Index()
 			s.exp.inputs = true
 		}
+		if _, ok := pin.(*boardInput); ok {
+			s.activeLow = false // the bus applies the board's polarity
+		}
 		if err := pin.In(pull, gpio.NoEdge); err != nil {
 			return nil, fmt.Errorf("hal: %s of compartment %d: pin %s: %w", kind, n, name, err)
 		}
@@ -338,7 +364,7 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 			p.init()
 		}
 	}
-	log.Info("hardware ready", "cabinet", w.Name, "compartments", len(wcs), "expanders", len(h.expanders),
+	log.Info("hardware ready", "cabinet", w.Name, "compartments", len(wcs), "expanders", len(h.expanders), "rs485_buses", len(h.buses),
 		"keypad", h.keypad != nil, "display", h.display != nil)
 	return h, nil
 }
@@ -398,10 +424,32 @@ func orDefault[T ~int | ~int64](v, def T) T {
 // resolver looks pins up, on the board or an expander, and keeps the first
 // failure.
 type resolver struct {
-	w    *wiring.Wiring
-	pins PinSource
-	exps map[string]*expander
-	err  error
+	w         *wiring.Wiring
+	pins      PinSource
+	exps      map[string]*expander
+	buses     map[string]*busRun
+	activeLow bool // locks.active_low: the level a Solenoid energises with
+	err       error
+}
+
+// board returns the pins of a compartment wired to an RS485 board: its
+// lock, its door feedback and, with the bus's IR, its occupancy sensor
+// (else nil).
+func (r *resolver) board(w *wiring.Wiring, c wiring.Compartment) (lock, door, parcel gpio.PinIO) {
+	b := r.buses[c.Bus].bus
+	name := fmt.Sprintf("%s/%d/%d", c.Bus, c.Board, c.Channel)
+	bp := boardPin{bus: b, addr: c.Board, ch: c.Channel}
+	lp := &boardLock{boardPin: bp, activeLow: r.activeLow}
+	lp.name = "lock " + name
+	dp := &boardInput{boardPin: bp}
+	dp.name = "door " + name
+	lock, door = lp, dp
+	if wb, _ := w.Bus(c.Bus); wb.HasIR() {
+		pp := &boardInput{boardPin: bp, ir: true}
+		pp.name = "ir " + name
+		parcel = pp
+	}
+	return lock, door, parcel
 }
 
 func (r *resolver) get(name, role string) gpio.PinIO {
@@ -445,6 +493,9 @@ func (h *Hardware) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { h.protect(func() { h.pollSensors(ctx) }) })
 	wg.Go(func() { h.protect(func() { h.releaseLoop(ctx) }) })
+	for _, b := range h.buses {
+		wg.Go(func() { h.protect(func() { _ = b.bus.Run(ctx) }) })
+	}
 	if h.keypad != nil {
 		wg.Go(func() { h.protect(func() { h.scanKeypad(ctx) }) })
 	}
@@ -496,6 +547,9 @@ func (h *Hardware) Halt() error {
 		}
 	}
 	err := errors.Join(errs...)
+	for _, b := range h.buses { // a port primed but never run
+		b.bus.Close()
+	}
 	if first {
 		close(h.haltCh)
 		h.log.Info("hardware halted", "dropped_releases", dropped)
@@ -705,6 +759,7 @@ func (h *Hardware) pollOnce(now time.Time, out []Event) []Event {
 			out = append(out, Event{Kind: SensorFault, Source: src, Err: err, At: now})
 		}
 	}
+	out = h.pollBoards(now, out)
 	for i, d := range h.doors {
 		out = d.poll(now, h.limits, out)
 		if p := h.parcels[i]; p != nil {

@@ -96,6 +96,9 @@ type sensor struct {
 // read samples the sensor: true when it is on; ok is false when it cannot
 // be read (its expander is not answering).
 func (s *sensor) read() (on, ok bool) {
+	if b, ok := s.pin.(*boardInput); ok {
+		return b.read()
+	}
 	if s.exp == nil {
 		return (s.pin.Read() == gpio.High) != s.activeLow, true
 	}

@@ -140,6 +140,7 @@ type Bus struct {
 	index   map[int]int // address → boards index
 	stats   Stats
 	running bool
+	stopped bool // Run has returned
 	primed  *port // opened by Prime, taken by Run
 }
 
@@ -214,6 +215,9 @@ func (b *Bus) Stats() Stats {
 	return b.stats
 }
 
+// Unlock may be called before Run starts (it waits for Run) but not after
+// Run returned (ErrStopped).
+//
 // Unlock asks for one unlock of channel ch (1–Channels) of the board at
 // addr and waits until its frame has been written to the port, ahead of
 // any status poll not yet begun; it returns the error if it could not be.
@@ -222,7 +226,7 @@ func (b *Bus) Stats() Stats {
 func (b *Bus) Unlock(ctx context.Context, addr, ch int) error {
 	b.mu.Lock()
 	i, ok := b.index[addr]
-	running := b.running
+	stopped := b.stopped
 	if ok && (ch < 1 || ch > b.boards[i].cfg.Channels) {
 		ok = false
 	}
@@ -234,7 +238,7 @@ func (b *Bus) Unlock(ctx context.Context, addr, ch int) error {
 	switch {
 	case !ok:
 		return fmt.Errorf("%w: bus %s board %d channel %d", ErrNoBoard, b.cfg.Name, addr, ch)
-	case !running:
+	case stopped:
 		return ErrStopped
 	}
 	r := &unlockReq{board: addr, ch: ch, written: make(chan error, 1)}
@@ -347,7 +351,7 @@ func (b *Bus) Run(ctx context.Context) error {
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
-		b.running = false
+		b.stopped = true
 		b.mu.Unlock()
 		b.failQueued(ErrStopped)
 	}()
@@ -635,11 +639,10 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 		return err
 	}
 	wire := time.Duration(proto.FrameTime(len(q)+replyLen, b.cfg.Baud))
-	silence := 3 * time.Duration(proto.FrameTime(4, b.cfg.Baud)) // a few bytes' time
-	if b.cfg.Protocol == proto.P8A80 {
-		silence = Silence
-	}
-	f, err := b.readFrame(ctx, p, s, wire+b.cfg.ReplyTimeout, silence)
+	// Replies of a known length end with their last byte; the silence
+	// only cuts a reply short, and must outlast the gaps between the
+	// bursts of a USB adapter.
+	f, err := b.readFrame(ctx, p, s, wire+b.cfg.ReplyTimeout, Silence)
 	if ctx.Err() != nil {
 		return nil
 	}

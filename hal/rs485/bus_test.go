@@ -1,0 +1,228 @@
+//go:build linux
+
+package rs485
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/openlocker/locker/hal/rs485/proto"
+	"github.com/openlocker/locker/hal/rs485/rs485test"
+	"github.com/openlocker/locker/hal/rs485/serial"
+)
+
+// rig is a bus driving emulated boards through a pseudo-terminal: the
+// bus opens the slave path with serial.Open exactly as /dev/ttyUSB0.
+type rig struct {
+	bus    *Bus
+	boards *rs485test.Boards
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newRig(t *testing.T, p proto.Protocol, channels map[int]int, cfg Config, opts ...func(*rs485test.Boards)) *rig {
+	t.Helper()
+	master, path, err := serial.OpenPTY()
+	if err != nil {
+		t.Fatal(err)
+	}
+	boards := &rs485test.Boards{Protocol: p, Baud: p.DefaultBaud(), Channels: channels, UnlockDelay: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(boards)
+	}
+	go boards.Serve(master)
+	cfg.Protocol, cfg.Name = p, "BUS1"
+	cfg.OpenBit = true
+	for addr, n := range channels {
+		cfg.Boards = append(cfg.Boards, Board{Address: addr, Channels: n})
+	}
+	bus, err := New(cfg, func() (io.ReadWriteCloser, error) { return serial.Open(path, p.DefaultBaud()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{bus: bus, boards: boards, done: make(chan struct{})}
+	var ctx context.Context
+	ctx, r.cancel = context.WithCancel(context.Background())
+	if err := bus.Prime(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer close(r.done); bus.Run(ctx) }()
+	t.Cleanup(func() { r.cancel(); <-r.done; master.Close() })
+	return r
+}
+
+// waitFor polls cond until it holds or 3s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (r *rig) state(addr int) BoardState { s, _ := r.bus.BoardState(addr); return s }
+
+func TestUnlockConfirmedByStatus(t *testing.T) {
+	for _, p := range []proto.Protocol{proto.Kerong, proto.P8A80} {
+		t.Run(p.String(), func(t *testing.T) {
+			addr := 1
+			r := newRig(t, p, map[int]int{addr: 16}, Config{})
+			if s := r.state(addr); !s.Up || s.Open != 0 {
+				t.Fatalf("primed state %+v", s)
+			}
+			if err := r.bus.Unlock(context.Background(), addr, 3); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "channel 3 reads open", func() bool { return r.state(addr).Open == 1<<2 })
+			if n := r.boards.Unlocks(addr, 3); n != 1 {
+				t.Errorf("%d unlock frames, want 1", n)
+			}
+			if err := r.bus.Unlock(context.Background(), addr, 17); !errors.Is(err, ErrNoBoard) {
+				t.Errorf("channel 17: %v", err)
+			}
+		})
+	}
+}
+
+// TestLostUnlockReplyIsNotResent: the 8A/80 board swallows the unlock's
+// reply; the bus never sends that unlock again by itself, reads the
+// status instead, and refuses a second unlock of the lock until it has.
+func TestLostUnlockReplyIsNotResent(t *testing.T) {
+	r := newRig(t, proto.P8A80, map[int]int{1: 24}, Config{UnlockReplyTimeout: 300 * time.Millisecond})
+	r.boards.DropUnlockReplies(1)
+	if err := r.bus.Unlock(context.Background(), 1, 5); err != nil {
+		t.Fatal(err)
+	}
+	// The status is not read yet (the reply is awaited): unresolved.
+	if err := r.bus.Unlock(context.Background(), 1, 5); !errors.Is(err, ErrUnresolved) {
+		t.Errorf("second unlock before a status: %v, want ErrUnresolved", err)
+	}
+	waitFor(t, "channel 5 reads open", func() bool { return r.state(1).Open&(1<<4) != 0 })
+	if n := r.boards.Unlocks(1, 5); n != 1 {
+		t.Errorf("%d unlock frames, want 1", n)
+	}
+	// Once the status is read, an unlock may go again.
+	if err := r.bus.Unlock(context.Background(), 1, 5); err != nil {
+		t.Errorf("unlock after a status: %v", err)
+	}
+}
+
+func TestBadChecksumAndWrongAddress(t *testing.T) {
+	for _, p := range []proto.Protocol{proto.Kerong, proto.P8A80} {
+		t.Run(p.String(), func(t *testing.T) {
+			r := newRig(t, p, map[int]int{2: 8}, Config{})
+			r.boards.Corrupt(2)
+			waitFor(t, "two bad checksums", func() bool { return r.bus.Stats().Checksums >= 2 })
+			r.boards.WrongAddress(2)
+			waitFor(t, "two wrong addresses", func() bool { return r.bus.Stats().WrongAddress >= 2 })
+			polls := r.state(2).Polls
+			waitFor(t, "good polls again", func() bool { return r.state(2).Polls > polls+2 })
+			if s := r.state(2); !s.Up || s.Err != nil {
+				t.Errorf("after isolated failures: %+v", s)
+			}
+		})
+	}
+}
+
+func TestBoardGoneAndBack(t *testing.T) {
+	r := newRig(t, proto.Kerong, map[int]int{0: 16, 1: 16}, Config{})
+	r.boards.SetOpen(1, 2, true)
+	waitFor(t, "door 2 of board 1 open", func() bool { return r.state(1).Open == 2 })
+	r.boards.Silence(1, true)
+	waitFor(t, "board 1 down", func() bool { return !r.state(1).Up })
+	if s := r.state(1); !errors.Is(s.Err, ErrTimeout) || s.Open != 2 {
+		t.Errorf("down: %+v, want ErrTimeout and the last state kept", s)
+	}
+	if !r.state(0).Up {
+		t.Error("board 0 went down with board 1")
+	}
+	// It comes back power-cycled: every lock reads closed.
+	r.boards.PowerCycle(1)
+	r.boards.Silence(1, false)
+	waitFor(t, "board 1 up", func() bool { return r.state(1).Up })
+	if s := r.state(1); s.Open != 0 || s.Err != nil {
+		t.Errorf("after power cycle: %+v", s)
+	}
+}
+
+// TestUnlockPriority: with three boards polled back to back, an unlock
+// waits for at most the transaction on the wire.
+func TestUnlockPriority(t *testing.T) {
+	r := newRig(t, proto.Kerong, map[int]int{0: 16, 1: 16, 2: 16}, Config{})
+	var worst time.Duration
+	for i := range 20 {
+		polls := r.state(i % 3).Polls
+		waitFor(t, "a status poll", func() bool { return r.state(i%3).Polls > polls })
+		before := len(r.boards.Received())
+		start := time.Now()
+		if err := r.bus.Unlock(context.Background(), i%3, i%16+1); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "unlock seen", func() bool { return r.boards.Unlocks(i%3, i%16+1) == 1 })
+		rx := r.boards.Received()[before:]
+		k := 0
+		for k < len(rx) && rx[k].Bytes[2] != proto.KerongUnlock {
+			k++
+		}
+		if k > 1 {
+			t.Errorf("unlock %d behind %d status queries", i, k)
+		}
+		worst = max(worst, rx[k].At.Sub(start))
+	}
+	// On a pty bytes move at memory speed: add the frame's wire time.
+	wire := time.Duration(proto.FrameTime(5, 19200))
+	t.Logf("Unlock call to the unlock frame's last byte at the board, worst of 20 on a bus polling 3 boards: %v + %v wire = %v; the frame alone at 19200 baud: %v",
+		worst.Round(10*time.Microsecond), wire.Round(10*time.Microsecond), (worst + wire).Round(10*time.Microsecond), wire.Round(10*time.Microsecond))
+	if worst > 50*time.Millisecond {
+		t.Errorf("an unlock waited %v", worst)
+	}
+}
+
+func TestBurstReplies(t *testing.T) {
+	for _, p := range []proto.Protocol{proto.Kerong, proto.P8A80} {
+		t.Run(p.String(), func(t *testing.T) {
+			r := newRig(t, p, map[int]int{1: 24}, Config{}, func(b *rs485test.Boards) { b.BurstGap = 6 * time.Millisecond })
+			polls := r.state(1).Polls
+			waitFor(t, "polls", func() bool { return r.state(1).Polls > polls+3 })
+			if st := r.bus.Stats(); st.Timeouts+st.Checksums+st.Malformed > 0 {
+				t.Errorf("errors with replies in bursts 6ms apart: %+v", st)
+			}
+		})
+	}
+}
+
+// TestPollPeriod measures how often each board's status is read.
+func TestPollPeriod(t *testing.T) {
+	for _, tc := range []struct {
+		p      proto.Protocol
+		boards map[int]int
+	}{
+		{proto.Kerong, map[int]int{0: 16}},
+		{proto.Kerong, map[int]int{0: 16, 1: 16, 2: 16}},
+		{proto.P8A80, map[int]int{1: 24}},
+	} {
+		r := newRig(t, tc.p, tc.boards, Config{})
+		addr := r.bus.Boards()[0]
+		p0 := r.state(addr).Polls
+		time.Sleep(500 * time.Millisecond) // a measurement window, not synchronisation
+		n := r.state(addr).Polls - p0
+		if n == 0 {
+			t.Fatalf("%v: no polls", tc.p)
+		}
+		period := 500 * time.Millisecond / time.Duration(n)
+		t.Logf("%v at %d baud, %d boards: each board polled every %v", tc.p, tc.p.DefaultBaud(), len(tc.boards), period.Round(100*time.Microsecond))
+		if st := r.bus.Stats(); st.Timeouts+st.Checksums+st.Malformed > 0 {
+			t.Errorf("%v: errors on a clean bus: %+v", tc.p, st)
+		}
+		if period > 150*time.Millisecond {
+			t.Errorf("%v: poll period %v", tc.p, period)
+		}
+		r.cancel()
+	}
+}
