@@ -39,6 +39,9 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 			res.OK, res.Error = false, msg
 			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: false, Error: msg}, FormatTime(now))
 		}
+		if err := c.envelopeLifetime(cmd.IssuedAt, cmd.ExpiresAt); err != nil {
+			return fail(err.Error())
+		}
 		sc, err := tx.Compartment(cmd.Compartment)
 		if err != nil {
 			return fail(fmt.Sprintf("no compartment %d", cmd.Compartment))

@@ -56,6 +56,7 @@ func (c *Controller) effect(tx *store.Tx, e fsm.Effect, sc store.Compartment) er
 		}
 		if g.UsesLeft > 0 { // unlimited (-1) grants are not written
 			g.UsesLeft--
+			c.ended(&g)
 			return tx.PutGrant(g)
 		}
 	case fsm.ReturnUse:
@@ -64,6 +65,7 @@ func (c *Controller) effect(tx *store.Tx, e fsm.Effect, sc store.Compartment) er
 			return nil
 		}
 		g.UsesLeft++
+		g.EndedAt = time.Time{}
 		return tx.PutGrant(g)
 	case fsm.DepositDone:
 		g, err := tx.Grant(e.GrantID)
@@ -76,6 +78,7 @@ func (c *Controller) effect(tx *store.Tx, e fsm.Effect, sc store.Compartment) er
 		if g.UsesLeft > 0 {
 			g.UsesLeft--
 		}
+		c.ended(&g)
 		if err := tx.PutGrant(g); err != nil {
 			return err
 		}
@@ -84,10 +87,18 @@ func (c *Controller) effect(tx *store.Tx, e fsm.Effect, sc store.Compartment) er
 		g, err := tx.Grant(e.GrantID)
 		if err == nil && !g.Revoked {
 			g.UsesLeft = 0
+			c.ended(&g)
 			return tx.PutGrant(g)
 		}
 	}
 	return nil
+}
+
+// ended notes when g's last use was taken, for the purge.
+func (c *Controller) ended(g *store.Grant) {
+	if g.UsesLeft == 0 && g.EndedAt.IsZero() {
+		g.EndedAt = c.now()
+	}
 }
 
 // pickupSpec is the nested pickup grant as stored with its deposit grant:

@@ -72,7 +72,27 @@ type Options struct {
 	Tick              time.Duration // housekeeping interval; default 1s
 	MaxOutbox         int           // events kept for the broker before routine ones are dropped; default 200,000
 	MinSaneTime       time.Time     // a clock before this is not trusted; default MinSaneTime
+
+	// PurgeAfter is the replay horizon: a grant that ended (used up,
+	// expired, revoked, transferred), its tombstone and an executed
+	// command id are deleted this long after they ended, once the traces
+	// before then left the outbox; default 14 days. Envelopes may live at
+	// most half of it (MaxEnvelopeLifetime), so no envelope old enough to
+	// name a purged grant or command can still be applied.
+	PurgeAfter time.Duration
 }
+
+// PurgeBatch is how many rows one purge transaction deletes at most: it
+// runs in housekeeping, and must not hold up a key.
+const PurgeBatch = 200
+
+// PurgeEvery is how often housekeeping looks for rows to purge (more
+// often while a batch came back full).
+const PurgeEvery = 10 * time.Minute
+
+// MaxEnvelopeLifetime is the longest expires_at − issued_at an envelope
+// may have with PurgeAfter p: half of it.
+func MaxEnvelopeLifetime(p time.Duration) time.Duration { return p / 2 }
 
 // Controller is the locker's brain. Create it with New and start it with Run.
 type Controller struct {
@@ -112,7 +132,20 @@ type Controller struct {
 	// sensorFaults: per compartment, the sources (door, parcel, lock) whose
 	// fault has not recovered.
 	sensorFaults map[int]map[string]bool
-	dirty        bool // the current transaction changed a compartment
+
+	// Idle housekeeping (housekeeping): the tick's transaction runs only
+	// when something may be due. wakeAt: the next time one is (zero: at
+	// the next tick); wasTrusted: the clock's trust at the last run;
+	// outboxGrew: events were appended since boundOutbox looked;
+	// unsynced: something was written since the last checkpoint (set from
+	// other goroutines by AckEvent). nextPurge: when to look for rows to
+	// purge.
+	wakeAt     time.Time
+	wasTrusted bool
+	outboxGrew bool
+	unsynced   atomic.Bool
+	nextPurge  time.Time
+	dirty      bool // the current transaction changed a compartment
 
 	// The clock estimate (clock.go), read by Now from any goroutine.
 	clockMu   sync.Mutex
@@ -172,6 +205,7 @@ func New(opts Options) (*Controller, error) {
 	def(&opts.DoorLeftOpenEvery, 5*time.Minute)
 	def(&opts.Tick, time.Second)
 	defInt(&opts.MaxOutbox, 200000)
+	def(&opts.PurgeAfter, 14*24*time.Hour)
 	if opts.MinSaneTime.IsZero() {
 		opts.MinSaneTime = MinSaneTime
 	}
@@ -276,7 +310,10 @@ func (c *Controller) update(ctx context.Context, fn func(tx *store.Tx) error) er
 	}
 	if len(c.traces) > 0 {
 		c.dirty = true // last_seq and outbox are in the status
+		c.outboxGrew = true
 	}
+	c.unsynced.Store(true)
+	c.wakeAt = time.Time{} // whatever changed may make something due
 	if len(c.traces) > 0 {
 		if c.opts.OnTrace != nil {
 			for _, p := range c.traces {
@@ -525,9 +562,19 @@ func (c *Controller) housekeeping(ctx context.Context) {
 			return // nothing else can be recorded yet
 		}
 	}
-	c.boundOutbox(ctx)
+	if c.outboxGrew {
+		c.outboxGrew = false
+		c.boundOutbox(ctx)
+	}
 	var stuck []int
 	trusted := c.clockTrusted()
+	if c.idle(now, trusted) {
+		c.purge(ctx, now)
+		c.checkpoint(ctx)
+		return
+	}
+	c.wasTrusted = trusted
+	var wake time.Time
 	err := c.update(ctx, func(tx *store.Tx) error {
 		if err := c.judgeStrays(tx); err != nil {
 			return err
@@ -568,21 +615,113 @@ func (c *Controller) housekeeping(ctx context.Context) {
 		if err != nil {
 			return err
 		}
+		busy := false
 		for _, sc := range all {
+			busy = busy || sc.Session.Active()
 			if sc.Session.Active() && !sc.Session.Opened && !sc.DoorOpen && now.Sub(sc.Session.At) > c.opts.DoorTimeout {
 				stuck = append(stuck, sc.Number)
 			}
 		}
-		return c.refreshReservationsOf(tx, all)
+		if err := c.refreshReservationsOf(tx, all); err != nil {
+			return err
+		}
+		if busy {
+			return nil // a release under way: look again at the next tick
+		}
+		next, ok, err := tx.NextDue(now)
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			wake = next
+		default:
+			wake = now.Add(time.Hour) // nothing is due: a safety net
+		}
+		return nil
 	})
 	if err != nil {
 		c.log.Error("housekeeping", "err", err)
+	} else {
+		c.wakeAt = wake // after update, which clears it on every write
 	}
 	for _, n := range stuck {
 		// Long after the code: nobody is waiting for another door.
 		c.lockFault(ctx, n, "door did not open within "+c.opts.DoorTimeout.String(), false)
 	}
+	c.purge(ctx, now)
+	c.checkpoint(ctx)
+}
+
+// idle says whether the tick's transaction can be skipped: nothing has
+// changed since it last ran, no door is open, no sensor reading waits to
+// be judged, the clock's trust is what it was, and the next time anything
+// falls due (wakeAt) has not come. At a thousand lockers in one process
+// the 1 s housekeeping transaction was the largest idle cost.
+func (c *Controller) idle(now time.Time, trusted bool) bool {
+	if c.wakeAt.IsZero() || !now.Before(c.wakeAt) || trusted != c.wasTrusted || len(c.openSince) > 0 {
+		return false
+	}
+	for _, b := range c.strays {
+		if b.due != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// checkpoint copies the write-ahead log into the database in idle time,
+// when something was written since the last time.
+func (c *Controller) checkpoint(ctx context.Context) {
+	if !c.unsynced.Swap(false) {
+		return
+	}
 	if err := c.st.Checkpoint(ctx); err != nil {
+		c.unsynced.Store(true)
 		c.log.Warn("checkpoint", "err", err)
 	}
+}
+
+// purge deletes, in small batches in idle time, the grants, tombstones and
+// command ids that ended more than PurgeAfter ago, and gives the freed
+// pages back to the file system. Nothing is purged before the traces of
+// that time left the outbox (the central may not know yet that a grant
+// was used up), nor on a clock that is not trusted.
+func (c *Controller) purge(ctx context.Context, now time.Time) {
+	if now.Before(c.nextPurge) || !c.clockTrusted() || c.storeErr != nil {
+		return
+	}
+	c.nextPurge = now.Add(PurgeEvery)
+	cutoff := now.Add(-c.opts.PurgeAfter)
+	n := 0
+	err := c.st.Update(ctx, func(tx *store.Tx) error {
+		evs, err := tx.Pending(0, 1)
+		if err != nil {
+			return err
+		}
+		if len(evs) > 0 {
+			var tr Trace
+			if json.Unmarshal(evs[0].Payload, &tr) == nil {
+				if t, err := time.Parse(time.RFC3339Nano, tr.Time); err == nil && t.Before(cutoff) {
+					cutoff = t // the central may not have heard of what ended since
+				}
+			}
+		}
+		n, err = tx.Purge(cutoff, FormatTime(cutoff), PurgeBatch)
+		return err
+	})
+	if err != nil {
+		c.log.Warn("purge", "err", err)
+		return
+	}
+	if n == 0 {
+		return
+	}
+	c.unsynced.Store(true)
+	if n >= PurgeBatch {
+		c.nextPurge = now // more to do: at the next tick
+	}
+	if err := c.st.IncrementalVacuum(ctx, 4*PurgeBatch); err != nil {
+		c.log.Warn("incremental vacuum", "err", err)
+	}
+	c.log.Debug("purged", "rows", n, "before", cutoff)
 }

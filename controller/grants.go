@@ -30,6 +30,16 @@ func (c *Controller) ApplyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 
 func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsAck, error) {
 	now := c.now()
+	if err := c.envelopeLifetime(body.IssuedAt, body.ExpiresAt); err != nil {
+		// No op of an envelope that could outlive the replay horizon is
+		// applied: it could name a grant the purge forgot.
+		ack := GrantsAck{IssuedAt: body.IssuedAt, Rejected: []RejectedGrant{}}
+		for _, op := range body.Ops {
+			ack.Rejected = append(ack.Rejected, RejectedGrant{GrantID: op.GrantID, Error: err.Error()})
+		}
+		c.log.Warn("grants refused", "issued_at", body.IssuedAt, "err", err)
+		return ack, nil
+	}
 	var ack GrantsAck
 	var revoked int
 	var superseded bool
@@ -450,4 +460,16 @@ func (v *memView) stored(id string, m store.GrantMeta) {
 	}
 	v.byID[id] = m
 	v.index(id, m)
+}
+
+// envelopeLifetime refuses an envelope that may live longer than
+// MaxEnvelopeLifetime: after PurgeAfter the locker forgets the grants and
+// command ids that ended, so an envelope still valid by then could bring
+// one back.
+func (c *Controller) envelopeLifetime(issued, expires time.Time) error {
+	if max := MaxEnvelopeLifetime(c.opts.PurgeAfter); expires.Sub(issued) > max {
+		return fmt.Errorf("envelope lives %s (expires_at - issued_at), longer than the %s the locker allows",
+			expires.Sub(issued).Round(time.Second), max)
+	}
+	return nil
 }

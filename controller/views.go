@@ -88,6 +88,7 @@ func (c *Controller) PendingEvents(ctx context.Context, after int64, limit int) 
 func (c *Controller) AckEvent(ctx context.Context, seq int64) error {
 	err := c.st.Update(ctx, func(tx *store.Tx) error { return tx.Ack(seq) })
 	if err == nil {
+		c.unsynced.Store(true)
 		signal(c.changed)
 	}
 	return err

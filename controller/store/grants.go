@@ -27,18 +27,19 @@ type Grant struct {
 	ExpiredSent bool
 	ParcelSeq   int64     // pickup: the parcel it was brought into force for (the compartment's ParcelSeq); 0: any parcel with ParcelID
 	IssuedAt    time.Time // issued_at of the envelope that last put or revoked it
+	EndedAt     time.Time // when its last use was taken (UsesLeft reached 0); zero while it has uses
 }
 
 const grantCols = `grant_id, version, revoked, action, compartment, size, parcel_id, actor, code_hash,
-	valid_from, valid_until, uses_left, pickup, expired_sent, parcel_seq, issued_at, pickup_id, pickup_code`
+	valid_from, valid_until, uses_left, pickup, expired_sent, parcel_seq, issued_at, pickup_id, pickup_code, ended_at`
 
 func scanGrant(sc interface{ Scan(...any) error }) (Grant, error) {
 	var g Grant
-	var from, until, issued string
+	var from, until, issued, ended string
 	err := sc.Scan(&g.ID, &g.Version, &g.Revoked, &g.Action, &g.Compartment, &g.Size, &g.ParcelID, &g.Actor,
 		&g.CodeHash, &from, &until, &g.UsesLeft, &g.Pickup, &g.ExpiredSent, &g.ParcelSeq, &issued,
-		&g.PickupID, &g.PickupCode)
-	g.ValidFrom, g.ValidUntil, g.IssuedAt = parseTime(from), parseTime(until), parseTime(issued)
+		&g.PickupID, &g.PickupCode, &ended)
+	g.ValidFrom, g.ValidUntil, g.IssuedAt, g.EndedAt = parseTime(from), parseTime(until), parseTime(issued), parseTime(ended)
 	return g, err
 }
 
@@ -98,10 +99,10 @@ func (t *Tx) PutGrant(g Grant) error {
 	if g.Pickup != "" && (g.PickupID == "" || g.PickupCode == "") {
 		return fmt.Errorf("grant %q: %w", g.ID, ErrPickupUnnamed)
 	}
-	_, err := t.exec(`INSERT OR REPLACE INTO grants(`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := t.exec(`INSERT OR REPLACE INTO grants(`+grantCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		g.ID, g.Version, g.Revoked, g.Action, g.Compartment, g.Size, g.ParcelID, g.Actor, g.CodeHash,
 		timeText(g.ValidFrom), timeText(g.ValidUntil), g.UsesLeft, g.Pickup, g.ExpiredSent, g.ParcelSeq, timeText(g.IssuedAt),
-		g.PickupID, g.PickupCode)
+		g.PickupID, g.PickupCode, timeText(g.EndedAt))
 	return err
 }
 

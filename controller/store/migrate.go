@@ -146,6 +146,17 @@ CREATE INDEX grants_pickup_code ON grants(pickup_code) WHERE revoked = 0 AND pic
 	// across restarts too.
 	`ALTER TABLE compartments ADD COLUMN parcel_missing INTEGER NOT NULL DEFAULT 0
 	CHECK (parcel_missing IN (0, 1) AND (parcel_missing = 0 OR state IN ('occupied', 'expired')));`,
+	// 9: bounded storage (Purge). ended_at: when a grant's last use was
+	// taken. Rows stored before this version have no issued_at or ended_at:
+	// they count from the upgrade, so that the first purge after it waits
+	// the whole horizon like any other. The commands are purged by their
+	// time (at), looked up by index.
+	`
+ALTER TABLE grants ADD COLUMN ended_at TEXT NOT NULL DEFAULT '';
+UPDATE grants SET issued_at = strftime('%Y-%m-%dT%H:%M:%f000000Z', 'now') WHERE issued_at = '';
+UPDATE grants SET ended_at = strftime('%Y-%m-%dT%H:%M:%f000000Z', 'now') WHERE uses_left = 0 AND revoked = 0;
+CREATE INDEX commands_at ON commands(at);
+`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -42,7 +43,13 @@ type Store struct {
 	// connection is free. mu guards prepared.
 	mu       sync.Mutex
 	prepared map[string]*sql.Stmt
+
+	updates atomic.Uint64 // write transactions begun (Updates)
 }
+
+// Updates counts the write transactions begun: for tests and benchmarks of
+// what a locker writes at rest.
+func (s *Store) Updates() uint64 { return s.updates.Load() }
 
 // DSN is the connection string for path: WAL, synchronous=FULL (durable on
 // power loss), foreign keys, a busy time-out and IMMEDIATE transactions.
@@ -81,6 +88,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := s.check(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if err := s.incrementalVacuumMode(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: auto_vacuum: %w", path, err)
 	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
@@ -150,6 +161,7 @@ func (s *Store) Close() error {
 // Update runs fn in one IMMEDIATE transaction and commits it if fn returns
 // nil. fn must not keep tx after it returns.
 func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	s.updates.Add(1)
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
