@@ -140,7 +140,7 @@ type Bus struct {
 	index   map[int]int // address → boards index
 	stats   Stats
 	running bool
-	stopped bool // Run has returned
+	stopped bool  // Run has returned
 	primed  *port // opened by Prime, taken by Run
 }
 

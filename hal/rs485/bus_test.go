@@ -217,7 +217,9 @@ func TestPollPeriod(t *testing.T) {
 		}
 		period := 500 * time.Millisecond / time.Duration(n)
 		t.Logf("%v at %d baud, %d boards: each board polled every %v", tc.p, tc.p.DefaultBaud(), len(tc.boards), period.Round(100*time.Microsecond))
-		if st := r.bus.Stats(); st.Timeouts+st.Checksums+st.Malformed > 0 {
+		// A loaded test machine may miss a reply deadline now and then;
+		// a clean bus never gives a corrupt frame.
+		if st := r.bus.Stats(); st.Checksums+st.Malformed+st.WrongAddress > 0 || st.Timeouts*20 > st.Polls {
 			t.Errorf("%v: errors on a clean bus: %+v", tc.p, st)
 		}
 		if period > 150*time.Millisecond {

@@ -34,9 +34,9 @@ type Boards struct {
 	open     map[int]uint64
 	ir       map[int]uint64
 	silent   map[int]bool
-	corrupt  int  // replies to corrupt (bad checksum)
-	wrong    int  // replies to send from another address
-	dropUnl  int  // unlock replies to drop
+	corrupt  int // replies to corrupt (bad checksum)
+	wrong    int // replies to send from another address
+	dropUnl  int // unlock replies to drop
 	received []Frame
 }
 
