@@ -70,7 +70,7 @@ func run() int {
 	defer stop()
 	d, err := daemon.New(ctx, daemon.Options{
 		LockerID: cfg.LockerID, DataDir: cfg.Data, Wiring: w, Language: cfg.Language, Logger: log,
-		ControlSocket: filepath.Join(cfg.Data, "control.sock"), Keypad: cfg.Keypad,
+		ControlSocket: filepath.Join(cfg.Data, "control.sock"), Keypad: cfg.Keypad, PurgeAfter: cfg.PurgeAfter,
 		Pins: func(name string) gpio.PinIO { return gpioreg.ByName(name) },
 		Hal:  hal.Options{},
 		Link: client.Options{Broker: cfg.Broker.URL, Keys: keys, TLS: tlsConf,

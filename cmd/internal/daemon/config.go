@@ -36,6 +36,11 @@ type Config struct {
 	CentralKeys []string `yaml:"central_keys"`
 	// Keypad tunes the lockout (docs/keypad.md); zero values keep the defaults.
 	Keypad Keypad `yaml:"keypad"`
+	// PurgeAfter is the replay horizon (docs/operations.md): grants that
+	// ended, tombstones and executed command ids are deleted this long
+	// after they ended; envelopes may live at most half of it. Default
+	// 14 days; 2 to 90 days.
+	PurgeAfter time.Duration `yaml:"purge_after"`
 }
 
 // Keypad tunes the keypad's lockout.
@@ -169,6 +174,9 @@ func (c *Config) check() error {
 		return errors.New("keypad: lockout_base and lockout_max must be positive, base ≤ max")
 	case k.MinCodeLen != 0 && (k.MinCodeLen < 6 || k.MinCodeLen > 12):
 		return fmt.Errorf("keypad.min_code_len %d: codes are 6 to 12 digits", k.MinCodeLen)
+	}
+	if c.PurgeAfter != 0 && (c.PurgeAfter < 48*time.Hour || c.PurgeAfter > 90*24*time.Hour) {
+		return fmt.Errorf("purge_after %s: want 48h to 2160h (2 to 90 days)", c.PurgeAfter)
 	}
 	if (c.Broker.CertFile == "") != (c.Broker.KeyFile == "") {
 		return errors.New("broker: cert_file and key_file go together")

@@ -40,6 +40,8 @@ type Options struct {
 	ControlSocket string
 	// Keypad tunes the lockout; zero values keep the controller's defaults.
 	Keypad Keypad
+	// PurgeAfter is the replay horizon; zero keeps the controller's default.
+	PurgeAfter time.Duration
 	// OnStorageWait, when set, is called once if the database cannot be
 	// opened for writing at start-up (a full disk, a read-only data
 	// folder): New then shows "Out of service" and tries again every
@@ -128,7 +130,7 @@ func New(ctx context.Context, o Options) (d *Daemon, err error) {
 		LockerID: o.LockerID, Store: st, Cabinet: hw, Software: Version, Language: o.Language,
 		Logger: log.With("part", "controller"), OnTrace: onTrace,
 		LockoutAfter: o.Keypad.LockoutAfter, LockoutBase: o.Keypad.LockoutBase, LockoutMax: o.Keypad.LockoutMax,
-		MinCodeLen: o.Keypad.MinCodeLen,
+		MinCodeLen: o.Keypad.MinCodeLen, PurgeAfter: o.PurgeAfter,
 	})
 	if err != nil {
 		st.Close()
