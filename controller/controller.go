@@ -109,58 +109,75 @@ type Controller struct {
 	ready    chan struct{}
 	keys     atomic.Uint64
 
-	// Owned by the loop goroutine.
-	entry      []byte // digits typed so far; never logged
-	entryAt    time.Time
-	service    *serviceMode
-	msgUntil   time.Time // a result message is shown until then
-	display    [2]string
-	rejLast    time.Time
-	rejCount   int
-	failures   int
-	lockouts   int
-	lockedTill time.Time
-	selftest   *selfTest            // the self-test in progress, if any
-	traces     [][]byte             // recorded in the current transaction, for OnTrace after commit
-	openSince  map[int]time.Time    // doors seen open, since when
-	openedAt   map[int]time.Time    // when hal saw each door open, for MinOpenTime
-	leftAlarm  map[int]time.Time    // last door_left_open per open door
-	rejTraced  map[string]time.Time // grant → its last grant_rejected trace
-	strays     map[int]strayBudget  // stray parcel reports per compartment (parcel)
-	movedOn    map[string]time.Time // deposit grant → when its code was typed, once it moved on
-	ticks      uint64               // housekeeping ticks since start (1: the first)
-	// sensorFaults: per compartment, the sources (door, parcel, lock) whose
-	// fault has not recovered.
-	sensorFaults map[int]map[string]bool
-
-	// Idle housekeeping (housekeeping): the tick's transaction runs only
-	// when something may be due. wakeAt: the next time one is (zero: at
-	// the next tick); wasTrusted: the clock's trust at the last run;
-	// outboxGrew: events were appended since boundOutbox looked;
-	// unsynced: something was written since the last checkpoint (set from
-	// other goroutines by AckEvent). nextPurge: when to look for rows to
-	// purge.
-	wakeAt     time.Time
-	wasTrusted bool
-	outboxGrew bool
-	unsynced   atomic.Bool
-	nextPurge  time.Time
-	dirty      bool // the current transaction changed a compartment
+	// Owned by the loop goroutine, by concern.
+	keypadState
+	doorState
+	housekeepingState
+	outageState
+	selftest *selfTest // the self-test in progress, if any
+	traces   [][]byte  // recorded in the current transaction, for OnTrace after commit
+	dirty    bool      // the current transaction changed a compartment
 
 	// The clock estimate (clock.go), read by Now from any goroutine.
 	clockMu   sync.Mutex
 	bootAt    time.Time // the clock at start, for the estimate while it is not trusted
 	highWater time.Time // the last trusted time recorded
+}
 
-	// The storage outage in progress (storage.go): its first error, when
-	// it began, how many writes failed; storeFault is the error's text for
-	// other goroutines.
-	storeErr    error
-	storeDownAt time.Time
-	storeErrs   int
-	storeFault  atomic.Value
-	// Sensor faults (the cause) and recoveries (nil) hal reported during
-	// the outage, per compartment (0: the bus), to be recorded once it ends.
+// keypadState is the keypad session (keypad.go, service.go) and the
+// rate limits of what it records.
+type keypadState struct {
+	entry      []byte // digits typed so far; never logged
+	entryAt    time.Time
+	service    *serviceMode
+	msgUntil   time.Time // a result message is shown until then
+	display    [2]string
+	failures   int // wrong (or stale) codes in a row
+	lockouts   int
+	lockedTill time.Time
+	rejTraced  map[string]time.Time // grant → its last grant_rejected trace
+	rejLast    time.Time            // the last envelope_rejected trace (commands.go)
+	rejCount   int                  // envelope rejections since, not traced
+}
+
+// doorState is what the controller knows of the doors and sensors between
+// transactions (compartment.go).
+type doorState struct {
+	openSince map[int]time.Time    // doors seen open, since when
+	openedAt  map[int]time.Time    // when hal saw each door open, for MinOpenTime
+	leftAlarm map[int]time.Time    // last door_left_open per open door
+	strays    map[int]strayBudget  // stray parcel reports per compartment (parcel)
+	movedOn   map[string]time.Time // deposit grant → when its code was typed, once it moved on
+	// sensorFaults: per compartment, the sources (door, parcel, lock) whose
+	// fault has not recovered.
+	sensorFaults map[int]map[string]bool
+}
+
+// housekeepingState lets the tick skip its transaction while nothing is
+// due (housekeeping). wakeAt: the next time something is (zero: at the
+// next tick); wasTrusted: the clock's trust at the last run; outboxGrew:
+// events were appended since boundOutbox looked; unsynced: something was
+// written since the last checkpoint (set from other goroutines by
+// AckEvent); nextPurge: when to look for rows to purge.
+type housekeepingState struct {
+	ticks      uint64 // housekeeping ticks since start (1: the first)
+	wakeAt     time.Time
+	wasTrusted bool
+	outboxGrew bool
+	unsynced   atomic.Bool
+	nextPurge  time.Time
+}
+
+// outageState is the storage outage in progress (storage.go): its first
+// error, when it began, how many writes failed; storeFault is the error's
+// text for other goroutines. sensorPending: the sensor faults (the cause)
+// and recoveries (nil) hal reported during the outage, to be recorded once
+// it ends.
+type outageState struct {
+	storeErr      error
+	storeDownAt   time.Time
+	storeErrs     int
+	storeFault    atomic.Value
 	sensorPending map[sensorKey][]error
 }
 
@@ -210,23 +227,19 @@ func New(opts Options) (*Controller, error) {
 		opts.MinSaneTime = MinSaneTime
 	}
 	c := &Controller{
-		opts:         opts,
-		log:          opts.Logger,
-		st:           opts.Store,
-		cab:          opts.Cabinet,
-		clock:        opts.Clock,
-		hw:           map[int]hal.Compartment{},
-		work:         make(chan func()),
-		appended:     make(chan struct{}, 1),
-		changed:      make(chan struct{}, 1),
-		ready:        make(chan struct{}),
-		openSince:    map[int]time.Time{},
-		openedAt:     map[int]time.Time{},
-		leftAlarm:    map[int]time.Time{},
-		rejTraced:    map[string]time.Time{},
-		strays:       map[int]strayBudget{},
-		movedOn:      map[string]time.Time{},
-		sensorFaults: map[int]map[string]bool{},
+		opts:        opts,
+		log:         opts.Logger,
+		st:          opts.Store,
+		cab:         opts.Cabinet,
+		clock:       opts.Clock,
+		hw:          map[int]hal.Compartment{},
+		work:        make(chan func()),
+		appended:    make(chan struct{}, 1),
+		changed:     make(chan struct{}, 1),
+		ready:       make(chan struct{}),
+		keypadState: keypadState{rejTraced: map[string]time.Time{}},
+		doorState: doorState{openSince: map[int]time.Time{}, openedAt: map[int]time.Time{}, leftAlarm: map[int]time.Time{},
+			strays: map[int]strayBudget{}, movedOn: map[string]time.Time{}, sensorFaults: map[int]map[string]bool{}},
 	}
 	for _, hc := range opts.Cabinet.Compartments() {
 		c.hw[hc.Number] = hc
