@@ -104,7 +104,7 @@ func (c *Controller) RejectEnvelope(ctx context.Context, reason string) error {
 		}
 		n := c.rejCount
 		err = c.update(ctx, func(tx *store.Tx) error {
-			return c.record(tx, Trace{Type: "envelope_rejected", Reason: reason, Suppressed: n,
+			return c.record(tx, Trace{Type: fsm.EnvelopeRejected.String(), Reason: reason, Suppressed: n,
 				Content: "Envelope rejected: " + reason})
 		})
 		if err == nil {

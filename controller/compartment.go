@@ -139,7 +139,7 @@ func (c *Controller) activatePickup(tx *store.Tx, dep store.Grant, sc store.Comp
 	if taken, err := (dbView{tx}).codeInUse(p.CodeHash, p.GrantID, p.GrantID, c.now()); err != nil {
 		return err
 	} else if taken {
-		return c.record(tx, Trace{Type: "grant_rejected", GrantID: p.GrantID, Actor: p.Actor, Compartment: sc.Number,
+		return c.record(tx, Trace{Type: fsm.GrantRejected.String(), GrantID: p.GrantID, Actor: p.Actor, Compartment: sc.Number,
 			Reason: "pickup code in use by another grant", ParcelID: dep.ParcelID,
 			Content: "Pickup grant " + p.GrantID + " not brought into force: its code is in use by another grant"})
 	}

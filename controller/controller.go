@@ -432,7 +432,7 @@ func (c *Controller) boot(ctx context.Context) error {
 		if err := c.refreshReservations(tx); err != nil {
 			return err
 		}
-		return c.record(tx, Trace{Type: "started", Content: "Locker " + c.opts.LockerID + " started, software " + c.opts.Software})
+		return c.record(tx, Trace{Type: fsm.Started.String(), Content: "Locker " + c.opts.LockerID + " started, software " + c.opts.Software})
 	})
 	if err != nil {
 		return fmt.Errorf("controller: start-up: %w", err)
@@ -519,8 +519,9 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string, moveOn
 // droppable are the routine events that go first when the outbox is full.
 // Parcel events (deposited, picked_up, reclaimed, pickup_expired, …) and
 // alarms (door_forced, lock_fault, sensor_fault, keypad_lockout, …) never do.
-var droppable = []string{"door_opened", "door_closed", "lock_released", "door_left_open", "started",
-	"grant_rejected", "envelope_rejected", "sensor_recovered"}
+var droppable = []string{fsm.DoorOpened.String(), fsm.DoorClosed.String(), fsm.LockReleased.String(),
+	fsm.DoorLeftOpen.String(), fsm.Started.String(), fsm.GrantRejected.String(), fsm.EnvelopeRejected.String(),
+	fsm.SensorRecovered.String()}
 
 // boundOutbox keeps the outbox near MaxOutbox events while the broker is
 // out of reach for long: past it, the oldest routine events are dropped,
@@ -544,7 +545,7 @@ func (c *Controller) boundOutbox(ctx context.Context) {
 			return err
 		}
 		c.log.Warn("outbox full: routine events dropped", "dropped", dropped, "from", first, "to", last)
-		return c.record(tx, Trace{Type: "outbox_overflow", Dropped: dropped, DroppedFrom: first, DroppedTo: last,
+		return c.record(tx, Trace{Type: fsm.OutboxOverflow.String(), Dropped: dropped, DroppedFrom: first, DroppedTo: last,
 			Content: fmt.Sprintf("Outbox full: %d routine events between seq %d and %d dropped", dropped, first, last)})
 	})
 	if err != nil {
@@ -601,7 +602,7 @@ func (c *Controller) housekeeping(ctx context.Context) {
 				continue
 			}
 			c.leftAlarm[n] = now
-			if err := c.record(tx, Trace{Type: "door_left_open", Compartment: n,
+			if err := c.record(tx, Trace{Type: fsm.DoorLeftOpen.String(), Compartment: n,
 				Content: "Door " + two(n) + " open for " + waitText(now.Sub(since), "en")}); err != nil {
 				return err
 			}

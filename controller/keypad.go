@@ -116,7 +116,7 @@ func (c *Controller) tryCode(ctx context.Context, hash string) {
 		}
 		c.rejTraced[g.ID] = now
 		err = c.update(ctx, func(tx *store.Tx) error {
-			return c.record(tx, Trace{Type: "grant_rejected", GrantID: g.ID, Actor: g.Actor, Compartment: g.Compartment,
+			return c.record(tx, Trace{Type: fsm.GrantRejected.String(), GrantID: g.ID, Actor: g.Actor, Compartment: g.Compartment,
 				Reason: why.Error(), Content: "Code for grant " + g.ID + " refused: " + why.Error()})
 		})
 		if err != nil {
@@ -286,7 +286,7 @@ func (c *Controller) failure(ctx context.Context, msg msgID) {
 		if !locked {
 			return nil
 		}
-		return c.record(tx, Trace{Type: "keypad_lockout",
+		return c.record(tx, Trace{Type: fsm.KeypadLockout.String(),
 			Content: fmt.Sprintf("Keypad locked for %s after %d wrong codes (lockout %d)",
 				c.lockedTill.Sub(now).Round(time.Second), c.opts.LockoutAfter, c.lockouts)})
 	})

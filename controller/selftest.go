@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
 )
 
@@ -146,7 +147,7 @@ func (c *Controller) maybeFinishSelfTest(ctx context.Context) {
 		content += " (faults: " + strings.Join(faults, " ") + ")"
 	}
 	err := c.update(ctx, func(tx *store.Tx) error {
-		return c.record(tx, Trace{Type: "selftest", Actor: t.actor, Content: content})
+		return c.record(tx, Trace{Type: fsm.SelfTestDone.String(), Actor: t.actor, Content: content})
 	})
 	if err != nil {
 		c.log.Error("self-test result not recorded", "err", err)

@@ -108,6 +108,16 @@ const (
 	ReleaseInterrupted TraceType = "release_interrupted"
 	Disabled           TraceType = "compartment_disabled"
 	Enabled            TraceType = "compartment_enabled"
+
+	// The controller's own, of no one compartment's state.
+	Started          TraceType = "started"
+	GrantRejected    TraceType = "grant_rejected"
+	KeypadLockout    TraceType = "keypad_lockout"
+	EnvelopeRejected TraceType = "envelope_rejected"
+	DoorLeftOpen     TraceType = "door_left_open"
+	StorageFaulted   TraceType = "storage_fault"
+	OutboxOverflow   TraceType = "outbox_overflow"
+	SelfTestDone     TraceType = "selftest"
 )
 
 func (t TraceType) String() string { return string(t) }
