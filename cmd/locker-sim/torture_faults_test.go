@@ -215,14 +215,14 @@ type faultRig struct {
 	lastSeq  int64 // the locker's last seq at the last sync
 	lastTick time.Time
 
-	auth      map[string]map[int]bool // grants (and commands) that may release now, with their compartments; nil: used up
-	rels      []*frel
-	expects   []*fexpect
-	failures  int       // wrong codes in a row, as the keypad counts them
+	auth     map[string]map[int]bool // grants (and commands) that may release now, with their compartments; nil: used up
+	rels     []*frel
+	expects  []*fexpect
+	failures int // wrong codes in a row, as the keypad counts them
 	// rejectedAt: when each grant's code last gave a grant_rejected trace.
 	rejectedAt map[string]time.Time
 	// quiet: grants whose code must give no grant_rejected after this seq.
-	quiet map[string]int64
+	quiet     map[string]int64
 	lastTouch time.Time // a person's last move
 	stranded  []*fparcel
 
