@@ -1,0 +1,287 @@
+//go:build linux
+
+package rs485
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openlocker/locker/hal/rs485/proto"
+)
+
+// fakePhysics records unlocks; a channel reads open once unlocked.
+type fakePhysics struct {
+	mu      sync.Mutex
+	unlocks []string
+	open    map[[2]int]bool
+	parcel  map[[2]int]bool
+}
+
+func newPhysics() *fakePhysics {
+	return &fakePhysics{open: map[[2]int]bool{}, parcel: map[[2]int]bool{}}
+}
+
+func (p *fakePhysics) Unlock(board, ch int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unlocks = append(p.unlocks, Hex([]byte{byte(board), byte(ch)}))
+	p.open[[2]int{board, ch}] = true
+}
+
+func (p *fakePhysics) Sense(board, ch int) (open, parcel, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open[[2]int{board, ch}], p.parcel[[2]int{board, ch}], true
+}
+
+func (p *fakePhysics) Unlocks() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.unlocks...)
+}
+
+// fakeClock is the bus's clock for power cycles.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// serve starts a bus behind a pty and returns the slave, opened raw as
+// the daemon opens it.
+func serve(t *testing.T, cfg Config) (*Bus, *os.File) {
+	t.Helper()
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := b.ServePTY()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(path, "/dev/pts/") || b.Path() != path {
+		t.Fatalf("slave path %q, Path %q", path, b.Path())
+	}
+	f, err := OpenRaw(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.Close()
+		b.Close()
+	})
+	return b, f
+}
+
+// readFrame reads n bytes within d and returns them with the sizes of the
+// reads that brought them.
+func readFrame(t *testing.T, f *os.File, n int, d time.Duration) ([]byte, []int) {
+	t.Helper()
+	if err := f.SetReadDeadline(time.Now().Add(d)); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	var reads []int
+	buf := make([]byte, 64)
+	for len(got) < n {
+		k, err := f.Read(buf)
+		if k > 0 {
+			got = append(got, buf[:k]...)
+			reads = append(reads, k)
+		}
+		if err != nil {
+			t.Fatalf("after % x: %v", got, err)
+		}
+	}
+	return got, reads
+}
+
+// silent asserts that nothing arrives within d.
+func silent(t *testing.T, f *os.File, d time.Duration) {
+	t.Helper()
+	if err := f.SetReadDeadline(time.Now().Add(d)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if k, err := f.Read(buf); k > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read % x, %v: want silence", buf[:k], err)
+	}
+}
+
+func write(t *testing.T, f *os.File, b ...byte) {
+	t.Helper()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKerongVectorsThroughAPTY(t *testing.T) {
+	ph := newPhysics()
+	ph.parcel[[2]int{0, 2}] = true
+	_, f := serve(t, Config{Name: "BUS1", Protocol: proto.Kerong, LockOpenBit: 1, Physics: ph,
+		Boards: []Board{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}})
+
+	// Board 0 status: nothing open, a parcel behind lock 2.
+	write(t, f, 0x02, 0x00, 0x32, 0x03, 0x37)
+	got, reads := readFrame(t, f, 9, 2*time.Second)
+	if want := []byte{0x02, 0x00, 0x35, 0x00, 0x00, 0x02, 0x00, 0x03, 0x3C}; !bytes.Equal(got, want) {
+		t.Fatalf("status reply % x, want % x", got, want)
+	}
+	if len(reads) < 2 {
+		t.Errorf("the reply came in %v: want bursts, as from a USB adapter", reads)
+	}
+	// Board 1 lock 1: unlock, answered with the board's status.
+	write(t, f, 0x02, 0x10, 0x31, 0x03, 0x46)
+	got, _ = readFrame(t, f, 9, 2*time.Second)
+	st, err := proto.DecodeKerongStatus(got, 1)
+	if err != nil || !st.LockBit(1) || st.LockBit(2) {
+		t.Fatalf("unlock reply % x: %+v, %v", got, st, err)
+	}
+	if u := ph.Unlocks(); len(u) != 1 || u[0] != "01 01" {
+		t.Fatalf("unlocks %v, want board 1 lock 1", u)
+	}
+}
+
+func TestKerongLockOpenBitZeroAndSilentUnlock(t *testing.T) {
+	ph := newPhysics()
+	b, f := serve(t, Config{Name: "BUS1", Protocol: proto.Kerong, LockOpenBit: 0, Physics: ph,
+		Boards: []Board{{Address: 0, Channels: 8, NoUnlockReply: true}}})
+	write(t, f, 0x02, 0x00, 0x31, 0x03, 0x36) // unlock lock 1: no answer
+	write(t, f, 0x02, 0x00, 0x32, 0x03, 0x37) // status
+	got, _ := readFrame(t, f, 9, 2*time.Second)
+	st, err := proto.DecodeKerongStatus(got, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bit 0 (lock 1) reads 0 = open; locks 2–8 and the unwired 9–16 read 1.
+	if st.Locks != 0xFFFE {
+		t.Fatalf("locks %016b, want lock 1 open (0) and the rest closed (1)", st.Locks)
+	}
+	var dirs []string
+	for _, fr := range b.Frames() {
+		dirs = append(dirs, fr.Dir)
+	}
+	if strings.Join(dirs, ",") != "cmd,cmd,reply" {
+		t.Fatalf("frames %v: the unlock must go unanswered", dirs)
+	}
+}
+
+func TestKerongFaults(t *testing.T) {
+	ph := newPhysics()
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	b, f := serve(t, Config{Name: "BUS1", Protocol: proto.Kerong, LockOpenBit: 1, Physics: ph, Now: clock.Now,
+		Boards: []Board{{Address: 0, Channels: 16}}})
+	status := []byte{0x02, 0x00, 0x32, 0x03, 0x37}
+
+	if err := b.SetFault(0, FaultBadChecksum); err != nil {
+		t.Fatal(err)
+	}
+	write(t, f, status...)
+	got, _ := readFrame(t, f, 9, 2*time.Second)
+	if _, err := proto.DecodeKerongStatus(got, 0); !errors.Is(err, proto.ErrChecksum) {
+		t.Fatalf("bad_checksum: % x decodes with %v", got, err)
+	}
+
+	if err := b.SetFault(0, FaultNoAnswer); err != nil {
+		t.Fatal(err)
+	}
+	write(t, f, 0x02, 0x00, 0x31, 0x03, 0x36)
+	silent(t, f, 100*time.Millisecond)
+	if len(ph.Unlocks()) != 0 {
+		t.Fatal("a board that does not answer acted")
+	}
+
+	if err := b.SetFault(0, FaultLostReply); err != nil {
+		t.Fatal(err)
+	}
+	write(t, f, 0x02, 0x00, 0x31, 0x03, 0x36)
+	silent(t, f, 100*time.Millisecond)
+	if len(ph.Unlocks()) != 1 {
+		t.Fatal("lost_reply: the board must act")
+	}
+
+	if err := b.SetFault(0, FaultNone); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PowerCycle(0, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if bs := b.Boards(); !bs[0].Off {
+		t.Fatalf("boards %+v: want board 0 off", bs)
+	}
+	write(t, f, status...)
+	silent(t, f, 100*time.Millisecond)
+	clock.Advance(time.Second)
+	write(t, f, status...)
+	if got, _ := readFrame(t, f, 9, 2*time.Second); got[0] != 0x02 || got[2] != 0x35 {
+		t.Fatalf("after the power cycle: % x", got)
+	}
+
+	// A corrupt command is ignored; garbage before a frame is skipped.
+	write(t, f, 0x02, 0x00, 0x31, 0x03, 0x37, 0xFF, 0x13)
+	write(t, f, status...)
+	if got, _ := readFrame(t, f, 9, 2*time.Second); got[2] != 0x35 {
+		t.Fatalf("after garbage: % x", got)
+	}
+	if len(ph.Unlocks()) != 1 {
+		t.Fatal("a command with a bad checksum was obeyed")
+	}
+	if err := b.SetFault(3, FaultNone); !errors.Is(err, ErrNoBoard) {
+		t.Fatalf("SetFault(3) = %v", err)
+	}
+	if err := b.SetFault(0, "smoke"); !errors.Is(err, ErrUnknownFault) {
+		t.Fatalf("SetFault(smoke) = %v", err)
+	}
+	var errs []string
+	for _, fr := range b.Frames() {
+		if fr.Err != "" {
+			errs = append(errs, fr.Err)
+		}
+	}
+	joined := strings.Join(errs, "|")
+	for _, want := range []string{"wrong checksum (injected)", "does not answer", "lost on the line", "power cycle", "bad checksum", "garbage"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("frame errors %q lack %q", joined, want)
+		}
+	}
+}
+
+func Test8A80VectorsAndTiming(t *testing.T) {
+	ph := newPhysics()
+	b, f := serve(t, Config{Name: "BUS2", Protocol: proto.P8A80, LockOpenBit: 1, Physics: ph,
+		Boards: []Board{{Address: 1, Channels: 8}, {Address: 2, Channels: 24}}})
+	if b.Baud() != 9600 {
+		t.Fatalf("baud %d, want the 8A/80's 9600", b.Baud())
+	}
+	write(t, f, 0x80, 0x01, 0x00, 0x33, 0xB2)
+	got, _ := readFrame(t, f, 7, 2*time.Second)
+	if want := []byte{0x80, 0x01, 0x00, 0x00, 0x00, 0x33, 0xB2}; !bytes.Equal(got, want) {
+		t.Fatalf("query reply % x, want % x", got, want)
+	}
+	start := time.Now()
+	write(t, f, 0x8A, 0x01, 0x01, 0x11, 0x9B)
+	got, _ = readFrame(t, f, 5, 3*time.Second)
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Errorf("unlock answered after %v, want about 500 ms", d)
+	}
+	if want := []byte{0x8A, 0x01, 0x01, 0x11, 0x9B}; !bytes.Equal(got, want) {
+		t.Fatalf("unlock reply % x, want % x (open)", got, want)
+	}
+	// A 24-channel board answers three groups, highest first.
+	ph.Unlock(2, 9)
+	ph.Unlock(2, 24)
+	q, _ := proto.Query8A80Frame(2)
+	write(t, f, q...)
+	got, _ = readFrame(t, f, 7, 2*time.Second)
+	st, err := proto.DecodeStatus8A80(got, 2)
+	if err != nil || st.Groups != 3 || !st.Bit(9) || !st.Bit(24) || st.Bit(1) || got[2] != 0x80 || got[3] != 0x01 {
+		t.Fatalf("24-channel reply % x: %+v, %v", got, st, err)
+	}
+}
