@@ -40,6 +40,10 @@ type bench struct {
 	times int      // -benchtime Nx
 	short int      // -benchtime with -short
 	rows  []row
+	// args are the test binary's own flags (after -args); timeout, when
+	// longer than -timeout, is this benchmark's own.
+	args    func(short bool) []string
+	timeout time.Duration
 }
 
 // row is one line of the table, read from the benchmark's metrics.
@@ -52,6 +56,9 @@ type row struct {
 	target   string // issue 7's target, printed
 	// ok says whether the figure meets the target; nil: no target.
 	ok func(fig, base, ratio float64) bool
+	// value, when set, prints the value column from all the metrics
+	// (a breakdown); the row then has no baseline.
+	value func(m map[string]float64) string
 }
 
 var benches = []bench{
@@ -71,6 +78,21 @@ var benches = []bench{
 		{figure: "outbox drain to Mosquitto (100k traces)", unit: "link-events/s",
 			baseline: "raw paho QoS 1, 100 in flight", baseUnit: "paho100-events/s", ratio: "ratio",
 			target: "≥ 0.5× baseline", ok: func(_, _, r float64) bool { return r >= 0.5 }},
+	}},
+	{pkg: "./controller", names: []string{"BenchmarkWear"}, times: 300, short: 50, rows: []row{
+		{figure: "storage writes per parcel cycle (deposit + pickup), /proc/self/io, real disk", unit: "cycle-B",
+			baseline: "6 FULL commits of one page (WAL, same disk)", baseUnit: "raw-B", ratio: "ratio",
+			target: "≤ 2× baseline", ok: func(_, _, r float64) bool { return r <= 2 }},
+		{figure: "  of which: '#'+release, door open, parcel, close, acks, housekeeping", value: func(m map[string]float64) string {
+			var parts []string
+			for _, p := range []string{"release", "open", "parcel", "close", "ack", "housekeeping"} {
+				parts = append(parts, strings.TrimSuffix(format(m[p+"-B"], "B"), " B"))
+			}
+			return strings.Join(parts, " / ")
+		}, target: "—"},
+		{figure: "  later writes of its grants (expiry mark, purge, vacuum), per parcel", unit: "after-B",
+			baseline: "whole life (cycle + later) / baseline", baseUnit: "raw-B", ratio: "life-ratio", target: "—"},
+		{figure: "log volume per parcel cycle (Info, JSON as under systemd)", unit: "log-B", baseline: "—", target: "—"},
 	}},
 	{pkg: "./cmd/internal/daemon", names: []string{"BenchmarkColdStart"}, times: 10, short: 3, rows: []row{
 		{figure: "cold start to Ready (100k grants), median", unit: "ready-ms",
@@ -96,6 +118,7 @@ func main() {
 	only := flag.String("only", "", "run only the benchmarks whose name matches this regular expression (binaries: \"binary\")")
 	timeout := flag.Duration("timeout", 10*time.Minute, "time-out of each go test run")
 	verbose := flag.Bool("v", false, "show each go command and its output")
+	flag.Float64Var(&soakYears, "soak-years", soakYears, "years of service the soak simulates (BenchmarkSoak; -short: 0.2)")
 	flag.Parse()
 	var re *regexp.Regexp
 	if *only != "" {
@@ -115,7 +138,9 @@ func main() {
 
 	started := time.Now()
 	var lines [][]string
-	for _, b := range benches {
+	var soak map[string]float64
+	var soakStatus string
+	for _, b := range append(benches, soakBench) {
 		name := b.find(r.root)
 		if re != nil && !re.MatchString(strings.Join(b.names, " ")) {
 			continue
@@ -132,11 +157,19 @@ func main() {
 			fmt.Fprintf(os.Stderr, "benchtable: %s %s -benchtime %dx …\n", b.pkg, name, times)
 			t0 := time.Now()
 			var err error
-			metrics, err = r.bench(b.pkg, name, times)
+			var args []string
+			if b.args != nil {
+				args = b.args(*short)
+			}
+			metrics, err = r.bench(b.pkg, name, times, max(r.timeout, b.timeout), args)
 			if err != nil {
 				status = "failed: " + err.Error()
 			}
 			fmt.Fprintf(os.Stderr, "benchtable: %s took %v\n", name, time.Since(t0).Round(time.Second))
+		}
+		if b.names[0] == soakBench.names[0] {
+			soak, soakStatus = metrics, status
+			continue
 		}
 		for _, rw := range b.rows {
 			lines = append(lines, rw.line(metrics, status))
@@ -161,6 +194,9 @@ func main() {
 		fmt.Fprintln(w, strings.Join(l, "\t"))
 	}
 	w.Flush()
+	if re == nil || re.MatchString(strings.Join(soakBench.names, " ")) {
+		printSoak(os.Stdout, soak, soakStatus)
+	}
 	fmt.Printf("run %s, %v, on %s\n", started.UTC().Format("2006-01-02 15:04 MST"), time.Since(started).Round(time.Second), machine.Describe())
 }
 
@@ -187,6 +223,9 @@ func (b bench) find(root string) string {
 func (rw row) line(m map[string]float64, status string) []string {
 	if m == nil {
 		return []string{rw.figure, status, rw.baseline, "", "", rw.target, ""}
+	}
+	if rw.value != nil {
+		return []string{rw.figure, rw.value(m), "—", "—", "—", rw.target, ""}
 	}
 	fig, okF := m[rw.unit]
 	base, okB := m[rw.baseUnit]
@@ -223,6 +262,12 @@ func format(v float64, metric string) string {
 		return fmt.Sprintf("%.2f ms", v/1000)
 	case unit == "µs":
 		return fmt.Sprintf("%.0f µs", v)
+	case unit == "B" && v >= 1e6:
+		return fmt.Sprintf("%.2f MB", v/1e6)
+	case unit == "B" && v >= 1e4:
+		return fmt.Sprintf("%.1f kB", v/1e3)
+	case unit == "B":
+		return fmt.Sprintf("%.0f B", v)
 	default:
 		return fmt.Sprintf("%.1f %s", v, unit)
 	}
@@ -263,11 +308,15 @@ func (r *runner) goCmd(ctx context.Context, env []string, args ...string) (strin
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.*)$`)
 
 // bench runs one benchmark and returns its metrics by unit.
-func (r *runner) bench(pkg, name string, times int) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout+time.Minute)
+func (r *runner) bench(pkg, name string, times int, timeout time.Duration, args []string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Minute)
 	defer cancel()
-	out, err := r.goCmd(ctx, nil, "test", "-run", "^$", "-bench", "^"+name+"$", "-benchtime", fmt.Sprintf("%dx", times),
-		"-count", "1", "-timeout", r.timeout.String(), pkg)
+	cmd := []string{"test", "-run", "^$", "-bench", "^" + name + "$", "-benchtime", fmt.Sprintf("%dx", times),
+		"-count", "1", "-timeout", timeout.String(), pkg}
+	if len(args) > 0 {
+		cmd = append(append(cmd, "-args"), args...)
+	}
+	out, err := r.goCmd(ctx, nil, cmd...)
 	m := parse(out, name)
 	if err != nil || m == nil {
 		return nil, errors.New(firstError(out, err))
