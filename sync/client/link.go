@@ -185,8 +185,9 @@ type session struct {
 	lost   chan struct{} // closed once the connection is gone or given up
 	once   sync.Once
 
-	drops    atomic.Int64 // received messages dropped (not acknowledged) on this connection
-	lastDrop atomic.Int64 // unix nanoseconds of the last drop
+	drops    atomic.Int64  // received messages dropped (not acknowledged) on this connection
+	lastDrop atomic.Int64  // unix nanoseconds of the last drop
+	dropped  chan struct{} // capacity 1: a message was dropped (serve starts watching for the quiet spell)
 }
 
 func (s *session) markLost() { s.once.Do(func() { close(s.lost) }) }
@@ -343,7 +344,7 @@ func (l *Link) Run(ctx context.Context) error {
 
 // connect opens one connection with a fresh paho client and subscribes.
 func (l *Link) connect(ctx context.Context) (*session, error) {
-	s := &session{lost: make(chan struct{})}
+	s := &session{lost: make(chan struct{}), dropped: make(chan struct{}, 1)}
 	o := mqtt.NewClientOptions().
 		AddBroker(l.opts.Broker).
 		SetClientID(l.id).
@@ -486,8 +487,17 @@ func (l *Link) serve(ctx context.Context, s *session) bool {
 		defer wg.Done()
 		l.report(ctx, s)
 	}()
-	check := time.NewTicker(time.Second)
-	defer check.Stop()
+	// The check for a quiet spell after dropped messages runs only once a
+	// message was dropped: an idle link has no timer of its own here (a
+	// fleet of ten thousand lockers would wake ten thousand times a
+	// second for nothing).
+	var check <-chan time.Time
+	var checkT *time.Ticker
+	defer func() {
+		if checkT != nil {
+			checkT.Stop()
+		}
+	}()
 	redeliver := false
 wait:
 	for {
@@ -496,7 +506,12 @@ wait:
 			break wait
 		case <-s.lost:
 			break wait
-		case <-check.C:
+		case <-s.dropped:
+			if checkT == nil {
+				checkT = time.NewTicker(time.Second)
+				check = checkT.C
+			}
+		case <-check:
 			// Messages were dropped from a full inbox and not acknowledged:
 			// once the flood is over, reconnect so the broker delivers them
 			// again.
@@ -613,6 +628,10 @@ func (l *Link) onMessage(s *session, m mqtt.Message) {
 	}
 	s.drops.Add(1)
 	s.lastDrop.Store(time.Now().UnixNano())
+	select {
+	case s.dropped <- struct{}{}:
+	default:
+	}
 	n := l.dropped.Add(1)
 	now := time.Now().UnixNano()
 	last := l.lastDropLog.Load()
