@@ -32,9 +32,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/openlocker/locker/cmd/internal/daemon"
 	"github.com/openlocker/locker/controller/wire"
@@ -55,8 +52,15 @@ const (
 	// are timed by the lock driver, not by the poll.
 	fleetPoll = 25 * time.Millisecond
 	// fleetSample is how often the monitor samples every link's state: the
-	// resolution of the reconnect curve.
-	fleetSample = 20 * time.Millisecond
+	// resolution of the reconnect curve. Above fleetBig lockers it is
+	// fleetSampleBig: one sample reads every locker's state.
+	fleetSample    = 20 * time.Millisecond
+	fleetSampleBig = 100 * time.Millisecond
+	// fleetBig is the size above which the fleet polls its cabinets every
+	// wiring.MaxPoll (100 ms) by default instead of every fleetPoll: at
+	// 10,000 lockers the simulated sensors and keypads, polled every 25 ms,
+	// would take more than the two cores of a laptop by themselves.
+	fleetBig = 1000
 	// fleetStarters is how many lockers are opened at once at start-up.
 	fleetStarters = 32
 	// fleetWaveClose is how long a reconnect wave may stay open before it is
@@ -66,18 +70,33 @@ const (
 
 // fleetOptions configure fleet mode.
 type fleetOptions struct {
-	N        int           // lockers: FLEET0001 … FLEETnnnn
-	Broker   string        // MQTT broker URL; "" starts the embedded broker on Embedded
-	Embedded string        // address of the embedded broker (default 127.0.0.1:1883)
-	DataDir  string        // each locker's folder is DataDir/FLEETnnnn; the dev key is DataDir/central-dev.json
-	Interval time.Duration // mean time between two parcels at one locker (exponential)
-	Duration time.Duration // stop after this long; 0: at SIGINT or SIGTERM
-	Report   time.Duration // a report line this often; 0: none until the end
-	Poll     time.Duration // sensor poll and keypad scan period (default fleetPoll)
-	// RestartAfter and Outage: with the embedded broker, stop it once every
+	N        int    // lockers: FLEET<First> … FLEET<First+N-1>, numbers of at least 4 digits
+	First    int    // number of the first locker (default 1): several fleet processes share a broker with ranges of their own
+	Broker   string // MQTT broker URL; "" starts a broker of the fleet's own on Embedded
+	Embedded string // address of the fleet's own broker (default 127.0.0.1:1883)
+	// Mosquitto is the path (or name on PATH) of a mosquitto binary: the
+	// fleet's own broker is a Mosquitto it starts, with the open-file limit
+	// and max_connections raised for N lockers, instead of the embedded one.
+	Mosquitto string
+	DataDir   string        // each locker's folder is DataDir/FLEETnnnn; the dev key is DataDir/central-dev.json
+	Interval  time.Duration // mean time between two parcels at one locker (exponential)
+	Duration  time.Duration // stop after this long; 0: at SIGINT or SIGTERM
+	Report    time.Duration // a report line this often; 0: none until the end
+	Poll      time.Duration // sensor poll and keypad scan period (default fleetPoll; wiring.MaxPoll above fleetBig lockers)
+	// RestartAfter and Outage: with a broker of its own, stop it once every
 	// locker has been online for RestartAfter, for Outage, then start it
 	// again, to draw the reconnect curve. 0: never.
 	RestartAfter, Outage time.Duration
+	// Bench and Idle: run the benchmark (fleetbench.go) with Bench of
+	// traffic and Idle of idle measurement, then stop. 0: run as usual.
+	Bench, Idle time.Duration
+	// IdleProfile: write a CPU profile of the idle window to this file.
+	IdleProfile string
+	// Procs: with Bench, run the lockers in this many child processes of
+	// this program (fleetparent.go); 0: as many as the open-file limit
+	// needs. Child: this process is such a child (-fleet-child).
+	Procs int
+	Child bool
 	// BackoffMin and BackoffMax override the link's reconnect back-off
 	// (default the protocol's 1 s and 5 min); tests shorten them.
 	BackoffMin, BackoffMax time.Duration
@@ -90,12 +109,19 @@ type fleetOptions struct {
 func fleetFlags(fs *flag.FlagSet) *fleetOptions {
 	o := &fleetOptions{}
 	fs.IntVar(&o.N, "fleet", 0, "run N simulated lockers (FLEET0001…) in this process with random traffic from a simulated central, and report memory, CPU, events and the reconnect curve")
+	fs.IntVar(&o.First, "fleet-first", 1, "fleet: number of the first locker (-fleet-first 20000: FLEET20000…), so that several fleet processes can share one broker")
+	fs.StringVar(&o.Mosquitto, "fleet-mosquitto", "", "fleet, without -broker: start this mosquitto binary (e.g. mosquitto) on 127.0.0.1 as the fleet's broker instead of the embedded one, with the file limit and max_connections raised")
 	fs.DurationVar(&o.Interval, "fleet-interval", 30*time.Second, "fleet: mean time between two parcels at one locker")
 	fs.DurationVar(&o.Duration, "fleet-duration", 0, "fleet: stop after this long (0: at Ctrl-C)")
 	fs.DurationVar(&o.Report, "fleet-report", 10*time.Second, "fleet: print a report line this often")
-	fs.DurationVar(&o.Poll, "fleet-poll", fleetPoll, "fleet: sensor poll and keypad scan period of every locker")
-	fs.DurationVar(&o.RestartAfter, "fleet-restart-after", 0, "fleet, embedded broker: restart the broker once the fleet has been online this long (0: never)")
-	fs.DurationVar(&o.Outage, "fleet-outage", 5*time.Second, "fleet: how long the embedded broker stays down for -fleet-restart-after")
+	fs.DurationVar(&o.Poll, "fleet-poll", 0, "fleet: sensor poll and keypad scan period of every locker (default 25ms, 100ms above 1,000 lockers)")
+	fs.DurationVar(&o.RestartAfter, "fleet-restart-after", 0, "fleet, broker of its own (no -broker): restart the broker once the fleet has been online this long (0: never)")
+	fs.DurationVar(&o.Outage, "fleet-outage", 5*time.Second, "fleet: how long the fleet's own broker stays down for a restart")
+	fs.DurationVar(&o.Bench, "fleet-bench", 0, "fleet: run the benchmark and exit: connect every locker, trade parcels for this long, stop the traffic, measure idle CPU over -fleet-idle, restart the broker (needs a broker of its own) and draw the reconnect curve")
+	fs.IntVar(&o.Procs, "fleet-procs", 0, "fleet, -fleet-bench: run the lockers in this many processes (0: as many as the open-file limit of one process needs)")
+	fs.BoolVar(&o.Child, "fleet-child", false, "fleet, -fleet-bench: run as a child of a fleet of several processes (a line protocol on stdin and stdout)")
+	fs.StringVar(&o.IdleProfile, "fleet-idle-profile", "", "fleet, -fleet-bench: write a CPU profile of the idle window to this file (go tool pprof)")
+	fs.DurationVar(&o.Idle, "fleet-idle", 30*time.Second, "fleet, -fleet-bench: how long the idle CPU is measured")
 	return o
 }
 
@@ -109,12 +135,29 @@ func runFleet(opts fleetOptions) int {
 		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
 		defer cancel()
 	}
+	if opts.Bench > 0 && !opts.Child {
+		if procs, err := fleetProcs(opts); err != nil {
+			fmt.Fprintf(os.Stderr, "locker-sim: -fleet: %v\n", err)
+			return 1
+		} else if procs > 1 {
+			opts.Procs = procs
+			if err := runFleetParent(ctx, opts); err != nil {
+				fmt.Fprintf(os.Stderr, "locker-sim: -fleet: %v\n", err)
+				return 1
+			}
+			return 0
+		}
+	}
 	f, err := newFleet(opts)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "locker-sim: -fleet: %v\n", err)
 		return 1
 	}
-	if err := f.run(ctx); err != nil {
+	run := f.run
+	if opts.Bench > 0 {
+		run = f.bench
+	}
+	if err := run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "locker-sim: -fleet: %v\n", err)
 		return 1
 	}
@@ -125,17 +168,24 @@ func runFleet(opts fleetOptions) int {
 type fleet struct {
 	o       fleetOptions
 	out     io.Writer
+	proto   io.Writer // a child's lines to its parent (stdout)
+	in      io.Reader // a child's lines from its parent (stdin)
 	log     *slog.Logger
 	kp      protocol.KeyPair
 	w       *wiring.Wiring
 	nonce   string // makes grant ids unique across runs on the same databases
 	started time.Time
+	// traffic ends the people's parcels (set before start; nil: the
+	// fleet's context): a parcel under way is finished first, a parcel
+	// waiting for its recipient stays in the locker.
+	traffic context.Context
+	people  sync.WaitGroup // the person goroutines
 
 	lockers  []*fleetLocker
 	byID     map[string]*fleetLocker // fixed once started
 	central  *fleetCentral
 	mon      *fleetMonitor
-	broker   *mqtt.Server // the embedded broker, or nil; guarded by brokerMu
+	broker   *fleetBroker // the fleet's own broker, or nil (-broker); guarded by brokerMu
 	brokerMu sync.Mutex
 
 	recorded  atomic.Int64 // traces recorded by the lockers (OnTrace)
@@ -165,14 +215,36 @@ type fleetLocker struct {
 }
 
 func newFleet(o fleetOptions) (*fleet, error) {
-	if o.N < 1 || o.N > 9999 {
-		return nil, fmt.Errorf("%d lockers: want 1 to 9999", o.N)
+	if o.N < 1 || o.N > fleetMax {
+		return nil, fmt.Errorf("%d lockers: want 1 to %d", o.N, fleetMax)
+	}
+	if o.First == 0 {
+		o.First = 1
+	}
+	if o.First < 1 || o.First+o.N-1 > 99_999_999 {
+		return nil, fmt.Errorf("-fleet-first %d: want 1 to %d", o.First, 99_999_999-o.N+1)
+	}
+	if o.Mosquitto != "" {
+		if o.Broker != "" {
+			return nil, errors.New("-fleet-mosquitto starts a broker of the fleet's own: not with -broker")
+		}
+		p, err := findMosquitto(o.Mosquitto)
+		if err != nil {
+			return nil, err
+		}
+		o.Mosquitto = p
+	}
+	if o.Idle <= 0 {
+		o.Idle = 30 * time.Second
 	}
 	if o.Interval <= 0 {
 		o.Interval = 30 * time.Second
 	}
 	if o.Poll <= 0 {
 		o.Poll = fleetPoll
+		if o.N > fleetBig {
+			o.Poll = wiring.MaxPoll
+		}
 	}
 	if o.Embedded == "" {
 		o.Embedded = embeddedAddr
@@ -183,6 +255,9 @@ func newFleet(o fleetOptions) (*fleet, error) {
 	out := o.Out
 	if out == nil {
 		out = os.Stdout
+		if o.Child {
+			out = os.Stderr // stdout carries the protocol
+		}
 	}
 	log := o.Logger
 	if log == nil {
@@ -190,6 +265,13 @@ func newFleet(o fleetOptions) (*fleet, error) {
 	}
 	if err := os.MkdirAll(o.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	files := uint64(o.N)*fleetFilesPerLocker + 1024
+	if o.Broker == "" && o.Mosquitto == "" {
+		files += uint64(o.N) // the embedded broker's end of each connection
+	}
+	if err := raiseFileLimit(files); err != nil {
+		return nil, err
 	}
 	kp, err := devKeyPair(filepath.Join(o.DataDir, devKeyFile))
 	if err != nil {
@@ -199,7 +281,7 @@ func newFleet(o fleetOptions) (*fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{o: o, out: out, log: log, kp: kp, w: w, nonce: strconv.FormatInt(time.Now().Unix(), 36),
+	f := &fleet{o: o, out: out, proto: os.Stdout, in: os.Stdin, log: log, kp: kp, w: w, nonce: strconv.FormatInt(time.Now().Unix(), 36),
 		byID: map[string]*fleetLocker{}, failures: map[string]int{}}
 	f.mon = newFleetMonitor(o.N)
 	return f, nil
@@ -220,8 +302,11 @@ func fleetWiring(poll time.Duration) (*wiring.Wiring, error) {
 	return w, nil
 }
 
-// fleetID is the id of locker i (0-based).
-func fleetID(i int) string { return fmt.Sprintf("FLEET%04d", i+1) }
+// fleetMax is the most lockers in one fleet process.
+const fleetMax = 100_000
+
+// fleetID is the id of locker number n: FLEET0001, FLEET20000.
+func fleetID(n int) string { return fmt.Sprintf("FLEET%04d", n) }
 
 // run starts the broker (if embedded), the central and the lockers, runs
 // the traffic until ctx is done, stops everything and prints the final
@@ -266,11 +351,13 @@ func (f *fleet) start(ctx context.Context) error {
 	f.lastCPU = processCPU()
 	url := f.o.Broker
 	if url == "" {
-		b, err := startFleetBroker(f.o.Embedded)
-		if err != nil {
+		b := &fleetBroker{addr: f.o.Embedded, mosquitto: f.o.Mosquitto, dir: filepath.Join(f.o.DataDir, "mosquitto")}
+		if err := b.start(); err != nil {
 			return err
 		}
+		f.brokerMu.Lock()
 		f.broker = b
+		f.brokerMu.Unlock()
 		url = "tcp://" + f.o.Embedded
 	} else if err := reachable(url); err != nil {
 		return fmt.Errorf("-broker %s: %w", url, err)
@@ -278,17 +365,17 @@ func (f *fleet) start(ctx context.Context) error {
 	f.o.Broker = url
 	f.lockers = make([]*fleetLocker, f.o.N)
 	for i := range f.lockers {
-		l := &fleetLocker{i: i, id: fleetID(i), done: make(chan struct{}), acks: make(chan wire.GrantsAck, 4)}
+		l := &fleetLocker{i: i, id: fleetID(f.o.First + i), done: make(chan struct{}), acks: make(chan wire.GrantsAck, 4)}
 		f.lockers[i] = l
 		f.byID[l.id] = l
 	}
-	c, err := newFleetCentral(url, f.kp, f.nonce, f.byID)
+	c, err := newFleetCentral(url, f.kp, fmt.Sprintf("%d-%s", f.o.First, f.nonce), f.byID)
 	if err != nil {
 		return err
 	}
 	f.central = c
 	fmt.Fprintf(f.out, "fleet: %d lockers (%s…%s), broker %s, data %s, %d compartments each, poll %v, a parcel every %v per locker on average\n",
-		f.o.N, fleetID(0), fleetID(f.o.N-1), url, f.o.DataDir, len(f.w.Compartments), f.o.Poll, f.o.Interval)
+		f.o.N, fleetID(f.o.First), fleetID(f.o.First+f.o.N-1), url, f.o.DataDir, len(f.w.Compartments), f.o.Poll, f.o.Interval)
 
 	// Open the lockers a few at a time: each opens a database and migrates it.
 	next := make(chan *fleetLocker)
@@ -313,8 +400,12 @@ func (f *fleet) start(ctx context.Context) error {
 		return err
 	}
 	go f.mon.run(ctx, f.lockers)
+	traffic := f.traffic
+	if traffic == nil {
+		traffic = ctx
+	}
 	for _, l := range f.lockers {
-		go f.person(ctx, l)
+		f.people.Go(func() { f.person(ctx, traffic, l) })
 	}
 	fmt.Fprintf(f.out, "fleet: %d lockers ready in %v\n", f.o.N, time.Since(f.started).Round(time.Millisecond))
 	return nil
@@ -382,7 +473,7 @@ func (f *fleet) stop() error {
 	}
 	f.brokerMu.Lock()
 	if f.broker != nil {
-		f.broker.Close()
+		f.broker.stop()
 	}
 	f.brokerMu.Unlock()
 	return errors.Join(errs...)
@@ -397,13 +488,13 @@ func (f *fleet) fail(reason string) {
 // person plays the people of one locker: a courier deposits a parcel with a
 // code from the central, and later its recipient takes it out, one parcel
 // at a time, at random intervals.
-func (f *fleet) person(ctx context.Context, l *fleetLocker) {
+func (f *fleet) person(ctx, traffic context.Context, l *fleetLocker) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(l.i)))
 	sleep := func(d time.Duration) bool {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
-		case <-ctx.Done():
+		case <-traffic.Done():
 			return false
 		case <-t.C:
 			return true
@@ -418,7 +509,7 @@ func (f *fleet) person(ctx context.Context, l *fleetLocker) {
 	for k := 1; ; k++ {
 		if !l.d.Link.Connected() {
 			f.skipped.Add(1)
-		} else if err := f.parcel(ctx, l, rng, k, exp); err != nil && ctx.Err() == nil {
+		} else if err := f.parcel(ctx, traffic, l, rng, k, exp); err != nil && ctx.Err() == nil {
 			f.fail(err.Error())
 			for n := 1; n <= len(f.w.Compartments); n++ { // leave no door open
 				l.cab.CloseDoor(n)
@@ -433,8 +524,10 @@ func (f *fleet) person(ctx context.Context, l *fleetLocker) {
 var fleetSizes = []string{"S", "S", "M", "M", "L", "XL"}
 
 // parcel plays one parcel's life at locker l: grant, deposit, wait, pickup.
-// Its errors are short and without ids: they are counted by text.
-func (f *fleet) parcel(ctx context.Context, l *fleetLocker, rng *rand.Rand, k int, exp func(time.Duration) time.Duration) error {
+// When traffic ends while the parcel waits for its recipient, it stays in
+// the locker. Its errors are short and without ids: they are counted by
+// text.
+func (f *fleet) parcel(ctx, traffic context.Context, l *fleetLocker, rng *rand.Rand, k int, exp func(time.Duration) time.Duration) error {
 	human := func() time.Duration { return time.Duration(300+rng.IntN(1200)) * time.Millisecond }
 	code := func() string { return fmt.Sprintf("%08d", rng.IntN(100_000_000)) }
 	phone := func() string { return fmt.Sprintf("13%09d", rng.IntN(1_000_000_000)) }
@@ -485,7 +578,7 @@ func (f *fleet) parcel(ctx context.Context, l *fleetLocker, rng *rand.Rand, k in
 	f.deposits.Add(1)
 
 	// The recipient, later.
-	if !f.sleep(ctx, exp(f.o.Interval/2)+time.Second) {
+	if !f.sleep(traffic, exp(f.o.Interval/2)+time.Second) {
 		return ctx.Err()
 	}
 	if _, err := f.open(ctx, l, pick, n); err != nil {
@@ -578,7 +671,7 @@ func (f *fleet) press(ctx context.Context, l *fleetLocker, k byte) error {
 	return nil
 }
 
-// restartLater stops the embedded broker once every locker has been
+// restartLater stops the fleet's own broker once every locker has been
 // online for RestartAfter, and starts it again after Outage.
 func (f *fleet) restartLater(ctx context.Context) {
 	t := time.NewTicker(time.Second)
@@ -601,37 +694,30 @@ func (f *fleet) restartLater(ctx context.Context) {
 			break
 		}
 	}
-	fmt.Fprintf(f.out, "fleet: stopping the embedded broker for %v\n", f.o.Outage)
-	f.brokerMu.Lock()
-	f.broker.Close()
-	f.broker = nil
-	f.brokerMu.Unlock()
-	if !f.sleep(ctx, f.o.Outage) {
-		return
-	}
-	b, err := startFleetBroker(f.o.Embedded)
-	if err != nil {
-		fmt.Fprintf(f.out, "fleet: the embedded broker did not start again: %v\n", err)
-		return
-	}
-	f.brokerMu.Lock()
-	f.broker = b
-	f.brokerMu.Unlock()
-	f.mon.brokerBack(time.Now())
-	fmt.Fprintln(f.out, "fleet: the embedded broker is back")
+	f.restartBroker(ctx)
 }
 
-// startFleetBroker starts an embedded mochi broker on addr.
-func startFleetBroker(addr string) (*mqtt.Server, error) {
-	b := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
-	if err := b.AddHook(new(auth.AllowHook), nil); err != nil {
-		return nil, err
+// restartBroker stops the fleet's own broker for Outage and starts it
+// again, and tells the monitor when it is back. It reports whether the
+// broker is back.
+func (f *fleet) restartBroker(ctx context.Context) bool {
+	fmt.Fprintf(f.out, "fleet: stopping the broker for %v\n", f.o.Outage)
+	f.brokerMu.Lock()
+	f.broker.stop()
+	f.brokerMu.Unlock()
+	if !f.sleep(ctx, f.o.Outage) {
+		return false
 	}
-	if err := b.AddListener(listeners.NewTCP(listeners.Config{ID: "fleet", Address: addr})); err != nil {
-		return nil, fmt.Errorf("embedded broker on %s: %w (use -broker to use another)", addr, err)
+	f.brokerMu.Lock()
+	err := f.broker.start()
+	f.brokerMu.Unlock()
+	if err != nil {
+		fmt.Fprintf(f.out, "fleet: the broker did not start again: %v\n", err)
+		return false
 	}
-	go b.Serve()
-	return b, nil
+	f.mon.brokerBack(time.Now())
+	fmt.Fprintln(f.out, "fleet: the broker is back")
+	return true
 }
 
 // fleetMeasure is one reading of the process.
@@ -648,40 +734,11 @@ func measure() fleetMeasure {
 }
 
 // processRSS is VmRSS from /proc/self/status, in bytes; 0 where there is no /proc.
-func processRSS() uint64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(data)) {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
+func processRSS() uint64 { return statusRSS("/proc/self/status") }
 
-// processCPU is the user and system time of the process from
-// /proc/self/stat (fields 14 and 15, in clock ticks of 1/100 s, Linux's
-// USER_HZ); 0 where there is no /proc.
-func processCPU() time.Duration {
-	data, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(data)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 { // the command name may hold spaces
-		s = s[i+1:]
-	}
-	fields := strings.Fields(s) // fields[0] is field 3 (state)
-	if len(fields) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(fields[11], 10, 64)
-	st, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
+// processCPU is the user and system time of the process; 0 where there
+// is no /proc.
+func processCPU() time.Duration { return statCPU("/proc/self/stat") }
 
 func mb(b float64) string { return fmt.Sprintf("%.2f MB", b/(1<<20)) }
 
@@ -833,6 +890,7 @@ func (c *fleetCentral) close() { c.cl.Disconnect(250) }
 // losses into waves: a wave opens with the first locker that goes down and
 // closes once every locker that went down in it is back.
 type fleetMonitor struct {
+	every time.Duration // the sampling period
 	mu    sync.Mutex
 	up    []bool      // guarded by mu
 	nUp   int         // guarded by mu
@@ -852,10 +910,16 @@ type fleetWave struct {
 	open  int               // lockers still down when the wave was closed by time-out
 }
 
-func newFleetMonitor(n int) *fleetMonitor { return &fleetMonitor{up: make([]bool, n)} }
+func newFleetMonitor(n int) *fleetMonitor {
+	every := fleetSample
+	if n > fleetBig {
+		every = fleetSampleBig
+	}
+	return &fleetMonitor{up: make([]bool, n), every: every}
+}
 
 func (m *fleetMonitor) run(ctx context.Context, lockers []*fleetLocker) {
-	t := time.NewTicker(fleetSample)
+	t := time.NewTicker(m.every)
 	defer t.Stop()
 	for {
 		select {
@@ -927,6 +991,13 @@ func (m *fleetMonitor) brokerBack(t time.Time) {
 	m.mu.Lock()
 	m.back = t
 	m.mu.Unlock()
+}
+
+// quiet reports whether no wave is open.
+func (m *fleetMonitor) quiet() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur == nil
 }
 
 func (m *fleetMonitor) connected() int {
