@@ -62,7 +62,6 @@ type soakEvent struct {
 	seq  int
 	kind soakKind
 	p    *soakParcel
-	n    int // compartment of a command
 }
 
 type soakQueue []soakEvent
