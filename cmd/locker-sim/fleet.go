@@ -110,6 +110,7 @@ func fleetFlags(fs *flag.FlagSet) *fleetOptions {
 	o := &fleetOptions{}
 	fs.IntVar(&o.N, "fleet", 0, "run N simulated lockers (FLEET0001…) in this process with random traffic from a simulated central, and report memory, CPU, events and the reconnect curve")
 	fs.IntVar(&o.First, "fleet-first", 1, "fleet: number of the first locker (-fleet-first 20000: FLEET20000…), so that several fleet processes can share one broker")
+	fs.StringVar(&o.Embedded, "fleet-listen", embeddedAddr, "fleet, without -broker: the address of the fleet's own broker (keep it on 127.0.0.1)")
 	fs.StringVar(&o.Mosquitto, "fleet-mosquitto", "", "fleet, without -broker: start this mosquitto binary (e.g. mosquitto) on 127.0.0.1 as the fleet's broker instead of the embedded one, with the file limit and max_connections raised")
 	fs.DurationVar(&o.Interval, "fleet-interval", 30*time.Second, "fleet: mean time between two parcels at one locker")
 	fs.DurationVar(&o.Duration, "fleet-duration", 0, "fleet: stop after this long (0: at Ctrl-C)")

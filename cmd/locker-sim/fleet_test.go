@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -151,5 +153,56 @@ func TestFleetHistogram(t *testing.T) {
 		if counts[i] != want[i] {
 			t.Fatalf("counts %v, want %v", counts, want)
 		}
+	}
+}
+
+// The fleet benchmark in two processes (as `make fleet` runs 10,000
+// lockers where one process may not hold 40,000 files) against a
+// Mosquitto of its own: every locker connects and trades, the idle CPU of
+// the children is measured, and after the broker's restart every locker of
+// both processes is in one reconnect curve that reaches 100 %.
+func TestFleetBenchInProcesses(t *testing.T) {
+	bin := buildSimFast(t)
+	mosq, err := findMosquitto("mosquitto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-fleet", "9", "-fleet-first", "500", "-fleet-procs", "2",
+		"-fleet-mosquitto", mosq, "-fleet-listen", addr, "-data", t.TempDir(),
+		"-fleet-bench", "4s", "-fleet-interval", "2s", "-fleet-idle", "2s", "-fleet-outage", "1s")
+	out, err := cmd.CombinedOutput()
+	t.Log("\n" + string(out))
+	if err != nil {
+		t.Fatalf("locker-sim -fleet-bench: %v", err)
+	}
+	for _, want := range []string{
+		"9 lockers (FLEET0500…FLEET0508) in 2 processes",
+		"lockers          9\n",
+		"connected        9 ",
+		"RSS per locker",
+		"idle CPU ",
+		"100.0%\n",
+		"9 of 9 lost the broker, 0 still down",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+}
+
+func TestFleetCurve(t *testing.T) {
+	s := time.Second
+	rs := []time.Duration{200 * time.Millisecond, 800 * time.Millisecond, 1500 * time.Millisecond, 4 * s}
+	got := strings.Join(curve(rs, 4), ", ")
+	if want := "0.5s 25.0%, 1s 50.0%, 2s 75.0%, 3s 75.0%, 5s 100.0%"; got != want {
+		t.Errorf("curve %q, want %q", got, want)
 	}
 }
