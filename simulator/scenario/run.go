@@ -111,6 +111,7 @@ type runner struct {
 
 	mu  stdsync.Mutex
 	log []string
+	seq int64 // traces logged, on a cabinet with RS485 boards (see onTrace)
 }
 
 func (r *runner) start(ctx context.Context) error {
@@ -118,13 +119,17 @@ func (r *runner) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hw, err := hal.New(r.o.Wiring, r.cab.ByName, hal.Options{NoDisplayDelays: true, Buses: r.cab.Bus, Logger: r.o.Logger})
+	hw, err := hal.New(r.o.Wiring, r.cab.ByName, hal.Options{NoDisplayDelays: true, Buses: r.cab.Bus, OpenSerial: r.cab.OpenSerial, Logger: r.o.Logger})
 	if err != nil {
 		st.Close()
 		return err
 	}
+	// A scenario's person acts as soon as the cabinet has settled, faster
+	// than any real one: a door shut 190 ms after it opened would be
+	// doubted (MinOpenTime, 200 ms by default), on a loaded machine now
+	// and then. The doubt itself is the controller's tests' to check.
 	ctl, err := controller.New(controller.Options{LockerID: r.o.LockerID, Store: st, Cabinet: hw, Clock: r.clock,
-		Logger: r.o.Logger, Tick: time.Hour, OnTrace: r.onTrace})
+		Logger: r.o.Logger, Tick: time.Hour, OnTrace: r.onTrace, MinOpenTime: time.Millisecond})
 	if err != nil {
 		hw.Halt()
 		st.Close()
@@ -166,6 +171,20 @@ func (r *runner) onTrace(payload []byte) {
 	if err := json.Unmarshal(payload, &tr); err != nil {
 		r.add("! trace is not JSON: " + string(payload))
 		return
+	}
+	if len(r.o.Wiring.RS485) > 0 {
+		// A board that misses its reply time on a loaded machine is reported
+		// down and up again (cabinet-wide sensor_fault and sensor_recovered):
+		// those reports depend on the machine, not on the scenario, and are
+		// left out of the log, numbered without them. The bus's own faults
+		// are tested in hal/rs485 and simulator/rs485.
+		if tr.Compartment == 0 && (tr.Type == "sensor_fault" || tr.Type == "sensor_recovered") {
+			return
+		}
+		r.mu.Lock()
+		r.seq++
+		tr.Seq = r.seq
+		r.mu.Unlock()
 	}
 	r.add(TraceLine(tr))
 }
