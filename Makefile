@@ -23,9 +23,16 @@ build: ## build locker-sim, lockerd and lockerctl into bin/
 	@mkdir -p $(BIN)
 	$(foreach c,$(CMDS),$(GO) build -o $(BIN)/$(c) ./cmd/$(c) &&) true
 
+# The programs the tests run for real, as Debian packages (command:package).
+TEST_DEPS := mosquitto:mosquitto chromium:chromium firefox-esr:firefox-esr
+
+.PHONY: deps
+deps: ## install what the tests need (Mosquitto, Chromium, Firefox ESR) through apt when run as root; else say the one command to run
+	@missing=""; for d in $(TEST_DEPS); do 		c=$${d%%:*}; p=$${d#*:}; 		command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$p"; 	done; 	if [ -z "$$missing" ]; then exit 0; fi; 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then 		echo "installing$$missing"; 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; 		if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto 2>/dev/null || true; fi; 	else 		echo "the tests need$$missing; install them with:"; 		echo "  sudo apt-get install -y$$missing"; exit 1; 	fi
+
 .PHONY: test
-test: ## run every test with -race, then the adversarial model test at 2,000 sequences (needs mosquitto, chromium and firefox-esr: apt-get install mosquitto chromium firefox-esr)
-	$(GO) test -race -count=1 -timeout 15m ./...
+test: deps ## run every test with -race, then the adversarial model test at 2,000 sequences (installs Mosquitto, Chromium and Firefox ESR first when root)
+	PATH="$$PATH:/usr/sbin" $(GO) test -race -count=1 -timeout 15m ./...
 	LOCKER_MODEL_SEQS=2000 $(GO) test -count=1 -timeout 10m -run '^TestModel$$' ./controller/
 
 # The tests of controller/..., hal/... (the wiring parser included) and sync/protocol, built
