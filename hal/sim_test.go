@@ -493,6 +493,27 @@ func TestChatterCounting(t *testing.T) {
 			}
 		}
 	}
+	// One counted change per move: the window (2 s) at 3615 ms holds the
+	// moves at 2000, 2400, 2800, 3200 and 3600 ms.
+	if len(c.times) != 5 {
+		t.Fatalf("counted changes in the window = %d, want 5 (one per move)", len(c.times))
+	}
+	// Chatter: a change every 50 ms (beyond the 30 ms merge) is counted each
+	// time, and the ninth counted change in 2 s is a fault that says so.
+	var d chatter
+	for i := 1; i <= 20; i++ {
+		f, n, _ := d.update(i%2 == 1, ms(10000+i*50), 30*time.Millisecond, 2*time.Second, 8)
+		switch {
+		case f && (i != 9 || n != 9):
+			t.Fatalf("fault at change %d with count %d, want at change 9 with count 9", i, n)
+		case !f && i == 9:
+			t.Fatal("no fault at the ninth change in 2 s")
+		}
+	}
+	// Steady for the window: recovered, and the count starts again.
+	if _, _, rec := d.update(false, ms(10000+20*50+2000), 30*time.Millisecond, 2*time.Second, 8); !rec || len(d.times) != 0 {
+		t.Fatalf("recovered = %v with %d counted, want true and 0", rec, len(d.times))
+	}
 }
 
 // An expander that vanishes: one SensorFault naming it, no door event
