@@ -5,6 +5,11 @@
 //
 //	go run ./cmd/internal/benchtable            # from the module's root
 //	go run ./cmd/internal/benchtable -short     # fewer iterations, for a quick look
+//	go run ./cmd/internal/benchtable -only Soak -soak-years 1   # the soak alone, shorter
+//
+// After the table, the soak (controller's BenchmarkSoak: years of service
+// on a fake clock, -soak-years, default 5; 0.2 with -short) is printed as a
+// table of its own: year 0 (day 7), year 1 and the end, side by side.
 //
 // Each benchmark is run with `go test -run '^$' -bench '^NAME$' -benchtime
 // Nx` and read from its b.ReportMetric columns. A benchmark that is not in
