@@ -56,6 +56,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpioreg"
 
 	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/simulator/rs485"
 )
 
 // Sentinel errors.
@@ -132,6 +133,14 @@ type Options struct {
 	// Logger receives the physical events (default: discard). It is called
 	// with the model's mutex held: its handler must not call the Cabinet.
 	Logger *slog.Logger
+	// RealDevice says whether the serial device of an RS485 bus of the
+	// wiring is a real one to drive (a USB-RS485 adapter with a board, an
+	// emulator) rather than boards to simulate; nil simulates every bus.
+	RealDevice func(device string) bool
+	// KerongUnlockEcho makes the simulated Kerong boards answer an unlock
+	// with their status, as some boards do; by default they answer
+	// nothing, as others do (the effect is read from the next status).
+	KerongUnlockEcho bool
 }
 
 // State is the physical truth of the whole cabinet.
@@ -175,6 +184,14 @@ type Cabinet struct {
 	allPins   map[string]*Pin // board and expander pins, fixed after New
 	budget    int             // the wiring's locks.max_energised
 	buses     map[string]*Bus // fixed after New
+
+	// RS485 boards (boards.go), fixed after New.
+	rs485      map[string]*rs485.Bus // the simulated buses, by name
+	busOrder   []string              // their names, in wiring order
+	realBuses  []string              // buses on a real device
+	onBoard    map[boardKey]*comp    // compartments of simulated boards
+	external   map[int]bool          // compartments on real boards
+	boardPulse time.Duration         // a simulated board's coil pulse
 
 	// persistMu serialises writes of the state file. Lock order: persistMu
 	// before mu; persistMu is never taken while mu is held.
@@ -253,6 +270,9 @@ func New(w *wiring.Wiring, opts Options) (*Cabinet, error) {
 	if c.minPulse <= 0 {
 		c.minPulse = DefaultMinPulse
 	}
+	if err := c.buildBoards(opts.RealDevice, opts.KerongUnlockEcho); err != nil {
+		return nil, err
+	}
 	if err := c.build(); err != nil {
 		return nil, err
 	}
@@ -266,6 +286,9 @@ func New(w *wiring.Wiring, opts Options) (*Cabinet, error) {
 		if err := c.persist(); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.serveBoards(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -289,6 +312,12 @@ func (c *Cabinet) build() error {
 		}
 		k := &comp{number: wc.Number, size: wc.Size, latched: true, fault: FaultNone, movedAt: settled, logIndex: -1}
 		c.comps = append(c.comps, k)
+		if wc.Bus != "" {
+			if err := c.addBoardCompartment(k, wc); err != nil {
+				return err
+			}
+			continue
+		}
 		if wc.Lock == "" || wc.Door == "" {
 			return fmt.Errorf("%w: compartment %d needs a lock and a door pin", ErrBadWiring, wc.Number)
 		}
@@ -454,9 +483,11 @@ func (c *Cabinet) Unregister() {
 	}
 }
 
-// Halt stops the cabinet's timers and interrupts every WaitForEdge. A coil
-// still energised releases nothing more; the physical state stays as it is.
+// Halt stops the cabinet's timers, interrupts every WaitForEdge and stops
+// the simulated RS485 boards (their pseudo-terminals close). A coil still
+// energised releases nothing more; the physical state stays as it is.
 func (c *Cabinet) Halt() error {
+	c.closeBoards()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.halted = true

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/openlocker/locker/hal/rs485/proto"
@@ -167,9 +168,27 @@ func (b *Bus) Serve(rw io.ReadWriter) error {
 			if errors.Is(err, os.ErrClosed) {
 				return ErrClosed
 			}
+			if errors.Is(err, syscall.EIO) && !b.isClosed() {
+				// A pty's master reads EIO while no one holds the slave
+				// open: the daemon restarts, or has not opened it yet.
+				// The boards wait for it, as boards on a bus wait for
+				// their controller.
+				pending = nil
+				time.Sleep(slaveRetry)
+				continue
+			}
 			return err
 		}
 	}
+}
+
+// slaveRetry is how often a bus whose pty slave is closed looks again.
+const slaveRetry = 5 * time.Millisecond
+
+func (b *Bus) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
 }
 
 // frames5 takes every complete command frame (five bytes for both

@@ -56,6 +56,12 @@ func Run(ctx context.Context, steps []Step, o Options) ([]string, error) {
 	}
 	if o.Settle <= 0 {
 		o.Settle = 5 * time.Second
+		if len(o.Wiring.RS485) > 0 {
+			// An 8A/80 board answers an unlock after 500 ms: a jammed lock's
+			// two pulses and confirmations, then the next compartment's
+			// release, take longer than on pins.
+			o.Settle = 15 * time.Second
+		}
 	}
 	cab, err := simulator.New(o.Wiring, simulator.Options{StatePath: filepath.Join(o.Dir, "cabinet.json"), Logger: o.Logger})
 	if err != nil {
