@@ -121,10 +121,11 @@ func run() int {
 	}
 
 	cab, err := simulator.New(w, simulator.Options{StatePath: filepath.Join(*dataDir, cabinetState),
-		Logger: log.With("part", "cabinet")})
+		Logger: log.With("part", "cabinet"), RealDevice: deviceExists})
 	if err != nil {
 		return fail(err)
 	}
+	defer cab.Halt()
 	if err := cab.Register(); err != nil {
 		return fail(err)
 	}
@@ -143,6 +144,7 @@ func run() int {
 		opts.Central = nil // the locker does not trust the development key
 	}
 	srv := api.New(opts)
+	defer srv.Close()
 
 	url := *brokerURL
 	defer central.close()
@@ -203,7 +205,7 @@ func run() int {
 	d, err := daemon.New(ctx, daemon.Options{
 		LockerID: *lockerID, DataDir: *dbDir, Wiring: w, Logger: log, Language: *language,
 		Pins:          func(name string) gpio.PinIO { return gpioreg.ByName(name) },
-		Hal:           hal.Options{NoDisplayDelays: true, Buses: cab.Bus},
+		Hal:           hal.Options{NoDisplayDelays: true, Buses: cab.Bus, OpenSerial: cab.OpenSerial},
 		Link:          client.Options{Broker: url, Keys: ring, BackoffMin: *backoffMin, BackoffMax: *backoffMax},
 		OnTrace:       srv.PublishTrace,
 		OnStorageWait: func(error) { serve() },
@@ -214,6 +216,13 @@ func run() int {
 	}
 	adapter.d.Store(d)
 	serve()
+	for _, b := range cab.RS485() {
+		fmt.Fprintf(os.Stderr, "locker-sim: RS485 bus %s: simulated %s boards on %s (the wiring's device %s does not exist)\n",
+			b.Name(), b.Protocol(), b.Path(), busDevice(w, b.Name()))
+	}
+	for _, name := range cab.RealBuses() {
+		fmt.Fprintf(os.Stderr, "locker-sim: RS485 bus %s: driving the real device %s\n", name, busDevice(w, name))
+	}
 	fmt.Fprintf(os.Stderr, "locker-sim: locker %s with %d compartments\n  web page and API  http://%s\n  MQTT broker       %s\n  data folder       %s\n  central dev key   %s (key id %q)\n",
 		*lockerID, len(w.Compartments), ln.Addr(), url, *dataDir, filepath.Join(*dataDir, devKeyFile), kp.KeyID)
 
@@ -225,6 +234,21 @@ func run() int {
 		return fail(runErr)
 	}
 	return 0
+}
+
+// deviceExists says whether an RS485 bus's device path exists: a real
+// board on a USB-RS485 adapter, or an emulator, which the daemon then
+// drives instead of simulated boards.
+func deviceExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func busDevice(w *wiring.Wiring, name string) string {
+	if b, ok := w.Bus(name); ok {
+		return b.Device
+	}
+	return "?"
 }
 
 // reachable dials the broker's TCP port once.
@@ -405,6 +429,21 @@ func (s *simDaemon) Busy() bool {
 	return hw.Busy() || len(hw.Events()) > 0
 }
 
+// Reading is what the daemon's hardware reads of compartment n: the page
+// shows it for compartments on a real RS485 board.
+func (s *simDaemon) Reading(n int) (doorOpen, parcel, ok bool) {
+	d := s.daemon()
+	if d == nil {
+		return false, false, false
+	}
+	open, err := d.Hardware.DoorOpen(n)
+	if err != nil {
+		return false, false, false
+	}
+	present, _, err := d.Hardware.ParcelPresent(n)
+	return open, present && err == nil, true
+}
+
 // CompartmentState reads the daemon's view, at most once per 50 ms: the
 // API asks for every compartment in turn.
 func (s *simDaemon) CompartmentState(n int) string {
@@ -496,4 +535,7 @@ func (c *devCentral) close() {
 
 var _ api.Central = (*devCentral)(nil)
 
-var _ api.Daemon = (*simDaemon)(nil)
+var (
+	_ api.Daemon   = (*simDaemon)(nil)
+	_ api.Readings = (*simDaemon)(nil)
+)

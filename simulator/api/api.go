@@ -81,6 +81,9 @@ type Server struct {
 
 	idMu   sync.Mutex // guards lastID
 	lastID int64      // the last grant or command id given
+
+	stop      chan struct{} // closed by Close: the bus watchers end
+	closeOnce sync.Once
 }
 
 // client is one SSE stream.
@@ -130,6 +133,9 @@ func New(opts Options) *Server {
 	m.HandleFunc("POST /api/compartments/{n}/parcel", s.handleParcel)
 	m.HandleFunc("POST /api/compartments/{n}/fault", s.handleFault)
 	m.HandleFunc("GET /api/events", s.handleEvents)
+	m.HandleFunc("GET /api/rs485", s.handleRS485)
+	m.HandleFunc("POST /api/rs485/{bus}/boards/{addr}/fault", s.handleBoardFault)
+	m.HandleFunc("POST /api/rs485/{bus}/boards/{addr}/power-cycle", s.handlePowerCycle)
 	m.HandleFunc("GET /api/central", s.handleCentral)
 	m.HandleFunc("POST /api/central/grants", s.handleGrants)
 	m.HandleFunc("POST /api/central/commands", s.handleCommands)
@@ -140,7 +146,14 @@ func New(opts Options) *Server {
 	m.HandleFunc("POST /api/", notFound)
 	m.Handle("GET /", http.FileServerFS(web))
 	s.mux = m
+	s.stop = make(chan struct{})
+	s.watchBuses(s.stop)
 	return s
+}
+
+// Close stops forwarding the RS485 buses' frames to the event streams.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.stop) })
 }
 
 // Handler returns the HTTP handler of the API and the web page.
@@ -163,6 +176,18 @@ type Compartment struct {
 	Latched bool   `json:"latched"`
 	Parcel  bool   `json:"parcel"`
 	Fault   string `json:"fault"`
+	// External: the compartment is on a real RS485 board (a device that
+	// exists); Door and Parcel are what the daemon reads from the board,
+	// Latched is false and Fault "none" (the simulation does not know).
+	External bool `json:"external,omitempty"`
+}
+
+// Readings is implemented by a Daemon that can tell what its hardware
+// reads: the API shows it for compartments on real boards.
+type Readings interface {
+	// Reading is the daemon's debounced door and occupancy reading of
+	// compartment n; ok is false when it has none.
+	Reading(n int) (doorOpen, parcel, ok bool)
 }
 
 func (s *Server) compartment(c simulator.CompartmentState) Compartment {
@@ -170,7 +195,20 @@ func (s *Server) compartment(c simulator.CompartmentState) Compartment {
 	if s.daemon != nil {
 		state = s.daemon.CompartmentState(c.Number)
 	}
-	return Compartment{Number: c.Number, Size: c.Size, State: state, Door: c.Door, Latched: c.Latched, Parcel: c.Parcel, Fault: string(c.Fault)}
+	out := Compartment{Number: c.Number, Size: c.Size, State: state, Door: c.Door, Latched: c.Latched, Parcel: c.Parcel, Fault: string(c.Fault)}
+	if s.cab.External(c.Number) {
+		out.External, out.Latched, out.Fault, out.Door, out.Parcel = true, false, string(simulator.FaultNone), "unknown", false
+		if r, ok := s.daemon.(Readings); ok {
+			if open, parcel, ok := r.Reading(c.Number); ok {
+				out.Door = simulator.DoorClosed
+				if open {
+					out.Door = simulator.DoorOpen
+				}
+				out.Parcel = parcel
+			}
+		}
+	}
+	return out
 }
 
 // cabinet returns the whole cabinet as the API shows it.
