@@ -573,6 +573,57 @@ function onMQTT(m) {
   onAnswer(topic, m.payload);
 }
 
+// ---- RS485 bus ----
+
+const BUS_FAULTS = ["none", "no_answer", "lost_reply", "bad_checksum"];
+
+// onFrame shows one frame of a simulated bus: time, direction, hex,
+// decoded, and what was wrong with it.
+function onFrame(f) {
+  const cmd = f.dir === "cmd";
+  addLog("bus", el("li", {class: (cmd ? "down" : "up") + (f.err ? " alert" : ""), "data-dir": f.dir},
+    el("details", {},
+      el("summary", {},
+        el("time", {}, clock(f.time)),
+        el("span", {class: "dir", title: cmd ? "daemon → board" : "board → daemon"}, cmd ? "→" : "←"),
+        el("strong", {class: "type hex"}, f.hex),
+        el("span", {class: "text"}, (f.text || "") + (f.err ? " — " + f.err : ""))),
+      el("pre", {}, `${f.bus} #${f.seq}\n${pretty(f)}`))));
+}
+
+// renderBus shows the buses' boards with their fault controls, or for a
+// real device what is driven.
+function renderBus(v) {
+  const buses = v.buses || [], real = v.real || [];
+  $("bus-panel").hidden = buses.length === 0 && real.length === 0;
+  const chips = [];
+  for (const r of real) {
+    chips.push(el("p", {class: "note"}, `${r.name}: real device ${r.device} — the compartments show what its boards report`));
+  }
+  for (const b of buses) {
+    chips.push(el("p", {class: "note"}, `${b.name}: simulated ${b.protocol} boards, ${b.baud} baud, on ${b.pty} (wiring: ${b.device})`));
+    for (const bd of b.boards || []) {
+      const sel = el("select", {"aria-label": `Fault of board ${bd.address}`,
+        onchange: (ev) => post(`/api/rs485/${b.name}/boards/${bd.address}/fault`, {fault: ev.target.value})
+          .then(loadBus).catch((err) => toast(err.message, "error"))},
+        ...BUS_FAULTS.map((f) => el("option", f === bd.fault ? {value: f, selected: ""} : {value: f}, f)));
+      chips.push(el("div", {class: "bus-board" + (bd.off ? " off" : "")},
+        el("strong", {}, `board ${bd.address}`), ` ${bd.channels} ch `, sel,
+        el("button", {type: "button", class: "small",
+          onclick: () => post(`/api/rs485/${b.name}/boards/${bd.address}/power-cycle`, {})
+            .then(loadBus).catch((err) => toast(err.message, "error"))}, bd.off ? "off…" : "power-cycle")));
+    }
+  }
+  $("bus-boards").replaceChildren(...chips);
+}
+
+function loadBus(first) {
+  return fetch("/api/rs485").then((r) => r.json()).then((v) => {
+    renderBus(v);
+    if (first === true) for (const b of v.buses || []) for (const f of (b.frames || []).slice(-50)) onFrame(f);
+  }).catch(() => {});
+}
+
 // ---- Events ----
 
 function connect() {
@@ -588,6 +639,7 @@ function connect() {
   es.addEventListener("cabinet", handle(renderCabinet));
   es.addEventListener("trace", handle(onTrace));
   es.addEventListener("mqtt", handle(onMQTT));
+  es.addEventListener("rs485", handle(onFrame));
 }
 
 function buildLegend() {
@@ -603,4 +655,6 @@ buildKeypad();
 buildCentral();
 renderDisplay(["", ""]);
 fetch("/api/cabinet").then((r) => r.json()).then(renderCabinet).catch(() => {});
+loadBus(true);
+setInterval(loadBus, 2000);
 connect();
