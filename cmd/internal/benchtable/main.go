@@ -74,6 +74,12 @@ var benches = []bench{
 			baseline: "raw lookup + FULL commit, interleaved, p99", baseUnit: "base-p99-µs", ratio: "p99/base",
 			target: "≤ 2× baseline", ok: func(_, _, r float64) bool { return r <= 2 }},
 	}},
+	{pkg: "./simulator/scenario", names: []string{"BenchmarkKeypadToUnlockFrame"}, times: 200, short: 30, rows: []row{
+		{figure: "keypad '#' to unlock frame at the board, Kerong RS485 via pty, p50", unit: "p50-µs",
+			baseline: "the frame's wire time at 19200 baud (5 bytes, 8N1)", baseUnit: "wire-µs", target: "—"},
+		{figure: "keypad '#' to unlock frame at the board, Kerong RS485 via pty, p99", unit: "p99-µs",
+			baseline: "raw pty write to board decode, interleaved, p99", baseUnit: "raw-p99-µs", target: "—"},
+	}},
 	{pkg: "./controller", names: []string{"BenchmarkSnapshotApply", "BenchmarkSnapshot100k"}, times: 1, short: 1, rows: []row{
 		{figure: "grant snapshot apply (100k grants)", unit: "applygrants-grants/s",
 			baseline: "raw batched upsert, one transaction", baseUnit: "raw-upserts/s", ratio: "ratio",
