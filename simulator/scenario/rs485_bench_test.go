@@ -32,7 +32,7 @@ func (c *keyCabinet) Events() <-chan hal.Event { return c.events }
 // nullPhysics: a board on a bench with nothing behind it.
 type nullPhysics struct{}
 
-func (nullPhysics) Unlock(int, int)                  {}
+func (nullPhysics) Unlock(int, int)                   {}
 func (nullPhysics) Sense(int, int) (bool, bool, bool) { return false, false, true }
 
 // BenchmarkKeypadToUnlockFrame times the path from the '#' key event to
