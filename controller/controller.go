@@ -654,7 +654,9 @@ func (c *Controller) housekeeping(ctx context.Context) {
 		return nil
 	})
 	if err != nil {
-		c.log.Error("housekeeping", "err", err)
+		if ctx.Err() == nil { // (a stop in the middle is no error)
+			c.log.Error("housekeeping", "err", err)
+		}
 	} else {
 		c.wakeAt = wake // after update, which clears it on every write
 	}
