@@ -98,6 +98,7 @@ type crashStats struct {
 }
 
 type crashRig struct {
+	args   []string // more flags of locker-sim (-config)
 	t      *testing.T
 	rng    *rand.Rand
 	seed   uint64
@@ -199,8 +200,8 @@ type crashSummary struct {
 
 // runCrashRig runs one crash rig for iters iterations (or budget) and
 // checks everything at the end.
-func runCrashRig(t *testing.T, seed uint64, iters int, budget time.Duration) crashSummary {
-	r := &crashRig{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+func runCrashRig(t *testing.T, seed uint64, iters int, budget time.Duration, args ...string) crashSummary {
+	r := &crashRig{t: t, args: args, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		grants: map[string]*cgrant{}, codes: map[string]bool{}, occ: map[int]string{},
 		stats: crashStats{killedDuring: map[string]int{}, actions: map[string]int{}}}
 	r.doing.Store("")
@@ -317,7 +318,7 @@ func ptrTime(t time.Time) *time.Time { t = t.UTC().Truncate(time.Millisecond); r
 // start runs locker-sim and waits until its controller serves the keypad.
 func (r *crashRig) start() {
 	r.prev = r.p
-	r.p = spawnSim(r.t, r.bin, r.broker.URL(), r.data)
+	r.p = spawnSim(r.t, r.bin, r.broker.URL(), r.data, r.args...)
 	if err := r.p.waitAPI(20 * time.Second); err != nil {
 		r.fail("start: %v", err)
 	}
@@ -350,7 +351,7 @@ func (r *crashRig) iteration() {
 		// Killed during start-up: opening and migrating the database, the
 		// reconciliation with the sensors, the first connection.
 		r.prev = r.p
-		r.p = spawnSim(r.t, r.bin, r.broker.URL(), r.data)
+		r.p = spawnSim(r.t, r.bin, r.broker.URL(), r.data, r.args...)
 		time.Sleep(time.Duration(r.rng.IntN(250)) * time.Millisecond)
 		r.stats.bootKills++
 		r.stats.killedDuring["start-up"]++

@@ -58,12 +58,12 @@ type crashProc struct {
 	hc      *http.Client
 }
 
-func spawnSim(t *testing.T, bin, broker, data string) *crashProc {
+func spawnSim(t *testing.T, bin, broker, data string, args ...string) *crashProc {
 	t.Helper()
 	addr := freeAddr(t)
 	p := &crashProc{base: "http://" + addr, logs: &lockedBuffer{}, done: make(chan struct{}),
 		hc: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
-	p.cmd = exec.Command(bin, "-broker", broker, "-data", data, "-http", addr)
+	p.cmd = exec.Command(bin, append([]string{"-broker", broker, "-data", data, "-http", addr}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.started = time.Now()
 	if err := p.cmd.Start(); err != nil {
