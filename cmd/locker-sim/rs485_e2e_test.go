@@ -121,7 +121,8 @@ func TestRS485KerongCabinetDepositAndPickup(t *testing.T) {
 	}
 	s.do(17, "parcel", map[string]bool{"present": false})
 	s.do(17, "door", map[string]string{"action": "close"})
-	if pu := c.waitTrace("picked_up", nil); pu.Compartment != 17 || pu.GrantID != "g-1001-p" {
+	pu := c.waitTrace("picked_up", nil)
+	if pu.Compartment != 17 || pu.GrantID != "g-1001-p" {
 		t.Fatalf("picked_up = %+v", pu)
 	}
 
@@ -131,7 +132,9 @@ func TestRS485KerongCabinetDepositAndPickup(t *testing.T) {
 	if code := s.call("POST", "/api/rs485/BUS1/boards/2/fault", map[string]string{"fault": "no_answer"}, &st); code != 200 || st.Fault != rs485.FaultNoAnswer {
 		t.Fatalf("fault: %d %+v", code, st)
 	}
-	c.waitTrace("sensor_fault", func(tr controller.Trace) bool { return strings.Contains(tr.Reason, "board 2") })
+	c.waitTrace("sensor_fault", func(tr controller.Trace) bool {
+		return tr.Seq > pu.Seq && strings.Contains(tr.Reason, "board 2") && strings.Contains(tr.Reason, "no reply")
+	})
 	if code := s.call("POST", "/api/rs485/BUS1/boards/2/fault", map[string]string{"fault": "none"}, &st); code != 200 {
 		t.Fatalf("clear: %d", code)
 	}
