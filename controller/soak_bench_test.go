@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -86,7 +87,8 @@ func (q *soakQueue) Pop() any {
 type soakPoint struct {
 	name                     string // y0, y1, yN
 	day                      int
-	dbBytes                  int64
+	dbBytes, walBytes        int64
+	heapAlloc                uint64
 	grants, commands, outbox int64
 	heap, rss                uint64
 	p50, p99                 time.Duration // keypad '#' to coil, over the last samples
@@ -188,8 +190,14 @@ func BenchmarkSoak(b *testing.B) {
 		if p.dbBytes, err = r.st.DiskBytes(r.ctx); err != nil {
 			b.Fatal(err)
 		}
+		if fi, err := os.Stat(r.path + "-wal"); err == nil {
+			p.walBytes = fi.Size()
+		}
 		p.grants, p.commands, p.outbox = r.rows()
 		p.heap, p.rss = memory()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		p.heapAlloc = ms.HeapAlloc
 		s := slices.Clone(lat)
 		slices.Sort(s)
 		p.samples = len(s)
@@ -448,6 +456,8 @@ func BenchmarkSoak(b *testing.B) {
 	for _, p := range points {
 		m := func(v float64, unit string) { b.ReportMetric(v, p.name+"-"+unit) }
 		m(float64(p.dbBytes)/1e6, "db-MB")
+		m(float64(p.walBytes)/1e6, "wal-MB")
+		m(float64(p.heapAlloc)/1e6, "live-MB")
 		m(float64(p.grants), "grants-rows")
 		m(float64(p.commands), "commands-rows")
 		m(float64(p.outbox), "outbox-rows")

@@ -28,10 +28,12 @@ var soakRows = []struct {
 	figure, metric string
 }{
 	{"database on disk (file + WAL + shm)", "db-MB"},
+	{"  of which the write-ahead log", "wal-MB"},
 	{"rows in grants", "grants-rows"},
 	{"rows in commands", "commands-rows"},
 	{"rows in outbox", "outbox-rows"},
 	{"Go heap in use (after GC)", "heap-MB"},
+	{"  Go heap live (HeapAlloc)", "live-MB"},
 	{"process RSS (after GC, memory returned)", "rss-MB"},
 	{"keypad '#' to coil, p50 (last 300 codes)", "k2c-p50-µs"},
 	{"keypad '#' to coil, p99 (last 300 codes)", "k2c-p99-µs"},
