@@ -87,6 +87,9 @@ const (
 	DefaultUnlockSettle       = 20 * time.Millisecond
 	DefaultFailAfter          = 3
 	DefaultReopenEvery        = time.Second
+	// MaxQuiet bounds the wait for a quiet line after a failed transaction
+	// (a board that never stops talking is down anyway).
+	MaxQuiet = 500 * time.Millisecond
 	// Silence ends an 8A/80 reply whose length is not known.
 	Silence = proto.Silence8A80 * time.Millisecond
 )
@@ -569,7 +572,11 @@ func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
 	b.log.Info("unlock sent", "board", r.board, "channel", r.ch)
 	wire := time.Duration(proto.FrameTime(len(f), b.cfg.Baud))
 	if b.cfg.Protocol == proto.Kerong {
+		// An optional echo (some boards answer with their status) may come
+		// in bursts longer than the settle: the next query is written only
+		// once the line is quiet, or its reply would be read one behind.
 		b.sleepDrain(ctx, p, wire+b.cfg.UnlockSettle)
+		b.quiet(ctx, p)
 		return nil
 	}
 	s := proto.NewSplitter(proto.P8A80, proto.Replies)
@@ -586,7 +593,8 @@ func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
 		return err
 	}
 	// Lost or garbled: never resent; the status query that comes next
-	// tells what happened.
+	// tells what happened, once the line is quiet.
+	b.quiet(ctx, p)
 	b.log.Warn("unlock reply lost: not resending, reading the status", "board", r.board, "channel", r.ch, "err", err)
 	return nil
 }
@@ -671,7 +679,42 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 		mask = ^uint64(0)
 	}
 	b.record(i, sent, open&mask, parcel&mask, err)
+	if err != nil {
+		// A late, short or foreign reply may still be arriving: the next
+		// query is written only once the line is quiet, so that no board
+		// is ever read with another's (or its own previous) reply.
+		b.quiet(ctx, p)
+	}
 	return nil
+}
+
+// quiet drops what arrives until the line has been silent for Silence
+// (at most MaxQuiet): after a failed or echoing transaction, the bus
+// resynchronises on silence before it writes again.
+func (b *Bus) quiet(ctx context.Context, p *port) {
+	deadline := time.NewTimer(MaxQuiet)
+	defer deadline.Stop()
+	t := time.NewTimer(Silence)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-t.C:
+			return
+		case c := <-p.in:
+			if c.err != nil {
+				go func() { p.in <- c }() // let the next transaction find it
+				return
+			}
+			if !t.Stop() {
+				<-t.C
+			}
+			t.Reset(Silence)
+		}
+	}
 }
 
 // record files a status outcome of board i.

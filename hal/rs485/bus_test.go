@@ -236,3 +236,32 @@ func TestPollPeriod(t *testing.T) {
 		r.cancel()
 	}
 }
+
+// A reply that comes late (past the time-out) must not leave the bus one
+// reply behind: the bus waits for a quiet line after a failed transaction,
+// so that every later poll reads its own board's reply. (Without it, each
+// board was read with the previous one's reply, and all went down and up
+// again, over and over.)
+func TestLateReplyDoesNotDesynchronise(t *testing.T) {
+	r := newRig(t, proto.Kerong, map[int]int{0: 16, 1: 16, 2: 16}, Config{})
+	waitFor(t, "a first poll of each board", func() bool {
+		return r.state(0).Polls > 0 && r.state(1).Polls > 0 && r.state(2).Polls > 0
+	})
+	r.boards.Late(1)
+	before := r.state(2).Polls
+	waitFor(t, "the late reply to pass", func() bool { return r.state(2).Polls > before+3 })
+	st0 := r.bus.Stats()
+	polls := r.state(0).Polls + r.state(1).Polls + r.state(2).Polls
+	waitFor(t, "30 more polls", func() bool {
+		return r.state(0).Polls+r.state(1).Polls+r.state(2).Polls > polls+30
+	})
+	st := r.bus.Stats()
+	if n := st.Timeouts + st.Checksums + st.Malformed + st.WrongAddress - st0.Timeouts - st0.Checksums - st0.Malformed - st0.WrongAddress; n > 0 {
+		t.Fatalf("%d failed polls after the late reply had passed: %+v (before %+v)", n, st, st0)
+	}
+	for a := 0; a < 3; a++ {
+		if !r.state(a).Up {
+			t.Errorf("board %d is down", a)
+		}
+	}
+}

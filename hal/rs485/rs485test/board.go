@@ -37,6 +37,7 @@ type Boards struct {
 	corrupt  int // replies to corrupt (bad checksum)
 	wrong    int // replies to send from another address
 	dropUnl  int // unlock replies to drop
+	late     int // replies to send 60 ms late
 	received []Frame
 }
 
@@ -200,15 +201,26 @@ func (b *Boards) answer(f []byte) []byte {
 	return reply
 }
 
+// Late makes the next n replies come 60 ms late: past the bus's reply
+// time-out, as from a board that stalls.
+func (b *Boards) Late(n int) { b.mu.Lock(); b.late = n; b.mu.Unlock() }
+
 // send writes reply at the baud rate, in two bursts with BurstGap.
 func (b *Boards) send(w io.Writer, reply []byte) {
 	parts := [][]byte{reply}
-	if b.BurstGap > 0 && len(reply) > 2 {
+	gap := b.BurstGap
+	b.mu.Lock()
+	if b.late > 0 {
+		b.late--
+		time.Sleep(60 * time.Millisecond)
+	}
+	b.mu.Unlock()
+	if gap > 0 && len(reply) > 2 {
 		parts = [][]byte{reply[:len(reply)/2], reply[len(reply)/2:]}
 	}
 	for i, p := range parts {
 		if i > 0 {
-			time.Sleep(b.BurstGap)
+			time.Sleep(gap)
 		}
 		time.Sleep(time.Duration(proto.FrameTime(len(p), b.Baud)))
 		_, _ = w.Write(p)
