@@ -78,9 +78,10 @@ func (c *Controller) saveHighWater(tx *store.Tx) error {
 	}
 	c.clockMu.Lock()
 	d := t.Sub(c.highWater)
-	// Kept to the minute: the estimate needs no more, and the keypad-to-coil
-	// transaction is one page lighter.
-	if d < time.Minute && d > -time.Minute {
+	// Kept to the hour: the estimate needs no more, and most transactions
+	// are two pages lighter (the setting and its index), which is most of
+	// a card's wear at rest.
+	if d < time.Hour && d > -time.Hour {
 		c.clockMu.Unlock()
 		return nil
 	}

@@ -93,7 +93,7 @@ func (w *mworld) checkAll(allowed *mallow, _ string) {
 		}
 		m.lastEstimate = est
 		elapsed := max(0, w.r.clock.Now().Sub(m.bootClock))
-		lo, hi := m.lastTrustedWrite.Add(-time.Minute-tol), m.lastTrustedWrite.Add(elapsed+time.Minute+tol)
+		lo, hi := m.lastTrustedWrite.Add(-time.Hour-tol), m.lastTrustedWrite.Add(elapsed+time.Hour+tol) // the mark is kept to the hour
 		if est.Before(lo) || est.After(hi) {
 			w.fail("I9", "the estimated time is %s; the last trusted time recorded was %s, %v ago on the board's clock", modelTime(est), modelTime(m.lastTrustedWrite), elapsed)
 		}

@@ -56,6 +56,9 @@ func (s *Store) Updates() uint64 { return s.updates.Load() }
 func DSN(path string) string {
 	u := url.URL{Scheme: "file", Opaque: path}
 	q := url.Values{}
+	// auto_vacuum before journal_mode: switching to WAL writes the file
+	// header, after which a new database ignores auto_vacuum.
+	q.Add("_pragma", "auto_vacuum(2)")
 	q.Add("_pragma", "busy_timeout(5000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
@@ -145,6 +148,15 @@ func (s *Store) TruncateWAL(ctx context.Context) error {
 		return errors.New("store: checkpoint: the log is in use")
 	}
 	return nil
+}
+
+// WALBytes is the size of the write-ahead log on disk (0 when absent).
+func (s *Store) WALBytes() int64 {
+	fi, err := os.Stat(s.path + "-wal")
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 // Close closes the database.
