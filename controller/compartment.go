@@ -470,5 +470,3 @@ func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
 		c.message(msgIncomplete, two(n))
 	}
 }
-
-func parcelText(id string) string { return fsm.ParcelText(id) }
