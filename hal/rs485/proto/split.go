@@ -44,7 +44,12 @@ func NewSplitter(p Protocol, dir Direction) *Splitter {
 // query reply carries (Groups8A80 of the board asked); 0, the default,
 // finds the end of a query reply by its trailer and checksum, or by
 // silence.
-func (s *Splitter) SetGroups(n int) { s.groups = n }
+func (s *Splitter) SetGroups(n int) {
+	if n > Channels8A80Max/8 {
+		n = 0 // no status reply is that long: fall back to its trailer
+	}
+	s.groups = n
+}
 
 // Feed appends bytes read from the line.
 func (s *Splitter) Feed(b []byte) { s.buf = append(s.buf, b...) }
