@@ -203,6 +203,16 @@ func (r *rig) parcel(n int, present bool) {
 	r.event(hal.Event{Kind: hal.ParcelChanged, Compartment: n, On: present})
 }
 
+// deposit types code, and the courier puts a parcel in compartment n and
+// shuts the door.
+func (r *rig) deposit(code string, n int) {
+	r.t.Helper()
+	r.keys(code + "#")
+	r.door(n, true)
+	r.parcel(n, true)
+	r.door(n, false)
+}
+
 func (r *rig) tick() {
 	if err := r.c.do(r.ctx, func() { r.c.housekeeping(r.ctx) }); err != nil {
 		r.t.Fatal(err)

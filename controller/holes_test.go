@@ -193,10 +193,7 @@ func TestBootFinishesAReleaseUsedWhileDown(t *testing.T) {
 func TestFloodsAreBounded(t *testing.T) {
 	r := newRig(t, "M M")
 	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
-	r.keys("123456#")
-	r.door(1, true)
-	r.parcel(1, true)
-	r.door(1, false)
+	r.deposit("123456", 1)
 	r.types()
 	for i := 0; i < 200; i++ {
 		r.parcel(1, i%2 == 1)

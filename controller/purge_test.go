@@ -2,6 +2,7 @@ package controller
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,10 +59,7 @@ func TestPurgeAfterTheReplayHorizon(t *testing.T) {
 	r := newRig(t, "M M")
 	deposit := body(depositOp("g-1", 1, "123456", "M", 0), depositOp("g-2", 1, "222222", "M", 0))
 	r.apply(deposit)
-	r.keys("123456#")
-	r.door(1, true)
-	r.parcel(1, true)
-	r.door(1, false)
+	r.deposit("123456", 1)
 	r.keys("1234569#")
 	r.door(1, true)
 	r.parcel(1, false)
@@ -137,10 +135,7 @@ func TestPurgeAfterTheReplayHorizon(t *testing.T) {
 func TestIdleHousekeepingSkipsWork(t *testing.T) {
 	r := newRig(t, "M M")
 	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
-	r.keys("123456#")
-	r.door(1, true)
-	r.parcel(1, true)
-	r.door(1, false)
+	r.deposit("123456", 1)
 	r.tick() // computes the next due time: the pickup's end in 72 h
 	before := r.dataVersion()
 	for i := 0; i < 100; i++ {
@@ -152,18 +147,9 @@ func TestIdleHousekeepingSkipsWork(t *testing.T) {
 	}
 	r.clock.Advance(73 * time.Hour)
 	r.tick()
-	if got := r.types(); !contains(got, "pickup_expired") {
+	if got := r.types(); !slices.Contains(got, "pickup_expired") {
 		t.Fatalf("the due expiry did not run: %v", got)
 	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // dataVersion is how many write transactions the store has begun.
