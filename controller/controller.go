@@ -709,9 +709,13 @@ func (c *Controller) checkpoint(ctx context.Context) {
 	}
 	c.unsynced.Store(false)
 	c.lastCheckpoint = now
-	if err := c.st.Checkpoint(ctx); err != nil {
-		c.unsynced.Store(true)
-		c.log.Warn("checkpoint", "err", err)
+	// TRUNCATE empties the log's file too: a PASSIVE checkpoint leaves it
+	// at its size, and WALBytes would then call for one at every tick.
+	if err := c.st.TruncateWAL(ctx); err != nil {
+		if err := c.st.Checkpoint(ctx); err != nil {
+			c.unsynced.Store(true)
+			c.log.Warn("checkpoint", "err", err)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,3 +155,26 @@ func TestIdleHousekeepingSkipsWork(t *testing.T) {
 
 // dataVersion is how many write transactions the store has begun.
 func (r *rig) dataVersion() uint64 { return r.st.Updates() }
+
+// Housekeeping checkpoints once the write-ahead log passes CheckpointWAL,
+// and the log starts again from nothing: a checkpoint that left the log's
+// file at its size made every later tick checkpoint again (and rewrite the
+// database's pages for every parcel).
+func TestCheckpointEmptiesTheLog(t *testing.T) {
+	r := newRig(t, "M M")
+	big := make([]GrantOp, 0, 600)
+	for i := 0; i < 600; i++ {
+		big = append(big, GrantOp{Op: "put", GrantID: "s-" + strconv.Itoa(i), Version: 1, Action: "service",
+			Holder: "13700001111", CodeHash: hash(strconv.Itoa(10000000 + i)), ValidUntil: ptr(t0.Add(time.Hour))})
+	}
+	for r.st.WALBytes() < CheckpointWAL {
+		r.apply(body(big...)) // (stale after the first: each still commits a little)
+		for i := range big {
+			big[i].Version++
+		}
+	}
+	r.tick()
+	if n := r.st.WALBytes(); n >= CheckpointWAL {
+		t.Fatalf("after the checkpoint the log holds %d bytes", n)
+	}
+}
