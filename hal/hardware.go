@@ -141,14 +141,8 @@ var (
 // initial DoorOpen and ParcelPresent states. On any error New halts what it
 // configured; an expander that does not answer is an error.
 func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error) {
-	switch {
-	case w == nil:
-		return nil, errors.New("hal: no wiring")
-	case pins == nil:
-		return nil, errors.New("hal: no pin source")
-	}
-	if err := w.Validate(); err != nil {
-		return nil, fmt.Errorf("hal: wiring: %w", err)
+	if err := checkArgs(w, pins); err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
@@ -839,4 +833,18 @@ func (b *buzzer) halt() error {
 	defer b.mu.Unlock()
 	b.halted = true
 	return b.pin.Out(gpio.Low)
+}
+
+// checkArgs checks what New and LocksOff are given.
+func checkArgs(w *wiring.Wiring, pins PinSource) error {
+	switch {
+	case w == nil:
+		return errors.New("hal: no wiring")
+	case pins == nil:
+		return errors.New("hal: no pin source")
+	}
+	if err := w.Validate(); err != nil {
+		return fmt.Errorf("hal: wiring: %w", err)
+	}
+	return nil
 }

@@ -35,14 +35,8 @@ var _ conn.Resource = (*Locks)(nil)
 // joined. New drives the same outputs off again and owns them from then
 // on; Halt the returned Locks on any path that ends before New succeeds.
 func LocksOff(w *wiring.Wiring, pins PinSource, opts Options) (*Locks, error) {
-	switch {
-	case w == nil:
-		return nil, errors.New("hal: no wiring")
-	case pins == nil:
-		return nil, errors.New("hal: no pin source")
-	}
-	if err := w.Validate(); err != nil {
-		return nil, fmt.Errorf("hal: wiring: %w", err)
+	if err := checkArgs(w, pins); err != nil {
+		return nil, err
 	}
 	buses := opts.Buses
 	if buses == nil {
