@@ -57,16 +57,14 @@ func (c *Controller) effect(tx *store.Tx, e fsm.Effect, sc store.Compartment) er
 		if g.UsesLeft > 0 { // unlimited (-1) grants are not written
 			g.UsesLeft--
 			c.ended(&g)
-			return tx.PutGrant(g)
+			return tx.SetUses(g.ID, g.UsesLeft, g.EndedAt)
 		}
 	case fsm.ReturnUse:
 		g, err := tx.Grant(e.GrantID)
 		if err != nil || g.Revoked || g.UsesLeft < 0 {
 			return nil
 		}
-		g.UsesLeft++
-		g.EndedAt = time.Time{}
-		return tx.PutGrant(g)
+		return tx.SetUses(g.ID, g.UsesLeft+1, time.Time{})
 	case fsm.DepositDone:
 		g, err := tx.Grant(e.GrantID)
 		if errors.Is(err, store.ErrNotFound) || (err == nil && g.Revoked) {
@@ -75,20 +73,23 @@ func (c *Controller) effect(tx *store.Tx, e fsm.Effect, sc store.Compartment) er
 		if err != nil {
 			return err
 		}
+		uses, ended := g.UsesLeft, g.EndedAt
 		if g.UsesLeft > 0 {
 			g.UsesLeft--
 		}
 		c.ended(&g)
-		if err := tx.PutGrant(g); err != nil {
-			return err
+		if g.UsesLeft != uses || !g.EndedAt.Equal(ended) {
+			if err := tx.SetUses(g.ID, g.UsesLeft, g.EndedAt); err != nil {
+				return err
+			}
 		}
 		return c.activatePickup(tx, g, sc)
 	case fsm.ParcelGone:
 		g, err := tx.Grant(e.GrantID)
-		if err == nil && !g.Revoked {
+		if err == nil && !g.Revoked && (g.UsesLeft != 0 || g.EndedAt.IsZero()) {
 			g.UsesLeft = 0
 			c.ended(&g)
-			return tx.PutGrant(g)
+			return tx.SetUses(g.ID, g.UsesLeft, g.EndedAt)
 		}
 	}
 	return nil

@@ -106,6 +106,15 @@ func (t *Tx) PutGrant(g Grant) error {
 	return err
 }
 
+// SetUses writes a grant's uses left and the time its last use was taken,
+// and nothing else: an UPDATE of two columns that no index covers writes
+// only the row's page, where PutGrant (INSERT OR REPLACE) deletes the row
+// and inserts it again, touching every index of the table.
+func (t *Tx) SetUses(id string, usesLeft int, endedAt time.Time) error {
+	_, err := t.exec("UPDATE grants SET uses_left = ?, ended_at = ? WHERE grant_id = ?", usesLeft, timeText(endedAt), id)
+	return err
+}
+
 // Tombstone marks grant id revoked at version, clearing everything but the
 // version (and the issued_at of the envelope that revoked it) so that an
 // older put cannot bring it back.

@@ -78,9 +78,12 @@ func (t *Tx) Setting(key string) (value string, ok bool, err error) {
 	return value, err == nil, err
 }
 
-// SetSetting writes a setting.
+// SetSetting writes a setting. An existing one is updated in place (an
+// upsert): INSERT OR REPLACE would delete and insert it again, writing the
+// key's index page too.
 func (t *Tx) SetSetting(key, value string) error {
-	_, err := t.exec("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", key, value)
+	_, err := t.exec("INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+		key, value)
 	return err
 }
 
