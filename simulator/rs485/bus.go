@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -41,6 +42,15 @@ type BoardState struct {
 	Off      bool   `json:"off"` // power-cycled, not back yet
 	Commands uint64 `json:"commands"`
 	Replies  uint64 `json:"replies"`
+	// Unlocks counts the unlock frames addressed to the board, whether it
+	// heard them or not, and ChannelUnlocks the same by channel (an
+	// "open all" counts for every channel).
+	Unlocks        uint64         `json:"unlocks"`
+	ChannelUnlocks map[int]uint64 `json:"channel_unlocks,omitempty"`
+	// Resent counts the unlocks sent again while the outcome of the
+	// previous unlock of that lock was unknown to the controller (no
+	// status query of the board answered intact since): a broken I15.
+	Resent uint64 `json:"resent"`
 }
 
 // board is one board's mutable state; guarded by Bus.mu.
@@ -50,6 +60,15 @@ type board struct {
 	offUntil time.Time
 	commands uint64
 	replies  uint64
+
+	unlocks   uint64
+	chUnlocks map[int]uint64
+	resent    uint64
+	// unknown: channels (bit ch-1) unlocked since the last status query
+	// answered intact — the controller cannot know what they did.
+	unknown uint64
+	// noisyCmds, noisyReplies count what a noisy line carried.
+	noisyCmds, noisyReplies uint64
 }
 
 // maxFrames is how many frames Frames keeps.
@@ -83,7 +102,7 @@ func New(cfg Config) (*Bus, error) {
 	}
 	b := &Bus{cfg: cfg, boards: map[int]*board{}, subs: map[int]chan Frame{}}
 	for _, bc := range cfg.Boards {
-		b.boards[bc.Address] = &board{cfg: bc, fault: FaultNone}
+		b.boards[bc.Address] = &board{cfg: bc, fault: FaultNone, chUnlocks: map[int]uint64{}}
 	}
 	return b, nil
 }
@@ -233,26 +252,90 @@ func (b *Bus) handle(w io.Writer, frame []byte) bool {
 	return b.handle8A80(w, frame)
 }
 
-// boardFor returns the board at addr, whether it listens now, and counts
-// the command. A board that is off or does not answer is deaf.
-func (b *Bus) boardFor(addr int) (bd *board, listens bool) {
+// boardFor returns the board at addr and whether it hears the command
+// now, and counts the command; deaf says why not. A board that is off or
+// does not answer is deaf, and on a noisy line one command in four
+// reaches it garbled.
+func (b *Bus) boardFor(addr int) (bd *board, listens bool, deaf string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	bd = b.boards[addr]
-	if bd == nil {
-		return nil, false
-	}
-	if b.cfg.Now().Before(bd.offUntil) || bd.fault == FaultNoAnswer {
-		return bd, false
+	switch {
+	case bd == nil:
+		return nil, false, fmt.Sprintf("no board at address %d on this bus", addr)
+	case b.cfg.Now().Before(bd.offUntil):
+		return bd, false, "the board is off (power cycle): no answer"
+	case bd.fault == FaultNoAnswer:
+		return bd, false, "the board does not answer (injected)"
+	case bd.fault == FaultNoise:
+		bd.noisyCmds++
+		if bd.noisyCmds%4 == 0 {
+			return bd, false, "garbled on a noisy line (injected): the board ignores it"
+		}
 	}
 	bd.commands++
-	return bd, true
+	return bd, true, ""
+}
+
+// sentUnlock notes an unlock of channel ch (0: every channel) sent to bd,
+// heard or not, and reports whether it broke I15: a lock unlocked again
+// while the outcome of its previous unlock is unknown to the controller.
+func (b *Bus) sentUnlock(bd *board, ch int) (resent bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var mask uint64
+	if ch == 0 {
+		mask = 1<<bd.cfg.Channels - 1
+	} else if ch <= bd.cfg.Channels {
+		mask = 1 << (ch - 1)
+	}
+	bd.unlocks++
+	for c := 1; c <= bd.cfg.Channels; c++ {
+		if mask&(1<<(c-1)) != 0 {
+			bd.chUnlocks[c]++
+		}
+	}
+	resent = bd.unknown&mask != 0
+	if resent {
+		bd.resent++
+	}
+	bd.unknown |= mask
+	return resent
+}
+
+// resentText is the error of an unlock frame that broke I15.
+const resentText = "I15 broken: unlock resent while the outcome of the previous one is unknown"
+
+// cutPowerOnUnlock carries out FaultPowerCutOnUnlock once the board fired
+// the lock: the board goes off before it answers.
+func (b *Bus) cutPowerOnUnlock(bd *board) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if bd.fault == FaultPowerCutOnUnlock {
+		bd.fault = FaultNone
+		bd.offUntil = b.cfg.Now().Add(b.cfg.PowerOff)
+	}
+}
+
+// withAddress returns frame with its address byte (the second, in both
+// protocols) changed to another board's and the checksum made right.
+func (b *Bus) withAddress(frame []byte) []byte {
+	f := append([]byte(nil), frame...)
+	if b.cfg.Protocol == proto.Kerong {
+		f[1] ^= 0x10 // board ^ 1, same lock
+		f[len(f)-1] = proto.Sum(f[:len(f)-1])
+	} else {
+		f[1] = f[1]%31 + 1
+		f[len(f)-1] = proto.XOR(f[:len(f)-1])
+	}
+	return f
 }
 
 // reply sends a board's reply as the board and a USB adapter would: after
 // the board's delay, at the baud rate, in bursts. A fault may corrupt or
-// drop it.
-func (b *Bus) reply(w io.Writer, bd *board, delay time.Duration, frame []byte, text string) {
+// drop it. status says the reply answers a status query: written intact,
+// it tells the controller what the board's unlocks did.
+func (b *Bus) reply(w io.Writer, bd *board, delay time.Duration, frame []byte, text string, status bool) {
 	time.Sleep(delay)
 	b.mu.Lock()
 	fault := bd.fault
@@ -260,7 +343,13 @@ func (b *Bus) reply(w io.Writer, bd *board, delay time.Duration, frame []byte, t
 	if !off && fault != FaultLostReply {
 		bd.replies++
 	}
+	noisy := false
+	if fault == FaultNoise && !off {
+		bd.noisyReplies++
+		noisy = bd.noisyReplies%3 != 0
+	}
 	b.mu.Unlock()
+	intact := false
 	switch {
 	case off:
 		b.record(FromBoard, frame, text, "not sent: the board lost its power")
@@ -272,13 +361,31 @@ func (b *Bus) reply(w io.Writer, bd *board, delay time.Duration, frame []byte, t
 		frame = append([]byte(nil), frame...)
 		frame[len(frame)-1] ^= 0x5A
 		b.record(FromBoard, frame, text, "wrong checksum (injected)")
+	case fault == FaultWrongAddress:
+		frame = b.withAddress(frame)
+		b.record(FromBoard, frame, text, "another board's address (injected)")
+	case noisy:
+		frame = append([]byte(nil), frame...)
+		frame[3] ^= 0x01 // a data byte: a lock's bit, or the 8A/80's state
+		b.record(FromBoard, frame, text, "a bit flipped on a noisy line (injected)")
 	default:
+		intact = true
 		b.record(FromBoard, frame, text, "")
 	}
+	if b.send(w, frame) && intact && status {
+		b.mu.Lock()
+		bd.unknown = 0
+		b.mu.Unlock()
+	}
+}
+
+// send writes frame at the baud rate in USB bursts and reports whether all
+// of it was written.
+func (b *Bus) send(w io.Writer, frame []byte) bool {
 	for len(frame) > 0 {
 		n := min(b.cfg.BurstSize, len(frame))
 		if _, err := w.Write(frame[:n]); err != nil {
-			return
+			return false
 		}
 		frame = frame[n:]
 		if len(frame) > 0 {
@@ -288,11 +395,12 @@ func (b *Bus) reply(w io.Writer, bd *board, delay time.Duration, frame []byte, t
 			if time.Since(start) > 2*gap {
 				// A loaded machine overslept: a real adapter would not
 				// have left the line quiet that long. The rest goes at once.
-				_, _ = w.Write(frame)
-				return
+				_, err := w.Write(frame)
+				return err == nil
 			}
 		}
 	}
+	return true
 }
 
 // wireTime is how long n bytes take on the line.
@@ -367,7 +475,8 @@ func (b *Bus) Boards() []BoardState {
 	for _, bc := range b.cfg.Boards {
 		bd := b.boards[bc.Address]
 		out = append(out, BoardState{Address: bc.Address, Channels: bc.Channels, Fault: bd.fault,
-			Off: now.Before(bd.offUntil), Commands: bd.commands, Replies: bd.replies})
+			Off: now.Before(bd.offUntil), Commands: bd.commands, Replies: bd.replies,
+			Unlocks: bd.unlocks, ChannelUnlocks: maps.Clone(bd.chUnlocks), Resent: bd.resent})
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/openlocker/locker/hal/rs485/proto"
 )
@@ -21,20 +22,20 @@ func (b *Bus) handleKerong(w io.Writer, frame []byte) bool {
 		return false
 	}
 	text := kerongText(cmd)
-	bd, listens := b.boardFor(cmd.Board)
-	switch {
-	case bd == nil:
-		b.record(ToBoard, frame, text, fmt.Sprintf("no board at address %d on this bus", cmd.Board))
-		return true
-	case !listens:
-		b.record(ToBoard, frame, text, b.deafReason(bd))
+	bd, listens, deaf := b.boardFor(cmd.Board)
+	resent := bd != nil && cmd.Cmd == proto.KerongUnlock && b.sentUnlock(bd, cmd.Lock)
+	if resent {
+		deaf = strings.TrimPrefix(deaf+"; "+resentText, "; ")
+	}
+	b.record(ToBoard, frame, text, deaf)
+	if !listens {
 		return true
 	}
-	b.record(ToBoard, frame, text, "")
 	if cmd.Cmd == proto.KerongUnlock {
 		if cmd.Lock <= bd.cfg.Channels {
 			b.cfg.Physics.Unlock(cmd.Board, cmd.Lock)
 		}
+		b.cutPowerOnUnlock(bd)
 		if bd.cfg.NoUnlockReply {
 			return true
 		}
@@ -44,7 +45,8 @@ func (b *Bus) handleKerong(w io.Writer, frame []byte) bool {
 	if err != nil {
 		return true
 	}
-	b.reply(w, bd, b.cfg.ReplyDelay+b.wireTime(len(frame)), reply, kerongStatusText(st, b.cfg.LockOpenBit))
+	b.reply(w, bd, b.cfg.ReplyDelay+b.wireTime(len(frame)), reply, kerongStatusText(st, b.cfg.LockOpenBit),
+		cmd.Cmd != proto.KerongUnlock)
 	return true
 }
 
@@ -69,15 +71,6 @@ func (b *Bus) kerongStatus(bd *board) proto.KerongStatus {
 		}
 	}
 	return st
-}
-
-func (b *Bus) deafReason(bd *board) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cfg.Now().Before(bd.offUntil) {
-		return "the board is off (power cycle): no answer"
-	}
-	return "the board does not answer (injected)"
 }
 
 func kerongText(c proto.KerongCommand) string {

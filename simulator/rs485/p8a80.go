@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/openlocker/locker/hal/rs485/proto"
@@ -29,22 +30,21 @@ func (b *Bus) handle8A80(w io.Writer, frame []byte) bool {
 			text = fmt.Sprintf("board %d: unlock all", cmd.Addr)
 		}
 	}
-	bd, listens := b.boardFor(cmd.Addr)
-	switch {
-	case bd == nil:
-		b.record(ToBoard, frame, text, fmt.Sprintf("no board at address %d on this bus", cmd.Addr))
-		return true
-	case !listens:
-		b.record(ToBoard, frame, text, b.deafReason(bd))
+	bd, listens, deaf := b.boardFor(cmd.Addr)
+	resent := bd != nil && cmd.Head == proto.Head8A80Unlock && b.sentUnlock(bd, cmd.Channel)
+	if resent {
+		deaf = strings.TrimPrefix(deaf+"; "+resentText, "; ")
+	}
+	b.record(ToBoard, frame, text, deaf)
+	if !listens {
 		return true
 	}
-	b.record(ToBoard, frame, text, "")
 	delay := b.cfg.ReplyDelay + b.wireTime(len(frame))
 	if cmd.Head == proto.Head8A80Query {
 		bits := b.bits8A80(bd)
 		reply, err := proto.EncodeStatus8A80(proto.Status8A80{Addr: cmd.Addr, Groups: proto.Groups8A80(bd.cfg.Channels), Bits: bits})
 		if err == nil {
-			b.reply(w, bd, delay, reply, status8A80Text(cmd.Addr, bd.cfg.Channels, bits, b.cfg.LockOpenBit))
+			b.reply(w, bd, delay, reply, status8A80Text(cmd.Addr, bd.cfg.Channels, bits, b.cfg.LockOpenBit), true)
 		}
 		return true
 	}
@@ -60,6 +60,7 @@ func (b *Bus) handle8A80(w io.Writer, frame []byte) bool {
 	case cmd.Channel <= bd.cfg.Channels:
 		b.cfg.Physics.Unlock(cmd.Addr, cmd.Channel)
 	}
+	b.cutPowerOnUnlock(bd)
 	// The board answers once its pulse is over, with what the lock's
 	// feedback then says.
 	time.Sleep(max(b.cfg.UnlockDelay-time.Since(start), 0))
@@ -80,7 +81,7 @@ func (b *Bus) handle8A80(w io.Writer, frame []byte) bool {
 		if open {
 			st = "open"
 		}
-		b.reply(w, bd, delay, reply, fmt.Sprintf("board %d channel %d: %s", cmd.Addr, cmd.Channel, st))
+		b.reply(w, bd, delay, reply, fmt.Sprintf("board %d channel %d: %s", cmd.Addr, cmd.Channel, st), false)
 	}
 	return true
 }

@@ -15,8 +15,17 @@
 //
 // Faults are injected per board (SetFault): a board that does not answer,
 // one whose replies are lost after it acted, one whose replies carry a
-// wrong checksum, and a power cycle (PowerCycle). Every frame on the line,
-// both ways, is kept (Frames) and published (Subscribe) for the web page.
+// wrong checksum, one that answers with another board's address, a noisy
+// line that garbles some commands and most replies, a power cut in the
+// middle of the next unlock, and a power cycle (PowerCycle). Every frame
+// on the line, both ways, is kept (Frames) and published (Subscribe) for
+// the web page.
+//
+// Each board also watches the controller keep invariant I15: an unlock of
+// a lock is never sent again while the outcome of the previous one is
+// unknown to the controller — until a status query of the board has been
+// answered intact since. A resent unlock is counted (BoardState.Resent)
+// and its frame says so.
 package rs485
 
 import (
@@ -55,11 +64,23 @@ const (
 	// FaultBadChecksum: the board acts and answers, with a wrong checksum
 	// byte.
 	FaultBadChecksum Fault = "bad_checksum"
+	// FaultWrongAddress: the board acts and answers with another board's
+	// address (a second board set to the same DIP address, a reflection),
+	// with a checksum that is right for it.
+	FaultWrongAddress Fault = "wrong_address"
+	// FaultNoise: a noisy line (a missing terminator, a motor nearby): one
+	// command in four reaches the board garbled and is ignored, and two
+	// replies in three arrive with a data byte flipped.
+	FaultNoise Fault = "noise"
+	// FaultPowerCutOnUnlock: the board fires the lock of the next unlock
+	// it receives and then loses its power before it answers, for
+	// Config.PowerOff; the fault is then over.
+	FaultPowerCutOnUnlock Fault = "power_cut_on_unlock"
 )
 
 // Faults lists every fault, FaultNone first.
 func Faults() []Fault {
-	return []Fault{FaultNone, FaultNoAnswer, FaultLostReply, FaultBadChecksum}
+	return []Fault{FaultNone, FaultNoAnswer, FaultLostReply, FaultBadChecksum, FaultWrongAddress, FaultNoise, FaultPowerCutOnUnlock}
 }
 
 // ParseFault returns the fault named s, or ErrUnknownFault.

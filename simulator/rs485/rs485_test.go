@@ -285,3 +285,141 @@ func Test8A80VectorsAndTiming(t *testing.T) {
 		t.Fatalf("24-channel reply % x: %+v, %v", got, st, err)
 	}
 }
+
+// TestMoreFaultsAndTheI15Watch: a wrong address, a noisy line and a power
+// cut in the middle of an unlock, and the boards' watch on I15 — an unlock
+// sent again before a status query was answered intact is counted.
+func TestMoreFaultsAndTheI15Watch(t *testing.T) {
+	ph := newPhysics()
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	b, f := serve(t, Config{Name: "BUS1", Protocol: proto.Kerong, LockOpenBit: 1, Physics: ph, Now: clock.Now,
+		Boards: []Board{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}})
+	status := []byte{0x02, 0x00, 0x32, 0x03, 0x37}
+	unlock := []byte{0x02, 0x00, 0x31, 0x03, 0x36}
+	board0 := func() BoardState { t.Helper(); return b.Boards()[0] }
+
+	// wrong_address: board 0 answers as board 1, with a right checksum.
+	if err := b.SetFault(0, FaultWrongAddress); err != nil {
+		t.Fatal(err)
+	}
+	write(t, f, status...)
+	got, _ := readFrame(t, f, 9, 2*time.Second)
+	if _, err := proto.DecodeKerongStatus(got, 0); !errors.Is(err, proto.ErrAddress) {
+		t.Fatalf("wrong_address: % x decodes with %v", got, err)
+	}
+	if _, err := proto.DecodeKerongStatus(got, 1); err != nil {
+		t.Fatalf("wrong_address: % x is not a good reply of board 1: %v", got, err)
+	}
+
+	// An unlock, then another before any status was answered intact: the
+	// second breaks I15 (the wrong address does not tell the controller).
+	write(t, f, unlock...)
+	readFrame(t, f, 9, 2*time.Second) // its echo, from the wrong address
+	write(t, f, status...)
+	readFrame(t, f, 9, 2*time.Second)
+	write(t, f, unlock...)
+	readFrame(t, f, 9, 2*time.Second)
+	if st := board0(); st.Resent != 1 || st.Unlocks != 2 || st.ChannelUnlocks[1] != 2 {
+		t.Fatalf("after two unlocks without a good status: %+v, want 1 resent of 2", st)
+	}
+	// A status answered intact resolves it: the next unlock is fine.
+	if err := b.SetFault(0, FaultNone); err != nil {
+		t.Fatal(err)
+	}
+	write(t, f, status...)
+	readFrame(t, f, 9, 2*time.Second)
+	write(t, f, unlock...)
+	readFrame(t, f, 9, 2*time.Second)
+	if st := board0(); st.Resent != 1 || st.Unlocks != 3 {
+		t.Fatalf("an unlock after a good status: %+v, want still 1 resent", st)
+	}
+	write(t, f, status...)
+	readFrame(t, f, 9, 2*time.Second)
+
+	// noise: one command in four is ignored, two replies in three come
+	// with a flipped data byte (a bad checksum, never a good frame).
+	if err := b.SetFault(0, FaultNoise); err != nil {
+		t.Fatal(err)
+	}
+	var good, bad, ignored int
+	for range 8 {
+		write(t, f, status...)
+		if err := f.SetReadDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		buf := make([]byte, 16)
+		for len(got) < 9 {
+			k, err := f.Read(buf)
+			got = append(got, buf[:k]...)
+			if err != nil {
+				break
+			}
+		}
+		switch _, err := proto.DecodeKerongStatus(got, 0); {
+		case len(got) == 0:
+			ignored++
+		case err == nil:
+			good++
+		case errors.Is(err, proto.ErrChecksum):
+			bad++
+		default:
+			t.Fatalf("noise: % x: %v", got, err)
+		}
+	}
+	if ignored != 2 || good+bad != 6 || bad < 3 {
+		t.Fatalf("noise over 8 queries: %d ignored, %d good, %d bad checksums", ignored, good, bad)
+	}
+
+	// power_cut_on_unlock: the lock fires, no answer, the board is off;
+	// the fault is spent.
+	if err := b.SetFault(0, FaultPowerCutOnUnlock); err != nil {
+		t.Fatal(err)
+	}
+	n := len(ph.Unlocks())
+	write(t, f, 0x02, 0x01, 0x31, 0x03, 0x37) // lock 2
+	silent(t, f, 100*time.Millisecond)
+	if st := board0(); len(ph.Unlocks()) != n+1 || !st.Off || st.Fault != FaultNone {
+		t.Fatalf("power cut on unlock: %d unlocks (want %d), %+v", len(ph.Unlocks()), n+1, st)
+	}
+	clock.Advance(3 * time.Second)
+	write(t, f, status...)
+	if got, _ := readFrame(t, f, 9, 2*time.Second); got[2] != 0x35 {
+		t.Fatalf("after the power cut: % x", got)
+	}
+	var errs []string
+	for _, fr := range b.Frames() {
+		errs = append(errs, fr.Err)
+	}
+	joined := strings.Join(errs, "|")
+	for _, want := range []string{"another board's address", "noisy line", "not sent: the board lost its power", "I15 broken"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("frame errors %q lack %q", joined, want)
+		}
+	}
+}
+
+// Test8A80I15Watch: an 8A/80 unlock whose reply was lost, resent before a
+// query was answered, is counted; its reply does not resolve it either
+// (only a query's).
+func Test8A80I15Watch(t *testing.T) {
+	ph := newPhysics()
+	b, f := serve(t, Config{Name: "BUS2", Protocol: proto.P8A80, LockOpenBit: 1, Physics: ph, UnlockDelay: 20 * time.Millisecond,
+		Boards: []Board{{Address: 1, Channels: 8}}})
+	unlock := []byte{0x8A, 0x01, 0x01, 0x11, 0x9B}
+	query := []byte{0x80, 0x01, 0x00, 0x33, 0xB2}
+	write(t, f, unlock...)
+	readFrame(t, f, 5, 2*time.Second)
+	write(t, f, unlock...)
+	readFrame(t, f, 5, 2*time.Second)
+	if st := b.Boards()[0]; st.Resent != 1 {
+		t.Fatalf("%+v: an unlock reply does not resolve an unlock for the controller's bus", st)
+	}
+	write(t, f, query...)
+	readFrame(t, f, 7, 2*time.Second)
+	write(t, f, 0x8A, 0x01, 0x00, 0x11, 0x9A) // open all
+	readFrame(t, f, 5, 3*time.Second)
+	if st := b.Boards()[0]; st.Resent != 1 || st.Unlocks != 3 || st.ChannelUnlocks[8] != 1 || st.ChannelUnlocks[1] != 3 {
+		t.Fatalf("%+v", st)
+	}
+}

@@ -575,7 +575,7 @@ function onMQTT(m) {
 
 // ---- RS485 bus ----
 
-const BUS_FAULTS = ["none", "no_answer", "lost_reply", "bad_checksum"];
+const BUS_FAULTS = ["none", "no_answer", "lost_reply", "bad_checksum", "wrong_address", "noise", "power_cut_on_unlock"];
 
 // onFrame shows one frame of a simulated bus: time, direction, hex,
 // decoded, and what was wrong with it.
