@@ -40,6 +40,7 @@ type fakeCabinet struct {
 	leds     map[int]bool
 	display  [2]string
 	events   chan hal.Event
+	unread   map[int]bool // compartments whose sensors have no reading (hal.Readiness)
 }
 
 func newFakeCabinet(sizes string) *fakeCabinet {
@@ -69,6 +70,11 @@ func (f *fakeCabinet) ParcelPresent(n int) (bool, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.parcel[n], f.comps[n-1].HasOccupancy, nil
+}
+func (f *fakeCabinet) Readable(n int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.unread[n]
 }
 func (f *fakeCabinet) Show(lines ...string) error {
 	f.mu.Lock()
@@ -1125,7 +1131,7 @@ func TestNoDoorOpensThatCannotBeRecorded(t *testing.T) {
 	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
 	// Make every write fail, as a full disk or a read-only file system does.
 	if err := r.st.Update(r.ctx, func(tx *store.Tx) error {
-		return tx.Exec("CREATE TRIGGER no_writes BEFORE UPDATE ON counters BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+		return tx.Exec("CREATE TRIGGER no_writes BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END")
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -358,7 +358,7 @@ func readDB(ctx context.Context, path string) (dbFacts, error) {
 	if tables < 2 {
 		return f, nil // killed before the schema was committed
 	}
-	if err := db.QueryRowContext(ctx, "SELECT value FROM counters WHERE name = 'seq'").Scan(&f.lastSeq); err != nil {
+	if err := db.QueryRowContext(ctx, "SELECT MAX(COALESCE((SELECT MAX(seq) FROM outbox), 0), value) FROM counters WHERE name = 'seq'").Scan(&f.lastSeq); err != nil {
 		return f, fmt.Errorf("counters: %w", err)
 	}
 	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM outbox").Scan(&f.outbox); err != nil {

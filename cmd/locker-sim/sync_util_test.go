@@ -100,7 +100,7 @@ func outboxState(t *testing.T, data string) (lastSeq int64, pending int) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.QueryRow("SELECT value FROM counters WHERE name = 'seq'").Scan(&lastSeq); err != nil {
+	if err := db.QueryRow("SELECT MAX(COALESCE((SELECT MAX(seq) FROM outbox), 0), value) FROM counters WHERE name = 'seq'").Scan(&lastSeq); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&pending); err != nil {

@@ -16,11 +16,18 @@ type OutboxEvent struct {
 // (gapless: seq is only ever taken inside the transaction that records the
 // event, so a rolled-back transaction takes none), builds the payload for
 // it, and stores it. It returns the seq and the payload.
+//
+// The next seq is one more than the last one taken (lastSeq): the outbox's
+// highest, or the seqs counter where the outbox no longer holds it. The
+// counter is written only when that highest event leaves the outbox
+// (keepLastSeq), not at every event: an append writes the outbox's page
+// alone, not the counter's page too.
 func (t *Tx) AppendEvent(typ string, build func(seq int64) ([]byte, error)) (int64, []byte, error) {
-	var seq int64
-	if err := t.queryRow("UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value").Scan(&seq); err != nil {
+	seq, err := t.LastSeq()
+	if err != nil {
 		return 0, nil, err
 	}
+	seq++
 	payload, err := build(seq)
 	if err != nil {
 		return 0, nil, err
@@ -31,11 +38,31 @@ func (t *Tx) AppendEvent(typ string, build func(seq int64) ([]byte, error)) (int
 	return seq, payload, nil
 }
 
+// lastSeqQuery reads the last seq ever taken: the outbox's highest, or the
+// counter, whichever is higher (the counter holds the seq of the last event
+// that left the outbox as its highest).
+const lastSeqQuery = `SELECT MAX(COALESCE((SELECT MAX(seq) FROM outbox), 0), value) FROM counters WHERE name = 'seq'`
+
 // LastSeq is the seq of the last event ever recorded (0 before any).
 func (t *Tx) LastSeq() (int64, error) {
 	var seq int64
-	err := t.queryRow("SELECT value FROM counters WHERE name = 'seq'").Scan(&seq)
+	err := t.queryRow(lastSeqQuery).Scan(&seq)
 	return seq, err
+}
+
+// keepLastSeq writes the last seq taken to the counter when the outbox's
+// highest event is among those about to leave it (gone reports whether a
+// seq is), so that the seq is never taken again.
+func (t *Tx) keepLastSeq(gone func(seq int64) bool) error {
+	var hi sql.NullInt64
+	if err := t.queryRow("SELECT MAX(seq) FROM outbox").Scan(&hi); err != nil {
+		return err
+	}
+	if !hi.Valid || !gone(hi.Int64) {
+		return nil
+	}
+	_, err := t.exec("UPDATE counters SET value = ? WHERE name = 'seq' AND value < ?", hi.Int64, hi.Int64)
+	return err
 }
 
 // Pending returns up to limit outbox events with seq > after, in seq order.
@@ -58,6 +85,9 @@ func (t *Tx) Pending(after int64, limit int) ([]OutboxEvent, error) {
 
 // Ack removes event seq from the outbox (after its PUBACK).
 func (t *Tx) Ack(seq int64) error {
+	if err := t.keepLastSeq(func(s int64) bool { return s == seq }); err != nil {
+		return err
+	}
 	_, err := t.exec("DELETE FROM outbox WHERE seq = ?", seq)
 	return err
 }
@@ -139,6 +169,9 @@ func (t *Tx) DropOldest(n int, types []string) (dropped int, first, last int64, 
 	err = t.queryRow("SELECT COUNT(*), MIN(seq), MAX(seq) FROM (SELECT seq FROM outbox WHERE type IN ("+in+
 		") ORDER BY seq LIMIT ?)", args...).Scan(&cnt, &lo, &hi)
 	if err != nil || cnt == 0 {
+		return 0, 0, 0, err
+	}
+	if err := t.keepLastSeq(func(s int64) bool { return s <= hi.Int64 }); err != nil {
 		return 0, 0, 0, err
 	}
 	if _, err := t.exec("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE type IN ("+in+

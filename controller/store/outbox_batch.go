@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"os"
+	"slices"
 )
 
 // AckMany removes the events seqs from the outbox (after their PUBACKs), all
@@ -10,6 +11,9 @@ import (
 func (t *Tx) AckMany(seqs []int64) error {
 	if len(seqs) == 0 {
 		return nil
+	}
+	if err := t.keepLastSeq(func(s int64) bool { return slices.Contains(seqs, s) }); err != nil {
+		return err
 	}
 	for _, seq := range seqs {
 		if _, err := t.exec("DELETE FROM outbox WHERE seq = ?", seq); err != nil {

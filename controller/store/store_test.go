@@ -129,3 +129,83 @@ func TestRefusesCorruptAndNewerDatabases(t *testing.T) {
 		t.Fatalf("newer schema: err = %v", err)
 	}
 }
+
+// The seq counter is written only when the outbox's highest event leaves
+// it; whichever way the outbox empties (acknowledged one by one, in a
+// batch, out of order, or dropped when full), no seq is taken twice.
+func TestSeqNeverReusedWhenTheOutboxEmpties(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "l.db")
+	s := open(t, path)
+	var want int64
+	appendN := func(n int) {
+		t.Helper()
+		for range n {
+			want++
+			err := s.Update(ctx, func(tx *Tx) error {
+				seq, _, err := tx.AppendEvent("door_opened", func(seq int64) ([]byte, error) { return []byte("{}"), nil })
+				if err == nil && seq != want {
+					err = fmt.Errorf("seq %d, want %d", seq, want)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	update := func(fn func(tx *Tx) error) {
+		t.Helper()
+		if err := s.Update(ctx, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastSeq := func() int64 {
+		t.Helper()
+		var last int64
+		if err := s.View(ctx, func(tx *Tx) error { var err error; last, err = tx.LastSeq(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return last
+	}
+	counter := func() int64 {
+		t.Helper()
+		var v int64
+		if err := s.db.QueryRow("SELECT value FROM counters WHERE name = 'seq'").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	appendN(3)
+	if c := counter(); c != 0 {
+		t.Fatalf("the counter was written by appends: %d", c)
+	}
+	update(func(tx *Tx) error { return tx.AckMany([]int64{1, 2}) }) // not the highest: the counter stays
+	if c := counter(); c != 0 {
+		t.Fatalf("counter %d after acknowledging 1 and 2", c)
+	}
+	update(func(tx *Tx) error { return tx.AckMany([]int64{3}) }) // the outbox is empty
+	if c, l := counter(), lastSeq(); c != 3 || l != 3 {
+		t.Fatalf("counter %d, last seq %d, want 3", c, l)
+	}
+	appendN(3)                                      // 4, 5, 6
+	update(func(tx *Tx) error { return tx.Ack(6) }) // the highest first, alone
+	update(func(tx *Tx) error { return tx.Ack(4) })
+	if l := lastSeq(); l != 6 {
+		t.Fatalf("last seq %d, want 6", l)
+	}
+	appendN(2) // 7, 8 (5 still waits)
+	update(func(tx *Tx) error {
+		_, _, last, err := tx.DropOldest(10, []string{"door_opened"})
+		if err == nil && last != 8 {
+			err = fmt.Errorf("dropped up to %d, want 8", last)
+		}
+		return err
+	})
+	s.Close()
+	s = open(t, path)
+	if l := lastSeq(); l != 8 {
+		t.Fatalf("last seq %d after reopening, want 8", l)
+	}
+	appendN(1) // 9
+}
