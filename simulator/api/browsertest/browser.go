@@ -1,7 +1,7 @@
-// Package browsertest drives a headless Chromium from Go tests through the
-// Chrome DevTools Protocol (CDP), with no dependency but a WebSocket client:
-// start the browser, open a page, navigate, evaluate JavaScript, click and
-// type as a person would, and take screenshots.
+// Package browsertest drives a headless Chromium from Go tests with
+// chromedp: it finds the browser, starts it the way a test needs it (as
+// root in CI, headless, killed with the test), and gives the tests a Page
+// that clicks and types as a person would and keeps the page's errors.
 //
 //	b := browsertest.Start(t)          // fails the test when Chromium is missing
 //	p, err := b.NewPage(ctx, 1280, 900)
@@ -12,22 +12,24 @@
 // Chromium is found as $CHROMIUM, else as chromium, chromium-browser,
 // google-chrome or google-chrome-stable on $PATH. On Debian and Ubuntu:
 // apt-get install chromium.
+//
+// Firefox has no CDP: StartFirefox drives it over WebDriver BiDi instead
+// (firefox.go).
 package browsertest
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/chromedp"
 )
 
 // ErrNoChromium: no Chromium binary was found.
@@ -52,28 +54,20 @@ func Binary() (string, error) {
 	return "", ErrNoChromium
 }
 
-// Browser is a running headless Chromium and its DevTools connection.
-type Browser struct {
-	cmd     *exec.Cmd
-	conn    *conn
-	exited  chan struct{} // closed when the main process has exited
-	exitErr error         // cmd.Wait's result, set before exited is closed
+// startTimeout bounds the start of Chromium.
+const startTimeout = 30 * time.Second
 
-	stderrDone chan struct{} // closed when Chromium's stderr reaches EOF
-	stderrMu   sync.Mutex
-	stderr     []string // the last lines Chromium wrote, for diagnostics
+// Browser is a running headless Chromium.
+type Browser struct {
+	ctx         context.Context // chromedp's context of the browser (and its first tab)
+	cancel      context.CancelFunc
+	cancelAlloc context.CancelFunc
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-const (
-	startTimeout = 20 * time.Second
-	maxStderr    = 50 // lines kept
-)
-
-// Start starts a headless Chromium with a fresh profile in a temporary
-// folder, connects to it, and kills it (and every process it started) in
+// Start starts a headless Chromium with a fresh profile and stops it in
 // t.Cleanup. The test fails (it does not skip) when Chromium is missing or
 // does not start.
 func Start(t testing.TB) *Browser {
@@ -82,10 +76,7 @@ func Start(t testing.TB) *Browser {
 	if err != nil {
 		t.Fatalf("browsertest: %v", err)
 	}
-	profile := t.TempDir() // registered before Close: removed after Chromium is gone
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	b, err := Launch(ctx, bin, profile)
+	b, err := Launch(bin)
 	if err != nil {
 		t.Fatalf("browsertest: %v", err)
 	}
@@ -97,126 +88,66 @@ func Start(t testing.TB) *Browser {
 	return b
 }
 
-// Launch starts the Chromium binary bin headless with its profile in the
-// folder profile and connects to it. Close it when done.
-func Launch(ctx context.Context, bin, profile string) (*Browser, error) {
-	cmd := exec.Command(bin,
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-		"--no-first-run", "--no-default-browser-check",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-extensions", "--hide-scrollbars", "--mute-audio",
-		"--user-data-dir="+profile, "--remote-debugging-port=0", "about:blank")
-	cmd.Stdout = io.Discard
-	pr, pw, err := os.Pipe()
+// Launch starts the Chromium binary bin headless, with a profile in a
+// temporary folder that chromedp removes. Close it when done.
+//
+// The flags are those a test needs: headless, --no-sandbox (CI runs as
+// root, and the pages are the test's own), and from chromedp a pipe
+// instead of a debugging port and on Linux a
+// parent-death signal, so that Chromium dies with the test binary even
+// when a test timeout skips the cleanups; Close kills what is left of it.
+func Launch(bin string) (*Browser, error) {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("hide-scrollbars", true), chromedp.Flag("mute-audio", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	b := &Browser{ctx: ctx, cancel: cancel, cancelAlloc: cancelAlloc}
+	// The first call starts Chromium and binds it to ctx: give it no
+	// deadline of its own, only a timer that gives up. It opens no tab.
+	timer := time.AfterFunc(startTimeout, cancel)
+	_, err := chromedp.CallBrowser(ctx, browser.GetVersion, cdp.Empty{})
+	timer.Stop()
 	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = pw
-	setProcessGroup(cmd)
-	if err := cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
+		b.Close()
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	pw.Close() // Chromium and its children hold the write end
-
-	b := &Browser{cmd: cmd, stderrDone: make(chan struct{}), exited: make(chan struct{})}
-	wsURL := make(chan string, 1)
-	go b.readStderr(pr, wsURL)
-	go func() {
-		b.exitErr = cmd.Wait()
-		close(b.exited)
-	}()
-
-	var url string
-	select {
-	case url = <-wsURL:
-	case <-b.exited:
-		b.kill() // what it started, if anything
-		return nil, fmt.Errorf("%s exited before listening (%v):\n%s", bin, b.exitErr, b.StderrTail())
-	case <-ctx.Done():
-		b.kill()
-		return nil, fmt.Errorf("%s did not print its DevTools address: %w\n%s", bin, ctx.Err(), b.StderrTail())
-	}
-	ws, _, err := websocket.Dial(ctx, url, nil)
-	if err != nil {
-		b.kill()
-		return nil, fmt.Errorf("connecting to %s: %w", url, err)
-	}
-	b.conn = newConn(ws)
 	return b, nil
 }
 
-// readStderr keeps Chromium's last lines, sends the DevTools address on
-// wsURL once, and closes b.stderrDone at EOF (when Chromium and all its
-// children are gone).
-func (b *Browser) readStderr(r *os.File, wsURL chan<- string) {
-	defer close(b.stderrDone)
-	defer r.Close()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	sent := false
-	for sc.Scan() {
-		line := sc.Text()
-		if !sent {
-			if _, after, ok := strings.Cut(line, "DevTools listening on "); ok {
-				wsURL <- strings.TrimSpace(after)
-				sent = true
-			}
-		}
-		b.stderrMu.Lock()
-		if len(b.stderr) == maxStderr {
-			b.stderr = append(b.stderr[:0], b.stderr[1:]...)
-		}
-		b.stderr = append(b.stderr, line)
-		b.stderrMu.Unlock()
+// NewPage opens a blank tab with a viewport of width×height CSS pixels.
+func (b *Browser) NewPage(ctx context.Context, width, height int) (*Page, error) {
+	if err := b.ctx.Err(); err != nil {
+		return nil, fmt.Errorf("browsertest: the browser is closed: %w", err)
 	}
-}
-
-// StderrTail returns the last lines Chromium wrote on its standard error.
-func (b *Browser) StderrTail() string {
-	b.stderrMu.Lock()
-	defer b.stderrMu.Unlock()
-	return strings.Join(b.stderr, "\n")
-}
-
-func (b *Browser) waitStderr() {
-	select {
-	case <-b.stderrDone:
-	case <-time.After(5 * time.Second):
+	tab, cancel := chromedp.NewContext(b.ctx)
+	stop := context.AfterFunc(ctx, cancel) // ctx bounds the opening only
+	err := chromedp.Do(tab)
+	if !stop() || err != nil {
+		cancel()
+		return nil, fmt.Errorf("opening a tab: %w", errors.Join(err, ctx.Err()))
 	}
-}
-
-// kill kills Chromium's process group and waits for it.
-func (b *Browser) kill() {
-	killProcessGroup(b.cmd.Process)
-	select {
-	case <-b.exited:
-	case <-time.After(5 * time.Second):
+	p := &Page{ctx: tab, cancel: cancel}
+	if err := chromedp.Listen(tab, p.event); err != nil {
+		cancel()
+		return nil, err
 	}
-	killProcessGroup(b.cmd.Process) // children that outlived the main process
-	b.waitStderr()
+	if err := p.SetViewport(ctx, width, height); err != nil {
+		cancel()
+		return nil, err
+	}
+	return p, nil
 }
 
-// Close asks Chromium to quit, kills what remains of it, and waits until
-// every process it started is gone. It is safe to call more than once.
+// Close asks Chromium to quit and waits until its processes and its
+// profile are gone. It is safe to call more than once.
 func (b *Browser) Close() error {
 	b.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = b.conn.call(ctx, "", "Browser.close", nil, nil)
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		b.closeErr = chromedp.Cancel(ctx)
 		cancel()
-		select {
-		case <-b.exited:
-		case <-time.After(3 * time.Second):
-			b.closeErr = errors.New("chromium did not quit: killed")
-		}
-		b.kill()
-		b.conn.close()
-		select {
-		case <-b.stderrDone:
-		default:
-			b.closeErr = errors.Join(b.closeErr, errors.New("a Chromium process still holds its standard error"))
-		}
+		b.cancel()
+		b.cancelAlloc() // waits for the process and the removal of the profile
 	})
 	return b.closeErr
 }

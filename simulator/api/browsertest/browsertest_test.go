@@ -5,11 +5,18 @@ import (
 	"context"
 	"errors"
 	"image/png"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/chromedp"
 )
 
 const testPage = `<!doctype html>
@@ -40,7 +47,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := p.Navigate(ctx, srv.URL); err != nil {
-		t.Fatalf("%v\n%s", err, b.StderrTail())
+		t.Fatal(err)
 	}
 
 	var n int
@@ -147,8 +154,11 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("full %v: screenshot %dx%d", full, w, h)
 		}
 	}
-	if err := p.Close(ctx); err != nil {
+	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if err := p.Eval(ctx, "1", nil); err == nil {
+		t.Fatal("Eval on a closed tab")
 	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -156,15 +166,101 @@ func TestBrowser(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.NewPage(ctx, 10, 10); !errors.Is(err, errClosed) {
+	if _, err := b.NewPage(ctx, 10, 10); !errors.Is(err, context.Canceled) {
 		t.Fatalf("NewPage after Close: %v", err)
 	}
 }
 
-func TestBinary(t *testing.T) {
-	t.Setenv("CHROMIUM", "/nonexistent/chromium")
-	_, err := Binary()
-	if !errors.Is(err, ErrNoChromium) || !strings.Contains(err.Error(), "apt-get install chromium") {
-		t.Fatalf("Binary: %v", err)
+// TestCloseLeavesNoProcess: Close ends Chromium and every process it
+// started (zygotes, renderers, GPU and network services), and removes its
+// profile folder.
+func TestCloseLeavesNoProcess(t *testing.T) {
+	b := Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := b.NewPage(ctx, 100, 100)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := p.Navigate(ctx, "data:text/html,<p>hi</p>"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := chromedp.CallBrowser(b.ctx, browser.GetBrowserCommandLine, cdp.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var profile string
+	for _, arg := range line.Arguments {
+		if dir, ok := strings.CutPrefix(arg, "--user-data-dir="); ok {
+			profile = dir
+		}
+	}
+	if _, err := os.Stat(profile); err != nil {
+		t.Fatalf("profile %q: %v", profile, err)
+	}
+	tree := processTree(t, chromedp.FromContext(b.ctx).Browser.Process().Pid)
+	if len(tree) < 3 {
+		t.Fatalf("Chromium runs %d processes: want the browser and its children", len(tree))
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for pid, start := range tree {
+		if s, ok := procStat(pid); ok && s.start == start && s.state != "Z" {
+			t.Errorf("process %d of Chromium is still running after Close", pid)
+		}
+	}
+	if _, err := os.Stat(profile); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the profile is left behind: %v", err)
+	}
+}
+
+type stat struct {
+	state, start string
+	ppid         int
+}
+
+// procStat reads a process's state, parent and start time from /proc.
+func procStat(pid int) (stat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return stat{}, false
+	}
+	_, after, _ := strings.Cut(string(b), ") ") // the name may hold spaces
+	f := strings.Fields(after)                  // state ppid ... starttime (the 20th)
+	if len(f) < 20 {
+		return stat{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return stat{state: f[0], ppid: ppid, start: f[19]}, true
+}
+
+// processTree returns root and its live descendants with their start times.
+func processTree(t *testing.T, root int) map[int]string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := map[int]stat{}
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			if s, ok := procStat(pid); ok && s.state != "Z" {
+				all[pid] = s
+			}
+		}
+	}
+	tree := map[int]string{root: all[root].start}
+	for grew := true; grew; {
+		grew = false
+		for pid, s := range all {
+			if _, in := tree[pid]; !in {
+				if _, parentIn := tree[s.ppid]; parentIn {
+					tree[pid] = s.start
+					grew = true
+				}
+			}
+		}
+	}
+	return tree
 }

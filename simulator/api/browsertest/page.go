@@ -2,7 +2,6 @@ package browsertest
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,86 +9,70 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/chromedp/cdproto"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
-// Page is one browser tab.
+// Page is one browser tab. Its methods take the context that bounds the
+// step (the test's deadline); the tab lives until Close or the browser's
+// end.
 type Page struct {
-	b       *Browser
-	target  string
-	session string
-
-	loads chan struct{} // one value per load event
+	ctx    context.Context // chromedp's context of the tab
+	cancel context.CancelFunc
 
 	mu     sync.Mutex
 	errors []string // JavaScript exceptions and console errors, guarded by mu
 }
 
-// NewPage opens a blank tab with a viewport of width×height CSS pixels.
-func (b *Browser) NewPage(ctx context.Context, width, height int) (*Page, error) {
-	var created struct {
-		TargetID string `json:"targetId"`
-	}
-	if err := b.conn.call(ctx, "", "Target.createTarget", map[string]any{"url": "about:blank"}, &created); err != nil {
-		return nil, err
-	}
-	var attached struct {
-		SessionID string `json:"sessionId"`
-	}
-	err := b.conn.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": created.TargetID, "flatten": true}, &attached)
-	if err != nil {
-		return nil, err
-	}
-	p := &Page{b: b, target: created.TargetID, session: attached.SessionID, loads: make(chan struct{}, 16)}
-	b.conn.handle(p.session, p.event)
-	for _, m := range []string{"Page.enable", "Runtime.enable"} {
-		if err := p.call(ctx, m, nil, nil); err != nil {
-			return nil, err
-		}
-	}
-	if err := p.SetViewport(ctx, width, height); err != nil {
-		return nil, err
-	}
-	return p, nil
+// bounded is the tab's chromedp context ended by ctx: chromedp finds its
+// tab in the values, and the step ends with ctx's deadline.
+type bounded struct {
+	context.Context
+	tab context.Context
 }
 
-func (p *Page) call(ctx context.Context, method string, params, result any) error {
-	return p.b.conn.call(ctx, p.session, method, params, result)
+func (c bounded) Value(key any) any { return c.tab.Value(key) }
+
+func (p *Page) do(ctx context.Context, steps ...chromedp.Action[chromedp.Void]) error {
+	return chromedp.Do(bounded{ctx, p.ctx}, steps...)
 }
 
-// event receives the page's events from the read loop; it must not block.
-func (p *Page) event(method string, params json.RawMessage) {
-	switch method {
-	case "Page.loadEventFired":
-		select {
-		case p.loads <- struct{}{}:
-		default:
+// event is called by chromedp for each event of the tab, in order; it must
+// not block.
+func (p *Page) event(ev any) {
+	var msg string
+	switch e := ev.(type) {
+	case *runtime.EventExceptionThrown:
+		msg = (&chromedp.ExceptionError{ExceptionDetails: e.ExceptionDetails}).Error()
+	case *runtime.EventConsoleAPICalled:
+		if e.Type != runtime.ConsoleAPICalledTypeError && e.Type != runtime.ConsoleAPICalledTypeAssert {
+			return
 		}
-	case "Runtime.exceptionThrown":
-		var e struct {
-			ExceptionDetails exceptionDetails `json:"exceptionDetails"`
-		}
-		if json.Unmarshal(params, &e) == nil {
-			p.addError("exception: " + e.ExceptionDetails.String())
-		}
-	case "Runtime.consoleAPICalled":
-		var e struct {
-			Type string         `json:"type"`
-			Args []remoteObject `json:"args"`
-		}
-		if json.Unmarshal(params, &e) == nil && (e.Type == "error" || e.Type == "assert") {
-			parts := make([]string, len(e.Args))
-			for i, a := range e.Args {
-				parts[i] = a.String()
+		parts := make([]string, len(e.Args))
+		for i, a := range e.Args {
+			var s string
+			switch {
+			case a.Description != "":
+				parts[i] = a.Description
+			case json.Unmarshal(a.Value, &s) == nil:
+				parts[i] = s
+			default:
+				parts[i] = string(a.Value)
 			}
-			p.addError("console." + e.Type + ": " + strings.Join(parts, " "))
 		}
+		msg = "console." + string(e.Type) + ": " + strings.Join(parts, " ")
+	default:
+		return
 	}
-}
-
-func (p *Page) addError(s string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.errors = append(p.errors, s)
+	p.errors = append(p.errors, msg)
 }
 
 // Errors returns the uncaught JavaScript exceptions and console.error
@@ -100,109 +83,35 @@ func (p *Page) Errors() []string {
 	return append([]string(nil), p.errors...)
 }
 
-// remoteObject is a CDP Runtime.RemoteObject.
-type remoteObject struct {
-	Type        string          `json:"type"`
-	Subtype     string          `json:"subtype,omitempty"`
-	Value       json.RawMessage `json:"value,omitempty"`
-	Description string          `json:"description,omitempty"`
-}
-
-func (o remoteObject) String() string {
-	if o.Description != "" {
-		return o.Description
-	}
-	var s string
-	if json.Unmarshal(o.Value, &s) == nil {
-		return s
-	}
-	if len(o.Value) > 0 {
-		return string(o.Value)
-	}
-	return o.Type
-}
-
-// exceptionDetails is a CDP Runtime.ExceptionDetails.
-type exceptionDetails struct {
-	Text       string        `json:"text"`
-	Line       int           `json:"lineNumber"`
-	Column     int           `json:"columnNumber"`
-	URL        string        `json:"url"`
-	Exception  *remoteObject `json:"exception"`
-	StackTrace *struct {
-		CallFrames []struct {
-			FunctionName string `json:"functionName"`
-			URL          string `json:"url"`
-			Line         int    `json:"lineNumber"`
-		} `json:"callFrames"`
-	} `json:"stackTrace"`
-}
-
-func (e exceptionDetails) String() string {
-	msg := e.Text
-	if e.Exception != nil {
-		msg = e.Exception.String()
-	}
-	if e.URL != "" {
-		msg += fmt.Sprintf(" (%s:%d:%d)", e.URL, e.Line+1, e.Column+1)
-	}
-	return msg
-}
-
 // SetViewport sets the page's viewport to width×height CSS pixels at a
 // device scale factor of 1.
 func (p *Page) SetViewport(ctx context.Context, width, height int) error {
-	return p.call(ctx, "Emulation.setDeviceMetricsOverride", map[string]any{
-		"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}, nil)
+	return p.do(ctx, chromedp.EmulateViewport(int64(width), int64(height)))
 }
 
 // Navigate loads url and waits for its load event.
 func (p *Page) Navigate(ctx context.Context, url string) error {
-	for len(p.loads) > 0 {
-		<-p.loads
+	if err := p.do(ctx, chromedp.Navigate(url)); err != nil {
+		return fmt.Errorf("navigating to %s: %w", url, err)
 	}
-	var res struct {
-		ErrorText string `json:"errorText"`
-	}
-	if err := p.call(ctx, "Page.navigate", map[string]any{"url": url}, &res); err != nil {
-		return err
-	}
-	if res.ErrorText != "" {
-		return fmt.Errorf("navigating to %s: %s", url, res.ErrorText)
-	}
-	select {
-	case <-p.loads:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("navigating to %s: no load event: %w", url, ctx.Err())
-	}
+	return nil
 }
 
 // Eval evaluates the JavaScript expression expr in the page, awaits it
 // when it is a promise, and decodes its value (as JSON) into out unless out
-// is nil. An exception thrown by expr is returned as an error.
+// is nil (undefined and null leave out as it is). An exception thrown by
+// expr is returned as an error.
 func (p *Page) Eval(ctx context.Context, expr string, out any) error {
-	var res struct {
-		Result           remoteObject      `json:"result"`
-		ExceptionDetails *exceptionDetails `json:"exceptionDetails"`
-	}
-	err := p.call(ctx, "Runtime.evaluate", map[string]any{
-		"expression": expr, "awaitPromise": true, "returnByValue": true, "userGesture": true}, &res)
+	raw, err := chromedp.Run(bounded{ctx, p.ctx}, chromedp.Evaluate[[]byte](expr, chromedp.EvalAwaitPromise,
+		func(e *runtime.EvaluateParams) { e.UserGesture = new(true) }))
 	if err != nil {
-		return err
+		return fmt.Errorf("evaluating %s: %w", abbrev(expr), err)
 	}
-	if res.ExceptionDetails != nil {
-		return fmt.Errorf("evaluating %s: %s", abbrev(expr), res.ExceptionDetails)
-	}
-	if out == nil {
+	if out == nil || len(raw) == 0 {
 		return nil
 	}
-	v := res.Result.Value
-	if len(v) == 0 {
-		v = json.RawMessage("null") // undefined
-	}
-	if err := json.Unmarshal(v, out); err != nil {
-		return fmt.Errorf("evaluating %s: decoding %s: %w", abbrev(expr), v, err)
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("evaluating %s: decoding %s: %w", abbrev(expr), raw, err)
 	}
 	return nil
 }
@@ -215,10 +124,11 @@ func abbrev(s string) string {
 	return s
 }
 
-// WaitFor evaluates expr every 20 ms until its value is truthy or ctx is
-// done (the error then names expr and its last value). An exception thrown
-// by expr ends the wait with that error; an evaluation the browser could
-// not run (the page was navigating) is tried again.
+// WaitFor evaluates expr (awaited when it is a promise) every 20 ms until
+// its value is truthy or ctx is done (the error then names expr and its
+// last value). An exception thrown by expr ends the wait with that error;
+// an evaluation the browser could not run (the page was navigating) is
+// tried again.
 func (p *Page) WaitFor(ctx context.Context, expr string) error {
 	wrapped := "(async () => { const v = await (" + expr + "); return {ok: !!v, v: String(v)}; })()"
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -230,13 +140,13 @@ func (p *Page) WaitFor(ctx context.Context, expr string) error {
 			V  string `json:"v"`
 		}
 		err := p.Eval(ctx, wrapped, &got)
-		var cdpErr *cdpError
+		var protoErr *cdproto.Error
 		switch {
 		case err == nil && got.OK:
 			return nil
 		case err == nil:
 			last = fmt.Sprintf("%q", got.V)
-		case errors.As(err, &cdpErr):
+		case errors.As(err, &protoErr):
 			last = err.Error()
 		case ctx.Err() == nil:
 			return err
@@ -249,20 +159,11 @@ func (p *Page) WaitFor(ctx context.Context, expr string) error {
 	}
 }
 
-// point is the middle of an element, in CSS pixels of the viewport.
-type point struct {
-	X     float64 `json:"x"`
-	Y     float64 `json:"y"`
-	Error string  `json:"error"`
-}
-
-// locate scrolls the first element matching selector into view and
-// returns its middle, after checking that it is visible, enabled and not
-// covered by another element.
-func (p *Page) locate(ctx context.Context, selector string) (point, error) {
-	sel, _ := json.Marshal(selector)
-	js := `(() => {
-  const e = document.querySelector(` + string(sel) + `);
+// locateJS scrolls the first element matching the selector (%s, as JSON)
+// into view and returns its middle, after checking that a person could
+// click it: visible, enabled and not covered by another element.
+const locateJS = `(() => {
+  const e = document.querySelector(%s);
   if (!e) return {error: "no element matches"};
   e.scrollIntoView({block: "center", inline: "center"});
   const r = e.getBoundingClientRect();
@@ -278,33 +179,32 @@ func (p *Page) locate(ctx context.Context, selector string) (point, error) {
   }
   return {x, y};
 })()`
-	var pt point
-	if err := p.Eval(ctx, js, &pt); err != nil {
-		return pt, err
+
+func (p *Page) locate(ctx context.Context, selector string) (x, y float64, err error) {
+	sel, _ := json.Marshal(selector)
+	var pt struct {
+		X, Y  float64
+		Error string
+	}
+	if err := p.Eval(ctx, fmt.Sprintf(locateJS, sel), &pt); err != nil {
+		return 0, 0, err
 	}
 	if pt.Error != "" {
-		return pt, fmt.Errorf("%s: %s", selector, pt.Error)
+		return 0, 0, fmt.Errorf("%s: %s", selector, pt.Error)
 	}
-	return pt, nil
+	return math.Round(pt.X), math.Round(pt.Y), nil
 }
 
 // Click clicks the middle of the first element matching selector with
 // the mouse, as a person would: the element must be visible, enabled and
 // on top.
 func (p *Page) Click(ctx context.Context, selector string) error {
-	pt, err := p.locate(ctx, selector)
+	x, y, err := p.locate(ctx, selector)
 	if err != nil {
 		return fmt.Errorf("click: %w", err)
 	}
-	x, y := math.Round(pt.X), math.Round(pt.Y)
-	for _, ev := range []map[string]any{
-		{"type": "mouseMoved", "x": x, "y": y},
-		{"type": "mousePressed", "x": x, "y": y, "button": "left", "buttons": 1, "clickCount": 1},
-		{"type": "mouseReleased", "x": x, "y": y, "button": "left", "buttons": 0, "clickCount": 1},
-	} {
-		if err := p.call(ctx, "Input.dispatchMouseEvent", ev, nil); err != nil {
-			return fmt.Errorf("click %s: %w", selector, err)
-		}
+	if err := p.do(ctx, chromedp.MouseEvent(chromedp.MouseMoved, x, y), chromedp.MouseClickXY(x, y)); err != nil {
+		return fmt.Errorf("click %s: %w", selector, err)
 	}
 	return nil
 }
@@ -320,39 +220,27 @@ func (p *Page) Type(ctx context.Context, selector, text string) error {
 		return fmt.Errorf("type: %w", err)
 	}
 	if text == "" {
-		return p.call(ctx, "Input.dispatchKeyEvent", map[string]any{"type": "keyDown", "key": "Delete", "code": "Delete", "windowsVirtualKeyCode": 46}, nil)
+		return p.do(ctx, chromedp.KeyEvent(kb.Delete))
 	}
-	return p.call(ctx, "Input.insertText", map[string]any{"text": text}, nil)
+	_, err := chromedp.Call(bounded{ctx, p.ctx}, input.InsertText, input.InsertTextParams{Text: text})
+	return err
 }
+
+// keys are the named keys Press knows besides printable characters.
+var keys = map[string]string{"Enter": kb.Enter, "Escape": kb.Escape, "Tab": kb.Tab, "Backspace": kb.Backspace}
 
 // Press presses and releases one key on the keyboard, sent to whatever
 // has the focus: a printable character ("7", "#") or Enter, Escape, Tab or
 // Backspace.
 func (p *Page) Press(ctx context.Context, key string) error {
-	down := map[string]any{"type": "keyDown", "key": key}
-	switch key {
-	case "Enter":
-		down["code"], down["windowsVirtualKeyCode"], down["text"] = "Enter", 13, "\r"
-	case "Escape":
-		down["code"], down["windowsVirtualKeyCode"] = "Escape", 27
-	case "Tab":
-		down["code"], down["windowsVirtualKeyCode"] = "Tab", 9
-	case "Backspace":
-		down["code"], down["windowsVirtualKeyCode"] = "Backspace", 8
-	default:
-		if len([]rune(key)) != 1 {
-			return fmt.Errorf("press: unknown key %q", key)
-		}
-		down["text"], down["unmodifiedText"] = key, key
+	k, ok := keys[key]
+	if !ok && len([]rune(key)) == 1 {
+		k, ok = key, true
 	}
-	if err := p.call(ctx, "Input.dispatchKeyEvent", down, nil); err != nil {
-		return fmt.Errorf("press %s: %w", key, err)
+	if !ok {
+		return fmt.Errorf("press: unknown key %q", key)
 	}
-	up := map[string]any{"type": "keyUp", "key": key}
-	if c, ok := down["code"]; ok {
-		up["code"], up["windowsVirtualKeyCode"] = c, down["windowsVirtualKeyCode"]
-	}
-	if err := p.call(ctx, "Input.dispatchKeyEvent", up, nil); err != nil {
+	if err := p.do(ctx, chromedp.KeyEvent(k)); err != nil {
 		return fmt.Errorf("press %s: %w", key, err)
 	}
 	return nil
@@ -361,7 +249,7 @@ func (p *Page) Press(ctx context.Context, key string) error {
 // Select chooses the option of value in the <select> matching selector
 // and fires its input and change events, as a person choosing it would.
 func (p *Page) Select(ctx context.Context, selector, value string) error {
-	if _, err := p.locate(ctx, selector); err != nil {
+	if _, _, err := p.locate(ctx, selector); err != nil {
 		return fmt.Errorf("select: %w", err)
 	}
 	sel, _ := json.Marshal(selector)
@@ -388,39 +276,28 @@ func (p *Page) Select(ctx context.Context, selector, value string) error {
 // Screenshot returns a PNG of the viewport, or of the whole page when
 // full is set.
 func (p *Page) Screenshot(ctx context.Context, full bool) ([]byte, error) {
-	params := map[string]any{"format": "png"}
+	shot := chromedp.CaptureScreenshot()
 	if full {
-		var m struct {
-			Content struct {
-				Width  float64 `json:"width"`
-				Height float64 `json:"height"`
-			} `json:"cssContentSize"`
+		shot = func(ctx context.Context, t *chromedp.Target) ([]byte, error) {
+			m, err := cdp.Call(ctx, t, page.GetLayoutMetrics, cdp.Empty{})
+			if err != nil {
+				return nil, err
+			}
+			r, err := cdp.Call(ctx, t, page.CaptureScreenshot, page.CaptureScreenshotParams{
+				CaptureBeyondViewport: new(true),
+				Clip: &page.Viewport{Width: math.Ceil(m.CSSContentSize.Width),
+					Height: math.Ceil(m.CSSContentSize.Height), Scale: 1}})
+			return r.Data, err
 		}
-		if err := p.call(ctx, "Page.getLayoutMetrics", nil, &m); err != nil {
-			return nil, err
-		}
-		params["captureBeyondViewport"] = true
-		params["clip"] = map[string]any{"x": 0, "y": 0, "width": math.Ceil(m.Content.Width),
-			"height": math.Ceil(m.Content.Height), "scale": 1}
 	}
-	var res struct {
-		Data string `json:"data"`
-	}
-	if err := p.call(ctx, "Page.captureScreenshot", params, &res); err != nil {
-		return nil, err
-	}
-	png, err := base64.StdEncoding.DecodeString(res.Data)
+	png, err := chromedp.Run(bounded{ctx, p.ctx}, shot)
 	if err != nil {
 		return nil, fmt.Errorf("screenshot: %w", err)
-	}
-	if len(png) < 8 || string(png[1:4]) != "PNG" {
-		return nil, errors.New("screenshot: not a PNG")
 	}
 	return png, nil
 }
 
 // Close closes the tab.
-func (p *Page) Close(ctx context.Context) error {
-	p.b.conn.handle(p.session, nil)
-	return p.b.conn.call(ctx, "", "Target.closeTarget", map[string]any{"targetId": p.target}, nil)
+func (p *Page) Close() error {
+	return chromedp.Cancel(p.ctx)
 }
