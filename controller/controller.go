@@ -167,8 +167,8 @@ type housekeepingState struct {
 	outboxGrew bool
 	unsynced   atomic.Bool
 	nextPurge  time.Time
-	// lastCheckpoint: when housekeeping last checkpointed (checkpoint).
-	lastCheckpoint time.Time
+	// lastWrite: when the controller last wrote (checkpoint).
+	lastWrite time.Time
 }
 
 // outageState is the storage outage in progress (storage.go): its first
@@ -329,6 +329,7 @@ func (c *Controller) update(ctx context.Context, fn func(tx *store.Tx) error) er
 		c.outboxGrew = true
 	}
 	c.unsynced.Store(true)
+	c.lastWrite = c.now()
 	c.wakeAt = time.Time{} // whatever changed may make something due
 	if len(c.traces) > 0 {
 		if c.opts.OnTrace != nil {
@@ -704,11 +705,14 @@ func (c *Controller) checkpoint(ctx context.Context) {
 		return
 	}
 	now := c.now()
-	if c.st.WALBytes() < CheckpointWAL && now.Sub(c.lastCheckpoint) < CheckpointEvery && !now.Before(c.lastCheckpoint) {
+	// Measured from the last write, not the last checkpoint: a locker in
+	// use checkpoints when its log is full (a checkpoint writes each page
+	// the log holds once, however many commits wrote it), one at rest an
+	// hour after its last parcel.
+	if c.st.WALBytes() < CheckpointWAL && now.Sub(c.lastWrite) < CheckpointEvery && !now.Before(c.lastWrite) {
 		return
 	}
 	c.unsynced.Store(false)
-	c.lastCheckpoint = now
 	// TRUNCATE empties the log's file too: a PASSIVE checkpoint leaves it
 	// at its size, and WALBytes would then call for one at every tick.
 	if err := c.st.TruncateWAL(ctx); err != nil {
