@@ -237,6 +237,7 @@ func (c *Controller) handle(ctx context.Context, ev hal.Event) {
 		c.sensorFault(ctx, ev.Compartment, ev.Source, ev.Err)
 	case hal.SensorRecovered:
 		c.sensorFault(ctx, ev.Compartment, ev.Source, nil)
+		c.bootLate(ctx) // a board that answers again may have been unread since start
 	}
 }
 

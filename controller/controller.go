@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,6 +154,9 @@ type doorState struct {
 	// sensorFaults: per compartment, the sources (door, parcel, lock) whose
 	// fault has not recovered.
 	sensorFaults map[int]map[string]bool
+	// unread: compartments whose sensors had no reading at start (a lock
+	// board that did not answer), left as stored until they do (bootLate).
+	unread map[int]bool
 }
 
 // housekeepingState lets the tick skip its transaction while nothing is
@@ -242,7 +247,7 @@ func New(opts Options) (*Controller, error) {
 		ready:       make(chan struct{}),
 		keypadState: keypadState{rejTraced: map[string]time.Time{}},
 		doorState: doorState{openSince: map[int]time.Time{}, openedAt: map[int]time.Time{}, leftAlarm: map[int]time.Time{},
-			strays: map[int]strayBudget{}, movedOn: map[string]time.Time{}, sensorFaults: map[int]map[string]bool{}},
+			strays: map[int]strayBudget{}, movedOn: map[string]time.Time{}, sensorFaults: map[int]map[string]bool{}, unread: map[int]bool{}},
 	}
 	for _, hc := range opts.Cabinet.Compartments() {
 		c.hw[hc.Number] = hc
@@ -417,6 +422,16 @@ func (c *Controller) boot(ctx context.Context) error {
 				sc = store.Compartment{Number: hc.Number, State: fsm.Free}
 			}
 			sc.Size = hc.Size
+			if r, ok := c.cab.(hal.Readiness); ok && !r.Readable(hc.Number) {
+				// No reading yet: "off" is not "closed and empty". Leave
+				// it as stored, out of use, until its board answers.
+				c.unread[hc.Number] = true
+				if _, err := c.step(tx, sc, fsm.Event{Kind: fsm.SensorFailed, Source: unreadSource, Reason: "no reading since start"}); err != nil {
+					return err
+				}
+				c.sensorFaults[hc.Number] = map[string]bool{unreadSource: true}
+				continue
+			}
 			open, err := c.cab.DoorOpen(hc.Number)
 			if err != nil {
 				return err
@@ -443,6 +458,54 @@ func (c *Controller) boot(ctx context.Context) error {
 	}
 	c.showIdle()
 	return nil
+}
+
+// unreadSource is the sensor-fault source of a compartment whose sensors
+// had no reading at start.
+const unreadSource = "board"
+
+// bootLate finishes the start-up of the compartments whose sensors had no
+// reading at start, once they have one: the same reconciliation as boot
+// (a deposit or pickup done while the locker was down is recorded), then
+// the compartment is in use again.
+func (c *Controller) bootLate(ctx context.Context) {
+	if len(c.unread) == 0 {
+		return
+	}
+	r, _ := c.cab.(hal.Readiness)
+	for _, n := range slices.Sorted(maps.Keys(c.unread)) {
+		if r == nil || !r.Readable(n) {
+			continue
+		}
+		err := c.update(ctx, func(tx *store.Tx) error {
+			sc, err := tx.Compartment(n)
+			if err != nil {
+				return err
+			}
+			open, err := c.cab.DoorOpen(n)
+			if err != nil {
+				return err
+			}
+			present, hasSensor, err := c.cab.ParcelPresent(n)
+			if err != nil {
+				return err
+			}
+			if _, err := c.step(tx, sc, fsm.Event{Kind: fsm.Boot, Open: open, Present: present,
+				HasOccupancy: hasSensor, Known: true}); err != nil {
+				return err
+			}
+			if open {
+				c.openSince[n] = c.now()
+			}
+			return nil
+		})
+		if err != nil {
+			c.log.Error("start-up of a compartment read late", "compartment", n, "err", err)
+			continue
+		}
+		delete(c.unread, n)
+		c.sensorFault(ctx, n, unreadSource, nil)
+	}
 }
 
 func (c *Controller) loadKeypadState(ctx context.Context) error {
@@ -560,6 +623,7 @@ func (c *Controller) boundOutbox(ctx context.Context) {
 // housekeeping runs every tick: expiry, time-outs, display.
 func (c *Controller) housekeeping(ctx context.Context) {
 	c.ticks++
+	c.bootLate(ctx)
 	now := c.now()
 	if (len(c.entry) > 0 || c.service != nil) && now.Sub(c.entryAt) > c.opts.EntryTimeout {
 		c.clearEntry()

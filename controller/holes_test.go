@@ -361,3 +361,51 @@ func TestSensorFaultSources(t *testing.T) {
 		t.Fatalf("sensor traces: %q", contents)
 	}
 }
+
+// A lock board that does not answer at start leaves its compartments'
+// sensors unread, and hal's "off" for them is no reading: boot took it
+// for "door closed, nothing inside" and cancelled a deposit whose parcel
+// was in (found by TestCrashKill9Kerong under load: a status reply cut
+// short at start). Boot leaves such a compartment as stored and out of
+// use, and judges it — deposit recorded — once its sensors are read.
+func TestBootWaitsForUnreadSensors(t *testing.T) {
+	r := newRig(t, "M M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	r.door(1, true)
+	r.stop() // the courier puts the parcel in and closes the door while the locker is down
+	r.cab.door[1], r.cab.parcel[1] = false, true
+	r.cab.unread = map[int]bool{1: true, 2: true}
+	r.start()
+	got := r.types()
+	if slices.Contains(got, "deposit_cancelled") || slices.Contains(got, "deposited") || slices.Contains(got, "door_closed") {
+		t.Fatalf("boot judged compartments it could not read: %v", got)
+	}
+	if !slices.Contains(got, "sensor_fault") {
+		t.Errorf("no sensor_fault for the unread compartments: %v", got)
+	}
+	if s := r.state(2); s != "fault" {
+		t.Errorf("unread empty compartment 2 is %s, want fault (out of use)", s)
+	}
+	r.tick() // still unread: nothing changes
+	if got := r.types(); len(got) != 0 {
+		t.Errorf("a tick judged unread compartments: %v", got)
+	}
+	r.cab.mu.Lock()
+	r.cab.unread = nil
+	r.cab.mu.Unlock()
+	r.tick()
+	got = r.types()
+	if !slices.Contains(got, "deposited") || slices.Contains(got, "deposit_cancelled") {
+		t.Fatalf("once read: %v, want the deposit recorded", got)
+	}
+	if s := r.state(1); s != "occupied" {
+		t.Errorf("compartment 1 is %s", s)
+	}
+	if s := r.state(2); s != "free" {
+		t.Errorf("compartment 2 is %s once read", s)
+	}
+	if !slices.Contains(got, "sensor_recovered") {
+		t.Errorf("no sensor_recovered: %v", got)
+	}
+}

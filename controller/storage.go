@@ -126,8 +126,8 @@ func (c *Controller) resync(ctx context.Context) {
 		return
 	}
 	for _, sc := range stored {
-		if _, wired := c.hw[sc.Number]; !wired {
-			continue
+		if _, wired := c.hw[sc.Number]; !wired || c.unread[sc.Number] {
+			continue // (an unread one is judged when it is read: bootLate)
 		}
 		n := sc.Number
 		open, err := c.cab.DoorOpen(n)

@@ -104,6 +104,14 @@ type Cabinet interface {
 	Events() <-chan Event
 }
 
+// Readiness is implemented by cabinets whose sensors may be unread at
+// start (a lock board that did not answer): the controller leaves such a
+// compartment as it was stored until Readable says its readings are real,
+// instead of taking "off" for "door closed, nothing inside".
+type Readiness interface {
+	Readable(n int) bool
+}
+
 // Sentinel errors.
 var (
 	// ErrNoCompartment: the compartment number is not wired.

@@ -48,6 +48,16 @@ type Options struct {
 	// nil means the termios opener (hal/rs485/serial). The simulator
 	// passes one that hands out its pseudo-terminals.
 	OpenSerial SerialOpener
+	// InputChanges, when set, promises that no sensor and no keypad key
+	// changes without a value on the channel it returns (it is called
+	// once by the poller and once by the scanner; the function ends the
+	// subscription): a simulated cabinet's SubscribeInputs. While every
+	// sensor rests the poller samples at the next change (RestPoll at the
+	// latest) instead of every poll period, and the keypad scanner alike
+	// while no key is down: an idle fleet of simulated lockers does not
+	// read 48 pins ten times a second each. Never for real pins, which
+	// change without telling: nil keeps the sampling every period.
+	InputChanges func() (<-chan struct{}, func())
 }
 
 // Defaults of Options and other timings.
@@ -85,6 +95,8 @@ type Hardware struct {
 	poll     time.Duration // sensor sampling period
 	limits   sensorLimits
 	scan     time.Duration // keypad scan period
+	// inputs is Options.InputChanges.
+	inputs func() (<-chan struct{}, func())
 
 	// Fixed after New; index n-1 for compartment n.
 	comps     []Compartment
@@ -164,6 +176,7 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 		limits: sensorLimits{debounce: w.Sensors.Debounce, chatterWindow: w.Sensors.ChatterWindow,
 			chatterLimit: w.Sensors.ChatterChanges},
 		scan:   orDefault(opts.ScanInterval, DefaultScanInterval),
+		inputs: opts.InputChanges,
 		events: make(chan Event, orDefault(opts.EventBuffer, DefaultEventBuffer)),
 		wake:   make(chan struct{}, 1),
 		haltCh: make(chan struct{}),
@@ -629,6 +642,19 @@ func (h *Hardware) DoorOpen(n int) (bool, error) {
 	return h.doors[n-1].state.Load(), nil
 }
 
+// Readable implements Readiness: whether compartment n's sensors have been
+// read since start. Only a board that did not answer at start leaves them
+// unread; DoorOpen and ParcelPresent report "off" for them meanwhile.
+func (h *Hardware) Readable(n int) bool {
+	if h.check(n) != nil {
+		return false
+	}
+	if p := h.parcels[n-1]; p != nil && !p.known.Load() {
+		return false
+	}
+	return h.doors[n-1].known.Load()
+}
+
 // ParcelPresent implements Cabinet.
 func (h *Hardware) ParcelPresent(n int) (present, ok bool, err error) {
 	if err := h.check(n); err != nil {
@@ -683,15 +709,10 @@ func (h *Hardware) emit(ctx context.Context, ev Event) bool {
 
 // pollSensors samples every sensor each poll period and emits the changes.
 func (h *Hardware) pollSensors(ctx context.Context) {
-	t := time.NewTicker(h.poll)
-	defer t.Stop()
+	p := newPacer(h.poll, h.inputs)
+	defer p.stop()
 	var evs []Event
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	for rest := false; p.wait(ctx, rest); rest = h.sensorsAtRest() {
 		start := time.Now()
 		evs = h.pollOnce(start, evs[:0])
 		h.pollNanos.Store(int64(time.Since(start)))
@@ -765,16 +786,17 @@ func (h *Hardware) pollOnce(now time.Time, out []Event) []Event {
 
 // scanKeypad scans the keypad each scan period and emits the key presses.
 func (h *Hardware) scanKeypad(ctx context.Context) {
-	t := time.NewTicker(h.scan)
-	defer t.Stop()
+	p := newPacer(h.scan, h.inputs)
+	defer p.stop()
 	var lastErr string
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	quiet := 0 // scans in a row that found the keypad at rest
+	for p.wait(ctx, quiet >= 2) {
 		key, pressed, err := h.keypad.Scan()
+		if err == nil && h.keypad.atRest() {
+			quiet++
+		} else {
+			quiet = 0
+		}
 		if err != nil {
 			if err.Error() != lastErr { // do not log the same failure 200 times a second
 				h.log.Error("keypad scan", "err", err)

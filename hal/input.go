@@ -91,6 +91,10 @@ type sensor struct {
 	reported bool // the level of the last event (or the first reading)
 
 	state atomic.Bool // reported, for readers on other goroutines
+	// known: the sensor has been read once. A board that did not answer
+	// at start leaves its sensors unknown until its first status: their
+	// "off" is no reading, and must not be taken for one.
+	known atomic.Bool
 }
 
 // read samples the sensor: true when it is on; ok is false when it cannot
@@ -108,9 +112,16 @@ func (s *sensor) read() (on, ok bool) {
 	return (s.exp.levels>>s.bit&1 == 1) != s.activeLow, true
 }
 
-// init takes the first reading as the stable state, without debouncing.
+// init takes the first reading as the stable state, without debouncing;
+// a sensor that cannot be read stays unknown until it can.
 func (s *sensor) init() {
-	v, _ := s.read()
+	v, ok := s.read()
+	s.settle(v)
+	s.known.Store(ok)
+}
+
+// settle takes v as the stable, reported state.
+func (s *sensor) settle(v bool) {
 	s.deb = debouncer{stable: v}
 	s.reported = v
 	s.chat.raw = v
@@ -150,6 +161,14 @@ func (s *sensor) poll(now time.Time, l sensorLimits, out []Event) []Event {
 	v, ok := s.read()
 	if !ok {
 		s.deb.pending = false
+		return out
+	}
+	if !s.known.Load() {
+		// The first reading of a sensor unknown at start is its state,
+		// with no event: it changed nothing anyone saw (Readable tells
+		// the controller that it can now judge the compartment).
+		s.settle(v)
+		s.known.Store(true)
 		return out
 	}
 	fault, count, recovered := s.chat.update(v, now, l.debounce, l.chatterWindow, l.chatterLimit)

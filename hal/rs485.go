@@ -85,7 +85,10 @@ func (h *Hardware) openBuses(w *wiring.Wiring, open SerialOpener) error {
 		}
 		for _, b := range wb.Boards {
 			st, _ := bus.BoardState(b.Address)
-			br.up[b.Address] = st.Up
+			// Up at first even when it is not, so that the first poll
+			// reports a board that did not answer (SensorFault); its
+			// sensors stay unknown until it does (Readable).
+			br.up[b.Address] = true
 			if !st.Up {
 				h.log.Error("rs485 board does not answer", "bus", wb.Name, "board", b.Address, "err", st.Err)
 			}

@@ -129,3 +129,100 @@ compartments:
 		t.Errorf("%d unlock frames, want 2", n)
 	}
 }
+
+// TestBoardSilentAtStart: a board that does not answer when hal.New reads
+// it leaves its compartments' sensors unread (Readable false), not "door
+// closed, nothing inside"; the first poll reports it (SensorFault "board
+// BUS1/0"); once it answers, its readings are the sensors' state with no
+// change event (nothing changed that anyone saw) and the board recovers.
+// The controller's start-up judges such a compartment only then
+// (TestBootWaitsForUnreadSensors). A board whose first reply is cut short
+// once is read again, not left unread (TestCrashKill9Kerong under load).
+func TestBoardSilentAtStart(t *testing.T) {
+	w, err := wiring.Parse([]byte(`name: t
+sensors: {debounce: 30ms, poll: 5ms}
+locks: {confirm: 1s, cooldown: 0s}
+rs485:
+  - {name: BUS1, device: /dev/ttyFAKE0, protocol: kerong, boards: [{address: 0}, {address: 1}]}
+compartments:
+  - {number: 1, size: S, bus: BUS1, board: 0, channel: 1}
+  - {number: 2, size: S, bus: BUS1, board: 1, channel: 1}
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, path, err := serial.OpenPTY()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	boards := &rs485test.Boards{Protocol: proto.Kerong, Baud: 19200, Channels: map[int]int{0: 16, 1: 16}}
+	boards.SetOpen(0, 1, true)
+	boards.SetIR(0, 1, true)
+	boards.Corrupt(1) // board 0's first reply is bad: read again at start
+	boards.Silence(1, true)
+	go boards.Serve(master)
+	h, err := New(w, func(string) gpio.PinIO { return nil }, Options{OpenSerial: func(_ string, baud int) (io.ReadWriteCloser, error) {
+		return serial.Open(path, baud)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !h.Readable(1) {
+		t.Error("compartment 1 unread after one bad reply at start")
+	}
+	if open, _ := h.DoorOpen(1); !open {
+		t.Error("compartment 1's door reads closed")
+	}
+	if h.Readable(2) {
+		t.Error("compartment 2 readable, its board never answered")
+	}
+	boards.SetOpen(1, 1, true)
+	boards.SetIR(1, 1, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var got []Event
+	timeout := time.After(5 * time.Second)
+	wait := func(kind EventKind) {
+		t.Helper()
+		for {
+			select {
+			case ev := <-h.Events():
+				got = append(got, ev)
+				if ev.Kind == kind {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %v event; got %+v", kind, got)
+			}
+		}
+	}
+	wait(SensorFault)
+	if ev := got[len(got)-1]; ev.Source != "board BUS1/1" {
+		t.Errorf("fault %+v", ev)
+	}
+	if h.Readable(2) {
+		t.Error("compartment 2 readable while its board is silent")
+	}
+	boards.Silence(1, false)
+	wait(SensorRecovered)
+	time.Sleep(100 * time.Millisecond) // longer than the debounce: a change event would have come
+	for len(h.Events()) > 0 {
+		got = append(got, <-h.Events())
+	}
+	for _, ev := range got {
+		if ev.Kind == DoorChanged || ev.Kind == ParcelChanged {
+			t.Errorf("change event %+v for a first reading", ev)
+		}
+	}
+	if !h.Readable(2) {
+		t.Fatal("compartment 2 unread after its board answered")
+	}
+	open, _ := h.DoorOpen(2)
+	present, _, _ := h.ParcelPresent(2)
+	if !open || !present {
+		t.Errorf("compartment 2 reads open %v, parcel %v; the board says both", open, present)
+	}
+}

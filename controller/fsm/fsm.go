@@ -656,6 +656,8 @@ func sourceText(source string) string {
 		return "Occupancy sensor"
 	case "lock":
 		return "Lock coil"
+	case "board":
+		return "Lock board of compartment"
 	}
 	return "Door sensor"
 }

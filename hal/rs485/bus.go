@@ -316,13 +316,21 @@ func (b *Bus) Prime(ctx context.Context) error {
 	}
 	p := startPort(rw)
 	for i := range b.boards {
-		if i > 0 {
-			b.sleep(ctx, b.cfg.Gap, false)
-		}
-		if err := b.status(ctx, p, i); err != nil {
-			p.close()
-			b.portDown(err)
-			return err
+		// A board is down only after FailAfter failures in a row, at
+		// start as later: one reply cut short by a slow adapter (or a
+		// loaded machine) must not leave its sensors unread.
+		for try := 0; try < max(b.cfg.FailAfter, 1); try++ {
+			if i > 0 || try > 0 {
+				b.sleep(ctx, b.cfg.Gap, false)
+			}
+			if err := b.status(ctx, p, i); err != nil {
+				p.close()
+				b.portDown(err)
+				return err
+			}
+			if st, _ := b.BoardState(b.boards[i].cfg.Address); st.Up || ctx.Err() != nil {
+				break
+			}
 		}
 	}
 	b.mu.Lock()
