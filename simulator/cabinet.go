@@ -213,12 +213,13 @@ type Cabinet struct {
 	lcd        *lcd    // nil without a display
 	subs       map[int]chan struct{}
 	nextSub    int
-	violations int         // times more than budget coils were on
-	pulseLog   []Pulse     // every coil's energised intervals, by start
-	devices    []i2cDevice // on the buses
-	buzzer     *Pin        // nil without a buzzer
-	beeps      int         // times the buzzer started sounding
-	stateGen   uint64      // bumped on every change of the persistent state
+	inputSubs  map[int]chan struct{} // SubscribeInputs; ids from nextSub
+	violations int                   // times more than budget coils were on
+	pulseLog   []Pulse               // every coil's energised intervals, by start
+	devices    []i2cDevice           // on the buses
+	buzzer     *Pin                  // nil without a buzzer
+	beeps      int                   // times the buzzer started sounding
+	stateGen   uint64                // bumped on every change of the persistent state
 	lastChange time.Time
 	halted     bool
 }
@@ -263,6 +264,7 @@ func New(w *wiring.Wiring, opts Options) (*Cabinet, error) {
 		buses:     map[string]*Bus{},
 		budget:    max(w.Locks.MaxEnergised, 1),
 		subs:      map[int]chan struct{}{},
+		inputSubs: map[int]chan struct{}{},
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -525,6 +527,55 @@ func (c *Cabinet) changedLocked(persistent bool) {
 		default:
 		}
 	}
+	c.inputsChangedLocked()
+}
+
+// inputsChangedLocked wakes the subscribers of SubscribeInputs.
+func (c *Cabinet) inputsChangedLocked() {
+	for _, ch := range c.inputSubs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// SubscribeInputs is Subscribe for what the input pins read: its channel
+// receives a value after every change that may change the level of a door,
+// occupancy or keypad column pin (a door, a parcel, a fault, a key pressed
+// or released; a bouncing door sensor once more when its bounce is over),
+// and after every change of the snapshot. It is hal.Options.InputChanges
+// for a fleet of simulated lockers, whose pins are then read only when
+// something happened.
+func (c *Cabinet) SubscribeInputs() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	c.mu.Lock()
+	id := c.nextSub
+	c.nextSub++
+	c.inputSubs[id] = ch
+	c.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.inputSubs, id)
+			c.mu.Unlock()
+		})
+	}
+}
+
+// bouncedLocked tells the input subscribers once more when k's door sensor
+// has stopped bouncing after a move: its level changes then without any
+// action.
+func (c *Cabinet) bouncedLocked(k *comp) {
+	if k.fault != FaultSensorBounce || len(c.inputSubs) == 0 {
+		return
+	}
+	time.AfterFunc(bounceWindow, func() {
+		c.mu.Lock()
+		c.inputsChangedLocked()
+		c.mu.Unlock()
+	})
 }
 
 // Subscribe returns a channel that receives a value after every change of
@@ -835,6 +886,7 @@ func (c *Cabinet) act(n int, what string, f func(k *comp, now time.Time) (bool, 
 	changed, err := f(k, time.Now())
 	if changed {
 		c.changedLocked(true)
+		c.bouncedLocked(k)
 		c.log.Debug("simulator: person", "action", what, "compartment", n, "state", k.stateLocked())
 		// A person's action is on disk before any pin shows it, as physics
 		// would have it: a kill -9 of the simulator cannot undo a door the
@@ -941,6 +993,7 @@ func (c *Cabinet) releaseLocked(k *comp, now time.Time) bool {
 	if !k.open {
 		k.open = true // the door springs ajar
 		k.movedAt = now
+		c.bouncedLocked(k)
 	}
 	c.log.Info("simulator: latch released, door ajar", "compartment", k.number)
 	return true

@@ -60,6 +60,7 @@ func (c *Cabinet) setKey(key byte, down bool) error {
 		return fmt.Errorf("%w: %q", ErrNoKey, key)
 	}
 	c.keypad.held[r][col] = down
+	c.inputsChangedLocked()
 	return nil
 }
 

@@ -437,7 +437,10 @@ func (f *fleet) startLocker(ctx context.Context, l *fleetLocker) error {
 	d, err := daemon.New(ctx, daemon.Options{
 		LockerID: l.id, DataDir: dir, Wiring: f.w, Logger: log,
 		Pins: cab.ByName,
-		Hal:  hal.Options{NoDisplayDelays: true, Buses: cab.Bus, ScanInterval: f.scan},
+		// The simulated pins tell of their changes: the sensors and the
+		// keypad are read when something happened (and every
+		// hal.RestPoll), not every poll while the locker is idle.
+		Hal: hal.Options{NoDisplayDelays: true, Buses: cab.Bus, ScanInterval: f.scan, InputChanges: cab.SubscribeInputs},
 		Link: client.Options{Broker: f.o.Broker, Keys: f.kp.Keyring(),
 			BackoffMin: f.o.BackoffMin, BackoffMax: f.o.BackoffMax},
 		OnTrace: func([]byte) { f.recorded.Add(1) },

@@ -1,0 +1,175 @@
+package hal
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"periph.io/x/conn/v3/gpio"
+
+	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/simulator"
+)
+
+// countingPin counts the reads of a pin.
+type countingPin struct {
+	gpio.PinIO
+	reads *atomic.Int64
+}
+
+func (p countingPin) Read() gpio.Level {
+	p.reads.Add(1)
+	return p.PinIO.Read()
+}
+
+// newQuietRig is newSimRig with Options.InputChanges set to the cabinet's
+// SubscribeInputs (inputs nil: unset), and the reads of the door and
+// occupancy sensor pins counted.
+func newQuietRig(t *testing.T, w *wiring.Wiring, tell bool) (*simRig, *atomic.Int64) {
+	t.Helper()
+	cab, err := simulator.New(w, simulator.Options{MinPulse: simMinPulse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sensors := map[string]bool{}
+	for _, c := range w.Compartments {
+		sensors[c.Door], sensors[c.Parcel] = true, c.Parcel != ""
+	}
+	reads := new(atomic.Int64)
+	pins := func(name string) gpio.PinIO {
+		p := cab.ByName(name)
+		if p != nil && sensors[name] {
+			return countingPin{p, reads}
+		}
+		return p
+	}
+	opts := Options{Buses: cab.Bus, NoDisplayDelays: true, ScanInterval: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if tell {
+		opts.InputChanges = cab.SubscribeInputs
+	}
+	hw, err := New(w, pins, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &simRig{cab: cab, hw: hw, notify: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = hw.Run(ctx) })
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev := <-hw.Events():
+				r.mu.Lock()
+				r.evs = append(r.evs, ev)
+				r.mu.Unlock()
+				select {
+				case r.notify <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		_ = cab.Halt()
+		if err := cab.CheckInvariants(); err != nil {
+			t.Error(err)
+		}
+	})
+	return r, reads
+}
+
+// With InputChanges, an idle cabinet's sensors and keypad are read at
+// most every RestPoll, not every poll and scan period; without it, every
+// period as before.
+func TestInputChangesIdleReads(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	for _, tell := range []bool{false, true} {
+		r, reads := newQuietRig(t, defaultWiring(t), tell)
+		time.Sleep(100 * time.Millisecond) // the first polls after start
+		n0, s0 := reads.Load(), r.hw.KeypadScans()
+		time.Sleep(idle)
+		n, s := reads.Load()-n0, r.hw.KeypadScans()-s0
+		sensors := int64(48) // 24 doors and 24 occupancy sensors
+		t.Logf("InputChanges %v: %d sensor reads, %d keypad scans in %v idle", tell, n, s, idle)
+		if tell {
+			// At most one safety-net poll and scan within idle (< RestPoll).
+			if n > sensors || s > 1 {
+				t.Errorf("told of changes: %d sensor reads and %d scans in %v idle, want at most %d and 1", n, s, idle, sensors)
+			}
+		} else if n < 2*sensors || s < 2 {
+			t.Errorf("polled: %d sensor reads and %d scans in %v, want every period", n, s, idle)
+		}
+	}
+}
+
+// Told of changes, the resting hal still sees every door, parcel and key:
+// a release opens a door and it closes again, a parcel goes in, a door
+// sensor that bounces gives one change per move, and the same key pressed
+// twice is two presses.
+func TestInputChangesSeesEverything(t *testing.T) {
+	r, _ := newQuietRig(t, defaultWiring(t), true)
+	_ = r.cab.SetFault(6, simulator.FaultSensorBounce)
+	for _, n := range []int{3, 6, 6} {
+		time.Sleep(r.hw.cooldown)
+		from := len(r.events())
+		if err := r.hw.Release(n); err != nil {
+			t.Fatal(err)
+		}
+		if ev, _ := r.wait(t, from, 3*time.Second, "release", isLock(n)); ev.Err != nil {
+			t.Fatalf("release %d: %v", n, ev.Err)
+		}
+		_, from = r.wait(t, from, 3*time.Second, "door open", isDoor(n, true))
+		if err := r.cab.SetParcel(n, true); err != nil {
+			t.Fatal(err)
+		}
+		r.wait(t, from, 3*time.Second, "parcel in", func(ev Event) bool {
+			return ev.Kind == ParcelChanged && ev.Compartment == n && ev.On
+		})
+		if err := r.cab.SetParcel(n, false); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.cab.CloseDoor(n)
+		r.wait(t, from, 3*time.Second, "door closed", isDoor(n, false))
+	}
+	time.Sleep(100 * time.Millisecond)
+	if opens, closes := r.count(isDoor(6, true)), r.count(isDoor(6, false)); opens != 2 || closes != 2 {
+		t.Errorf("door 6 (bouncing): %d opens and %d closes, want 2 each: %s", opens, closes, fmtEvents(r.events()))
+	}
+	for i, k := range []byte("77#") {
+		from := len(r.events())
+		if err := r.cab.PressKey(k); err != nil {
+			t.Fatal(err)
+		}
+		r.wait(t, from, 3*time.Second, "key press", func(ev Event) bool { return ev.Kind == KeyPressed && ev.Key == k })
+		if err := r.cab.ReleaseKey(k); err != nil {
+			t.Fatal(err)
+		}
+		// The release is seen before the next press: two scans see it up.
+		scans := r.hw.KeypadScans()
+		waitFor(t, "the release scanned", func() bool { return r.hw.KeypadScans() >= scans+3 })
+		if got := r.count(func(ev Event) bool { return ev.Kind == KeyPressed }); got != i+1 {
+			t.Fatalf("%d key presses after %d keys", got, i+1)
+		}
+	}
+}
+
+// defaultWiring is the simulator's default cabinet (24 compartments with
+// door and occupancy sensors, a keypad, a display), with fast lock timings.
+func defaultWiring(t *testing.T) *wiring.Wiring {
+	t.Helper()
+	w, err := simulator.DefaultWiring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast(w)
+	return w
+}
