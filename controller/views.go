@@ -6,7 +6,7 @@ import (
 	"github.com/openlocker/locker/controller/store"
 )
 
-// PublicState is the state of a compartment as PROTOCOL.md names it.
+// PublicState is the state of a compartment as docs/protocol.md names it.
 func PublicState(sc store.Compartment) string { return sc.PublicState() }
 
 func doorText(open bool) string {

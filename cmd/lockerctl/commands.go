@@ -170,7 +170,7 @@ func grantSnapshot(args []string) error {
 	fs := flag.NewFlagSet("grant snapshot", flag.ContinueOnError)
 	var c common
 	c.register(fs)
-	file := fs.String("file", "", "JSON file with the list of ops (put or revoke, as in PROTOCOL.md); '-' reads standard input")
+	file := fs.String("file", "", "JSON file with the list of ops (put or revoke, as in docs/protocol.md); '-' reads standard input")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/openlocker/locker/controller/wire"
 )
 
-// State is a compartment's state as PROTOCOL.md names it ("disabled" is a
+// State is a compartment's state as docs/protocol.md names it ("disabled" is a
 // flag on top: see Compartment.Disabled).
 type State string
 
@@ -151,7 +151,7 @@ type Compartment struct {
 	Session       Session
 }
 
-// PublicState is the state as PROTOCOL.md names it.
+// PublicState is the state as docs/protocol.md names it.
 func (c Compartment) PublicState() string {
 	if c.Disabled {
 		return "disabled"

@@ -1,5 +1,5 @@
 // Package wire holds the JSON shapes the locker exchanges with the central
-// server (PROTOCOL.md): grants, commands, their answers, traces, status. It
+// server (docs/protocol.md): grants, commands, their answers, traces, status. It
 // is a leaf: the controller builds and reads them, sync moves them over
 // MQTT, and neither the pins nor MQTT are known here.
 package wire
@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// GrantsBody is the body of a signed `grants` envelope (PROTOCOL.md).
+// GrantsBody is the body of a signed `grants` envelope (docs/protocol.md).
 type GrantsBody struct {
 	Kind      string    `json:"kind"`
 	LockerID  string    `json:"locker_id"`

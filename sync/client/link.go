@@ -2,7 +2,7 @@
 // one connection up (with its own full-jitter back-off), receives signed
 // grants and commands and hands them to the controller, and publishes the
 // controller's outbox of traces, its status and its compartments, following
-// PROTOCOL.md.
+// docs/protocol.md.
 //
 // The link never blocks inside a paho callback: received messages are copied
 // into a bounded queue and handled by the link's own goroutine. A received
@@ -40,7 +40,7 @@ import (
 	"github.com/openlocker/locker/sync/protocol"
 )
 
-// Protocol constants (PROTOCOL.md) and defaults.
+// Protocol constants (docs/protocol.md) and defaults.
 const (
 	// KeepAlive is the MQTT keep-alive of the protocol.
 	KeepAlive = 30 * time.Second
@@ -104,7 +104,7 @@ type Options struct {
 	LockerID string
 	// Keys are the central server's public keys; at least one.
 	Keys protocol.Keyring
-	// Locker is the wire.
+	// Locker is the controller (or a test's fake).
 	Locker Locker
 	// TLS is the TLS configuration (client certificate, root CAs) for ssl:// brokers.
 	TLS *tls.Config
@@ -132,7 +132,7 @@ type Options struct {
 	Transient func(error) bool
 
 	// BackoffMin and BackoffMax bound the reconnect back-off (defaults 1 s and
-	// 5 min, as PROTOCOL.md says); StableAfter is how long a connection must
+	// 5 min, as docs/protocol.md says); StableAfter is how long a connection must
 	// stay up for the back-off to start again from BackoffMin (default 30 s).
 	// Tests shorten them.
 	BackoffMin, BackoffMax, StableAfter time.Duration
@@ -690,7 +690,7 @@ func (l *Link) open(in inbound) ([]byte, string, error) {
 	return protocol.Open(l.opts.Keys, in.payload)
 }
 
-// reject records an envelope_rejected trace through the wire.
+// reject records an envelope_rejected trace through the controller.
 func (l *Link) reject(ctx context.Context, kind string, size int, err error) {
 	reason := err.Error()
 	l.log.Warn("envelope rejected", "kind", kind, "bytes", size, "reason", reason)

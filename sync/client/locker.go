@@ -6,7 +6,7 @@ import (
 	"github.com/openlocker/locker/controller/wire"
 )
 
-// Locker is what the MQTT link needs from the wire. *wire.Controller
+// Locker is what the MQTT link needs from the controller. *controller.Controller
 // implements it; tests use a fake.
 //
 // None of these methods may be called from inside a paho callback: the link

@@ -1,5 +1,5 @@
 // Package protocol is the locker side of the wire contract with the central
-// server (PROTOCOL.md, version 1): topic names, signed envelopes, the
+// server (docs/protocol.md, version 1): topic names, signed envelopes, the
 // decoding and checking of grants and command bodies, and key files.
 //
 // It knows nothing of MQTT connections: sync/client moves the bytes, this
