@@ -190,6 +190,7 @@ type fleet struct {
 
 	lockers  []*fleetLocker
 	byID     map[string]*fleetLocker // fixed once started
+	template string                  // the database a new locker starts from (fleetstart.go)
 	central  *fleetCentral
 	mon      *fleetMonitor
 	broker   *fleetBroker // the fleet's own broker, or nil (-broker); guarded by brokerMu
@@ -388,7 +389,11 @@ func (f *fleet) start(ctx context.Context) error {
 	fmt.Fprintf(f.out, "fleet: %d lockers (%s…%s), broker %s, data %s, %d compartments each, sensor poll %v, keypad scan %v, a parcel every %v per locker on average\n",
 		f.o.N, fleetID(f.o.First), fleetID(f.o.First+f.o.N-1), url, f.o.DataDir, len(f.w.Compartments), f.o.Poll, f.scan, f.o.Interval)
 
-	// Open the lockers a few at a time: each opens a database and migrates it.
+	// Open the lockers a few at a time, each on a copy of one migrated
+	// database.
+	if f.template, err = f.fleetTemplate(ctx); err != nil {
+		return err
+	}
 	next := make(chan *fleetLocker)
 	errs := make(chan error, f.o.N)
 	var wg sync.WaitGroup
@@ -426,6 +431,9 @@ func (f *fleet) start(ctx context.Context) error {
 func (f *fleet) startLocker(ctx context.Context, l *fleetLocker) error {
 	dir := filepath.Join(f.o.DataDir, l.id)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	if err := copyNew(f.template, filepath.Join(dir, daemon.DBFile)); err != nil {
 		return err
 	}
 	log := f.log.With("fleet_locker", l.id)
