@@ -19,6 +19,10 @@ import (
 // Firefox is a headless Firefox driven through WebDriver BiDi, the W3C
 // protocol Firefox speaks natively on its remote-debugging port: enough to
 // load a page, evaluate script in it and wait for a condition.
+//
+// It is our own because no well-kept Go client of WebDriver BiDi exists:
+// chromedp and go-rod speak CDP, which Firefox no longer serves, and
+// playwright-go drives its own patched browsers, downloaded at run time.
 type Firefox struct {
 	cmd     *exec.Cmd
 	ws      *websocket.Conn

@@ -6,8 +6,8 @@ import (
 	"syscall"
 )
 
-// setProcessGroup starts Chromium in a process group of its own, so that
-// its renderer, GPU and crash-handler processes can be killed with it, and
+// setProcessGroup starts Firefox (chromedp starts Chromium) in a process
+// group of its own, so that its content processes can be killed with it and
 // has the kernel kill it should the test binary die first (a test timeout
 // skips the cleanups).
 func setProcessGroup(cmd *exec.Cmd) {

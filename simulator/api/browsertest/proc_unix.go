@@ -8,8 +8,8 @@ import (
 	"syscall"
 )
 
-// setProcessGroup starts Chromium in a process group of its own, so that
-// its renderer, GPU and crash-handler processes can be killed with it.
+// setProcessGroup starts Firefox (chromedp starts Chromium) in a process
+// group of its own, so that its content processes can be killed with it.
 func setProcessGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 }
