@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto"
-	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -278,17 +276,7 @@ func (p *Page) Select(ctx context.Context, selector, value string) error {
 func (p *Page) Screenshot(ctx context.Context, full bool) ([]byte, error) {
 	shot := chromedp.CaptureScreenshot()
 	if full {
-		shot = func(ctx context.Context, t *chromedp.Target) ([]byte, error) {
-			m, err := cdp.Call(ctx, t, page.GetLayoutMetrics, cdp.Empty{})
-			if err != nil {
-				return nil, err
-			}
-			r, err := cdp.Call(ctx, t, page.CaptureScreenshot, page.CaptureScreenshotParams{
-				CaptureBeyondViewport: new(true),
-				Clip: &page.Viewport{Width: math.Ceil(m.CSSContentSize.Width),
-					Height: math.Ceil(m.CSSContentSize.Height), Scale: 1}})
-			return r.Data, err
-		}
+		shot = chromedp.FullScreenshot(100) // quality 100: a PNG
 	}
 	png, err := chromedp.Run(bounded{ctx, p.ctx}, shot)
 	if err != nil {
