@@ -2,19 +2,19 @@ package controller
 
 import (
 	"context"
-
-	"github.com/openlocker/locker/controller/store"
 )
 
-// AckEvents removes the events seqs from the outbox in one transaction: the
-// MQTT link calls it with the seqs whose PUBACKs arrived (sync/client's
-// BatchAcker). One durable transaction per batch instead of one per event
-// lets a large backlog drain at the broker's pace.
+// AckEvents removes the events seqs from the outbox: the MQTT link calls it
+// with the seqs whose PUBACKs arrived (sync/client's BatchAcker). They are
+// deleted with the next transaction that writes anyway (store.AckLater) —
+// a door's next step, a grant — or before the next checkpoint, not in a
+// durable commit of their own for each burst of events; meanwhile the
+// outbox's length and its pending events leave them out.
 func (c *Controller) AckEvents(ctx context.Context, seqs []int64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	err := c.st.Update(ctx, func(tx *store.Tx) error { return tx.AckMany(seqs) })
+	err := c.st.AckLater(ctx, seqs)
 	if err == nil {
 		signal(c.changed)
 	}

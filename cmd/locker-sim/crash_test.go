@@ -1120,7 +1120,9 @@ func (r *crashRig) final() {
 				map[bool]string{true: "occupied", false: "empty"}[occupied[cm.Number]])
 		}
 	}
-	r.p.kill()
+	// A clean stop, as systemd's: the events acknowledged since the last
+	// write, held for the next one (store.AckLater), leave with Close.
+	r.p.stop()
 	f, err := readDB(context.Background(), filepath.Join(r.data, "locker.db"))
 	if err != nil {
 		r.fail("%v", err)

@@ -79,6 +79,20 @@ func (p *crashProc) kill() {
 	<-p.done
 }
 
+// stop sends SIGINT, as systemd's stop does, and waits until the process is
+// gone; one still running after 10 s is killed.
+func (p *crashProc) stop() {
+	if p.killed.CompareAndSwap(false, true) {
+		p.cmd.Process.Signal(os.Interrupt)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
 // killAsync sends SIGKILL (once) without waiting, as a timer does.
 func (p *crashProc) killAsync() {
 	if p.killed.CompareAndSwap(false, true) {

@@ -160,7 +160,8 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	var last int64
 	for {
 		var pending int
-		last, pending = outboxState(t, data)
+		last, _ = outboxState(t, data)
+		pending = s.outboxLen()
 		pickedUp := 0
 		for _, tr := range ln.distinct() {
 			if tr.Type == "picked_up" {

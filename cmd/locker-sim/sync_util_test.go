@@ -21,6 +21,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/openlocker/locker/cmd/internal/daemon"
+	"github.com/openlocker/locker/controller"
 )
 
 // fastBuilt is the locker-sim binary without -race, built once per run.
@@ -92,7 +93,9 @@ func (s *sim) keyLatency() time.Duration {
 }
 
 // outboxState reads the locker's database (read-only, beside the running
-// daemon): the last seq ever taken and the events still in the outbox.
+// daemon): the last seq ever taken and the events still in the outbox,
+// acknowledged ones among them until the daemon's next write or checkpoint
+// (store.AckLater): s.outboxLen says how many wait for the broker.
 func outboxState(t *testing.T, data string) (lastSeq int64, pending int) {
 	t.Helper()
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(data, daemon.DBFile)+"?mode=ro&_pragma=busy_timeout(5000)")
@@ -115,4 +118,15 @@ func (s *sim) closeDoor(n int) {
 	s.t.Helper()
 	time.Sleep(400 * time.Millisecond)
 	s.do(n, "door", map[string]string{"action": "close"})
+}
+
+// outboxLen is the daemon's own count of the events waiting for the broker
+// (its status), without those acknowledged and not yet deleted.
+func (s *sim) outboxLen() int {
+	s.t.Helper()
+	var st controller.Status
+	if code := s.call("GET", "/api/daemon/status", nil, &st); code != 200 {
+		s.t.Fatalf("GET /api/daemon/status: %d", code)
+	}
+	return st.Outbox
 }

@@ -150,7 +150,8 @@ func TestTortureNetwork(t *testing.T) {
 	var last int64
 	for {
 		var pending int
-		last, pending = outboxState(t, data)
+		last, _ = outboxState(t, data)
+		pending = s.outboxLen()
 		parcels := 0
 		for _, tr := range ln.distinct() {
 			if tr.Type == "deposited" || tr.Type == "picked_up" {

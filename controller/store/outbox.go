@@ -65,9 +65,11 @@ func (t *Tx) keepLastSeq(gone func(seq int64) bool) error {
 	return err
 }
 
-// Pending returns up to limit outbox events with seq > after, in seq order.
+// Pending returns up to limit outbox events with seq > after, in seq order,
+// leaving out those acknowledged and held for deletion (AckLater).
 func (t *Tx) Pending(after int64, limit int) ([]OutboxEvent, error) {
-	rows, err := t.query("SELECT seq, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
+	rows, err := t.query("SELECT seq, payload FROM outbox WHERE seq > ? AND seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+		after, t.store.heldJSON(), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +94,11 @@ func (t *Tx) Ack(seq int64) error {
 	return err
 }
 
-// OutboxLen counts the events waiting in the outbox.
+// OutboxLen counts the events waiting in the outbox (not those
+// acknowledged and held for deletion).
 func (t *Tx) OutboxLen() (int, error) {
 	var n int
-	err := t.queryRow("SELECT COUNT(*) FROM outbox").Scan(&n)
+	err := t.queryRow("SELECT COUNT(*) FROM outbox WHERE seq NOT IN (SELECT value FROM json_each(?))", t.store.heldJSON()).Scan(&n)
 	return n, err
 }
 
@@ -152,22 +155,23 @@ func (t *Tx) OutboxSpan() (int64, error) {
 }
 
 // DropOldest deletes up to n of the oldest outbox events whose type is one
-// of types, and returns how many it deleted and the first and last seq
+// of types (not those acknowledged and held for deletion), and returns how many it deleted and the first and last seq
 // among them.
 func (t *Tx) DropOldest(n int, types []string) (dropped int, first, last int64, err error) {
 	if n <= 0 || len(types) == 0 {
 		return 0, 0, 0, nil
 	}
 	in := "?" + strings.Repeat(", ?", len(types)-1)
-	args := make([]any, 0, len(types)+1)
+	args := make([]any, 0, len(types)+2)
 	for _, ty := range types {
 		args = append(args, ty)
 	}
-	args = append(args, n)
+	args = append(args, t.store.heldJSON(), n)
 	var lo, hi sql.NullInt64
 	var cnt int
+	const notHeld = ") AND seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?)"
 	err = t.queryRow("SELECT COUNT(*), MIN(seq), MAX(seq) FROM (SELECT seq FROM outbox WHERE type IN ("+in+
-		") ORDER BY seq LIMIT ?)", args...).Scan(&cnt, &lo, &hi)
+		notHeld, args...).Scan(&cnt, &lo, &hi)
 	if err != nil || cnt == 0 {
 		return 0, 0, 0, err
 	}
@@ -175,7 +179,7 @@ func (t *Tx) DropOldest(n int, types []string) (dropped int, first, last int64, 
 		return 0, 0, 0, err
 	}
 	if _, err := t.exec("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE type IN ("+in+
-		") ORDER BY seq LIMIT ?)", args...); err != nil {
+		notHeld, args...); err != nil {
 		return 0, 0, 0, err
 	}
 	return cnt, lo.Int64, hi.Int64, nil

@@ -45,6 +45,11 @@ type Store struct {
 	prepared map[string]*sql.Stmt
 
 	updates atomic.Uint64 // write transactions begun (Updates)
+
+	// held: events acknowledged and not yet deleted (AckLater). heldMu
+	// guards it.
+	heldMu sync.Mutex
+	held   map[int64]bool
 }
 
 // Updates counts the write transactions begun: for tests and benchmarks of
@@ -87,7 +92,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, path: path, prepared: map[string]*sql.Stmt{}}
+	s := &Store{db: db, path: path, prepared: map[string]*sql.Stmt{}, held: map[int64]bool{}}
 	if err := s.check(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -129,8 +134,11 @@ func (s *Store) IntegrityCheck(ctx context.Context) (string, error) {
 
 // Checkpoint copies the write-ahead log into the database file as far as
 // no reader needs it (PRAGMA wal_checkpoint(PASSIVE)): done in idle time, it
-// keeps the commits that open doors from paying for it.
+// keeps the commits that open doors from paying for it. The acknowledged
+// events held (AckLater) are deleted first (so does TruncateWAL), so that a
+// locker at rest does not keep them until its next parcel.
 func (s *Store) Checkpoint(ctx context.Context) error {
+	s.FlushAcks(ctx) // (if it fails, they are sent again)
 	_, err := s.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 	return err
 }
@@ -140,6 +148,7 @@ func (s *Store) Checkpoint(ctx context.Context) error {
 // on the disk: after a write failed for want of room, a commit that merely
 // reused the log's old space would say nothing about the disk.
 func (s *Store) TruncateWAL(ctx context.Context) error {
+	s.FlushAcks(ctx) // (if it fails, they are sent again)
 	var busy, logPages, done int
 	if err := s.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
 		return fmt.Errorf("store: checkpoint: %w", err)
@@ -159,8 +168,10 @@ func (s *Store) WALBytes() int64 {
 	return fi.Size()
 }
 
-// Close closes the database.
+// Close deletes the acknowledged events still held (FlushAcks) and closes
+// the database.
 func (s *Store) Close() error {
+	s.FlushAcks(context.Background()) // (if it fails, they are sent again)
 	s.mu.Lock()
 	for q, st := range s.prepared {
 		st.Close()
@@ -184,9 +195,20 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 		sqlTx.Rollback()
 		return err
 	}
+	// The acknowledged events go in a transaction that writes anyway:
+	// their pages are written once, with its own.
+	var acked []int64
+	if tx.wrote || tx.flush {
+		acked = s.heldSeqs()
+		if err := tx.AckMany(acked); err != nil {
+			sqlTx.Rollback()
+			return err
+		}
+	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	s.unhold(acked)
 	return nil
 }
 
@@ -241,6 +263,8 @@ type Tx struct {
 	store *Store
 	stmts map[string]*sql.Stmt
 	fresh []string // queries the store had not prepared yet
+	wrote bool     // a statement changed a row
+	flush bool     // delete the held acknowledged events even if nothing else is written
 }
 
 func (t *Tx) stmt(q string) (*sql.Stmt, error) {
@@ -266,7 +290,13 @@ func (t *Tx) exec(q string, args ...any) (sql.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.ExecContext(t.ctx, args...)
+	res, err := s.ExecContext(t.ctx, args...)
+	if err == nil {
+		if n, _ := res.RowsAffected(); n > 0 {
+			t.wrote = true
+		}
+	}
+	return res, err
 }
 
 func (t *Tx) query(q string, args ...any) (*sql.Rows, error) {

@@ -209,3 +209,101 @@ func TestSeqNeverReusedWhenTheOutboxEmpties(t *testing.T) {
 	}
 	appendN(1) // 9
 }
+
+// Acknowledged events leave the outbox with the next transaction that
+// writes anyway, or at a checkpoint or Close: meanwhile they are neither
+// pending nor counted, a transaction that writes nothing does not write
+// them, and a transaction that fails keeps them for the next.
+func TestAcknowledgedEventsGoWithTheNextWrite(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "l.db")
+	s := open(t, path)
+	appendOne := func(fail bool) error {
+		return s.Update(ctx, func(tx *Tx) error {
+			if _, _, err := tx.AppendEvent("door_opened", func(int64) ([]byte, error) { return []byte("{}"), nil }); err != nil {
+				return err
+			}
+			if fail {
+				return errors.New("boom")
+			}
+			return nil
+		})
+	}
+	stored := func() (n int) {
+		t.Helper()
+		if err := s.db.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	pending := func() (seqs []int64, n int) {
+		t.Helper()
+		err := s.View(ctx, func(tx *Tx) error {
+			evs, err := tx.Pending(0, 100)
+			for _, e := range evs {
+				seqs = append(seqs, e.Seq)
+			}
+			if err == nil {
+				n, err = tx.OutboxLen()
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seqs, n
+	}
+	for range 3 {
+		if err := appendOne(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.AckLater(ctx, []int64{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	if seqs, n := pending(); fmt.Sprint(seqs) != "[3]" || n != 1 {
+		t.Fatalf("pending %v, outbox length %d; want [3], 1", seqs, n)
+	}
+	if err := s.Update(ctx, func(*Tx) error { return nil }); err != nil { // writes nothing
+		t.Fatal(err)
+	}
+	if n := stored(); n != 3 {
+		t.Fatalf("%d events stored after a transaction that wrote nothing, want 3", n)
+	}
+	if err := appendOne(true); err == nil {
+		t.Fatal("the failing transaction committed")
+	}
+	if n := s.Held(); n != 2 {
+		t.Fatalf("%d held after a failed transaction, want 2", n)
+	}
+	if err := appendOne(false); err != nil { // 4, with 1 and 2 deleted
+		t.Fatal(err)
+	}
+	if n, h := stored(), s.Held(); n != 2 || h != 0 {
+		t.Fatalf("%d stored, %d held after a write; want 2, 0", n, h)
+	}
+	if err := s.AckLater(ctx, []int64{3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TruncateWAL(ctx); err != nil { // a checkpoint deletes them first
+		t.Fatal(err)
+	}
+	if n := stored(); n != 0 {
+		t.Fatalf("%d stored after the checkpoint, want 0", n)
+	}
+	if err := appendOne(false); err != nil { // 5
+		t.Fatal(err)
+	}
+	if err := s.AckLater(ctx, []int64{5}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, path)
+	if n := stored(); n != 0 {
+		t.Fatalf("%d stored after Close, want 0", n)
+	}
+	var last int64
+	if err := s.View(ctx, func(tx *Tx) error { var err error; last, err = tx.LastSeq(); return err }); err != nil || last != 5 {
+		t.Fatalf("last seq %d (%v), want 5", last, err)
+	}
+}
