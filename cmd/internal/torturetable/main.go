@@ -45,6 +45,8 @@ var tortures = []torture{
 	{"disk full, read-only folder", "./cmd/locker-sim", "TestTortureStorage"},
 	{"junk flood", "./cmd/locker-sim", "TestHostileInputChangesNothing"},
 	{"physical faults", "./cmd/locker-sim", "TestTorturePhysicalFaults"},
+	{"physical faults (RS485)", "./cmd/locker-sim", "TestTortureRS485"},
+	{"kill -9 (Kerong RS485)", "./cmd/locker-sim", "TestCrashKill9Kerong"},
 	{"keypad brute force", "./controller", "TestKeypadBruteForce"},
 	{"adversarial model", "./controller", "TestModel"},
 }
