@@ -389,17 +389,23 @@ func inForce(m store.GrantMeta, now time.Time) bool {
 	return !m.Revoked && (m.ValidUntil.IsZero() || now.Before(m.ValidUntil)) && m.UsesLeft != 0
 }
 
+// memView holds the live grants (store.LiveGrantMeta: memory as the grants
+// in force, not as the rows the purge has yet to delete) and asks tx for
+// the version of any other. The grants it leaves out are tombstones and
+// grants used up: they carry no code in force, and a snapshot has nothing
+// to revoke in them (an older put finds their version all the same).
 type memView struct {
 	byID   map[string]store.GrantMeta
 	byCode map[string][]codeRef // code hash → its carriers
+	tx     *store.Tx
 }
 
 func loadMemView(tx *store.Tx, now time.Time) (*memView, error) {
-	all, err := tx.AllGrantMeta()
+	all, err := tx.LiveGrantMeta()
 	if err != nil {
 		return nil, err
 	}
-	v := &memView{byID: all, byCode: make(map[string][]codeRef, 2*len(all))}
+	v := &memView{byID: all, byCode: make(map[string][]codeRef, 2*len(all)), tx: tx}
 	for id, m := range all {
 		v.index(id, m)
 	}
@@ -436,8 +442,10 @@ func (v *memView) unindex(id, hash string) {
 }
 
 func (v *memView) version(id string) (int64, bool, error) {
-	m, ok := v.byID[id]
-	return m.Version, ok, nil
+	if m, ok := v.byID[id]; ok {
+		return m.Version, true, nil
+	}
+	return dbView{v.tx}.version(id)
 }
 
 func (v *memView) codeInUse(hash, row, owner string, now time.Time) (bool, error) {
