@@ -473,11 +473,19 @@ func (c *Controller) bootLate(ctx context.Context) {
 		return
 	}
 	r, _ := c.cab.(hal.Readiness)
+	var ready []int
 	for _, n := range slices.Sorted(maps.Keys(c.unread)) {
-		if r == nil || !r.Readable(n) {
-			continue
+		if r != nil && r.Readable(n) {
+			ready = append(ready, n)
 		}
-		err := c.update(ctx, func(tx *store.Tx) error {
+	}
+	if len(ready) == 0 {
+		return
+	}
+	// One transaction for all: a board's sixteen compartments are read
+	// at once, and one durable commit is enough for them.
+	err := c.update(ctx, func(tx *store.Tx) error {
+		for _, n := range ready {
 			sc, err := tx.Compartment(n)
 			if err != nil {
 				return err
@@ -490,21 +498,29 @@ func (c *Controller) bootLate(ctx context.Context) {
 			if err != nil {
 				return err
 			}
-			if _, err := c.step(tx, sc, fsm.Event{Kind: fsm.Boot, Open: open, Present: present,
-				HasOccupancy: hasSensor, Known: true}); err != nil {
+			res, err := c.step(tx, sc, fsm.Event{Kind: fsm.Boot, Open: open, Present: present,
+				HasOccupancy: hasSensor, Known: true})
+			if err != nil {
 				return err
 			}
-			if open {
-				c.openSince[n] = c.now()
+			faults := c.sensorFaults[n]
+			if _, err := c.step(tx, res.Next, fsm.Event{Kind: fsm.SensorOK, Source: unreadSource,
+				Still: len(faults) > 1 || (len(faults) == 1 && !faults[unreadSource])}); err != nil {
+				return err
 			}
-			return nil
-		})
-		if err != nil {
-			c.log.Error("start-up of a compartment read late", "compartment", n, "err", err)
-			continue
 		}
+		return c.refreshReservations(tx)
+	})
+	if err != nil {
+		c.log.Error("start-up of compartments read late", "compartments", ready, "err", err)
+		return // tried again at the next tick
+	}
+	for _, n := range ready {
 		delete(c.unread, n)
-		c.sensorFault(ctx, n, unreadSource, nil)
+		delete(c.sensorFaults[n], unreadSource)
+		if open, _ := c.cab.DoorOpen(n); open {
+			c.openSince[n] = c.now()
+		}
 	}
 }
 
