@@ -66,8 +66,13 @@ const (
 	// at 100 ms. A person's key press still takes well under the 5 s the
 	// fleet's people wait for it (about 1 s: handled, then three scans up).
 	fleetScanBig = 250 * time.Millisecond
-	// fleetStarters is how many lockers are opened at once at start-up.
-	fleetStarters = 32
+	// fleetStarters is how many lockers are opened at once at start-up,
+	// per core: opening is CPU (SQLite reads the schema, the controller
+	// boots), and 32 at once on two cores only made each wait longer, up to
+	// fleetReady on a loaded machine.
+	fleetStarters = 2
+	// fleetReady is how long one locker may take from its start to Ready.
+	fleetReady = 2 * time.Minute
 	// fleetWaveClose is how long a reconnect wave may stay open before it is
 	// reported with the lockers still down.
 	fleetWaveClose = 15 * time.Minute
@@ -397,7 +402,7 @@ func (f *fleet) start(ctx context.Context) error {
 	next := make(chan *fleetLocker)
 	errs := make(chan error, f.o.N)
 	var wg sync.WaitGroup
-	for range fleetStarters {
+	for range fleetStarters * runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for l := range next {
 				if err := f.startLocker(ctx, l); err != nil {
@@ -468,8 +473,8 @@ func (f *fleet) startLocker(ctx context.Context, l *fleetLocker) error {
 		return nil
 	case <-l.done:
 		return fmt.Errorf("stopped before it was ready: %v", l.err)
-	case <-time.After(30 * time.Second):
-		return errors.New("not ready within 30 s")
+	case <-time.After(fleetReady):
+		return fmt.Errorf("not ready within %v", fleetReady)
 	}
 }
 
