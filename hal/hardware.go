@@ -48,6 +48,10 @@ type Options struct {
 	// nil means the termios opener (hal/rs485/serial). The simulator
 	// passes one that hands out its pseudo-terminals.
 	OpenSerial SerialOpener
+	// ObserveRS485, when set, is asked once per RS485 bus of the wiring
+	// for an observer of its frames (rs485.Config.Observe): a frame view
+	// of a real bus. Nil, or a nil observer, leaves it off.
+	ObserveRS485 BusObserver
 	// InputChanges, when set, promises that no sensor and no keypad key
 	// changes without a value on the channel it returns (it is called
 	// once by the poller and once by the scanner; the function ends the
@@ -221,7 +225,7 @@ func New(w *wiring.Wiring, pins PinSource, opts Options) (h *Hardware, err error
 			}
 		}
 	}(h)
-	if err := h.openBuses(w, opts.OpenSerial); err != nil {
+	if err := h.openBuses(w, opts.OpenSerial, opts.ObserveRS485); err != nil {
 		return nil, err
 	}
 

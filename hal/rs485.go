@@ -39,6 +39,10 @@ import (
 // out its pseudo-terminals.
 type SerialOpener func(path string, baud int) (io.ReadWriteCloser, error)
 
+// BusObserver gives the observer of the frames of the RS485 bus named bus
+// (nil: none); see Options.ObserveRS485.
+type BusObserver func(bus string) rs485.Observer
+
 // UnlockWait bounds how long a release waits for its unlock frame to be
 // written (behind the transaction on the bus and the unlocks queued).
 const UnlockWait = 3 * time.Second
@@ -55,7 +59,7 @@ func defaultSerial(path string, baud int) (io.ReadWriteCloser, error) {
 }
 
 // openBuses builds and primes the wiring's buses.
-func (h *Hardware) openBuses(w *wiring.Wiring, open SerialOpener) error {
+func (h *Hardware) openBuses(w *wiring.Wiring, open SerialOpener, observe BusObserver) error {
 	if open == nil {
 		open = defaultSerial
 	}
@@ -67,6 +71,9 @@ func (h *Hardware) openBuses(w *wiring.Wiring, open SerialOpener) error {
 			return fmt.Errorf("hal: rs485 bus %s: %w", wb.Name, err)
 		}
 		cfg := rs485.Config{Name: wb.Name, Protocol: p, Baud: wb.Baud, OpenBit: wb.OpenBit(), Logger: h.log}
+		if observe != nil {
+			cfg.Observe = observe(wb.Name)
+		}
 		for _, b := range wb.Boards {
 			cfg.Boards = append(cfg.Boards, rs485.Board{Address: b.Address, Channels: b.Channels})
 		}

@@ -14,6 +14,11 @@
 // row (time-outs, bad checksums, replies from another address) is down
 // until it answers again. A port that fails (an adapter unplugged) is
 // closed and opened again every ReopenEvery.
+//
+// Config.Observe, when set, receives every frame the worker writes and
+// every frame or stray byte it reads, with what was wrong with it: a frame
+// view of the bus for a technician (locker-sim shows it for a real board
+// on a USB-RS485 adapter). It is off by default and costs nothing then.
 package rs485
 
 import (
@@ -42,7 +47,31 @@ var (
 	ErrPort = errors.New("rs485: serial port")
 	// ErrStopped: the bus worker is not running.
 	ErrStopped = errors.New("rs485: bus stopped")
+	// ErrStray: bytes that came outside a transaction (a late reply, an
+	// unlock's optional echo, noise), dropped; only an Observer sees it.
+	ErrStray = errors.New("rs485: bytes outside a transaction, dropped")
 )
+
+// Frame is one frame on the line as the bus worker saw it (Config.Observe).
+type Frame struct {
+	At time.Time
+	// Sent: the worker wrote it; otherwise it was read from the line.
+	Sent bool
+	// Board is the address of the board of the transaction (-1 for bytes
+	// outside one).
+	Board int
+	// Data are the bytes (the Observer may keep them): a whole frame, the
+	// part of one that came before a time-out (maybe none), or stray bytes.
+	Data []byte
+	// Err says what was wrong with bytes read: ErrTimeout, a proto error
+	// (a bad checksum, another board's address, a malformed frame) or
+	// ErrStray. Nil for a good reply and for every frame sent.
+	Err error
+}
+
+// Observer receives a bus's frames, in order, on the bus worker's
+// goroutine: it must not block (the bus waits for it).
+type Observer func(Frame)
 
 // Opener opens the bus's serial port.
 type Opener func() (io.ReadWriteCloser, error)
@@ -77,6 +106,8 @@ type Config struct {
 	// ReopenEvery is how often a failed port is opened again (default 1s).
 	ReopenEvery time.Duration
 	Logger      *slog.Logger
+	// Observe, if set, is told of every frame (see Frame); nil: off.
+	Observe Observer
 }
 
 // Defaults of Config.
@@ -486,6 +517,7 @@ func (b *Bus) drain(p *port) error {
 			}
 			if len(c.b) > 0 {
 				b.log.Debug("stray bytes dropped", "n", len(c.b))
+				b.observe(false, -1, c.b, ErrStray)
 			}
 		default:
 			return nil
@@ -493,11 +525,20 @@ func (b *Bus) drain(p *port) error {
 	}
 }
 
-func (b *Bus) write(p *port, f []byte) error {
+func (b *Bus) write(p *port, f []byte, board int) error {
 	if _, err := p.rw.Write(f); err != nil {
 		return fmt.Errorf("%w: write: %w", ErrPort, err)
 	}
+	b.observe(true, board, f, nil)
 	return nil
+}
+
+// observe tells Config.Observe of a frame, if set.
+func (b *Bus) observe(sent bool, board int, data []byte, err error) {
+	if b.cfg.Observe == nil {
+		return
+	}
+	b.cfg.Observe(Frame{At: time.Now(), Sent: sent, Board: board, Data: data, Err: err})
 }
 
 // readFrame reads until the splitter gives a good frame, or an error frame,
@@ -572,7 +613,7 @@ func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
 	br.pollNext = true
 	b.stats.Unlocks++
 	b.mu.Unlock()
-	err = b.write(p, f)
+	err = b.write(p, f, r.board)
 	r.written <- err
 	if err != nil {
 		return err
@@ -583,45 +624,62 @@ func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
 		// An optional echo (some boards answer with their status) may come
 		// in bursts longer than the settle: the next query is written only
 		// once the line is quiet, or its reply would be read one behind.
-		b.sleepDrain(ctx, p, wire+b.cfg.UnlockSettle)
-		b.quiet(ctx, p)
+		echo := b.sleepDrain(ctx, p, wire+b.cfg.UnlockSettle)
+		echo = append(echo, b.quiet(ctx, p)...)
+		if len(echo) > 0 {
+			b.observe(false, r.board, echo, fmt.Errorf("%w: an unlock's echo", ErrStray))
+		}
 		return nil
 	}
 	s := proto.NewSplitter(proto.P8A80, proto.Replies)
 	rf, err := b.readFrame(ctx, p, s, wire+b.cfg.UnlockReplyTimeout, Silence)
-	if err == nil {
-		var rep proto.UnlockReply8A80
-		rep, err = proto.DecodeUnlockReply8A80(rf, r.board, r.ch)
-		if err == nil {
-			b.log.Info("unlock reply", "board", r.board, "channel", r.ch, "open", rep.Open)
-			return nil
-		}
-	}
 	if errors.Is(err, ErrPort) {
 		return err
 	}
+	var rep proto.UnlockReply8A80
+	if err == nil {
+		rep, err = proto.DecodeUnlockReply8A80(rf, r.board, r.ch)
+	}
+	if ctx.Err() == nil {
+		b.observe(false, r.board, rf, err)
+	}
+	if err == nil {
+		b.log.Info("unlock reply", "board", r.board, "channel", r.ch, "open", rep.Open)
+		return nil
+	}
 	// Lost or garbled: never resent; the status query that comes next
 	// tells what happened, once the line is quiet.
-	b.quiet(ctx, p)
+	b.observeStray(r.board, b.quiet(ctx, p))
 	b.log.Warn("unlock reply lost: not resending, reading the status", "board", r.board, "channel", r.ch, "err", err)
 	return nil
 }
 
-// sleepDrain waits d, dropping what arrives.
-func (b *Bus) sleepDrain(ctx context.Context, p *port, d time.Duration) {
+// observeStray tells the Observer of bytes dropped while the line quietened.
+func (b *Bus) observeStray(board int, stray []byte) {
+	if len(stray) > 0 {
+		b.observe(false, board, stray, ErrStray)
+	}
+}
+
+// sleepDrain waits d, dropping what arrives; it returns the bytes dropped
+// when an Observer wants them.
+func (b *Bus) sleepDrain(ctx context.Context, p *port, d time.Duration) (dropped []byte) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return dropped
 		case <-t.C:
-			return
+			return dropped
 		case c := <-p.in:
 			if c.err != nil {
 				// Let the next transaction find it.
 				go func() { p.in <- c }()
-				return
+				return dropped
+			}
+			if b.cfg.Observe != nil {
+				dropped = append(dropped, c.b...)
 			}
 		}
 	}
@@ -651,7 +709,7 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 		return err
 	}
 	sent := time.Now()
-	if err := b.write(p, q); err != nil {
+	if err := b.write(p, q, addr); err != nil {
 		return err
 	}
 	wire := time.Duration(proto.FrameTime(len(q)+replyLen, b.cfg.Baud))
@@ -686,20 +744,22 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 	if channels == 64 {
 		mask = ^uint64(0)
 	}
+	b.observe(false, addr, f, err)
 	b.record(i, sent, open&mask, parcel&mask, err)
 	if err != nil {
 		// A late, short or foreign reply may still be arriving: the next
 		// query is written only once the line is quiet, so that no board
 		// is ever read with another's (or its own previous) reply.
-		b.quiet(ctx, p)
+		b.observeStray(addr, b.quiet(ctx, p))
 	}
 	return nil
 }
 
 // quiet drops what arrives until the line has been silent for Silence
 // (at most MaxQuiet): after a failed or echoing transaction, the bus
-// resynchronises on silence before it writes again.
-func (b *Bus) quiet(ctx context.Context, p *port) {
+// resynchronises on silence before it writes again. It returns the bytes
+// dropped when an Observer wants them.
+func (b *Bus) quiet(ctx context.Context, p *port) (dropped []byte) {
 	deadline := time.NewTimer(MaxQuiet)
 	defer deadline.Stop()
 	t := time.NewTimer(Silence)
@@ -707,15 +767,18 @@ func (b *Bus) quiet(ctx context.Context, p *port) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return dropped
 		case <-deadline.C:
-			return
+			return dropped
 		case <-t.C:
-			return
+			return dropped
 		case c := <-p.in:
 			if c.err != nil {
 				go func() { p.in <- c }() // let the next transaction find it
-				return
+				return dropped
+			}
+			if b.cfg.Observe != nil {
+				dropped = append(dropped, c.b...)
 			}
 			if !t.Stop() {
 				<-t.C

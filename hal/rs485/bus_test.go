@@ -3,9 +3,14 @@
 package rs485
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
+	stdsync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,5 +268,115 @@ func TestLateReplyDoesNotDesynchronise(t *testing.T) {
 		if !r.state(a).Up {
 			t.Errorf("board %d is down", a)
 		}
+	}
+}
+
+// frameLog collects what an Observer is told.
+type frameLog struct {
+	mu     stdsync.Mutex
+	frames []Frame
+}
+
+func (l *frameLog) observe(f Frame) { l.mu.Lock(); l.frames = append(l.frames, f); l.mu.Unlock() }
+
+func (l *frameLog) all() []Frame {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.frames)
+}
+
+// has reports whether a frame match accepts was observed.
+func (l *frameLog) has(match func(Frame) bool) bool { return slices.ContainsFunc(l.all(), match) }
+
+// TestObserverSeesFrames: the frame view of a bus — the queries and the
+// unlock written, the replies read, a bad checksum and another board's
+// address with their errors, and an 8A/80 unlock reply.
+func TestObserverSeesFrames(t *testing.T) {
+	for _, p := range []proto.Protocol{proto.Kerong, proto.P8A80} {
+		t.Run(p.String(), func(t *testing.T) {
+			log := &frameLog{}
+			addr := 1
+			r := newRig(t, p, map[int]int{addr: 16}, Config{Observe: log.observe})
+			query, _ := proto.KerongStatusFrame(addr)
+			unlock, _ := proto.KerongUnlockFrame(addr, 2)
+			if p == proto.P8A80 {
+				query, _ = proto.Query8A80Frame(addr)
+				unlock, _ = proto.Unlock8A80Frame(addr, 2)
+			}
+			if !log.has(func(f Frame) bool { return f.Sent && f.Board == addr && bytes.Equal(f.Data, query) && f.Err == nil }) ||
+				!log.has(func(f Frame) bool { return !f.Sent && f.Board == addr && len(f.Data) > 5 && f.Err == nil }) {
+				t.Fatalf("primed: no query and good reply among %v", log.all())
+			}
+			if err := r.bus.Unlock(context.Background(), addr, 2); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the unlock frame observed", func() bool {
+				return log.has(func(f Frame) bool { return f.Sent && bytes.Equal(f.Data, unlock) })
+			})
+			if p == proto.P8A80 {
+				waitFor(t, "its reply", func() bool {
+					return log.has(func(f Frame) bool { return !f.Sent && len(f.Data) == 5 && f.Data[0] == 0x8A && f.Err == nil })
+				})
+			}
+			r.boards.Corrupt(1)
+			waitFor(t, "a bad checksum observed", func() bool {
+				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, proto.ErrChecksum) && len(f.Data) > 0 })
+			})
+			r.boards.WrongAddress(1)
+			waitFor(t, "another board's address observed", func() bool {
+				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, proto.ErrAddress) })
+			})
+			r.boards.Silence(addr, true)
+			waitFor(t, "a time-out observed", func() bool {
+				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, ErrTimeout) && len(f.Data) == 0 })
+			})
+		})
+	}
+}
+
+// BenchmarkStatusPollObserver: the cost of a status transaction through a
+// pty with the observer off and on (the transaction's own time dominates).
+func BenchmarkStatusPollObserver(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("observer=%v", on), func(b *testing.B) {
+			master, path, err := serial.OpenPTY()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer master.Close()
+			boards := &rs485test.Boards{Protocol: proto.Kerong, Baud: 19200, Channels: map[int]int{0: 16}}
+			go boards.Serve(master)
+			cfg := Config{Name: "B", Protocol: proto.Kerong, OpenBit: true, Boards: []Board{{Address: 0, Channels: 16}}}
+			var n atomic.Int64
+			if on {
+				cfg.Observe = func(Frame) { n.Add(1) }
+			}
+			bus, err := New(cfg, func() (io.ReadWriteCloser, error) { return serial.Open(path, 19200) })
+			if err != nil {
+				b.Fatal(err)
+			}
+			rw, err := bus.open()
+			if err != nil {
+				b.Fatal(err)
+			}
+			p := startPort(rw)
+			defer p.close()
+			ctx := context.Background()
+			for st, _ := bus.BoardState(0); st.Polls == 0; st, _ = bus.BoardState(0) {
+				if err := bus.status(ctx, p, 0); err != nil { // the emulator may start late
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for range b.N {
+				if err := bus.status(ctx, p, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if on && n.Load() < int64(2*b.N) {
+				b.Fatalf("%d frames observed in %d polls", n.Load(), b.N)
+			}
+		})
 	}
 }
