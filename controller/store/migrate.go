@@ -157,6 +157,46 @@ UPDATE grants SET issued_at = strftime('%Y-%m-%dT%H:%M:%f000000Z', 'now') WHERE 
 UPDATE grants SET ended_at = strftime('%Y-%m-%dT%H:%M:%f000000Z', 'now') WHERE uses_left = 0 AND revoked = 0;
 CREATE INDEX commands_at ON commands(at);
 `,
+	// 10: grants are kept in the order of their grant_id (WITHOUT ROWID):
+	// the table is its primary key's b-tree, so a grant written at a door
+	// (a use taken, a pickup brought into force) writes one page of it,
+	// not a row page and a page of the grant_id index besides; and a
+	// nested pickup grant, whose id is usually its deposit's with a
+	// suffix, lands on its deposit's page. The purge deletes by grant_id.
+	`
+CREATE TABLE grants_new (
+	grant_id     TEXT PRIMARY KEY,
+	version      INTEGER NOT NULL,
+	revoked      INTEGER NOT NULL DEFAULT 0,
+	action       TEXT NOT NULL DEFAULT '',
+	compartment  INTEGER NOT NULL DEFAULT 0,
+	size         TEXT NOT NULL DEFAULT '',
+	parcel_id    TEXT NOT NULL DEFAULT '',
+	actor        TEXT NOT NULL DEFAULT '',
+	code_hash    TEXT NOT NULL DEFAULT '',
+	valid_from   TEXT NOT NULL DEFAULT '',
+	valid_until  TEXT NOT NULL DEFAULT '',
+	uses_left    INTEGER NOT NULL DEFAULT 1,
+	pickup       TEXT NOT NULL DEFAULT '',
+	expired_sent INTEGER NOT NULL DEFAULT 0,
+	parcel_seq   INTEGER NOT NULL DEFAULT 0,
+	issued_at    TEXT NOT NULL DEFAULT '',
+	pickup_id    TEXT NOT NULL DEFAULT '',
+	pickup_code  TEXT NOT NULL DEFAULT '',
+	ended_at     TEXT NOT NULL DEFAULT ''
+) STRICT, WITHOUT ROWID;
+INSERT INTO grants_new(grant_id, version, revoked, action, compartment, size, parcel_id, actor, code_hash, valid_from,
+	valid_until, uses_left, pickup, expired_sent, parcel_seq, issued_at, pickup_id, pickup_code, ended_at)
+SELECT grant_id, version, revoked, action, compartment, size, parcel_id, actor, code_hash, valid_from,
+	valid_until, uses_left, pickup, expired_sent, parcel_seq, issued_at, pickup_id, pickup_code, ended_at
+FROM grants;
+DROP TABLE grants;
+ALTER TABLE grants_new RENAME TO grants;
+CREATE INDEX grants_code ON grants(code_hash) WHERE revoked = 0 AND code_hash <> '';
+CREATE INDEX grants_until ON grants(valid_until) WHERE revoked = 0 AND action = 'pickup' AND expired_sent = 0;
+CREATE INDEX grants_reserving ON grants(compartment) WHERE revoked = 0 AND action = 'deposit' AND compartment <> 0;
+CREATE INDEX grants_pickup_code ON grants(pickup_code) WHERE revoked = 0 AND pickup_code <> '';
+`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

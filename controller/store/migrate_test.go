@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // A deposit grant stored by schema 6 (its nested pickup's id and code only
@@ -76,5 +78,78 @@ func TestPutGrantNamesItsNestedPickup(t *testing.T) {
 	})
 	if !errors.Is(err, ErrPickupUnnamed) {
 		t.Fatalf("PutGrant = %v, want ErrPickupUnnamed", err)
+	}
+}
+
+// Migration 10 keeps every grant and tombstone, field for field, in a
+// table without rowids (a grant's row is its grant_id's index entry), with
+// the same indexes; the purge still deletes by grant_id.
+func TestMigration10KeepsGrantsWithoutRowids(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "l.db")
+	db, err := sql.Open("sqlite", DSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := fmt.Sprintf("%064x", 7)
+	stmts := append(append([]string{}, migrations[:9]...),
+		`INSERT INTO grants(grant_id, version, revoked, action, compartment, size, parcel_id, actor, code_hash, valid_from,
+			valid_until, uses_left, pickup, expired_sent, parcel_seq, issued_at, pickup_id, pickup_code, ended_at)
+		 VALUES ('d1', 3, 0, 'deposit', 4, 'M', 'JT1', '134****8888', '`+fmt.Sprintf("%064x", 1)+`', '2027-01-01T00:00:00.000000000Z',
+			'2027-01-08T00:00:00.000000000Z', 0, '{"grant_id":"d1-p"}', 1, 9, '2027-01-01T00:00:00.000000000Z', 'd1-p', '`+code+`',
+			'2027-01-02T00:00:00.000000000Z')`,
+		`INSERT INTO grants(grant_id, version, revoked, issued_at) VALUES ('r1', 2, 1, '2027-01-01T00:00:00.000000000Z')`,
+		"PRAGMA user_version = 9")
+	for i, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("statement %d: %v", i, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, path) // runs migration 10
+	var ddl string
+	if err := s.db.QueryRow("SELECT sql FROM sqlite_schema WHERE name = 'grants'").Scan(&ddl); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(ddl, "WITHOUT ROWID") {
+		t.Fatalf("grants after migration 10: %s", ddl)
+	}
+	var idx int
+	if err := s.db.QueryRow(`SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'grants' AND name IN
+		('grants_code', 'grants_until', 'grants_reserving', 'grants_pickup_code')`).Scan(&idx); err != nil || idx != 4 {
+		t.Fatalf("%d of the 4 indexes of grants (%v)", idx, err)
+	}
+	at := func(s string) time.Time { return parseTime(s) }
+	want := Grant{ID: "d1", Version: 3, Action: "deposit", Compartment: 4, Size: "M", ParcelID: "JT1", Actor: "134****8888",
+		CodeHash: fmt.Sprintf("%064x", 1), ValidFrom: at("2027-01-01T00:00:00Z"), ValidUntil: at("2027-01-08T00:00:00Z"),
+		Pickup: `{"grant_id":"d1-p"}`, ExpiredSent: true, ParcelSeq: 9, IssuedAt: at("2027-01-01T00:00:00Z"), PickupID: "d1-p",
+		PickupCode: code, EndedAt: at("2027-01-02T00:00:00Z")}
+	err = s.View(ctx, func(tx *Tx) error {
+		g, err := tx.Grant("d1")
+		if err != nil {
+			return err
+		}
+		if fmt.Sprintf("%+v", g) != fmt.Sprintf("%+v", want) {
+			return fmt.Errorf("d1 = %+v, want %+v", g, want)
+		}
+		if r, err := tx.Grant("r1"); err != nil || !r.Revoked || r.Version != 2 {
+			return fmt.Errorf("r1 = %+v, %v", r, err)
+		}
+		if byCode, err := tx.GrantsByPickupCode(code); err != nil || len(byCode) != 1 {
+			return fmt.Errorf("GrantsByPickupCode = %+v, %v", byCode, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var purged int
+	if err := s.Update(ctx, func(tx *Tx) error {
+		purged, err = tx.Purge(at("2027-02-01T00:00:00Z"), "2027-02-01", 10)
+		return err
+	}); err != nil || purged != 2 {
+		t.Fatalf("purged %d (%v), want both", purged, err)
 	}
 }

@@ -20,7 +20,7 @@ import (
 // It returns how many rows went.
 func (t *Tx) Purge(cutoff time.Time, commandCutoff string, limit int) (int, error) {
 	c := timeText(cutoff)
-	res, err := t.exec(`DELETE FROM grants WHERE rowid IN (SELECT rowid FROM grants WHERE
+	res, err := t.exec(`DELETE FROM grants WHERE grant_id IN (SELECT grant_id FROM grants WHERE
 		(revoked = 1 AND issued_at < ?)
 		OR (revoked = 0 AND uses_left = 0 AND ended_at <> '' AND ended_at < ?)
 		OR (revoked = 0 AND valid_until <> '' AND valid_until < ? AND (action <> 'pickup' OR expired_sent = 1 OR uses_left = 0))
