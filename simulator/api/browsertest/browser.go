@@ -99,7 +99,8 @@ func Start(t testing.TB) *Browser {
 func Launch(bin string) (*Browser, error) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("hide-scrollbars", true), chromedp.Flag("mute-audio", true))
+		chromedp.Flag("hide-scrollbars", true), chromedp.Flag("mute-audio", true),
+		chromedp.Flag("disable-dev-shm-usage", false)) // shared memory in /dev/shm, not on /tmp's disk
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	b := &Browser{ctx: ctx, cancel: cancel, cancelAlloc: cancelAlloc}

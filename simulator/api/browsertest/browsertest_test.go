@@ -157,34 +157,12 @@ func TestBrowser(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Eval(ctx, "1", nil); err == nil {
-		t.Fatal("Eval on a closed tab")
+	if err := p.Eval(ctx, "1", nil); !errors.Is(err, errClosed) {
+		t.Fatalf("Eval on a closed tab: %v", err)
 	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.NewPage(ctx, 10, 10); !errors.Is(err, context.Canceled) {
-		t.Fatalf("NewPage after Close: %v", err)
-	}
-}
 
-// TestCloseLeavesNoProcess: Close ends Chromium and every process it
-// started (zygotes, renderers, GPU and network services), and removes its
-// profile folder.
-func TestCloseLeavesNoProcess(t *testing.T) {
-	b := Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	p, err := b.NewPage(ctx, 100, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Navigate(ctx, "data:text/html,<p>hi</p>"); err != nil {
-		t.Fatal(err)
-	}
+	// Close ends Chromium and every process it started (zygotes,
+	// renderers, GPU and network services), and removes its profile.
 	line, err := chromedp.CallBrowser(b.ctx, browser.GetBrowserCommandLine, cdp.Empty{})
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +190,12 @@ func TestCloseLeavesNoProcess(t *testing.T) {
 	}
 	if _, err := os.Stat(profile); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the profile is left behind: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.NewPage(ctx, 10, 10); !errors.Is(err, context.Canceled) {
+		t.Fatalf("NewPage after Close: %v", err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto"
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -28,17 +29,35 @@ type Page struct {
 	errors []string // JavaScript exceptions and console errors, guarded by mu
 }
 
-// bounded is the tab's chromedp context ended by ctx: chromedp finds its
-// tab in the values, and the step ends with ctx's deadline.
-type bounded struct {
+// errClosed: the tab or the browser was closed.
+var errClosed = errors.New("browsertest: the page is closed")
+
+// run runs a on the tab, ended by ctx (the step's deadline) or by the
+// end of the tab, whichever comes first.
+func run[T any](ctx context.Context, p *Page, a chromedp.Action[T]) (T, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(p.ctx, func() { cancel(errClosed) })
+	defer stop()
+	v, err := chromedp.Run(tabValues{ctx, p.ctx}, a)
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(err, cause) {
+		err = fmt.Errorf("%w (%w)", err, cause)
+	}
+	return v, err
+}
+
+// tabValues is a context ended as its own and holding the values of the
+// tab's chromedp context, where chromedp finds the tab.
+type tabValues struct {
 	context.Context
 	tab context.Context
 }
 
-func (c bounded) Value(key any) any { return c.tab.Value(key) }
+func (c tabValues) Value(key any) any { return c.tab.Value(key) }
 
 func (p *Page) do(ctx context.Context, steps ...chromedp.Action[chromedp.Void]) error {
-	return chromedp.Do(bounded{ctx, p.ctx}, steps...)
+	_, err := run(ctx, p, chromedp.Steps(steps...))
+	return err
 }
 
 // event is called by chromedp for each event of the tab, in order; it must
@@ -100,7 +119,7 @@ func (p *Page) Navigate(ctx context.Context, url string) error {
 // is nil (undefined and null leave out as it is). An exception thrown by
 // expr is returned as an error.
 func (p *Page) Eval(ctx context.Context, expr string, out any) error {
-	raw, err := chromedp.Run(bounded{ctx, p.ctx}, chromedp.Evaluate[[]byte](expr, chromedp.EvalAwaitPromise,
+	raw, err := run(ctx, p, chromedp.Evaluate[[]byte](expr, chromedp.EvalAwaitPromise,
 		func(e *runtime.EvaluateParams) { e.UserGesture = new(true) }))
 	if err != nil {
 		return fmt.Errorf("evaluating %s: %w", abbrev(expr), err)
@@ -220,8 +239,10 @@ func (p *Page) Type(ctx context.Context, selector, text string) error {
 	if text == "" {
 		return p.do(ctx, chromedp.KeyEvent(kb.Delete))
 	}
-	_, err := chromedp.Call(bounded{ctx, p.ctx}, input.InsertText, input.InsertTextParams{Text: text})
-	return err
+	return p.do(ctx, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: text})
+		return err
+	}))
 }
 
 // keys are the named keys Press knows besides printable characters.
@@ -278,7 +299,7 @@ func (p *Page) Screenshot(ctx context.Context, full bool) ([]byte, error) {
 	if full {
 		shot = chromedp.FullScreenshot(100) // quality 100: a PNG
 	}
-	png, err := chromedp.Run(bounded{ctx, p.ctx}, shot)
+	png, err := run(ctx, p, shot)
 	if err != nil {
 		return nil, fmt.Errorf("screenshot: %w", err)
 	}
