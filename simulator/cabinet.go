@@ -193,6 +193,8 @@ type Cabinet struct {
 	external   map[int]bool          // compartments on real boards
 	boardPulse time.Duration         // a simulated board's coil pulse
 
+	monitors map[string]*rs485.Monitor // frame views of the real buses (boards.go)
+
 	// persistMu serialises writes of the state file. Lock order: persistMu
 	// before mu; persistMu is never taken while mu is held.
 	persistMu sync.Mutex
@@ -527,7 +529,12 @@ func (c *Cabinet) changedLocked(persistent bool) {
 		default:
 		}
 	}
-	c.inputsChangedLocked()
+	if persistent {
+		// A door, latch, parcel or fault: what the sensors read. The
+		// display, the LEDs, the buzzer and the coils' own changes
+		// (persistent only when a latch moves) wake nobody.
+		c.inputsChangedLocked()
+	}
 }
 
 // inputsChangedLocked wakes the subscribers of SubscribeInputs.
@@ -542,9 +549,9 @@ func (c *Cabinet) inputsChangedLocked() {
 
 // SubscribeInputs is Subscribe for what the input pins read: its channel
 // receives a value after every change that may change the level of a door,
-// occupancy or keypad column pin (a door, a parcel, a fault, a key pressed
-// or released; a bouncing door sensor once more when its bounce is over),
-// and after every change of the snapshot. It is hal.Options.InputChanges
+// occupancy or keypad column pin: a change of the persistent state (a door,
+// a latch, a parcel, a fault), a key pressed or released, and a bouncing
+// door sensor once more when its bounce is over. It is hal.Options.InputChanges
 // for a fleet of simulated lockers, whose pins are then read only when
 // something happened.
 func (c *Cabinet) SubscribeInputs() (<-chan struct{}, func()) {
