@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	halrs485 "github.com/openlocker/locker/hal/rs485"
 	"github.com/openlocker/locker/hal/rs485/proto"
 	"github.com/openlocker/locker/hal/rs485/serial"
 	"github.com/openlocker/locker/hal/wiring"
@@ -101,12 +102,9 @@ func (c *Cabinet) buildBoards(realDevice func(string) bool, echo bool) error {
 	c.onBoard = map[boardKey]*comp{}
 	c.external = map[int]bool{}
 	c.rs485 = map[string]*rs485.Bus{}
+	c.monitors = map[string]*rs485.Monitor{}
 	for i := range c.w.RS485 {
 		wb := &c.w.RS485[i]
-		if realDevice != nil && realDevice(wb.Device) {
-			c.realBuses = append(c.realBuses, wb.Name)
-			continue
-		}
 		p, err := proto.ParseProtocol(wb.Protocol)
 		if err != nil {
 			return fmt.Errorf("%w: bus %s: %v", ErrBadWiring, wb.Name, err)
@@ -114,6 +112,11 @@ func (c *Cabinet) buildBoards(realDevice func(string) bool, echo bool) error {
 		openBit := 0
 		if wb.OpenBit() {
 			openBit = 1
+		}
+		if realDevice != nil && realDevice(wb.Device) {
+			c.realBuses = append(c.realBuses, wb.Name)
+			c.monitors[wb.Name] = rs485.NewMonitor(wb.Name, p, openBit)
+			continue
 		}
 		cfg := rs485.Config{Name: wb.Name, Protocol: p, Baud: wb.Baud, LockOpenBit: openBit,
 			Physics: boardPhysics{c: c, bus: wb.Name}}
@@ -181,6 +184,19 @@ func (c *Cabinet) RS485Bus(name string) *rs485.Bus { return c.rs485[name] }
 // RealBuses names the wiring's buses that drive a real device
 // (Options.RealDevice) instead of simulated boards.
 func (c *Cabinet) RealBuses() []string { return append([]string(nil), c.realBuses...) }
+
+// RealMonitor returns the frame view of the real bus called name, or nil.
+func (c *Cabinet) RealMonitor(name string) *rs485.Monitor { return c.monitors[name] }
+
+// ObserveRS485 is hal's frame observer (hal.Options.ObserveRS485) for this
+// cabinet: the daemon's bus worker tells a real bus's frames to its
+// Monitor, for the page; a simulated bus keeps its own, so it gets none.
+func (c *Cabinet) ObserveRS485(bus string) halrs485.Observer {
+	if m := c.monitors[bus]; m != nil {
+		return m.Observe
+	}
+	return nil
+}
 
 // External reports whether compartment n is on a real board: the
 // simulated physics does not know its door or parcel.

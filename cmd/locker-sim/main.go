@@ -205,7 +205,7 @@ func run() int {
 	d, err := daemon.New(ctx, daemon.Options{
 		LockerID: *lockerID, DataDir: *dbDir, Wiring: w, Logger: log, Language: *language,
 		Pins:          func(name string) gpio.PinIO { return gpioreg.ByName(name) },
-		Hal:           hal.Options{NoDisplayDelays: true, Buses: cab.Bus, OpenSerial: cab.OpenSerial},
+		Hal:           hal.Options{NoDisplayDelays: true, Buses: cab.Bus, OpenSerial: cab.OpenSerial, ObserveRS485: cab.ObserveRS485},
 		Link:          client.Options{Broker: url, Keys: ring, BackoffMin: *backoffMin, BackoffMax: *backoffMax},
 		OnTrace:       srv.PublishTrace,
 		OnStorageWait: func(error) { serve() },

@@ -223,4 +223,43 @@ func TestRS485ExistingDeviceIsDriven(t *testing.T) {
 	if !unlocked {
 		t.Fatal("the board on the device never received the unlock of board 1 lock 4")
 	}
+
+	// The page's frame view of the real bus: what the daemon wrote and
+	// read, decoded, with what went wrong.
+	realFrame := func(what string, match func(rs485.Frame) bool) rs485.Frame {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			for _, f := range s.rs485().Real[0].Frames {
+				if match(f) {
+					return f
+				}
+			}
+		}
+		t.Fatalf("no frame %s in the real bus's view: %+v", what, s.rs485().Real[0].Frames)
+		return rs485.Frame{}
+	}
+	// The frames are the last 200: the unlock may have scrolled out, so
+	// open another compartment (21: board 1, lock 5).
+	if code := s.call("POST", "/api/central/commands", map[string]any{"action": "open", "compartment": 21}, &res); code != 200 {
+		t.Fatalf("command: %d %s", code, res)
+	}
+	if f := realFrame("unlock of board 1 lock 5", func(f rs485.Frame) bool { return f.Hex == "02 14 31 03 4A" }); f.Dir != rs485.ToBoard ||
+		f.Text != "board 1 lock 5: unlock" || f.Err != "" || f.Bus != "BUS1" {
+		t.Fatalf("unlock frame %+v", f)
+	}
+	realFrame("a status of board 1 with locks 4 and 5 open", func(f rs485.Frame) bool {
+		return f.Dir == rs485.FromBoard && f.Err == "" && strings.HasPrefix(f.Text, "board 1 status: open 4 5,")
+	})
+	if err := boards.SetFault(2, rs485.FaultBadChecksum); err != nil {
+		t.Fatal(err)
+	}
+	realFrame("a bad checksum from board 2", func(f rs485.Frame) bool {
+		return f.Dir == rs485.FromBoard && strings.Contains(f.Err, "checksum")
+	})
+	if err := boards.SetFault(2, rs485.FaultNoAnswer); err != nil {
+		t.Fatal(err)
+	}
+	realFrame("a time-out of board 2", func(f rs485.Frame) bool {
+		return f.Dir == rs485.FromBoard && strings.Contains(f.Err, "no reply") && f.Hex == ""
+	})
 }

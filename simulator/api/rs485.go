@@ -46,6 +46,9 @@ type RS485Bus struct {
 type RealBus struct {
 	Name   string `json:"name"`
 	Device string `json:"device"`
+	// Frames are the last frames the daemon's bus worker wrote and read,
+	// oldest first, as for a simulated bus ("err" also says a time-out).
+	Frames []rs485.Frame `json:"frames"`
 }
 
 func (s *Server) rs485View() RS485 {
@@ -60,9 +63,12 @@ func (s *Server) rs485View() RS485 {
 		out.Buses = append(out.Buses, v)
 	}
 	for _, name := range s.cab.RealBuses() {
-		rb := RealBus{Name: name}
+		rb := RealBus{Name: name, Frames: []rs485.Frame{}}
 		if wb, ok := w.Bus(name); ok {
 			rb.Device = wb.Device
+		}
+		if m := s.cab.RealMonitor(name); m != nil {
+			rb.Frames = m.Frames()
 		}
 		out.Real = append(out.Real, rb)
 	}
@@ -170,10 +176,23 @@ func (s *Server) handlePowerCycle(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.boardState(bus, addr))
 }
 
-// watchBuses forwards the buses' frames to the event streams until stop
-// is closed, leaving out the status polls whose reply did not change.
+// watchBuses forwards the frames of the simulated buses, and of the real
+// ones as the daemon saw them, to the event streams until stop is closed,
+// leaving out the status polls whose reply did not change.
 func (s *Server) watchBuses(stop <-chan struct{}) {
+	type frameSource interface {
+		Subscribe() (<-chan rs485.Frame, func())
+	}
+	var sources []frameSource
 	for _, b := range s.cab.RS485() {
+		sources = append(sources, b)
+	}
+	for _, name := range s.cab.RealBuses() {
+		if m := s.cab.RealMonitor(name); m != nil {
+			sources = append(sources, m)
+		}
+	}
+	for _, b := range sources {
 		ch, cancel := b.Subscribe()
 		go func() {
 			defer cancel()
@@ -186,7 +205,7 @@ func (s *Server) watchBuses(stop <-chan struct{}) {
 					return
 				case f := <-ch:
 					switch {
-					case f.Dir == rs485.ToBoard && f.Err == "" && strings.Contains(f.Text, "status"):
+					case f.Dir == rs485.ToBoard && f.Err == "" && (strings.Contains(f.Text, "status") || strings.Contains(f.Text, "query")):
 						held, lastCmd = &f, f.Hex
 					case f.Dir == rs485.FromBoard && f.Err == "" && held != nil && lastReply[lastCmd] == f.Hex:
 						held = nil // nothing new

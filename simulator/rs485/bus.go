@@ -79,14 +79,11 @@ const maxFrames = 200
 type Bus struct {
 	cfg Config
 
-	// mu guards the fields below and every board; nothing is called under
-	// it but non-blocking sends to subscribers.
+	log frameLog
+
+	// mu guards the fields below and every board.
 	mu     sync.Mutex
 	boards map[int]*board
-	frames []Frame
-	seq    uint64
-	subs   map[int]chan Frame
-	nextID int
 	closed bool
 	file   *os.File // the pty master while ServePTY serves
 	path   string
@@ -100,7 +97,7 @@ func New(cfg Config) (*Bus, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	b := &Bus{cfg: cfg, boards: map[int]*board{}, subs: map[int]chan Frame{}}
+	b := &Bus{cfg: cfg, boards: map[int]*board{}, log: frameLog{name: cfg.Name, now: cfg.Now}}
 	for _, bc := range cfg.Boards {
 		b.boards[bc.Address] = &board{cfg: bc, fault: FaultNone, chUnlocks: map[int]uint64{}}
 	}
@@ -410,20 +407,7 @@ func (b *Bus) wireTime(n int) time.Duration {
 
 // record logs a frame and publishes it.
 func (b *Bus) record(dir string, data []byte, text, errText string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.seq++
-	f := Frame{Seq: b.seq, At: b.cfg.Now(), Bus: b.cfg.Name, Dir: dir, Hex: Hex(data), Text: text, Err: errText}
-	if len(b.frames) == maxFrames {
-		b.frames = append(b.frames[:0], b.frames[1:]...)
-	}
-	b.frames = append(b.frames, f)
-	for _, ch := range b.subs {
-		select {
-		case ch <- f:
-		default:
-		}
-	}
+	b.log.add(dir, data, text, errText)
 }
 
 // Hex renders bytes as the page shows them: "02 00 31 03 36".
@@ -440,31 +424,12 @@ func Hex(data []byte) string {
 }
 
 // Frames returns the last frames seen on the line, oldest first.
-func (b *Bus) Frames() []Frame {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]Frame(nil), b.frames...)
-}
+func (b *Bus) Frames() []Frame { return b.log.all() }
 
 // Subscribe returns a channel that receives every frame from now on (a
 // subscriber too slow misses frames; the channel holds 256) and a function
 // that ends the subscription. The channel is never closed.
-func (b *Bus) Subscribe() (<-chan Frame, func()) {
-	ch := make(chan Frame, 256)
-	b.mu.Lock()
-	id := b.nextID
-	b.nextID++
-	b.subs[id] = ch
-	b.mu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			b.mu.Lock()
-			delete(b.subs, id)
-			b.mu.Unlock()
-		})
-	}
-}
+func (b *Bus) Subscribe() (<-chan Frame, func()) { return b.log.subscribe() }
 
 // Boards returns the state of every board, by address.
 func (b *Bus) Boards() []BoardState {

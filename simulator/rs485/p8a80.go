@@ -23,13 +23,7 @@ func (b *Bus) handle8A80(w io.Writer, frame []byte) bool {
 	if err != nil {
 		return false
 	}
-	text := fmt.Sprintf("board %d: query all", cmd.Addr)
-	if cmd.Head == proto.Head8A80Unlock {
-		text = fmt.Sprintf("board %d channel %d: unlock", cmd.Addr, cmd.Channel)
-		if cmd.Channel == 0 {
-			text = fmt.Sprintf("board %d: unlock all", cmd.Addr)
-		}
-	}
+	text := text8A80(cmd)
 	bd, listens, deaf := b.boardFor(cmd.Addr)
 	resent := bd != nil && cmd.Head == proto.Head8A80Unlock && b.sentUnlock(bd, cmd.Channel)
 	if resent {
@@ -77,11 +71,7 @@ func (b *Bus) handle8A80(w io.Writer, frame []byte) bool {
 	}
 	reply, err := proto.EncodeUnlockReply8A80(proto.UnlockReply8A80{Addr: cmd.Addr, Channel: cmd.Channel, Open: open})
 	if err == nil {
-		st := "closed"
-		if open {
-			st = "open"
-		}
-		b.reply(w, bd, delay, reply, fmt.Sprintf("board %d channel %d: %s", cmd.Addr, cmd.Channel, st), false)
+		b.reply(w, bd, delay, reply, unlockReply8A80Text(proto.UnlockReply8A80{Addr: cmd.Addr, Channel: cmd.Channel, Open: open}), false)
 	}
 	return true
 }
@@ -113,4 +103,24 @@ func status8A80Text(addr, channels int, bits uint64, openBit int) string {
 		}
 	}
 	return fmt.Sprintf("board %d status: open %s", addr, list(open))
+}
+
+// text8A80 describes an 8A/80 command.
+func text8A80(cmd proto.Command8A80) string {
+	switch {
+	case cmd.Head != proto.Head8A80Unlock:
+		return fmt.Sprintf("board %d: query all", cmd.Addr)
+	case cmd.Channel == 0:
+		return fmt.Sprintf("board %d: unlock all", cmd.Addr)
+	}
+	return fmt.Sprintf("board %d channel %d: unlock", cmd.Addr, cmd.Channel)
+}
+
+// unlockReply8A80Text describes an 8A/80 unlock reply.
+func unlockReply8A80Text(r proto.UnlockReply8A80) string {
+	st := "closed"
+	if r.Open {
+		st = "open"
+	}
+	return fmt.Sprintf("board %d channel %d: %s", r.Addr, r.Channel, st)
 }

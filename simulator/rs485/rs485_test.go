@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	halrs485 "github.com/openlocker/locker/hal/rs485"
 	"github.com/openlocker/locker/hal/rs485/proto"
 )
 
@@ -421,5 +422,44 @@ func Test8A80I15Watch(t *testing.T) {
 	readFrame(t, f, 5, 3*time.Second)
 	if st := b.Boards()[0]; st.Resent != 1 || st.Unlocks != 3 || st.ChannelUnlocks[8] != 1 || st.ChannelUnlocks[1] != 3 {
 		t.Fatalf("%+v", st)
+	}
+}
+
+// TestMonitorDecodesTheDaemonsFrames: a real bus's frame view decodes what
+// the daemon's bus worker wrote and read, and keeps its errors.
+func TestMonitorDecodesTheDaemonsFrames(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	k := NewMonitor("BUS1", proto.Kerong, 1)
+	ch, cancel := k.Subscribe()
+	defer cancel()
+	k.Observe(halrs485.Frame{At: at, Sent: true, Board: 1, Data: []byte{0x02, 0x10, 0x31, 0x03, 0x46}})
+	k.Observe(halrs485.Frame{At: at, Board: 1, Data: []byte{0x02, 0x10, 0x35, 0x01, 0x00, 0x00, 0x00, 0x03, 0x4B}})
+	k.Observe(halrs485.Frame{At: at, Board: 2, Err: halrs485.ErrTimeout})
+	k.Observe(halrs485.Frame{At: at, Board: -1, Data: []byte{0xFF}, Err: halrs485.ErrStray})
+	m := NewMonitor("BUS2", proto.P8A80, 1)
+	m.Observe(halrs485.Frame{At: at, Sent: true, Board: 1, Data: []byte{0x80, 0x01, 0x00, 0x33, 0xB2}})
+	m.Observe(halrs485.Frame{At: at, Board: 1, Data: []byte{0x80, 0x01, 0x00, 0x00, 0x01, 0x33, 0xB3}})
+	m.Observe(halrs485.Frame{At: at, Board: 1, Data: []byte{0x8A, 0x01, 0x01, 0x11, 0x9B}})
+	got := func(fs []Frame) (out []string) {
+		for _, f := range fs {
+			out = append(out, f.Bus+"|"+f.Dir+"|"+f.Hex+"|"+f.Text+"|"+f.Err)
+		}
+		return out
+	}
+	want := []string{
+		"BUS1|cmd|02 10 31 03 46|board 1 lock 1: unlock|",
+		"BUS1|reply|02 10 35 01 00 00 00 03 4B|board 1 status: open 1, parcels none|",
+		"BUS1|reply|||" + halrs485.ErrTimeout.Error(),
+		"BUS1|reply|FF||" + halrs485.ErrStray.Error(),
+		"BUS2|cmd|80 01 00 33 B2|board 1: query all|",
+		"BUS2|reply|80 01 00 00 01 33 B3|board 1 status: open 1|",
+		"BUS2|reply|8A 01 01 11 9B|board 1 channel 1: open|",
+	}
+	all := append(got(k.Frames()), got(m.Frames())...)
+	if strings.Join(all, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("frames:\n%s\nwant:\n%s", strings.Join(all, "\n"), strings.Join(want, "\n"))
+	}
+	if f := <-ch; f.Seq != 1 || !f.At.Equal(at) || f.Text != "board 1 lock 1: unlock" {
+		t.Fatalf("first frame published: %+v", f)
 	}
 }

@@ -577,8 +577,8 @@ function onMQTT(m) {
 
 const BUS_FAULTS = ["none", "no_answer", "lost_reply", "bad_checksum", "wrong_address", "noise", "power_cut_on_unlock"];
 
-// onFrame shows one frame of a simulated bus: time, direction, hex,
-// decoded, and what was wrong with it.
+// onFrame shows one frame of a bus (simulated, or real as the daemon saw
+// it): time, direction, hex, decoded, and what was wrong with it.
 function onFrame(f) {
   const cmd = f.dir === "cmd";
   addLog("bus", el("li", {class: (cmd ? "down" : "up") + (f.err ? " alert" : ""), "data-dir": f.dir},
@@ -598,7 +598,7 @@ function renderBus(v) {
   $("bus-panel").hidden = buses.length === 0 && real.length === 0;
   const chips = [];
   for (const r of real) {
-    chips.push(el("p", {class: "note"}, `${r.name}: real device ${r.device} — the compartments show what its boards report`));
+    chips.push(el("p", {class: "note"}, `${r.name}: real device ${r.device} — the compartments show what its boards report, the frames what the daemon wrote and read`));
   }
   for (const b of buses) {
     chips.push(el("p", {class: "note"}, `${b.name}: simulated ${b.protocol} boards, ${b.baud} baud, on ${b.pty} (wiring: ${b.device})`));
@@ -620,7 +620,7 @@ function renderBus(v) {
 function loadBus(first) {
   return fetch("/api/rs485").then((r) => r.json()).then((v) => {
     renderBus(v);
-    if (first === true) for (const b of v.buses || []) for (const f of (b.frames || []).slice(-50)) onFrame(f);
+    if (first === true) for (const b of [...(v.buses || []), ...(v.real || [])]) for (const f of (b.frames || []).slice(-50)) onFrame(f);
   }).catch(() => {});
 }
 
