@@ -7,8 +7,9 @@ import (
 
 // RestPoll is how often the sensors are sampled and the keypad scanned
 // while they rest on inputs that tell of their changes
-// (Options.InputChanges): a safety net, should a change go untold.
-const RestPoll = time.Second
+// (Options.InputChanges): a safety net, should a change go untold. At 1 s
+// it was still 17 µs/s of an idle fleet locker's 223 (1,200 lockers).
+const RestPoll = 5 * time.Second
 
 // pacer paces a sampling loop (the sensor poller, the keypad scanner):
 // a sample every period; or, when the inputs tell of their changes
