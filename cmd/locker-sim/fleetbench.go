@@ -81,6 +81,9 @@ func (f *fleet) bench(parent context.Context) error {
 		f.stop()
 		return err
 	}
+	if f.o.Child {
+		fmt.Fprintf(f.proto, "@ready %d\n", time.Since(f.started).Milliseconds())
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if f.o.Report > 0 {
