@@ -3,6 +3,8 @@
 package simulator
 
 import (
+	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -30,7 +32,7 @@ func kerong48(t *testing.T, opts Options) *Cabinet {
 // the power budget, and the door springs ajar; the status then reads it
 // open with its parcel; a jammed latch holds and reads closed.
 func TestBoardUnlockReleasesTheLatch(t *testing.T) {
-	cab := kerong48(t, Options{KerongUnlockEcho: true})
+	cab := kerong48(t, Options{})
 	if len(cab.RS485()) != 1 || cab.RS485Bus("BUS1") == nil || len(cab.RealBuses()) != 0 || cab.External(17) {
 		t.Fatalf("buses %v, real %v", cab.RS485(), cab.RealBuses())
 	}
@@ -102,6 +104,49 @@ func TestBoardUnlockReleasesTheLatch(t *testing.T) {
 	}
 	if err := cab.CheckInvariants(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBoardSilentUnlock: boards that answer nothing to an unlock (as some
+// Kerong boards do) still fire the coil; the next status reads it open.
+func TestBoardSilentUnlock(t *testing.T) {
+	cab := kerong48(t, Options{KerongSilentUnlock: true})
+	port, err := cab.OpenSerial("/dev/ttyUSB0", 19200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	p := port.(interface{ SetReadDeadline(time.Time) error })
+	f, _ := proto.KerongUnlockFrame(0, 3) // compartment 3
+	port.Write(f)
+	p.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 32)
+	if k, err := port.Read(buf); k > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the unlock was answered: % x, %v", buf[:k], err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if c, _ := cab.Compartment(3); c.Door == DoorOpen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("compartment 3 did not open")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	q, _ := proto.KerongStatusFrame(0)
+	port.Write(q)
+	p.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var got []byte
+	for len(got) < 9 {
+		k, err := port.Read(buf)
+		got = append(got, buf[:k]...)
+		if err != nil {
+			t.Fatalf("after % x: %v", got, err)
+		}
+	}
+	if st, err := proto.DecodeKerongStatus(got, 0); err != nil || !st.LockBit(3) {
+		t.Fatalf("status %+v, %v: want lock 3 open", st, err)
 	}
 }
 

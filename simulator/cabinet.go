@@ -137,10 +137,10 @@ type Options struct {
 	// wiring is a real one to drive (a USB-RS485 adapter with a board, an
 	// emulator) rather than boards to simulate; nil simulates every bus.
 	RealDevice func(device string) bool
-	// KerongUnlockEcho makes the simulated Kerong boards answer an unlock
-	// with their status, as some boards do; by default they answer
-	// nothing, as others do (the effect is read from the next status).
-	KerongUnlockEcho bool
+	// KerongSilentUnlock makes the simulated Kerong boards answer nothing
+	// to an unlock, as some boards do (the effect is read from the next
+	// status); by default they answer with their status, as most do.
+	KerongSilentUnlock bool
 }
 
 // State is the physical truth of the whole cabinet.
@@ -274,7 +274,7 @@ func New(w *wiring.Wiring, opts Options) (*Cabinet, error) {
 	if c.minPulse <= 0 {
 		c.minPulse = DefaultMinPulse
 	}
-	if err := c.buildBoards(opts.RealDevice, opts.KerongUnlockEcho); err != nil {
+	if err := c.buildBoards(opts.RealDevice, !opts.KerongSilentUnlock); err != nil {
 		return nil, err
 	}
 	if err := c.build(); err != nil {

@@ -66,6 +66,22 @@ func WiringDirective(data []byte) string {
 	return ""
 }
 
+// SilentUnlockDirective reports whether a comment line "# boards:
+// silent-unlock" among the first lines asks for Kerong boards that answer
+// nothing to an unlock (by default they answer with their status).
+func SilentUnlockDirective(data []byte) bool {
+	for line := range strings.Lines(string(data)) {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "#") {
+			return false
+		}
+		if rest, ok := strings.CutPrefix(line, "# boards:"); ok && strings.TrimSpace(rest) == "silent-unlock" {
+			return true
+		}
+	}
+	return false
+}
+
 // Parse reads a scenario. Errors name the line.
 func Parse(data []byte, source string) ([]Step, error) {
 	var steps []Step

@@ -32,7 +32,7 @@ func TestScenarios(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			opts := Options{Dir: t.TempDir(), Verbose: func(s string) { t.Log(s) }}
+			opts := Options{Dir: t.TempDir(), Verbose: func(s string) { t.Log(s) }, KerongSilentUnlock: SilentUnlockDirective(data)}
 			if w := WiringDirective(data); w != "" {
 				if opts.Wiring, err = wiring.Load(filepath.Join("../../testdata/wiring", w)); err != nil {
 					t.Fatal(err)
