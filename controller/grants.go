@@ -23,7 +23,8 @@ func (c *Controller) ApplyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 	var err error
 	derr := c.do(ctx, func() { ack, err = c.applyGrants(ctx, body) })
 	if derr != nil {
-		return ack, derr
+		// The closure may still run (and write ack) after do gave up.
+		return GrantsAck{}, derr
 	}
 	return ack, err
 }
