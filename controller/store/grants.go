@@ -157,11 +157,21 @@ type GrantMeta struct {
 }
 
 // AllGrantMeta reads every grant's (and tombstone's) version, codes and
-// issued_at, for applying a large envelope or a snapshot without a lookup
-// per op.
+// issued_at. Applying envelopes holds the live ones only (LiveGrantMeta);
+// tests read them all.
 func (t *Tx) AllGrantMeta() (map[string]GrantMeta, error) {
-	rows, err := t.query(`SELECT grant_id, version, revoked, code_hash, valid_until, uses_left, pickup_id, pickup_code, issued_at
-		FROM grants`)
+	return t.grantMeta("")
+}
+
+// grantMeta reads the GrantMeta of the grants that where (an SQL condition,
+// empty for all) selects, by grant id.
+func (t *Tx) grantMeta(where string) (map[string]GrantMeta, error) {
+	q := `SELECT grant_id, version, revoked, code_hash, valid_until, uses_left, pickup_id, pickup_code, issued_at
+		FROM grants`
+	if where != "" {
+		q += " WHERE " + where
+	}
+	rows, err := t.query(q)
 	if err != nil {
 		return nil, err
 	}
