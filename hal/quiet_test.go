@@ -1,10 +1,6 @@
 package hal
 
 import (
-	"context"
-	"io"
-	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,44 +43,11 @@ func newQuietRig(t *testing.T, w *wiring.Wiring, tell bool) (*simRig, *atomic.In
 		}
 		return p
 	}
-	opts := Options{Buses: cab.Bus, NoDisplayDelays: true, ScanInterval: time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var opts Options
 	if tell {
 		opts.InputChanges = cab.SubscribeInputs
 	}
-	hw, err := New(w, pins, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &simRig{cab: cab, hw: hw, notify: make(chan struct{}, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = hw.Run(ctx) })
-	wg.Go(func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-hw.Events():
-				r.mu.Lock()
-				r.evs = append(r.evs, ev)
-				r.mu.Unlock()
-				select {
-				case r.notify <- struct{}{}:
-				default:
-				}
-			}
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		_ = cab.Halt()
-		if err := cab.CheckInvariants(); err != nil {
-			t.Error(err)
-		}
-	})
-	return r, reads
+	return startSimRig(t, w, cab, pins, opts, false), reads
 }
 
 // With InputChanges, an idle cabinet's sensors and keypad are read at

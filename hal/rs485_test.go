@@ -23,7 +23,8 @@ import (
 // and DoorChanged; a board that stops answering is a SensorFault "board
 // BUS1/0" and recovers by itself.
 func TestRS485Cabinet(t *testing.T) {
-	w, err := wiring.Parse([]byte(`name: t
+	boards := &rs485test.Boards{Protocol: proto.Kerong, Baud: 19200, Channels: map[int]int{0: 16}}
+	w, path := kerongBus(t, `name: t
 sensors: {debounce: 30ms, poll: 5ms}
 locks: {confirm: 1s, cooldown: 0s}
 rs485:
@@ -32,17 +33,7 @@ compartments:
   - {number: 1, size: S, bus: BUS1, board: 0, channel: 1}
   - {number: 2, size: M, bus: BUS1, board: 0, channel: 2}
   - {number: 3, size: L, lock: L3, door: D3}
-`), "t.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	master, path, err := serial.OpenPTY()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	boards := &rs485test.Boards{Protocol: proto.Kerong, Baud: 19200, Channels: map[int]int{0: 16}}
-	go boards.Serve(master)
+`, boards)
 	pins := map[string]gpio.PinIO{"L3": &fakePin{name: "L3"}, "D3": &fakePin{name: "D3"}}
 	var opened string
 	h, err := New(w, func(n string) gpio.PinIO { return pins[n] }, Options{OpenSerial: func(dev string, baud int) (io.ReadWriteCloser, error) {
@@ -139,7 +130,12 @@ compartments:
 // (TestBootWaitsForUnreadSensors). A board whose first reply is cut short
 // once is read again, not left unread (TestCrashKill9Kerong under load).
 func TestBoardSilentAtStart(t *testing.T) {
-	w, err := wiring.Parse([]byte(`name: t
+	boards := &rs485test.Boards{Protocol: proto.Kerong, Baud: 19200, Channels: map[int]int{0: 16, 1: 16}}
+	boards.SetOpen(0, 1, true)
+	boards.SetIR(0, 1, true)
+	boards.Corrupt(1) // board 0's first reply is bad: read again at start
+	boards.Silence(1, true)
+	w, path := kerongBus(t, `name: t
 sensors: {debounce: 30ms, poll: 5ms}
 locks: {confirm: 1s, cooldown: 0s}
 rs485:
@@ -147,21 +143,7 @@ rs485:
 compartments:
   - {number: 1, size: S, bus: BUS1, board: 0, channel: 1}
   - {number: 2, size: S, bus: BUS1, board: 1, channel: 1}
-`), "t.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	master, path, err := serial.OpenPTY()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	boards := &rs485test.Boards{Protocol: proto.Kerong, Baud: 19200, Channels: map[int]int{0: 16, 1: 16}}
-	boards.SetOpen(0, 1, true)
-	boards.SetIR(0, 1, true)
-	boards.Corrupt(1) // board 0's first reply is bad: read again at start
-	boards.Silence(1, true)
-	go boards.Serve(master)
+`, boards)
 	h, err := New(w, func(string) gpio.PinIO { return nil }, Options{OpenSerial: func(_ string, baud int) (io.ReadWriteCloser, error) {
 		return serial.Open(path, baud)
 	}})
@@ -225,4 +207,21 @@ compartments:
 	if !open || !present {
 		t.Errorf("compartment 2 reads open %v, parcel %v; the board says both", open, present)
 	}
+}
+
+// kerongBus parses the wiring yaml and serves boards behind a new
+// pseudo-terminal; it returns the wiring and the path hal opens.
+func kerongBus(t *testing.T, yaml string, boards *rs485test.Boards) (*wiring.Wiring, string) {
+	t.Helper()
+	w, err := wiring.Parse([]byte(yaml), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, path, err := serial.OpenPTY()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { master.Close() })
+	go boards.Serve(master)
+	return w, path
 }
