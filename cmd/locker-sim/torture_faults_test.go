@@ -430,29 +430,9 @@ func (r *faultRig) randomStep() {
 
 func (r *faultRig) id() int64 { r.nextID++; return r.nextID }
 
-func (r *faultRig) newCode() string {
-	for {
-		c := fmt.Sprintf("%06d", 100000+r.rng.IntN(900000))
-		if !r.codes[c] {
-			r.codes[c] = true
-			return c
-		}
-	}
-}
+func (r *faultRig) newCode() string { return uniqueCode(r.rng, r.codes) }
 
-func (r *faultRig) waitOnline() {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var st controller.Status
-		if r.s.call("GET", "/api/daemon/status", nil, &st) == 200 && st.State == "online" {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatal("the locker did not connect to the broker within 20 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func (r *faultRig) waitOnline() { r.s.waitOnline(r.t) }
 
 // send signs one grants envelope and waits for its ack, sending it again
 // while none comes (the first may reach the broker before the locker's

@@ -238,29 +238,9 @@ func (r *rs485Rig) violate(format string, args ...any) {
 
 func (r *rs485Rig) id() int64 { r.nextID++; return r.nextID }
 
-func (r *rs485Rig) newCode() string {
-	for {
-		c := fmt.Sprintf("%06d", 100000+r.rng.IntN(900000))
-		if !r.codes[c] {
-			r.codes[c] = true
-			return c
-		}
-	}
-}
+func (r *rs485Rig) newCode() string { return uniqueCode(r.rng, r.codes) }
 
-func (r *rs485Rig) waitOnline() {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var st controller.Status
-		if r.s.call("GET", "/api/daemon/status", nil, &st) == 200 && st.State == "online" {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatal("the locker did not connect to the broker within 20 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+func (r *rs485Rig) waitOnline() { r.s.waitOnline(r.t) }
 
 // ---- the trace stream ----
 

@@ -3,8 +3,12 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"testing"
+	"time"
+
+	"github.com/openlocker/locker/controller"
 )
 
 // scaled picks a torture test's size: def under `go test` (make test),
@@ -27,4 +31,31 @@ func scaled(t *testing.T, env string, def, torture, long int) int {
 func printTortureRow(torture string, tried int, unit string, lost int, detail string) {
 	b, _ := json.Marshal(map[string]any{"torture": torture, "tried": tried, "unit": unit, "lost": lost, "detail": detail})
 	fmt.Printf("TORTURE-ROW %s\n", b)
+}
+
+// uniqueCode draws a six-digit code not drawn before (codes remembers them).
+func uniqueCode(rng *rand.Rand, codes map[string]bool) string {
+	for {
+		c := fmt.Sprintf("%06d", 100000+rng.IntN(900000))
+		if !codes[c] {
+			codes[c] = true
+			return c
+		}
+	}
+}
+
+// waitOnline waits, 20 s at most, for the daemon to say it is connected.
+func (s *sim) waitOnline(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st controller.Status
+		if s.call("GET", "/api/daemon/status", nil, &st) == 200 && st.State == "online" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the locker did not connect to the broker within 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
