@@ -716,7 +716,7 @@ func (c *Controller) housekeeping(ctx context.Context) {
 		busy := false
 		for _, sc := range all {
 			busy = busy || sc.Session.Active()
-			if sc.Session.Active() && !sc.Session.Opened && !sc.DoorOpen && now.Sub(sc.Session.At) > c.opts.DoorTimeout {
+			if sc.Session.Active() && !sc.Session.Opened && !sc.DoorOpen && !c.unread[sc.Number] && now.Sub(sc.Session.At) > c.opts.DoorTimeout {
 				stuck = append(stuck, sc.Number)
 			}
 		}

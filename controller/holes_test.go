@@ -409,3 +409,31 @@ func TestBootWaitsForUnreadSensors(t *testing.T) {
 		t.Errorf("no sensor_recovered: %v", got)
 	}
 }
+
+// An unread compartment's session is not judged by the stuck-release
+// time-out either: a pickup released just before a power cut, used while
+// the locker was down, and read only after DoorTimeout is a pickup, not a
+// lock fault that gives the use back.
+func TestUnreadSessionIsNotTimedOut(t *testing.T) {
+	r := newRig(t, "M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.deposit("123456", 1)
+	r.keys("1234569#") // the recipient's release is on disk …
+	r.stop()           // … and the power goes before the door opens
+	r.cab.parcel[1] = false
+	r.cab.unread = map[int]bool{1: true}
+	r.start()
+	r.types()
+	r.clock.Advance(r.c.opts.DoorTimeout + time.Minute)
+	r.tick()
+	if got := r.types(); slices.Contains(got, "lock_fault") {
+		t.Fatalf("the time-out judged an unread compartment: %v", got)
+	}
+	r.cab.mu.Lock()
+	r.cab.unread = nil
+	r.cab.mu.Unlock()
+	r.tick()
+	if got := r.types(); !slices.Contains(got, "picked_up") {
+		t.Fatalf("once read: %v, want picked_up", got)
+	}
+}
