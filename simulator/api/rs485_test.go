@@ -4,6 +4,7 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -120,6 +121,12 @@ func TestRS485ViewFaultsAndFrames(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no rs485 event")
+	}
+	// The board answers the unlock with its status, as a Kerong board does
+	// unless it is wired as silent on unlocks; read it so the fault's
+	// reply below is the next thing on the port.
+	if echo := readN(t, port, 9); !bytes.HasPrefix(echo, []byte{0x02, 0x10, 0x35}) {
+		t.Fatalf("unlock answered by % x, want the status of board 1", echo)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
