@@ -11,6 +11,7 @@ import (
 
 	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -31,15 +32,15 @@ const benchLocker = "610091A01"
 
 // snapshotOps is a snapshot of n deposit grants with nested pickups, as the
 // central server would send it for a busy site.
-func snapshotOps(n int, now time.Time) []controller.GrantOp {
+func snapshotOps(n int, now time.Time) []wire.GrantOp {
 	until, puntil := now.Add(24*time.Hour), now.Add(72*time.Hour)
-	ops := make([]controller.GrantOp, n)
+	ops := make([]wire.GrantOp, n)
 	for i := range ops {
-		ops[i] = controller.GrantOp{Op: "put", GrantID: fmt.Sprintf("g-%d", i), Version: 1, Action: "deposit", Size: "M",
+		ops[i] = wire.GrantOp{Op: "put", GrantID: fmt.Sprintf("g-%d", i), Version: 1, Action: "deposit", Size: "M",
 			ParcelID: fmt.Sprintf("JT%013d", i), Holder: "13488888888",
-			CodeHash: controller.CodeHash(benchLocker, fmt.Sprintf("%08d", 2*i)), ValidFrom: &now, ValidUntil: &until,
-			Pickup: &controller.PickupSpec{GrantID: fmt.Sprintf("g-%d-p", i), Holder: "13499996666",
-				CodeHash: controller.CodeHash(benchLocker, fmt.Sprintf("%08d", 2*i+1)), ValidUntil: &puntil}}
+			CodeHash: wire.CodeHash(benchLocker, fmt.Sprintf("%08d", 2*i)), ValidFrom: &now, ValidUntil: &until,
+			Pickup: &wire.PickupSpec{GrantID: fmt.Sprintf("g-%d-p", i), Holder: "13499996666",
+				CodeHash: wire.CodeHash(benchLocker, fmt.Sprintf("%08d", 2*i+1)), ValidUntil: &puntil}}
 	}
 	return ops
 }
@@ -75,7 +76,7 @@ func BenchmarkSnapshot100k(b *testing.B) {
 		go func() { done <- c.Run(rctx) }()
 		<-c.Ready()
 		start := time.Now()
-		ack, err := c.ApplyGrants(ctx, &controller.GrantsBody{Kind: "grants", LockerID: benchLocker, IssuedAt: now,
+		ack, err := c.ApplyGrants(ctx, &wire.GrantsBody{Kind: "grants", LockerID: benchLocker, IssuedAt: now,
 			ExpiresAt: now.Add(time.Hour), Snapshot: true, Ops: ops})
 		applyTime += time.Since(start)
 		if err != nil || ack.Applied != n {

@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -274,22 +275,22 @@ func (b *bruteRun) setUp(dur time.Duration) {
 	now := r.clock.Now()
 	until := now.Add(dur + 2*bruteWeek)
 	parcels := brutePickups + 1
-	var ops []GrantOp
+	var ops []wire.GrantOp
 	depCodes := make([]string, parcels+1)
 	var check string // the pickup code of the last parcel
 	for n := 1; n <= parcels; n++ {
 		depCodes[n] = b.issue(&bruteCode{grant: fmt.Sprintf("d%d", n), action: "deposit"})
 		check = b.issue(&bruteCode{grant: fmt.Sprintf("d%dp", n), action: "pickup", compartment: n, live: true})
-		ops = append(ops, GrantOp{Op: "put", GrantID: fmt.Sprintf("d%dp", n), Version: 1, Action: "pickup", Compartment: n,
+		ops = append(ops, wire.GrantOp{Op: "put", GrantID: fmt.Sprintf("d%dp", n), Version: 1, Action: "pickup", Compartment: n,
 			ParcelID: fmt.Sprintf("JT%04d", n), Holder: "13499996666", CodeHash: hash(check), ValidUntil: ptr(until)})
 	}
 	for i := 1; i <= bruteDeposits; i++ {
 		code := b.issue(&bruteCode{grant: fmt.Sprintf("s%d", i), action: "deposit", live: true})
-		ops = append(ops, GrantOp{Op: "put", GrantID: fmt.Sprintf("s%d", i), Version: 1, Action: "deposit", Size: "S",
+		ops = append(ops, wire.GrantOp{Op: "put", GrantID: fmt.Sprintf("s%d", i), Version: 1, Action: "deposit", Size: "S",
 			ParcelID: fmt.Sprintf("JS%04d", i), Holder: "13488888888", CodeHash: hash(code), ValidUntil: ptr(until)})
 	}
 	r.expectTypes("started")
-	ack := r.apply(&GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: ops})
+	ack := r.apply(&wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: ops})
 	if ack.Applied != len(ops) || len(ack.Rejected) != 0 {
 		b.t.Fatalf("grants: %+v", ack)
 	}
@@ -410,7 +411,7 @@ func (b *bruteRun) press(k byte) {
 }
 
 // traces returns the traces recorded since the last call, by type.
-func (b *bruteRun) traces() (map[string]int, []Trace) {
+func (b *bruteRun) traces() (map[string]int, []wire.Trace) {
 	r := b.r
 	r.mu.Lock()
 	trs := r.traces
@@ -557,7 +558,7 @@ func (b *bruteRun) deliver(at time.Time, code string, gaps []time.Duration) time
 // lockout checks a lockout's length against the schedule, from the
 // controller's options: LockoutBase doubled with each lockout, up to
 // LockoutMax. The attacker never leaves the keypad alone for LockoutDecay.
-func (b *bruteRun) lockout(at time.Time, trs []Trace) {
+func (b *bruteRun) lockout(at time.Time, trs []wire.Trace) {
 	b.lockouts++
 	var d time.Duration
 	for _, tr := range trs {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // rejectInterval is the least time between two envelope_rejected traces.
@@ -14,8 +15,8 @@ const rejectInterval = 10 * time.Second
 
 // Execute runs one verified command at most once: a command id that ran
 // before, whatever its result, gets {"ok": false, "error": "duplicate"}.
-func (c *Controller) Execute(ctx context.Context, cmd *Command) (CommandResult, error) {
-	var res CommandResult
+func (c *Controller) Execute(ctx context.Context, cmd *wire.Command) (wire.CommandResult, error) {
+	var res wire.CommandResult
 	var err error
 	derr := c.do(ctx, func() { res, err = c.execute(ctx, cmd) })
 	if derr != nil {
@@ -24,8 +25,8 @@ func (c *Controller) Execute(ctx context.Context, cmd *Command) (CommandResult, 
 	return res, err
 }
 
-func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, error) {
-	res := CommandResult{CommandID: cmd.CommandID, OK: true}
+func (c *Controller) execute(ctx context.Context, cmd *wire.Command) (wire.CommandResult, error) {
+	res := wire.CommandResult{CommandID: cmd.CommandID, OK: true}
 	now := c.now()
 	var open bool
 	err := c.update(ctx, func(tx *store.Tx) error {
@@ -37,7 +38,7 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 		}
 		fail := func(msg string) error {
 			res.OK, res.Error = false, msg
-			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: false, Error: msg}, FormatTime(now))
+			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: false, Error: msg}, wire.FormatTime(now))
 		}
 		if err := c.envelopeLifetime(cmd.IssuedAt, cmd.ExpiresAt); err != nil {
 			return fail(err.Error())
@@ -58,7 +59,7 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 				return fail(fmt.Sprintf("compartment %d has %s for %s in progress: the command would end it", sc.Number, what, s.Action))
 			}
 			open = true
-			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, FormatTime(now))
+			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, wire.FormatTime(now))
 		case "disable", "enable":
 			kind := fsm.Enable
 			if cmd.Action == "disable" {
@@ -73,17 +74,17 @@ func (c *Controller) execute(ctx context.Context, cmd *Command) (CommandResult, 
 		if err := c.refreshReservations(tx); err != nil {
 			return err
 		}
-		return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, FormatTime(now))
+		return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, wire.FormatTime(now))
 	})
 	if err != nil {
-		return CommandResult{}, err
+		return wire.CommandResult{}, err
 	}
 	if open {
 		// The command is remembered as executed; the release records its own
 		// intent (with its trace) before the coil fires.
 		s := store.Session{GrantID: cmd.CommandID, Action: fsm.Command, Actor: "central"}
 		if err := c.release(ctx, cmd.Compartment, s, false); err != nil {
-			return CommandResult{CommandID: cmd.CommandID, OK: false, Error: "release failed: " + err.Error()}, nil
+			return wire.CommandResult{CommandID: cmd.CommandID, OK: false, Error: "release failed: " + err.Error()}, nil
 		}
 	}
 	c.log.Info("command", "command_id", cmd.CommandID, "action", cmd.Action, "compartment", cmd.Compartment,
@@ -104,7 +105,7 @@ func (c *Controller) RejectEnvelope(ctx context.Context, reason string) error {
 		}
 		n := c.rejCount
 		err = c.update(ctx, func(tx *store.Tx) error {
-			return c.record(tx, Trace{Type: fsm.EnvelopeRejected.String(), Reason: reason, Suppressed: n,
+			return c.record(tx, wire.Trace{Type: fsm.EnvelopeRejected.String(), Reason: reason, Suppressed: n,
 				Content: "Envelope rejected: " + reason})
 		})
 		if err == nil {

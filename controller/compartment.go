@@ -9,6 +9,7 @@ import (
 
 	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -140,7 +141,7 @@ func (c *Controller) activatePickup(tx *store.Tx, dep store.Grant, sc store.Comp
 	if taken, err := (dbView{tx}).codeInUse(p.CodeHash, p.GrantID, p.GrantID, c.now()); err != nil {
 		return err
 	} else if taken {
-		return c.record(tx, Trace{Type: fsm.GrantRejected.String(), GrantID: p.GrantID, Actor: p.Actor, Compartment: sc.Number,
+		return c.record(tx, wire.Trace{Type: fsm.GrantRejected.String(), GrantID: p.GrantID, Actor: p.Actor, Compartment: sc.Number,
 			Reason: "pickup code in use by another grant", ParcelID: dep.ParcelID,
 			Content: "Pickup grant " + p.GrantID + " not brought into force: its code is in use by another grant"})
 	}
@@ -357,9 +358,9 @@ func (c *Controller) released(ctx context.Context, ev hal.Event) {
 func (c *Controller) sensorFault(ctx context.Context, n int, source string, cause error) {
 	err := c.update(ctx, func(tx *store.Tx) error {
 		if n == 0 {
-			tr := Trace{Type: fsm.SensorRecovered.String(), Content: "Sensor reads sanely again"}
+			tr := wire.Trace{Type: fsm.SensorRecovered.String(), Content: "Sensor reads sanely again"}
 			if cause != nil {
-				tr = Trace{Type: fsm.SensorFaulted.String(), Reason: cause.Error(), Content: "Sensor fault: " + cause.Error()}
+				tr = wire.Trace{Type: fsm.SensorFaulted.String(), Reason: cause.Error(), Content: "Sensor fault: " + cause.Error()}
 			}
 			return c.record(tx, tr)
 		}

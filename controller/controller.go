@@ -28,6 +28,7 @@ import (
 
 	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -366,13 +367,13 @@ func signal(ch chan struct{}) {
 }
 
 // record appends one trace to the outbox inside tx.
-func (c *Controller) record(tx *store.Tx, tr Trace) error {
+func (c *Controller) record(tx *store.Tx, tr wire.Trace) error {
 	_, err := c.recordSeq(tx, tr)
 	return err
 }
 
 // recordSeq is record, and says which seq the trace got.
-func (c *Controller) recordSeq(tx *store.Tx, tr Trace) (int64, error) {
+func (c *Controller) recordSeq(tx *store.Tx, tr wire.Trace) (int64, error) {
 	now := c.now()
 	if !c.clockTrusted() {
 		tr.TimeEstimated = true
@@ -382,7 +383,7 @@ func (c *Controller) recordSeq(tx *store.Tx, tr Trace) (int64, error) {
 	_, payload, err := tx.AppendEvent(tr.Type, func(seq int64) ([]byte, error) {
 		tr.Seq = seq
 		tr.EventID = fmt.Sprintf("%s-%d", c.opts.LockerID, seq)
-		tr.Time = FormatTime(now)
+		tr.Time = wire.FormatTime(now)
 		return json.Marshal(tr)
 	})
 	if err != nil {
@@ -451,7 +452,7 @@ func (c *Controller) boot(ctx context.Context) error {
 		if err := c.refreshReservations(tx); err != nil {
 			return err
 		}
-		return c.record(tx, Trace{Type: fsm.Started.String(), Content: "Locker " + c.opts.LockerID + " started, software " + c.opts.Software})
+		return c.record(tx, wire.Trace{Type: fsm.Started.String(), Content: "Locker " + c.opts.LockerID + " started, software " + c.opts.Software})
 	})
 	if err != nil {
 		return fmt.Errorf("controller: start-up: %w", err)
@@ -628,7 +629,7 @@ func (c *Controller) boundOutbox(ctx context.Context) {
 			return err
 		}
 		c.log.Warn("outbox full: routine events dropped", "dropped", dropped, "from", first, "to", last)
-		return c.record(tx, Trace{Type: fsm.OutboxOverflow.String(), Dropped: dropped, DroppedFrom: first, DroppedTo: last,
+		return c.record(tx, wire.Trace{Type: fsm.OutboxOverflow.String(), Dropped: dropped, DroppedFrom: first, DroppedTo: last,
 			Content: fmt.Sprintf("Outbox full: %d routine events between seq %d and %d dropped", dropped, first, last)})
 	})
 	if err != nil {
@@ -686,7 +687,7 @@ func (c *Controller) housekeeping(ctx context.Context) {
 				continue
 			}
 			c.leftAlarm[n] = now
-			if err := c.record(tx, Trace{Type: fsm.DoorLeftOpen.String(), Compartment: n,
+			if err := c.record(tx, wire.Trace{Type: fsm.DoorLeftOpen.String(), Compartment: n,
 				Content: "Door " + two(n) + " open for " + waitText(now.Sub(since), "en")}); err != nil {
 				return err
 			}
@@ -821,14 +822,14 @@ func (c *Controller) purge(ctx context.Context, now time.Time) {
 			return err
 		}
 		if len(evs) > 0 {
-			var tr Trace
+			var tr wire.Trace
 			if json.Unmarshal(evs[0].Payload, &tr) == nil {
 				if t, err := time.Parse(time.RFC3339Nano, tr.Time); err == nil && t.Before(cutoff) {
 					cutoff = t // the central may not have heard of what ended since
 				}
 			}
 		}
-		n, err = tx.Purge(cutoff, FormatTime(cutoff), PurgeBatch)
+		n, err = tx.Purge(cutoff, wire.FormatTime(cutoff), PurgeBatch)
 		return err
 	})
 	if err != nil {

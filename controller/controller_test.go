@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -110,7 +111,7 @@ type rig struct {
 	c         *Controller
 	done      chan error
 	mu        stdsync.Mutex
-	traces    []Trace
+	traces    []wire.Trace
 	lang      string
 	maxOutbox int
 }
@@ -137,7 +138,7 @@ func (r *rig) start() {
 	r.cab.events = make(chan hal.Event)
 	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: r.cab, Clock: r.clock, Tick: time.Hour, Language: r.lang, MaxOutbox: r.maxOutbox,
 		OnTrace: func(p []byte) {
-			var tr Trace
+			var tr wire.Trace
 			if err := json.Unmarshal(p, &tr); err != nil {
 				r.t.Errorf("trace is not JSON: %v", err)
 			}
@@ -254,7 +255,7 @@ func (r *rig) state(n int) string {
 	return rep.Compartments[n-1].State
 }
 
-func (r *rig) apply(body *GrantsBody) GrantsAck {
+func (r *rig) apply(body *wire.GrantsBody) wire.GrantsAck {
 	r.t.Helper()
 	ack, err := r.c.ApplyGrants(r.ctx, body)
 	if err != nil {
@@ -265,16 +266,16 @@ func (r *rig) apply(body *GrantsBody) GrantsAck {
 
 func ptr[T any](v T) *T { return &v }
 
-func hash(code string) string { return CodeHash(lockerID, code) }
+func hash(code string) string { return wire.CodeHash(lockerID, code) }
 
-func body(ops ...GrantOp) *GrantsBody {
-	return &GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(t0), ExpiresAt: t0.Add(time.Hour), Ops: ops}
+func body(ops ...wire.GrantOp) *wire.GrantsBody {
+	return &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(t0), ExpiresAt: t0.Add(time.Hour), Ops: ops}
 }
 
-func depositOp(id string, version int64, code, size string, compartment int) GrantOp {
-	return GrantOp{Op: "put", GrantID: id, Version: version, Action: "deposit", Size: size, Compartment: compartment,
+func depositOp(id string, version int64, code, size string, compartment int) wire.GrantOp {
+	return wire.GrantOp{Op: "put", GrantID: id, Version: version, Action: "deposit", Size: size, Compartment: compartment,
 		ParcelID: "JT" + id, Holder: "13488888888", CodeHash: hash(code), ValidUntil: ptr(t0.Add(24 * time.Hour)),
-		Pickup: &PickupSpec{GrantID: id + "-p", Holder: "13499996666", CodeHash: hash(code + "9"),
+		Pickup: &wire.PickupSpec{GrantID: id + "-p", Holder: "13499996666", CodeHash: hash(code + "9"),
 			ValidUntil: ptr(t0.Add(72 * time.Hour))}}
 }
 
@@ -333,7 +334,7 @@ func TestDepositAndPickup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, e := range evs {
-		var tr Trace
+		var tr wire.Trace
 		if err := json.Unmarshal(e.Payload, &tr); err != nil {
 			t.Fatal(err)
 		}
@@ -381,7 +382,7 @@ func TestDepositCancelledAndPickupIncomplete(t *testing.T) {
 	r.expectTypes("lock_released", "door_opened", "door_closed", "deposited")
 
 	// A pickup with 2 uses: closed with the parcel inside → incomplete, still usable.
-	r.apply(body(GrantOp{Op: "put", GrantID: "g-1-p", Version: 2, Action: "pickup", Compartment: 1, ParcelID: "JTg-1",
+	r.apply(body(wire.GrantOp{Op: "put", GrantID: "g-1-p", Version: 2, Action: "pickup", Compartment: 1, ParcelID: "JTg-1",
 		Holder: "13499996666", CodeHash: hash("222222"), Uses: ptr(2), ValidUntil: ptr(t0.Add(time.Hour))}))
 	r.keys("222222#")
 	r.door(1, true)
@@ -457,7 +458,7 @@ func TestGrantVersionsAndSnapshot(t *testing.T) {
 		t.Fatalf("replay ack = %+v", ack)
 	}
 	// Revoke at 4, then a replayed put at 3 (stale) and even at 4 (stale) cannot bring it back.
-	if ack := r.apply(body(GrantOp{Op: "revoke", GrantID: "g-1", Version: 4})); ack.Applied != 1 {
+	if ack := r.apply(body(wire.GrantOp{Op: "revoke", GrantID: "g-1", Version: 4})); ack.Applied != 1 {
 		t.Fatalf("revoke ack = %+v", ack)
 	}
 	if ack := r.apply(body(depositOp("g-1", 4, "123456", "S", 0))); ack.Stale != 1 {
@@ -475,7 +476,7 @@ func TestGrantVersionsAndSnapshot(t *testing.T) {
 		t.Fatalf("ack = %+v", ack)
 	}
 	// Bad ops are rejected one by one.
-	bad := []GrantOp{
+	bad := []wire.GrantOp{
 		{Op: "put", GrantID: "x1", Version: 1, Action: "deposit", CodeHash: hash("101010"), ValidUntil: ptr(t0.Add(time.Hour))},
 		{Op: "put", GrantID: "x2", Version: 1, Action: "pickup", Compartment: 1, ParcelID: "P", CodeHash: "ABC", ValidUntil: ptr(t0.Add(time.Hour))},
 		{Op: "put", GrantID: "x3", Version: 1, Action: "teleport", CodeHash: hash("202020")},
@@ -541,8 +542,8 @@ func TestLockoutDoublesAndSurvivesRestart(t *testing.T) {
 func TestCommands(t *testing.T) {
 	r := newRig(t, "M M")
 	r.types()
-	do := func(id, action string, n int) CommandResult {
-		res, err := r.c.Execute(r.ctx, &Command{Kind: "command", LockerID: lockerID, CommandID: id, Action: action, Compartment: n})
+	do := func(id, action string, n int) wire.CommandResult {
+		res, err := r.c.Execute(r.ctx, &wire.Command{Kind: "command", LockerID: lockerID, CommandID: id, Action: action, Compartment: n})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -598,7 +599,7 @@ func TestExpiryAndReclaim(t *testing.T) {
 	}
 	r.types()
 	now := r.clock.Now()
-	r.apply(&GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: []GrantOp{
+	r.apply(&wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: []wire.GrantOp{
 		{Op: "put", GrantID: "rc-1", Version: 1, Action: "reclaim", Compartment: 1, Holder: "13400000000",
 			CodeHash: hash("654321"), ValidUntil: ptr(now.Add(time.Hour))}}})
 	r.keys("654321#")
@@ -647,7 +648,7 @@ func TestForcedDoorAndLockFault(t *testing.T) {
 	}
 	// A faulty compartment is not offered again; enable (the technician
 	// vouches for it) brings it back.
-	res, _ := r.c.Execute(r.ctx, &Command{CommandID: "c-en", Action: "enable", Compartment: 1})
+	res, _ := r.c.Execute(r.ctx, &wire.Command{CommandID: "c-en", Action: "enable", Compartment: 1})
 	if !res.OK || r.state(1) != "free" {
 		t.Fatalf("enable: %+v, state %s", res, r.state(1))
 	}
@@ -770,7 +771,7 @@ func TestMaskHolder(t *testing.T) {
 	for in, want := range map[string]string{
 		"13488888888": "134****8888", "+8613488888888": "+86*******8888", "1234567": "*******", "": "",
 	} {
-		if got := MaskHolder(in); got != want {
+		if got := wire.MaskHolder(in); got != want {
 			t.Errorf("MaskHolder(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -794,7 +795,7 @@ func TestUntrustedClockExpiresNothing(t *testing.T) {
 	started := r.traces[len(r.traces)-1]
 	r.mu.Unlock()
 	r.types()
-	ts, _ := time.Parse(TimeFormat, started.Time)
+	ts, _ := time.Parse(wire.TimeFormat, started.Time)
 	if started.Type != "started" || !started.TimeEstimated || ts.Before(t0) {
 		t.Fatalf("started = %+v: want an estimated time not before the last trusted one", started)
 	}
@@ -819,7 +820,7 @@ func TestAKnownCodeDoesNotResetTheLockout(t *testing.T) {
 	// An attacker holds a code that matches a grant but opens nothing: an
 	// ended pickup grant's.
 	until := t0.Add(time.Minute)
-	r.apply(body(GrantOp{Op: "put", GrantID: "g-ended", Version: 1, Action: "pickup", Compartment: 1, ParcelID: "X",
+	r.apply(body(wire.GrantOp{Op: "put", GrantID: "g-ended", Version: 1, Action: "pickup", Compartment: 1, ParcelID: "X",
 		CodeHash: hash("777777"), ValidUntil: &until}))
 	r.clock.Advance(2 * time.Minute)
 	r.types()
@@ -836,7 +837,7 @@ func TestAKnownCodeDoesNotResetTheLockout(t *testing.T) {
 
 func TestServiceMenu(t *testing.T) {
 	r := newRig(t, "M M M")
-	r.apply(body(GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service", Holder: "13700001111",
+	r.apply(body(wire.GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service", Holder: "13700001111",
 		CodeHash: hash("99887766"), ValidUntil: ptr(t0.Add(time.Hour))}))
 	r.types()
 	r.keys("99887766#")
@@ -854,7 +855,7 @@ func TestServiceMenu(t *testing.T) {
 	r.keys("3#") // enable 3
 	r.keys("*")  // leave
 	r.mu.Lock()
-	trs := append([]Trace(nil), r.traces...)
+	trs := append([]wire.Trace(nil), r.traces...)
 	r.mu.Unlock()
 	r.expectTypes("lock_released", "compartment_disabled", "compartment_enabled")
 	for _, tr := range trs {
@@ -991,7 +992,7 @@ func TestDoorClosedTooSoonIsASensorFault(t *testing.T) {
 
 func TestServiceOpenNeedsAServiceCode(t *testing.T) {
 	r := newRig(t, "M M")
-	r.apply(body(GrantOp{Op: "put", GrantID: "svc-2", Version: 1, Action: "service", Compartment: 2, Holder: "13700001111",
+	r.apply(body(wire.GrantOp{Op: "put", GrantID: "svc-2", Version: 1, Action: "service", Compartment: 2, Holder: "13700001111",
 		CodeHash: hash("55667788"), ValidUntil: ptr(t0.Add(time.Hour))}, depositOp("g-1", 1, "123456", "M", 0)))
 	r.types()
 	for _, tc := range []struct {
@@ -1053,15 +1054,15 @@ func TestBootReportsWhatItFinds(t *testing.T) {
 func TestLargeEnvelopeKeepsTheRules(t *testing.T) {
 	r := newRig(t, "M")
 	r.apply(body(depositOp("old", 5, "900000", "M", 0)))
-	var ops []GrantOp
+	var ops []wire.GrantOp
 	for i := 0; i < preloadOps+10; i++ {
 		ops = append(ops, depositOp(fmt.Sprintf("g-%d", i), 1, fmt.Sprintf("%06d", 100000+i), "M", 0))
 	}
-	ops[3].CodeHash = hash("900000")                                     // taken by "old"
-	ops[7].CodeHash = ops[6].CodeHash                                    // taken by an op of the same envelope
-	ops = append(ops, depositOp("old", 5, "900001", "M", 0))             // stale
-	ops = append(ops, GrantOp{Op: "revoke", GrantID: "g-9", Version: 2}) // applied in the same envelope
-	ops = append(ops, depositOp("g-9", 1, "555000", "M", 0))             // stale after that revoke
+	ops[3].CodeHash = hash("900000")                                          // taken by "old"
+	ops[7].CodeHash = ops[6].CodeHash                                         // taken by an op of the same envelope
+	ops = append(ops, depositOp("old", 5, "900001", "M", 0))                  // stale
+	ops = append(ops, wire.GrantOp{Op: "revoke", GrantID: "g-9", Version: 2}) // applied in the same envelope
+	ops = append(ops, depositOp("g-9", 1, "555000", "M", 0))                  // stale after that revoke
 	ack := r.apply(body(ops...))
 	if ack.Applied != preloadOps+10-2+1 || ack.Stale != 2 || len(ack.Rejected) != 2 ||
 		ack.Rejected[0].GrantID != "g-3" || ack.Rejected[1].GrantID != "g-7" {
@@ -1105,9 +1106,9 @@ func TestOutboxIsBoundedWithoutLosingParcels(t *testing.T) {
 		t.Fatalf("%d events in an outbox bounded at 40", len(evs))
 	}
 	var parcels int
-	var overflow Trace
+	var overflow wire.Trace
 	for _, e := range evs {
-		var tr Trace
+		var tr wire.Trace
 		json.Unmarshal(e.Payload, &tr)
 		switch tr.Type {
 		case "deposited", "picked_up":

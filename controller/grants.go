@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 var (
@@ -18,34 +19,34 @@ var (
 
 // ApplyGrants applies every op of one verified grants body in one
 // transaction: after a power cut either all or none are in force.
-func (c *Controller) ApplyGrants(ctx context.Context, body *GrantsBody) (GrantsAck, error) {
-	var ack GrantsAck
+func (c *Controller) ApplyGrants(ctx context.Context, body *wire.GrantsBody) (wire.GrantsAck, error) {
+	var ack wire.GrantsAck
 	var err error
 	derr := c.do(ctx, func() { ack, err = c.applyGrants(ctx, body) })
 	if derr != nil {
 		// The closure may still run (and write ack) after do gave up.
-		return GrantsAck{}, derr
+		return wire.GrantsAck{}, derr
 	}
 	return ack, err
 }
 
-func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsAck, error) {
+func (c *Controller) applyGrants(ctx context.Context, body *wire.GrantsBody) (wire.GrantsAck, error) {
 	now := c.now()
 	if err := c.envelopeLifetime(body.IssuedAt, body.ExpiresAt); err != nil {
 		// No op of an envelope that could outlive the replay horizon is
 		// applied: it could name a grant the purge forgot.
-		ack := GrantsAck{IssuedAt: body.IssuedAt, Rejected: []RejectedGrant{}}
+		ack := wire.GrantsAck{IssuedAt: body.IssuedAt, Rejected: []wire.RejectedGrant{}}
 		for _, op := range body.Ops {
-			ack.Rejected = append(ack.Rejected, RejectedGrant{GrantID: op.GrantID, Error: err.Error()})
+			ack.Rejected = append(ack.Rejected, wire.RejectedGrant{GrantID: op.GrantID, Error: err.Error()})
 		}
 		c.log.Warn("grants refused", "issued_at", body.IssuedAt, "err", err)
 		return ack, nil
 	}
-	var ack GrantsAck
+	var ack wire.GrantsAck
 	var revoked int
 	var superseded bool
 	err := c.update(ctx, func(tx *store.Tx) error {
-		ack = GrantsAck{IssuedAt: body.IssuedAt, Rejected: []RejectedGrant{}}
+		ack = wire.GrantsAck{IssuedAt: body.IssuedAt, Rejected: []wire.RejectedGrant{}}
 		revoked, superseded = 0, false
 		lastSnap, err := newestSnapshot(tx)
 		if err != nil {
@@ -75,7 +76,7 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 			var bad *opError
 			switch {
 			case errors.As(err, &bad):
-				ack.Rejected = append(ack.Rejected, RejectedGrant{GrantID: op.GrantID, Error: bad.msg})
+				ack.Rejected = append(ack.Rejected, wire.RejectedGrant{GrantID: op.GrantID, Error: bad.msg})
 			case err != nil:
 				return err
 			case stale:
@@ -104,7 +105,7 @@ func (c *Controller) applyGrants(ctx context.Context, body *GrantsBody) (GrantsA
 		return c.refreshReservations(tx)
 	})
 	if err != nil {
-		return GrantsAck{}, err
+		return wire.GrantsAck{}, err
 	}
 	c.log.Info("grants applied", "issued_at", body.IssuedAt, "snapshot", body.Snapshot,
 		"applied", ack.Applied, "stale", ack.Stale, "rejected", len(ack.Rejected), "revoked_by_snapshot", revoked,
@@ -140,7 +141,7 @@ func reject(format string, args ...any) error { return &opError{fmt.Sprintf(form
 
 // applyOp applies one op of an envelope issued at issued inside tx. stale is
 // true when the op's version is not newer than what the locker holds.
-func (c *Controller) applyOp(tx *store.Tx, view grantView, op GrantOp, now, issued time.Time) (stale bool, err error) {
+func (c *Controller) applyOp(tx *store.Tx, view grantView, op wire.GrantOp, now, issued time.Time) (stale bool, err error) {
 	if !grantIDRE.MatchString(op.GrantID) {
 		return false, reject("grant_id missing or malformed")
 	}
@@ -187,9 +188,9 @@ func checkTime(name string, t time.Time) error {
 }
 
 // grantFromOp validates a put and builds the stored grant.
-func (c *Controller) grantFromOp(view grantView, op GrantOp, now time.Time) (store.Grant, error) {
+func (c *Controller) grantFromOp(view grantView, op wire.GrantOp, now time.Time) (store.Grant, error) {
 	g := store.Grant{ID: op.GrantID, Version: op.Version, Action: op.Action, Compartment: op.Compartment,
-		Size: op.Size, ParcelID: op.ParcelID, Actor: MaskHolder(op.Holder), CodeHash: op.CodeHash, UsesLeft: 1}
+		Size: op.Size, ParcelID: op.ParcelID, Actor: wire.MaskHolder(op.Holder), CodeHash: op.CodeHash, UsesLeft: 1}
 	switch op.Action {
 	case "deposit":
 		if op.Compartment == 0 && op.Size == "" {
@@ -259,7 +260,7 @@ func (c *Controller) grantFromOp(view grantView, op GrantOp, now time.Time) (sto
 		if p.CodeHash == op.CodeHash {
 			return g, reject("pickup.code_hash equals the deposit code")
 		}
-		spec := pickupSpec{GrantID: p.GrantID, Actor: MaskHolder(p.Holder), CodeHash: p.CodeHash, Uses: 1}
+		spec := pickupSpec{GrantID: p.GrantID, Actor: wire.MaskHolder(p.Holder), CodeHash: p.CodeHash, Uses: 1}
 		if p.ValidFrom != nil {
 			spec.ValidFrom = *p.ValidFrom
 			if err := checkTime("pickup.valid_from", spec.ValidFrom); err != nil {

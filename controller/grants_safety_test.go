@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // The grants' safety promises (issue 11), each held on both ways of applying
@@ -41,7 +42,7 @@ func newSafetyRig(t *testing.T) *safetyRig {
 	return &safetyRig{rig: r}
 }
 
-func (s *safetyRig) send(big, snapshot bool, issued time.Time, ops ...GrantOp) GrantsAck {
+func (s *safetyRig) send(big, snapshot bool, issued time.Time, ops ...wire.GrantOp) wire.GrantsAck {
 	s.t.Helper()
 	b := body(ops...)
 	b.IssuedAt, b.Snapshot = issued, snapshot
@@ -91,7 +92,7 @@ func (s *safetyRig) live(code string) []string {
 }
 
 // rejection is the ack's error for grant id, "" when it was not rejected.
-func rejection(ack GrantsAck, id string) string {
+func rejection(ack wire.GrantsAck, id string) string {
 	for _, rj := range ack.Rejected {
 		if rj.GrantID == id {
 			return rj.Error
@@ -102,15 +103,15 @@ func rejection(ack GrantsAck, id string) string {
 
 // deposit is a deposit grant for compartment n whose nested pickup grant
 // (id+"-p") has code pcode.
-func deposit(id string, version int64, code string, n int, pcode string) GrantOp {
+func deposit(id string, version int64, code string, n int, pcode string) wire.GrantOp {
 	op := depositOp(id, version, code, "", n)
 	op.Pickup.CodeHash = hash(pcode)
 	return op
 }
 
 // pickupOp is a pickup grant for the parcel of deposit grant dep in compartment n.
-func pickupOp(id string, version int64, code string, n int, dep string) GrantOp {
-	return GrantOp{Op: "put", GrantID: id, Version: version, Action: "pickup", Compartment: n, ParcelID: "JT" + dep,
+func pickupOp(id string, version int64, code string, n int, dep string) wire.GrantOp {
+	return wire.GrantOp{Op: "put", GrantID: id, Version: version, Action: "pickup", Compartment: n, ParcelID: "JT" + dep,
 		Holder: "13499996666", CodeHash: hash(code), ValidUntil: ptr(t0.Add(72 * time.Hour))}
 }
 
@@ -137,35 +138,35 @@ func TestNestedPickupCodeCollisions(t *testing.T) {
 	const x = "7777777" // the contested code
 	cases := []struct {
 		name  string
-		setup []GrantOp
+		setup []wire.GrantOp
 		ended bool // the clock passes the setup's deposit grant's valid_until before the op
-		op    GrantOp
+		op    wire.GrantOp
 		want  string // the ack's error; "" when applied
 	}{
 		{"a deposit nesting a pending pickup's code",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
 			deposit("d2", 1, "222222", 2, x), "pickup.code_hash in use by another grant"},
 		{"a deposit whose code is a pending pickup's",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
 			deposit("d2", 1, x, 2, "2222229"), "code_hash in use by another grant"},
 		{"a pickup whose code is a pending pickup's",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
 			pickupOp("p2", 1, x, 2, "d2"), "code_hash in use by another grant"},
 		{"a deposit nesting a grant's code",
-			[]GrantOp{pickupOp("p2", 1, x, 2, "d2")}, false,
+			[]wire.GrantOp{pickupOp("p2", 1, x, 2, "d2")}, false,
 			deposit("d1", 1, "111111", 1, x), "pickup.code_hash in use by another grant"},
 		{"the deposit grant again, newer, the same nested code",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
 			deposit("d1", 2, "111112", 1, x), ""},
 		{"the nested pickup grant itself, with its code",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x)}, false,
 			pickupOp("d1-p", 2, x, 1, "d1"), ""},
 		{"the code of a pending pickup whose deposit grant was revoked",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x), {Op: "revoke", GrantID: "d1", Version: 2}}, false,
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x), {Op: "revoke", GrantID: "d1", Version: 2}}, false,
 			deposit("d2", 1, "222222", 2, x), ""},
 		{"the code of a pending pickup whose deposit grant ended",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x)}, true,
-			func() GrantOp {
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x)}, true,
+			func() wire.GrantOp {
 				op := deposit("d2", 1, "222222", 2, x)
 				op.ValidUntil = ptr(t0.Add(48 * time.Hour))
 				return op
@@ -199,18 +200,18 @@ func TestNestedPickupCodeCollisionsInOneEnvelope(t *testing.T) {
 	const x = "7777777"
 	cases := []struct {
 		name     string
-		ops      []GrantOp
+		ops      []wire.GrantOp
 		rejected string
 		err      string
 	}{
 		{"two deposits nesting one code",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x), deposit("d2", 1, "222222", 2, x)},
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x), deposit("d2", 1, "222222", 2, x)},
 			"d2", "pickup.code_hash in use by another grant"},
 		{"a put carrying the nested code of an earlier op",
-			[]GrantOp{deposit("d1", 1, "111111", 1, x), deposit("d2", 1, x, 2, "2222229")},
+			[]wire.GrantOp{deposit("d1", 1, "111111", 1, x), deposit("d2", 1, x, 2, "2222229")},
 			"d2", "code_hash in use by another grant"},
 		{"a deposit nesting the code of an earlier op",
-			[]GrantOp{deposit("d2", 1, x, 2, "2222229"), deposit("d1", 1, "111111", 1, x)},
+			[]wire.GrantOp{deposit("d2", 1, x, 2, "2222229"), deposit("d1", 1, "111111", 1, x)},
 			"d1", "pickup.code_hash in use by another grant"},
 	}
 	paths := []struct {
@@ -310,7 +311,7 @@ func TestSnapshotDeliveredAgainRevokesNothingNewer(t *testing.T) {
 	for _, p := range viewPaths {
 		t.Run(p.name, func(t *testing.T) {
 			s := newSafetyRig(t)
-			snap := []GrantOp{depositOp("g-1", 1, "111111", "M", 0)}
+			snap := []wire.GrantOp{depositOp("g-1", 1, "111111", "M", 0)}
 			if ack := s.send(false, true, t1, snap...); ack.Applied != 1 {
 				t.Fatalf("snapshot ack = %+v", ack)
 			}
@@ -346,7 +347,7 @@ func TestOlderSnapshotAfterNewerPut(t *testing.T) {
 			s := newSafetyRig(t)
 			s.send(false, false, t0, depositOp("g-0", 1, "100000", "M", 0))
 			s.send(p.big, false, t2, depositOp("g-2", 1, "222222", "M", 0))
-			old := []GrantOp{depositOp("g-1", 1, "111111", "M", 0)}
+			old := []wire.GrantOp{depositOp("g-1", 1, "111111", "M", 0)}
 			if ack := s.send(false, true, t1, old...); ack.Applied != 1 {
 				t.Fatalf("late snapshot ack = %+v", ack)
 			}
@@ -387,7 +388,7 @@ func TestEnvelopeOlderThanNewestSnapshotIsStale(t *testing.T) {
 			s := newSafetyRig(t)
 			s.send(false, false, t0, depositOp("g-0", 1, "100000", "M", 0))
 			s.send(false, true, t2, depositOp("g-1", 1, "111111", "M", 0)) // revokes g-0
-			late := []GrantOp{
+			late := []wire.GrantOp{
 				depositOp("g-3", 1, "333333", "M", 0),      // left out of the snapshot
 				depositOp("g-0", 2, "100000", "M", 0),      // revoked by it
 				{Op: "revoke", GrantID: "g-1", Version: 2}, // named in it
@@ -408,7 +409,7 @@ func TestEnvelopeOlderThanNewestSnapshotIsStale(t *testing.T) {
 			}
 			// Newer than the snapshot: applied, issued_at recorded on puts and revokes.
 			ack = s.send(false, false, t3, depositOp("g-3", 1, "333333", "M", 0),
-				GrantOp{Op: "revoke", GrantID: "g-1", Version: 2})
+				wire.GrantOp{Op: "revoke", GrantID: "g-1", Version: 2})
 			if ack.Applied != 2 {
 				t.Fatalf("newer envelope: ack = %+v", ack)
 			}
@@ -429,19 +430,19 @@ func TestZeroAndEarlyTimesAreRejected(t *testing.T) {
 	zero, y1999, y1998 := time.Time{}, time.Date(1999, 12, 31, 0, 0, 0, 0, time.UTC), time.Date(1998, 1, 1, 0, 0, 0, 0, time.UTC)
 	cases := []struct {
 		name string
-		set  func(op *GrantOp)
+		set  func(op *wire.GrantOp)
 		want string
 	}{
-		{"valid_until zero after a valid_from in year 0", func(op *GrantOp) {
+		{"valid_until zero after a valid_from in year 0", func(op *wire.GrantOp) {
 			op.ValidFrom, op.ValidUntil = ptr(zero.Add(-time.Hour)), ptr(zero)
 		}, "valid_from"},
-		{"valid_until in 1999", func(op *GrantOp) { op.ValidFrom, op.ValidUntil = ptr(y1998), ptr(y1999) }, "valid_from"},
-		{"valid_from zero", func(op *GrantOp) { op.ValidFrom = ptr(zero) }, "valid_from"},
-		{"valid_from 1970", func(op *GrantOp) { op.ValidFrom = ptr(time.Unix(0, 0).UTC()) }, "valid_from"},
-		{"pickup.valid_until zero", func(op *GrantOp) { op.Pickup.ValidUntil = ptr(zero) }, "pickup.valid_until"},
-		{"pickup.valid_until in 1999", func(op *GrantOp) { op.Pickup.ValidUntil = ptr(y1999) }, "pickup.valid_until"},
-		{"pickup.valid_from zero", func(op *GrantOp) { op.Pickup.ValidFrom = ptr(zero) }, "pickup.valid_from"},
-		{"pickup.valid_until before pickup.valid_from", func(op *GrantOp) {
+		{"valid_until in 1999", func(op *wire.GrantOp) { op.ValidFrom, op.ValidUntil = ptr(y1998), ptr(y1999) }, "valid_from"},
+		{"valid_from zero", func(op *wire.GrantOp) { op.ValidFrom = ptr(zero) }, "valid_from"},
+		{"valid_from 1970", func(op *wire.GrantOp) { op.ValidFrom = ptr(time.Unix(0, 0).UTC()) }, "valid_from"},
+		{"pickup.valid_until zero", func(op *wire.GrantOp) { op.Pickup.ValidUntil = ptr(zero) }, "pickup.valid_until"},
+		{"pickup.valid_until in 1999", func(op *wire.GrantOp) { op.Pickup.ValidUntil = ptr(y1999) }, "pickup.valid_until"},
+		{"pickup.valid_from zero", func(op *wire.GrantOp) { op.Pickup.ValidFrom = ptr(zero) }, "pickup.valid_from"},
+		{"pickup.valid_until before pickup.valid_from", func(op *wire.GrantOp) {
 			op.Pickup.ValidFrom = ptr(t0.Add(100 * time.Hour))
 		}, "pickup.valid_until"},
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -25,17 +26,17 @@ func TestServiceMenuEndsWithItsGrant(t *testing.T) {
 		end  func(r *rig)
 	}{
 		{"revoked", func(r *rig) {
-			r.apply(body(GrantOp{Op: "revoke", GrantID: "svc-1", Version: 2}))
+			r.apply(body(wire.GrantOp{Op: "revoke", GrantID: "svc-1", Version: 2}))
 		}},
 		{"past valid_until", func(r *rig) { r.clock.Advance(2 * time.Minute) }},
 		{"transferred", func(r *rig) {
-			r.apply(body(GrantOp{Op: "put", GrantID: "svc-1", Version: 2, Action: "service", Holder: "13700002222",
+			r.apply(body(wire.GrantOp{Op: "put", GrantID: "svc-1", Version: 2, Action: "service", Holder: "13700002222",
 				CodeHash: hash("55443322"), ValidUntil: ptr(t0.Add(time.Hour))}))
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, "M M M")
-			r.apply(body(GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service", Holder: "13700001111",
+			r.apply(body(wire.GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service", Holder: "13700001111",
 				CodeHash: hash("99887766"), ValidUntil: ptr(t0.Add(time.Minute))}))
 			r.keys("99887766#")
 			r.keys("1")
@@ -67,7 +68,7 @@ func TestPickupWithoutParcelIDEndsWithItsParcel(t *testing.T) {
 	r := newRig(t, "M")
 	dep := depositOp("d-1", 1, "111111", "M", 0)
 	dep.ParcelID = ""
-	r.apply(body(dep, GrantOp{Op: "put", GrantID: "rc-1", Version: 1, Action: "reclaim", Compartment: 1,
+	r.apply(body(dep, wire.GrantOp{Op: "put", GrantID: "rc-1", Version: 1, Action: "reclaim", Compartment: 1,
 		Holder: "13488888888", CodeHash: hash("333333"), ValidFrom: ptr(t0.Add(time.Hour)), ValidUntil: ptr(t0.Add(48 * time.Hour))}))
 	r.keys("111111#")
 	r.door(1, true)
@@ -110,12 +111,12 @@ func TestPickupWithoutParcelIDEndsWithItsParcel(t *testing.T) {
 func TestOpenNeverErasesASession(t *testing.T) {
 	r := newRig(t, "M M")
 	r.apply(body(depositOp("g-1", 1, "123456", "M", 0),
-		GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service", Holder: "13700001111",
+		wire.GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service", Holder: "13700001111",
 			CodeHash: hash("99887766"), ValidUntil: ptr(t0.Add(time.Hour))}))
 	r.keys("123456#")
 	r.door(1, true) // the courier has the door open
 	r.parcel(1, true)
-	res, err := r.c.Execute(r.ctx, &Command{Kind: "command", LockerID: lockerID, CommandID: "c-1", Action: "open", Compartment: 1})
+	res, err := r.c.Execute(r.ctx, &wire.Command{Kind: "command", LockerID: lockerID, CommandID: "c-1", Action: "open", Compartment: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ func TestOpenNeverErasesASession(t *testing.T) {
 		t.Fatalf("compartment 1 is %s, want occupied", s)
 	}
 	// Once the session is over, the command opens the door.
-	res, _ = r.c.Execute(r.ctx, &Command{Kind: "command", LockerID: lockerID, CommandID: "c-2", Action: "open", Compartment: 1})
+	res, _ = r.c.Execute(r.ctx, &wire.Command{Kind: "command", LockerID: lockerID, CommandID: "c-2", Action: "open", Compartment: 1})
 	if !res.OK {
 		t.Fatalf("open after the deposit: %+v", res)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // Why a code that matched a grant cannot be used now. The text goes into
@@ -62,7 +63,7 @@ func (c *Controller) key(ctx context.Context, k byte) {
 			c.wrongCode(ctx)
 			return
 		}
-		c.tryCode(ctx, CodeHash(c.opts.LockerID, code))
+		c.tryCode(ctx, wire.CodeHash(c.opts.LockerID, code))
 	default:
 		// A-D are reserved for the service menu's later pages.
 	}
@@ -116,7 +117,7 @@ func (c *Controller) tryCode(ctx context.Context, hash string) {
 		}
 		c.rejTraced[g.ID] = now
 		err = c.update(ctx, func(tx *store.Tx) error {
-			return c.record(tx, Trace{Type: fsm.GrantRejected.String(), GrantID: g.ID, Actor: g.Actor, Compartment: g.Compartment,
+			return c.record(tx, wire.Trace{Type: fsm.GrantRejected.String(), GrantID: g.ID, Actor: g.Actor, Compartment: g.Compartment,
 				Reason: why.Error(), Content: "Code for grant " + g.ID + " refused: " + why.Error()})
 		})
 		if err != nil {
@@ -286,7 +287,7 @@ func (c *Controller) failure(ctx context.Context, msg msgID) {
 		if !locked {
 			return nil
 		}
-		return c.record(tx, Trace{Type: fsm.KeypadLockout.String(),
+		return c.record(tx, wire.Trace{Type: fsm.KeypadLockout.String(),
 			Content: fmt.Sprintf("Keypad locked for %s after %d wrong codes (lockout %d)",
 				c.lockedTill.Sub(now).Round(time.Second), c.opts.LockoutAfter, c.lockouts)})
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 	"github.com/openlocker/locker/hal/wiring"
 	"github.com/openlocker/locker/simulator"
@@ -81,7 +82,7 @@ func BenchmarkKeypadToCoil(b *testing.B) {
 	err = st.Update(ctx, func(tx *store.Tx) error {
 		for i := 0; i < 100000; i++ {
 			g := store.Grant{ID: fmt.Sprintf("g-%06d", i), Version: 1, Action: "pickup", Compartment: 1 + i%24,
-				ParcelID: fmt.Sprintf("P%06d", i), CodeHash: controller.CodeHash(locker, fmt.Sprintf("%08d", i)),
+				ParcelID: fmt.Sprintf("P%06d", i), CodeHash: wire.CodeHash(locker, fmt.Sprintf("%08d", i)),
 				ValidFrom: time.Now().Add(-time.Hour), ValidUntil: until, UsesLeft: 1}
 			if err := tx.PutGrant(g); err != nil {
 				return err
@@ -90,7 +91,7 @@ func BenchmarkKeypadToCoil(b *testing.B) {
 		// The technician's codes: one service grant per compartment.
 		for n := 1; n <= 24; n++ {
 			g := store.Grant{ID: fmt.Sprintf("svc-%02d", n), Version: 1, Action: "service", Compartment: n,
-				CodeHash: controller.CodeHash(locker, fmt.Sprintf("99%06d", n)), ValidFrom: time.Now().Add(-time.Hour),
+				CodeHash: wire.CodeHash(locker, fmt.Sprintf("99%06d", n)), ValidFrom: time.Now().Add(-time.Hour),
 				ValidUntil: until, UsesLeft: -1}
 			if err := tx.PutGrant(g); err != nil {
 				return err
@@ -230,7 +231,7 @@ func newBaselineLookupCommit(b *testing.B, path string) func() time.Duration {
 	mustExec(`CREATE INDEX t_h ON t(h)`)
 	tx, _ := db.Begin()
 	for i := 0; i < 100000; i++ {
-		tx.Exec(`INSERT INTO t(h, v) VALUES (?, 0)`, controller.CodeHash("B", fmt.Sprint(i)))
+		tx.Exec(`INSERT INTO t(h, v) VALUES (?, 0)`, wire.CodeHash("B", fmt.Sprint(i)))
 	}
 	if err := tx.Commit(); err != nil {
 		b.Fatal(err)
@@ -241,7 +242,7 @@ func newBaselineLookupCommit(b *testing.B, path string) func() time.Duration {
 	mustExec(`PRAGMA wal_checkpoint(TRUNCATE)`)
 	i := 0
 	return func() time.Duration {
-		h := controller.CodeHash("B", fmt.Sprint(i*7919%100000))
+		h := wire.CodeHash("B", fmt.Sprint(i*7919%100000))
 		i++
 		start := time.Now()
 		tx, err := db.Begin()

@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -99,7 +100,7 @@ func kpGrants() []store.Grant {
 	from := t0.Add(-time.Hour)
 	g := func(id, action string, compartment int, size, parcel string, uses int) store.Grant {
 		return store.Grant{ID: id, Version: 1, Action: action, Compartment: compartment, Size: size, ParcelID: parcel,
-			Actor: "134****8888", CodeHash: CodeHash(kpLockerID, kpCodeOf[id]), ValidFrom: from, ValidUntil: until,
+			Actor: "134****8888", CodeHash: wire.CodeHash(kpLockerID, kpCodeOf[id]), ValidFrom: from, ValidUntil: until,
 			UsesLeft: uses}
 	}
 	old := g("old", "deposit", 0, "S", "PO", 1)
@@ -160,7 +161,7 @@ type kpRig struct {
 	last   *kpModel // the model at the end of the last input that finished; nil: reset everything
 
 	mu     stdsync.Mutex
-	traces []Trace
+	traces []wire.Trace
 	raw    []string
 }
 
@@ -191,7 +192,7 @@ func newKPRig() (*kpRig, error) {
 		LockoutAfter: kpAfter, LockoutBase: kpBase, LockoutMax: kpMax, LockoutDecay: kpDecay,
 		DoorTimeout: 365 * 24 * time.Hour, // no lock fault moves a deposit on: no door ever opens here
 		OnTrace: func(p []byte) {
-			var tr Trace
+			var tr wire.Trace
 			_ = json.Unmarshal(p, &tr)
 			k.mu.Lock()
 			k.traces = append(k.traces, tr)
@@ -321,10 +322,10 @@ func (k *kpRig) step(t *testing.T, key byte) kpState {
 	return s
 }
 
-func (k *kpRig) newTraces(from int) ([]Trace, []string) {
+func (k *kpRig) newTraces(from int) ([]wire.Trace, []string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return append([]Trace(nil), k.traces[from:]...), append([]string(nil), k.raw[from:]...)
+	return append([]wire.Trace(nil), k.traces[from:]...), append([]string(nil), k.raw[from:]...)
 }
 
 func (k *kpRig) traceCount() int {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -207,7 +208,7 @@ func containsStr(s []string, v string) bool {
 
 // mop is one parsed op.
 type mop struct {
-	op    GrantOp
+	op    wire.GrantOp
 	code  string
 	pcode string
 }
@@ -244,10 +245,10 @@ func modelTime(t time.Time) string {
 }
 
 // parseGrants reads `grants issued=@D [snapshot] | put k=v… | revoke id=… v=…`.
-func parseGrants(line string) (*GrantsBody, []mop, error) {
+func parseGrants(line string) (*wire.GrantsBody, []mop, error) {
 	parts := strings.Split(line, "|")
 	head := strings.Fields(parts[0])
-	b := &GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0}
+	b := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0}
 	for _, f := range head[1:] {
 		switch {
 		case f == "snapshot":
@@ -301,7 +302,7 @@ func parseGrants(line string) (*GrantsBody, []mop, error) {
 					ps = append(ps, "")
 				}
 				o.pcode = ps[1]
-				o.op.Pickup = &PickupSpec{GrantID: ps[0], Holder: "13499996666", CodeHash: hash(ps[1])}
+				o.op.Pickup = &wire.PickupSpec{GrantID: ps[0], Holder: "13499996666", CodeHash: hash(ps[1])}
 				if o.op.Pickup.ValidUntil, err = parseTimeTok(ps[2]); err != nil {
 					return nil, nil, err
 				}
@@ -313,7 +314,7 @@ func parseGrants(line string) (*GrantsBody, []mop, error) {
 		}
 		ops = append(ops, o)
 	}
-	b.Ops = make([]GrantOp, len(ops))
+	b.Ops = make([]wire.GrantOp, len(ops))
 	for i := range ops {
 		b.Ops[i] = ops[i].op
 	}
@@ -464,7 +465,7 @@ func (w *mworld) grants(line string) {
 		}
 		results[i] = m.applyOp(&ops[i], b.IssuedAt, now)
 	}
-	var ack GrantsAck
+	var ack wire.GrantsAck
 	applyErr := false
 	rejected := map[string]bool{}
 	w.around(nil, func() {
@@ -842,8 +843,8 @@ func (m *model) menuKey(k byte, now time.Time, storageOK bool) *mallow {
 
 // ---- what the traces tell ----
 
-func (m *model) fold(w *mworld, tr Trace) {
-	at, _ := time.Parse(TimeFormat, tr.Time)
+func (m *model) fold(w *mworld, tr wire.Trace) {
+	at, _ := time.Parse(wire.TimeFormat, tr.Time)
 	n := tr.Compartment
 	var c *mcomp
 	if n >= 1 && n <= m.n {

@@ -61,6 +61,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -112,7 +113,7 @@ type mworld struct {
 	unmatched  map[int][]int // compartment → lock_released seqs not yet matched by a Release
 	failNext   bool          // Release fails (a driver error)
 	hookErr    string        // an I2 violation seen inside Release
-	traces     []Trace
+	traces     []wire.Trace
 	tracesSeen int
 
 	powered   bool
@@ -155,7 +156,7 @@ func (w *mworld) start() {
 	r.cab.events = make(chan hal.Event)
 	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: &hookCab{r.cab, w}, Clock: r.clock, Tick: time.Hour,
 		OnTrace: func(p []byte) {
-			var tr Trace
+			var tr wire.Trace
 			if err := json.Unmarshal(p, &tr); err != nil {
 				r.t.Errorf("trace is not JSON: %v", err)
 			}
@@ -200,7 +201,7 @@ func (w *mworld) onRelease(n int) error {
 		}
 		for _, e := range evs {
 			w.hookSeq = e.Seq
-			var tr Trace
+			var tr wire.Trace
 			if json.Unmarshal(e.Payload, &tr) == nil && tr.Type == "lock_released" {
 				w.unmatched[tr.Compartment] = append(w.unmatched[tr.Compartment], int(e.Seq))
 			}
@@ -265,7 +266,7 @@ func (w *mworld) now() time.Time {
 func (w *mworld) trusted() bool { return !w.r.clock.Now().Before(MinSaneTime) }
 
 // newTraces returns the traces recorded since the last call.
-func (w *mworld) newTraces() []Trace {
+func (w *mworld) newTraces() []wire.Trace {
 	w.hmu.Lock()
 	defer w.hmu.Unlock()
 	trs := slices.Clone(w.traces[w.tracesSeen:])
@@ -543,7 +544,7 @@ func (w *mworld) physical() map[int][2]bool {
 	return out
 }
 
-func (w *mworld) allTraces() []Trace {
+func (w *mworld) allTraces() []wire.Trace {
 	w.hmu.Lock()
 	defer w.hmu.Unlock()
 	return slices.Clone(w.traces)
@@ -571,7 +572,7 @@ func (w *mworld) command(id, action string, n int) {
 		allowed = &mallow{kind: "command", targets: map[int]string{n: id}}
 	}
 	w.around(allowed, func() {
-		res, err := w.r.c.Execute(w.r.ctx, &Command{Kind: "command", LockerID: lockerID, CommandID: id, Action: action, Compartment: n})
+		res, err := w.r.c.Execute(w.r.ctx, &wire.Command{Kind: "command", LockerID: lockerID, CommandID: id, Action: action, Compartment: n})
 		if err != nil && w.storageOK {
 			w.t.Fatalf("Execute: %v", err)
 		}

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -470,7 +471,7 @@ func (p *prop) serviceMenu() {
 	}
 }
 
-func (p *prop) apply(b *GrantsBody) GrantsAck {
+func (p *prop) apply(b *wire.GrantsBody) wire.GrantsAck {
 	ack, err := p.r.c.ApplyGrants(p.r.ctx, b)
 	if err != nil {
 		p.fail("ApplyGrants: %v", err)
@@ -535,7 +536,7 @@ func (p *prop) apply(b *GrantsBody) GrantsAck {
 	return ack
 }
 
-func (p *prop) codeOf(op GrantOp) string { return p.codes[op.CodeHash] }
+func (p *prop) codeOf(op wire.GrantOp) string { return p.codes[op.CodeHash] }
 
 // propHash hashes a code the test made, and remembers it.
 func (p *prop) propHash(code string) string {
@@ -544,9 +545,9 @@ func (p *prop) propHash(code string) string {
 	return h
 }
 
-func (p *prop) body(ops ...GrantOp) *GrantsBody {
+func (p *prop) body(ops ...wire.GrantOp) *wire.GrantsBody {
 	now := p.r.clock.Now()
-	return &GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(now), ExpiresAt: now.Add(time.Hour), Ops: ops}
+	return &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(now), ExpiresAt: now.Add(time.Hour), Ops: ops}
 }
 
 func (p *prop) putDeposit(now time.Time) {
@@ -561,9 +562,9 @@ func (p *prop) putDeposit(now time.Time) {
 			code = o.code
 		}
 	}
-	op := GrantOp{Op: "put", GrantID: id, Version: 1, Action: "deposit", ParcelID: "P" + id, Holder: "13488888888",
+	op := wire.GrantOp{Op: "put", GrantID: id, Version: 1, Action: "deposit", ParcelID: "P" + id, Holder: "13488888888",
 		CodeHash: p.propHash(code), ValidUntil: ptr(until),
-		Pickup: &PickupSpec{GrantID: id + "p", Holder: "13499996666", CodeHash: p.propHash(p.newCode()), ValidUntil: ptr(puntil)}}
+		Pickup: &wire.PickupSpec{GrantID: id + "p", Holder: "13499996666", CodeHash: p.propHash(p.newCode()), ValidUntil: ptr(puntil)}}
 	if p.intn(4) == 0 {
 		op.Compartment = 1 + p.intn(len(p.r.cab.comps))
 	} else {
@@ -601,7 +602,7 @@ func (p *prop) putOther(now time.Time) {
 	n := ns[p.intn(len(ns))]
 	p.nextID++
 	id := fmt.Sprintf("r%d", p.nextID)
-	op := GrantOp{Op: "put", GrantID: id, Version: 1, Action: "reclaim", Compartment: n, Holder: "13400000000",
+	op := wire.GrantOp{Op: "put", GrantID: id, Version: 1, Action: "reclaim", Compartment: n, Holder: "13400000000",
 		CodeHash: p.propHash(p.newCode()), ValidUntil: ptr(now.Add(2 * time.Hour))}
 	p.logf("put reclaim %s compartment %d", id, n)
 	ctx := p.ctx("grants")
@@ -612,7 +613,7 @@ func (p *prop) putOther(now time.Time) {
 func (p *prop) putService(now time.Time, n int) {
 	p.nextID++
 	id := fmt.Sprintf("s%d", p.nextID)
-	op := GrantOp{Op: "put", GrantID: id, Version: 1, Action: "service", Compartment: n, Holder: "13700000000",
+	op := wire.GrantOp{Op: "put", GrantID: id, Version: 1, Action: "service", Compartment: n, Holder: "13700000000",
 		CodeHash: p.propHash(p.newCode()), ValidUntil: ptr(now.Add(4 * time.Hour))}
 	p.logf("put service %s compartment %d", id, n)
 	ctx := p.ctx("grants")
@@ -634,7 +635,7 @@ func (p *prop) revoke() {
 	}
 	p.logf("revoke %s v%d", g.id, v)
 	ctx := p.ctx("grants")
-	p.apply(p.body(GrantOp{Op: "revoke", GrantID: g.id, Version: v}))
+	p.apply(p.body(wire.GrantOp{Op: "revoke", GrantID: g.id, Version: v}))
 	p.check(ctx)
 }
 
@@ -646,10 +647,10 @@ func (p *prop) transfer(now time.Time) {
 		p.putDeposit(now)
 		return
 	}
-	op := GrantOp{Op: "put", GrantID: g.id, Version: g.version + 1, Action: "deposit", Compartment: g.compartment,
+	op := wire.GrantOp{Op: "put", GrantID: g.id, Version: g.version + 1, Action: "deposit", Compartment: g.compartment,
 		Size: g.size, ParcelID: g.parcel, Holder: "13500001111", CodeHash: p.propHash(p.newCode()), ValidUntil: ptr(g.until)}
 	if g.pickup != nil {
-		op.Pickup = &PickupSpec{GrantID: g.pickup.id, Holder: "13499996666", CodeHash: p.propHash(g.pickup.code),
+		op.Pickup = &wire.PickupSpec{GrantID: g.pickup.id, Holder: "13499996666", CodeHash: p.propHash(g.pickup.code),
 			ValidUntil: ptr(g.pickup.until)}
 	}
 	p.logf("transfer %s to v%d", g.id, op.Version)
@@ -661,17 +662,17 @@ func (p *prop) transfer(now time.Time) {
 // snapshotGrants sends the live grants again (stale puts) minus one: it
 // is revoked.
 func (p *prop) snapshotGrants(now time.Time) {
-	var ops []GrantOp
+	var ops []wire.GrantOp
 	drop := p.pickGrant(func(g *pgrant) bool { return g.exists && g.parent == "" })
 	for _, id := range p.ids {
 		g := p.g[id]
 		if !g.exists || g == drop || g.parent != "" || g.code == "" {
 			continue
 		}
-		op := GrantOp{Op: "put", GrantID: g.id, Version: g.version, Action: g.action, Compartment: g.compartment,
+		op := wire.GrantOp{Op: "put", GrantID: g.id, Version: g.version, Action: g.action, Compartment: g.compartment,
 			Size: g.size, ParcelID: g.parcel, Holder: "13488888888", CodeHash: p.propHash(g.code), ValidUntil: ptr(g.until)}
 		if g.pickup != nil {
-			op.Pickup = &PickupSpec{GrantID: g.pickup.id, CodeHash: p.propHash(g.pickup.code), ValidUntil: ptr(g.pickup.until)}
+			op.Pickup = &wire.PickupSpec{GrantID: g.pickup.id, CodeHash: p.propHash(g.pickup.code), ValidUntil: ptr(g.pickup.until)}
 		}
 		ops = append(ops, op)
 	}
@@ -821,7 +822,7 @@ func (p *prop) command() {
 	if action == "open" && fresh {
 		ctx.kind, ctx.n, ctx.grant = "command open", n, id
 	}
-	res, err := p.r.c.Execute(p.r.ctx, &Command{Kind: "command", LockerID: lockerID, CommandID: id, Action: action, Compartment: n})
+	res, err := p.r.c.Execute(p.r.ctx, &wire.Command{Kind: "command", LockerID: lockerID, CommandID: id, Action: action, Compartment: n})
 	if err != nil {
 		p.fail("Execute: %v", err)
 	}
@@ -871,7 +872,7 @@ func (p *prop) check(ctx stepCtx) {
 	}
 
 	// Every release has its lock_released trace, in the same order.
-	var relTrs []Trace
+	var relTrs []wire.Trace
 	for _, tr := range newTrs {
 		if tr.Type == "lock_released" {
 			relTrs = append(relTrs, tr)
@@ -1062,7 +1063,7 @@ func (p *prop) activatePickup(d *pgrant, n int) {
 }
 
 // checkRelease checks one lock_released trace against what the step may do.
-func (p *prop) checkRelease(ctx stepCtx, tr Trace, count int) {
+func (p *prop) checkRelease(ctx stepCtx, tr wire.Trace, count int) {
 	bad := func(why string) {
 		p.fail("%s: lock %d released for %q: %s", ctx.kind, tr.Compartment, tr.GrantID, why)
 	}
@@ -1219,7 +1220,7 @@ func FuzzController(f *testing.F) {
 // and #.
 func TestIdleServiceMenuTimesOut(t *testing.T) {
 	r := newRig(t, "M M")
-	r.apply(body(GrantOp{Op: "put", GrantID: "svc", Version: 1, Action: "service", Holder: "13700000000",
+	r.apply(body(wire.GrantOp{Op: "put", GrantID: "svc", Version: 1, Action: "service", Holder: "13700000000",
 		CodeHash: hash("908070"), ValidUntil: ptr(t0.Add(time.Hour))}))
 	r.keys("908070#") // the technician opens the menu, and walks away
 	r.clock.Advance(10 * time.Minute)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
@@ -65,8 +66,8 @@ func TestPurgeAfterTheReplayHorizon(t *testing.T) {
 	r.door(1, true)
 	r.parcel(1, false)
 	r.door(1, false)
-	r.apply(body(GrantOp{Op: "revoke", GrantID: "g-2", Version: 2}))
-	if res, _ := r.c.Execute(r.ctx, &Command{CommandID: "c-1", Action: "disable", Compartment: 2}); !res.OK {
+	r.apply(body(wire.GrantOp{Op: "revoke", GrantID: "g-2", Version: 2}))
+	if res, _ := r.c.Execute(r.ctx, &wire.Command{CommandID: "c-1", Action: "disable", Compartment: 2}); !res.OK {
 		t.Fatalf("disable: %+v", res)
 	}
 	grants, commands := r.counts()
@@ -121,7 +122,7 @@ func TestPurgeAfterTheReplayHorizon(t *testing.T) {
 	if ack.Applied != 0 || len(ack.Rejected) != 1 || !strings.Contains(ack.Rejected[0].Error, "longer than") {
 		t.Fatalf("an envelope living 8 days: %+v", ack)
 	}
-	res, _ := r.c.Execute(r.ctx, &Command{CommandID: "c-1", Action: "open", Compartment: 1,
+	res, _ := r.c.Execute(r.ctx, &wire.Command{CommandID: "c-1", Action: "open", Compartment: 1,
 		IssuedAt: r.c.Now(), ExpiresAt: r.c.Now().Add(30 * 24 * time.Hour)})
 	if res.OK {
 		t.Fatal("a command living 30 days was run")
@@ -162,9 +163,9 @@ func (r *rig) dataVersion() uint64 { return r.st.Updates() }
 // database's pages for every parcel).
 func TestCheckpointEmptiesTheLog(t *testing.T) {
 	r := newRig(t, "M M")
-	big := make([]GrantOp, 0, 600)
+	big := make([]wire.GrantOp, 0, 600)
 	for i := 0; i < 600; i++ {
-		big = append(big, GrantOp{Op: "put", GrantID: "s-" + strconv.Itoa(i), Version: 1, Action: "service",
+		big = append(big, wire.GrantOp{Op: "put", GrantID: "s-" + strconv.Itoa(i), Version: 1, Action: "service",
 			Holder: "13700001111", CodeHash: hash(strconv.Itoa(10000000 + i)), ValidUntil: ptr(t0.Add(time.Hour))})
 	}
 	for r.st.WALBytes() < CheckpointWAL {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // SelfTestResult is one compartment's result of a self-test.
@@ -147,7 +148,7 @@ func (c *Controller) maybeFinishSelfTest(ctx context.Context) {
 		content += " (faults: " + strings.Join(faults, " ") + ")"
 	}
 	err := c.update(ctx, func(tx *store.Tx) error {
-		return c.record(tx, Trace{Type: fsm.SelfTestDone.String(), Actor: t.actor, Content: content})
+		return c.record(tx, wire.Trace{Type: fsm.SelfTestDone.String(), Actor: t.actor, Content: content})
 	})
 	if err != nil {
 		c.log.Error("self-test result not recorded", "err", err)

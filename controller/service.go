@@ -9,6 +9,7 @@ import (
 
 	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // The service menu, opened by a service code: 1 opens a door, 2 disables
@@ -165,7 +166,7 @@ func (c *Controller) serviceOpen(ctx context.Context, code string, n int) error 
 	if _, wired := c.hw[n]; !wired {
 		return fmt.Errorf("controller: no compartment %d", n)
 	}
-	hash := CodeHash(c.opts.LockerID, code)
+	hash := wire.CodeHash(c.opts.LockerID, code)
 	var grants []store.Grant
 	if err := c.st.View(ctx, func(tx *store.Tx) error {
 		var err error
@@ -199,7 +200,7 @@ func (c *Controller) CheckServiceCode(ctx context.Context, code string) (actor s
 		var grants []store.Grant
 		if err = c.st.View(ctx, func(tx *store.Tx) error {
 			var err error
-			grants, err = tx.GrantsByCode(CodeHash(c.opts.LockerID, code))
+			grants, err = tx.GrantsByCode(wire.CodeHash(c.opts.LockerID, code))
 			return err
 		}); err != nil {
 			return

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openlocker/locker/controller/wire"
 )
 
 var (
@@ -281,7 +283,7 @@ func BenchmarkSoak(b *testing.B) {
 		now := r.clock.Now()
 		switch e.kind {
 		case soakDaily:
-			var ops []GrantOp
+			var ops []wire.GrantOp
 			// Today's parcels.
 			for range rate {
 				nextK++
@@ -291,10 +293,10 @@ func BenchmarkSoak(b *testing.B) {
 				u := rng.Float64()
 				p.noShow, p.uncollected = u < 0.02, u >= 0.02 && u < 0.05
 				live[p.k] = p
-				ops = append(ops, GrantOp{Op: "put", GrantID: p.depID(), Version: 1, Action: "deposit", Size: p.size,
-					ParcelID: p.parcelID(), Holder: "13488888888", CodeHash: CodeHash(lockerID, p.depCode),
-					ValidUntil: ptr(p.depUntil), Pickup: &PickupSpec{GrantID: p.pickID(), Holder: "13499996666",
-						CodeHash: CodeHash(lockerID, p.pickCode), ValidUntil: ptr(p.pickUntil)}})
+				ops = append(ops, wire.GrantOp{Op: "put", GrantID: p.depID(), Version: 1, Action: "deposit", Size: p.size,
+					ParcelID: p.parcelID(), Holder: "13488888888", CodeHash: wire.CodeHash(lockerID, p.depCode),
+					ValidUntil: ptr(p.depUntil), Pickup: &wire.PickupSpec{GrantID: p.pickID(), Holder: "13499996666",
+						CodeHash: wire.CodeHash(lockerID, p.pickCode), ValidUntil: ptr(p.pickUntil)}})
 				if p.noShow {
 					want["no-show"]++
 					continue
@@ -307,9 +309,9 @@ func BenchmarkSoak(b *testing.B) {
 				case p.uncollected && p.reclaimCode == "" && !now.Before(p.pickUntil):
 					// Expired yesterday: the courier takes it back today.
 					p.reclaimCode, p.reclaimTill = codeOf(4, p.k), now.Add(48*time.Hour)
-					ops = append(ops, GrantOp{Op: "put", GrantID: p.reclaimID(), Version: 1, Action: "reclaim",
+					ops = append(ops, wire.GrantOp{Op: "put", GrantID: p.reclaimID(), Version: 1, Action: "reclaim",
 						Compartment: p.comp, ParcelID: p.parcelID(), Holder: "13500002222",
-						CodeHash: CodeHash(lockerID, p.reclaimCode), ValidUntil: ptr(p.reclaimTill)})
+						CodeHash: wire.CodeHash(lockerID, p.reclaimCode), ValidUntil: ptr(p.reclaimTill)})
 					want["pickup_expired"]++
 					push(soakEvent{at: now.Add(3*time.Hour + time.Duration(rng.Int64N(int64(8*time.Hour)))), kind: soakReclaim, p: p})
 				case !p.uncollected && p.pickVersion == 1 && rng.IntN(20) == 0:
@@ -319,7 +321,7 @@ func BenchmarkSoak(b *testing.B) {
 					want["transfer"]++
 				}
 			}
-			ack := r.apply(&GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(now),
+			ack := r.apply(&wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(now),
 				ExpiresAt: now.Add(time.Hour), Ops: ops})
 			if len(ack.Rejected) > 0 {
 				b.Fatalf("day %v: rejected %+v", now, ack.Rejected[0])
@@ -334,21 +336,21 @@ func BenchmarkSoak(b *testing.B) {
 				switch {
 				case p.done:
 				case p.comp == 0 && now.Before(p.depUntil):
-					ops = append(ops, GrantOp{Op: "put", GrantID: p.depID(), Version: 1, Action: "deposit", Size: p.size,
-						ParcelID: p.parcelID(), Holder: "13488888888", CodeHash: CodeHash(lockerID, p.depCode),
-						ValidUntil: ptr(p.depUntil), Pickup: &PickupSpec{GrantID: p.pickID(), Holder: "13499996666",
-							CodeHash: CodeHash(lockerID, codeOf(2, p.k)), ValidUntil: ptr(p.pickUntil)}})
+					ops = append(ops, wire.GrantOp{Op: "put", GrantID: p.depID(), Version: 1, Action: "deposit", Size: p.size,
+						ParcelID: p.parcelID(), Holder: "13488888888", CodeHash: wire.CodeHash(lockerID, p.depCode),
+						ValidUntil: ptr(p.depUntil), Pickup: &wire.PickupSpec{GrantID: p.pickID(), Holder: "13499996666",
+							CodeHash: wire.CodeHash(lockerID, codeOf(2, p.k)), ValidUntil: ptr(p.pickUntil)}})
 				case p.comp != 0 && p.reclaimCode != "":
-					ops = append(ops, GrantOp{Op: "put", GrantID: p.reclaimID(), Version: 1, Action: "reclaim",
+					ops = append(ops, wire.GrantOp{Op: "put", GrantID: p.reclaimID(), Version: 1, Action: "reclaim",
 						Compartment: p.comp, ParcelID: p.parcelID(), Holder: "13500002222",
-						CodeHash: CodeHash(lockerID, p.reclaimCode), ValidUntil: ptr(p.reclaimTill)})
+						CodeHash: wire.CodeHash(lockerID, p.reclaimCode), ValidUntil: ptr(p.reclaimTill)})
 				case p.comp != 0 && now.Before(p.pickUntil):
 					ops = append(ops, p.pickupOp())
 				}
 			}
 			snapOps = len(ops)
 			t := time.Now()
-			ack = r.apply(&GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(now),
+			ack = r.apply(&wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: nextIssued(now),
 				ExpiresAt: now.Add(time.Hour), Snapshot: true, Ops: ops})
 			snaps = append(snaps, time.Since(t))
 			if len(snaps) > 7 {
@@ -432,7 +434,7 @@ func BenchmarkSoak(b *testing.B) {
 					r.ack()
 				}
 				at := r.clock.Now()
-				res, err := r.c.Execute(r.ctx, &Command{Kind: "command", LockerID: lockerID,
+				res, err := r.c.Execute(r.ctx, &wire.Command{Kind: "command", LockerID: lockerID,
 					CommandID: fmt.Sprintf("c-%d-%s", seq, act), IssuedAt: at, ExpiresAt: at.Add(time.Hour), Action: act,
 					Compartment: n, Reason: "soak"})
 				if err != nil || !res.OK {
@@ -505,12 +507,12 @@ func soakBound(rate int) int64 {
 	return int64(rate*horizon*perParcel) + 4<<20
 }
 
-func (p *soakParcel) pickupOp() GrantOp {
-	return GrantOp{Op: "put", GrantID: p.pickID(), Version: p.pickVersion, Action: "pickup", Compartment: p.comp,
-		ParcelID: p.parcelID(), Holder: "13499996666", CodeHash: CodeHash(lockerID, p.pickCode), ValidUntil: ptr(p.pickUntil)}
+func (p *soakParcel) pickupOp() wire.GrantOp {
+	return wire.GrantOp{Op: "put", GrantID: p.pickID(), Version: p.pickVersion, Action: "pickup", Compartment: p.comp,
+		ParcelID: p.parcelID(), Holder: "13499996666", CodeHash: wire.CodeHash(lockerID, p.pickCode), ValidUntil: ptr(p.pickUntil)}
 }
 
-func (r *soakRig) apply(body *GrantsBody) GrantsAck {
+func (r *soakRig) apply(body *wire.GrantsBody) wire.GrantsAck {
 	r.tb.Helper()
 	ack, err := r.c.ApplyGrants(r.ctx, body)
 	if err != nil {

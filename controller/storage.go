@@ -10,6 +10,7 @@ import (
 
 	"github.com/openlocker/locker/controller/fsm"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
@@ -65,7 +66,7 @@ func (c *Controller) retryStorage(ctx context.Context) {
 		return // the database cannot take the log's pages yet
 	}
 	err := c.update(ctx, func(tx *store.Tx) error {
-		return c.record(tx, Trace{Type: fsm.StorageFaulted.String(), Reason: cause.Error(),
+		return c.record(tx, wire.Trace{Type: fsm.StorageFaulted.String(), Reason: cause.Error(),
 			Content: "Storage could not be written for " + waitText(c.now().Sub(down), "en") +
 				" (" + strconv.Itoa(fails) + " failed writes); doors were refused meanwhile"})
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // PublicState is the state of a compartment as docs/protocol.md names it.
@@ -17,8 +18,8 @@ func doorText(open bool) string {
 }
 
 // Status is the locker status (State is left for the link to fill in).
-func (c *Controller) Status(ctx context.Context) (Status, error) {
-	st := Status{LockerID: c.opts.LockerID, Software: c.opts.Software, Time: FormatTime(c.now()),
+func (c *Controller) Status(ctx context.Context) (wire.Status, error) {
+	st := wire.Status{LockerID: c.opts.LockerID, Software: c.opts.Software, Time: wire.FormatTime(c.now()),
 		StorageFault: c.StorageFault()}
 	err := c.st.View(ctx, func(tx *store.Tx) error {
 		var err error
@@ -55,15 +56,15 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 }
 
 // Compartments is the state of every compartment.
-func (c *Controller) Compartments(ctx context.Context) (CompartmentsReport, error) {
-	rep := CompartmentsReport{LockerID: c.opts.LockerID, Time: FormatTime(c.now()), Compartments: []CompartmentState{}}
+func (c *Controller) Compartments(ctx context.Context) (wire.CompartmentsReport, error) {
+	rep := wire.CompartmentsReport{LockerID: c.opts.LockerID, Time: wire.FormatTime(c.now()), Compartments: []wire.CompartmentState{}}
 	err := c.st.View(ctx, func(tx *store.Tx) error {
 		all, err := tx.Compartments()
 		if err != nil {
 			return err
 		}
 		for _, sc := range all {
-			rep.Compartments = append(rep.Compartments, CompartmentState{Number: sc.Number, Size: sc.Size,
+			rep.Compartments = append(rep.Compartments, wire.CompartmentState{Number: sc.Number, Size: sc.Size,
 				State: PublicState(sc), Door: doorText(sc.DoorOpen), ParcelID: sc.ParcelID})
 		}
 		return nil
@@ -72,12 +73,12 @@ func (c *Controller) Compartments(ctx context.Context) (CompartmentsReport, erro
 }
 
 // PendingEvents returns up to limit outbox events with seq > after, in seq order.
-func (c *Controller) PendingEvents(ctx context.Context, after int64, limit int) ([]OutboxEvent, error) {
-	var out []OutboxEvent
+func (c *Controller) PendingEvents(ctx context.Context, after int64, limit int) ([]wire.OutboxEvent, error) {
+	var out []wire.OutboxEvent
 	err := c.st.View(ctx, func(tx *store.Tx) error {
 		evs, err := tx.Pending(after, limit)
 		for _, e := range evs {
-			out = append(out, OutboxEvent{Seq: e.Seq, Payload: e.Payload})
+			out = append(out, wire.OutboxEvent{Seq: e.Seq, Payload: e.Payload})
 		}
 		return err
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // A snapshot or a large envelope holds in memory the live grants only (not
@@ -30,7 +31,7 @@ func TestSnapshotHoldsLiveGrantsOnly(t *testing.T) {
 	if g, _ := s.grant("d1-p"); g.UsesLeft != 0 {
 		t.Fatalf("d1-p after the pickup: %d uses left", g.UsesLeft)
 	}
-	s.send(false, false, nextIssued(t0), GrantOp{Op: "revoke", GrantID: "r", Version: 1})
+	s.send(false, false, nextIssued(t0), wire.GrantOp{Op: "revoke", GrantID: "r", Version: 1})
 
 	var held []string
 	err := s.st.View(s.ctx, func(tx *store.Tx) error {

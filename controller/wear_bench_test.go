@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openlocker/locker/controller/wire"
 )
 
 var wearDir = flag.String("wear-dir", "/var/tmp", "BenchmarkWear: a folder on a real disk (not a tmpfs: the kernel counts no writes to storage there)")
@@ -66,15 +68,15 @@ func BenchmarkWear(b *testing.B) {
 	r := newSoakRig(b, filepath.Join(dir, "locker.db"), strings.Repeat("S M L ", 8), day0, logger)
 
 	// The grants for every cycle, in one envelope (not counted).
-	var ops []GrantOp
+	var ops []wire.GrantOp
 	code := func(prefix, k int) string { return fmt.Sprintf("%d%07d", prefix, k) }
 	for k := 0; k <= n; k++ {
-		ops = append(ops, GrantOp{Op: "put", GrantID: fmt.Sprintf("w%d", k), Version: 1, Action: "deposit", Size: "S",
-			ParcelID: fmt.Sprintf("JT%012d", k), Holder: "13488888888", CodeHash: CodeHash(lockerID, code(1, k)),
-			ValidUntil: ptr(day0.Add(7 * 24 * time.Hour)), Pickup: &PickupSpec{GrantID: fmt.Sprintf("w%d-p", k),
-				Holder: "13499996666", CodeHash: CodeHash(lockerID, code(2, k)), ValidUntil: ptr(day0.Add(7 * 24 * time.Hour))}})
+		ops = append(ops, wire.GrantOp{Op: "put", GrantID: fmt.Sprintf("w%d", k), Version: 1, Action: "deposit", Size: "S",
+			ParcelID: fmt.Sprintf("JT%012d", k), Holder: "13488888888", CodeHash: wire.CodeHash(lockerID, code(1, k)),
+			ValidUntil: ptr(day0.Add(7 * 24 * time.Hour)), Pickup: &wire.PickupSpec{GrantID: fmt.Sprintf("w%d-p", k),
+				Holder: "13499996666", CodeHash: wire.CodeHash(lockerID, code(2, k)), ValidUntil: ptr(day0.Add(7 * 24 * time.Hour))}})
 	}
-	ack := r.apply(&GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: day0, ExpiresAt: day0.Add(time.Hour), Ops: ops})
+	ack := r.apply(&wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: day0, ExpiresAt: day0.Add(time.Hour), Ops: ops})
 	if ack.Applied != n+1 {
 		b.Fatalf("applied %d of %d grants: %+v", ack.Applied, n+1, ack.Rejected)
 	}
@@ -203,14 +205,14 @@ func TestParcelCycleWritesOnlyWhatItMust(t *testing.T) {
 	day0 := time.Date(2027, 3, 1, 6, 0, 0, 0, time.UTC)
 	r := newSoakRig(t, path, "S M L", day0, nil)
 	code := func(prefix, k int) string { return fmt.Sprintf("%d%07d", prefix, k) }
-	var ops []GrantOp
+	var ops []wire.GrantOp
 	for k := range 3 {
-		ops = append(ops, GrantOp{Op: "put", GrantID: fmt.Sprintf("w%d", k), Version: 1, Action: "deposit", Size: "S",
-			ParcelID: fmt.Sprintf("JT%012d", k), Holder: "13488888888", CodeHash: CodeHash(lockerID, code(1, k)),
-			ValidUntil: ptr(day0.Add(7 * 24 * time.Hour)), Pickup: &PickupSpec{GrantID: fmt.Sprintf("w%d-p", k),
-				Holder: "13499996666", CodeHash: CodeHash(lockerID, code(2, k)), ValidUntil: ptr(day0.Add(7 * 24 * time.Hour))}})
+		ops = append(ops, wire.GrantOp{Op: "put", GrantID: fmt.Sprintf("w%d", k), Version: 1, Action: "deposit", Size: "S",
+			ParcelID: fmt.Sprintf("JT%012d", k), Holder: "13488888888", CodeHash: wire.CodeHash(lockerID, code(1, k)),
+			ValidUntil: ptr(day0.Add(7 * 24 * time.Hour)), Pickup: &wire.PickupSpec{GrantID: fmt.Sprintf("w%d-p", k),
+				Holder: "13499996666", CodeHash: wire.CodeHash(lockerID, code(2, k)), ValidUntil: ptr(day0.Add(7 * 24 * time.Hour))}})
 	}
-	r.apply(&GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: day0, ExpiresAt: day0.Add(time.Hour), Ops: ops})
+	r.apply(&wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: day0, ExpiresAt: day0.Add(time.Hour), Ops: ops})
 	r.ack()
 	r.tick()
 	frames := func() int64 { return r.st.WALBytes() / (4096 + 24) }

@@ -28,7 +28,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator/api"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
@@ -60,10 +60,10 @@ const (
 // and what the acks and traces told it since.
 type cgrant struct {
 	id, action, code string
-	op               controller.GrantOp // the put that created it (nested pickups: none)
-	parent, child    string             // a nested pickup's deposit grant, and the reverse
-	env              int                // the envelope that first put it (nested pickups: the parent's)
-	compartment      int                // reclaim: its compartment
+	op               wire.GrantOp // the put that created it (nested pickups: none)
+	parent, child    string       // a nested pickup's deposit grant, and the reverse
+	env              int          // the envelope that first put it (nested pickups: the parent's)
+	compartment      int          // reclaim: its compartment
 
 	live       bool // an ack said its put was applied
 	rejected   bool // an ack rejected its put
@@ -81,7 +81,7 @@ type cgrant struct {
 // cenv is one grants envelope and its deliveries (each with its own issued_at).
 type cenv struct {
 	n        int
-	ops      []controller.GrantOp
+	ops      []wire.GrantOp
 	snapshot bool
 	named    map[string]bool
 	sent     []int64 // issued_at (UnixNano) of each delivery
@@ -325,9 +325,9 @@ func (r *crashRig) setup() {
 	}
 	r.kp = kp
 	r.service = r.newGrant("svc-1", "service")
-	r.service.op = controller.GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service",
-		Holder: "13700000000", CodeHash: controller.CodeHash(crashLocker, r.service.code), ValidUntil: ptrTime(time.Now().Add(48 * time.Hour))}
-	e := r.envelope([]controller.GrantOp{r.service.op}, false, nil)
+	r.service.op = wire.GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service",
+		Holder: "13700000000", CodeHash: wire.CodeHash(crashLocker, r.service.code), ValidUntil: ptrTime(time.Now().Add(48 * time.Hour))}
+	e := r.envelope([]wire.GrantOp{r.service.op}, false, nil)
 	r.service.env = e.n
 	if err := r.send(e); err != nil {
 		r.fail("publishing the service grant: %v", err)
@@ -543,7 +543,7 @@ func checkCabinet(cab cabinetJSON) []string {
 //     `lock_fault` for it: a deposit moves on to the next compartment); so
 //     never a release for a revoked or unknown grant. The service grant
 //     opens nothing: the test never picks a door in the service menu.
-func checkGrantUses(trs []controller.Trace, grants map[string]*cgrant) []string {
+func checkGrantUses(trs []wire.Trace, grants map[string]*cgrant) []string {
 	var msgs []string
 	type rel struct {
 		n      int
@@ -869,7 +869,7 @@ var crashSizes = []string{"S", "S", "S", "M", "M", "M", "L", "XL"}
 // reclaim for a parcel nobody can take out any more, or a snapshot.
 func (r *crashRig) grantsAction(cab cabinetJSON, killer *time.Timer) error {
 	now := time.Now()
-	var ops []controller.GrantOp
+	var ops []wire.GrantOp
 	snapshot := r.rng.IntN(15) == 0
 	var dropped *cgrant
 	if snapshot {
@@ -893,11 +893,11 @@ func (r *crashRig) grantsAction(cab cabinetJSON, killer *time.Timer) error {
 		d := r.newGrant(fmt.Sprintf("d-%d", k), "deposit")
 		p := r.newGrant(d.id+"-p", "pickup")
 		d.child, p.parent = p.id, d.id
-		d.op = controller.GrantOp{Op: "put", GrantID: d.id, Version: 1, Action: "deposit",
+		d.op = wire.GrantOp{Op: "put", GrantID: d.id, Version: 1, Action: "deposit",
 			ParcelID: fmt.Sprintf("JT%09d", k), Holder: fmt.Sprintf("134%08d", r.rng.IntN(1e8)),
-			CodeHash: controller.CodeHash(crashLocker, d.code), ValidUntil: ptrTime(now.Add(24 * time.Hour)),
-			Pickup: &controller.PickupSpec{GrantID: p.id, Holder: fmt.Sprintf("135%08d", r.rng.IntN(1e8)),
-				CodeHash: controller.CodeHash(crashLocker, p.code), ValidUntil: ptrTime(now.Add(72 * time.Hour))}}
+			CodeHash: wire.CodeHash(crashLocker, d.code), ValidUntil: ptrTime(now.Add(24 * time.Hour)),
+			Pickup: &wire.PickupSpec{GrantID: p.id, Holder: fmt.Sprintf("135%08d", r.rng.IntN(1e8)),
+				CodeHash: wire.CodeHash(crashLocker, p.code), ValidUntil: ptrTime(now.Add(72 * time.Hour))}}
 		if r.rng.IntN(4) == 0 {
 			var free []int
 			for _, cm := range cab.Compartments {
@@ -920,7 +920,7 @@ func (r *crashRig) grantsAction(cab cabinetJSON, killer *time.Timer) error {
 		}); len(gs) > 0 {
 			g := gs[r.rng.IntN(len(gs))]
 			g.revokeSent = true
-			ops = append(ops, controller.GrantOp{Op: "revoke", GrantID: g.id, Version: 2})
+			ops = append(ops, wire.GrantOp{Op: "revoke", GrantID: g.id, Version: 2})
 		}
 	}
 	if !snapshot && r.rng.IntN(25) == 0 {
@@ -930,7 +930,7 @@ func (r *crashRig) grantsAction(cab cabinetJSON, killer *time.Timer) error {
 		}); len(gs) > 0 {
 			g := gs[r.rng.IntN(len(gs))]
 			g.revokeSent = true
-			ops = append(ops, controller.GrantOp{Op: "revoke", GrantID: g.id, Version: 2})
+			ops = append(ops, wire.GrantOp{Op: "revoke", GrantID: g.id, Version: 2})
 		}
 	}
 	if r.rng.IntN(3) == 0 {
@@ -993,8 +993,8 @@ func (r *crashRig) pruneForSnapshot() {
 	}
 }
 
-func (r *crashRig) reclaims(now time.Time) []controller.GrantOp {
-	var ops []controller.GrantOp
+func (r *crashRig) reclaims(now time.Time) []wire.GrantOp {
+	var ops []wire.GrantOp
 	for n, id := range r.occ {
 		g := r.grants[id]
 		if !g.revokeSent && !g.done {
@@ -1003,15 +1003,15 @@ func (r *crashRig) reclaims(now time.Time) []controller.GrantOp {
 		k := len(r.order)
 		rc := r.newGrant(fmt.Sprintf("r-%d", k), "reclaim")
 		rc.compartment = n
-		rc.op = controller.GrantOp{Op: "put", GrantID: rc.id, Version: 1, Action: "reclaim", Compartment: n,
-			Holder: "13600000000", CodeHash: controller.CodeHash(crashLocker, rc.code), ValidUntil: ptrTime(now.Add(24 * time.Hour))}
+		rc.op = wire.GrantOp{Op: "put", GrantID: rc.id, Version: 1, Action: "reclaim", Compartment: n,
+			Holder: "13600000000", CodeHash: wire.CodeHash(crashLocker, rc.code), ValidUntil: ptrTime(now.Add(24 * time.Hour))}
 		r.occ[n] = rc.id
 		ops = append(ops, rc.op)
 	}
 	return ops
 }
 
-func (r *crashRig) envelope(ops []controller.GrantOp, snapshot bool, named map[string]bool) *cenv {
+func (r *crashRig) envelope(ops []wire.GrantOp, snapshot bool, named map[string]bool) *cenv {
 	e := &cenv{n: len(r.envs) + 1, ops: ops, snapshot: snapshot, named: named}
 	r.envs = append(r.envs, e)
 	r.stats.envelopes++
@@ -1026,7 +1026,7 @@ func (r *crashRig) send(e *cenv) error {
 		now = r.lastIssued.Add(time.Microsecond)
 	}
 	r.lastIssued = now
-	body := controller.GrantsBody{Kind: "grants", LockerID: crashLocker, IssuedAt: now, ExpiresAt: now.Add(time.Hour),
+	body := wire.GrantsBody{Kind: "grants", LockerID: crashLocker, IssuedAt: now, ExpiresAt: now.Add(time.Hour),
 		Snapshot: e.snapshot, Ops: e.ops}
 	raw, err := json.Marshal(body)
 	if err != nil {
@@ -1136,7 +1136,7 @@ func (r *crashRig) final() {
 	}
 	// The retained status says when the outbox is empty (it is published
 	// at most every 10 s).
-	var st controller.Status
+	var st wire.Status
 	ok := r.c.waitFor(30*time.Second, func() bool {
 		maxSeq, _, _, _, _, raw := r.c.snapshot()
 		return json.Unmarshal(raw, &st) == nil && st.State == "online" && st.Outbox == 0 && st.LastSeq == maxSeq
@@ -1178,7 +1178,7 @@ func (r *crashRig) final() {
 }
 
 // replayOccupancy says from the traces alone which compartments hold a parcel.
-func replayOccupancy(trs []controller.Trace) map[int]bool {
+func replayOccupancy(trs []wire.Trace) map[int]bool {
 	occ := map[int]bool{}
 	for _, tr := range trs {
 		switch tr.Type {

@@ -26,9 +26,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/openlocker/locker/controller/wire"
 	_ "modernc.org/sqlite" // the "sqlite" driver, for the read-only look
-
-	"github.com/openlocker/locker/controller"
 )
 
 // buildSimPlain builds locker-sim without -race into dir: the crash test
@@ -205,12 +204,12 @@ type crashCentral struct {
 
 	mu       stdsync.Mutex
 	payloads map[string][]byte // event_id → the first payload received
-	traces   []controller.Trace
+	traces   []wire.Trace
 	maxSeq   int64
 	received int // trace messages, duplicates included
 	dups     int
 	problems []string // conflicting payloads, events out of seq order, bad JSON
-	acks     map[int64]controller.GrantsAck
+	acks     map[int64]wire.GrantsAck
 	status   []byte // the last status message
 	kick     chan struct{}
 }
@@ -218,7 +217,7 @@ type crashCentral struct {
 func newCrashCentral(t *testing.T, broker, locker string) *crashCentral {
 	t.Helper()
 	c := &crashCentral{prefix: "lockers/v1/" + locker + "/", locker: locker, payloads: map[string][]byte{},
-		acks: map[int64]controller.GrantsAck{}, kick: make(chan struct{}, 1)}
+		acks: map[int64]wire.GrantsAck{}, kick: make(chan struct{}, 1)}
 	opts := paho.NewClientOptions().AddBroker(broker).SetClientID("central-crash").
 		SetCleanSession(false).SetKeepAlive(30 * time.Second).
 		SetAutoReconnect(true).SetConnectRetry(true).SetMaxReconnectInterval(time.Second).
@@ -242,7 +241,7 @@ func (c *crashCentral) onMessage(_ paho.Client, m paho.Message) {
 	switch m.Topic() {
 	case c.prefix + "traces":
 		c.received++
-		var tr controller.Trace
+		var tr wire.Trace
 		if err := json.Unmarshal(payload, &tr); err != nil {
 			c.problems = append(c.problems, fmt.Sprintf("trace is not JSON: %q", payload))
 			return
@@ -265,7 +264,7 @@ func (c *crashCentral) onMessage(_ paho.Client, m paho.Message) {
 		c.traces = append(c.traces, tr)
 		c.maxSeq = max(c.maxSeq, tr.Seq)
 	case c.prefix + "grants/ack":
-		var ack controller.GrantsAck
+		var ack wire.GrantsAck
 		if err := json.Unmarshal(payload, &ack); err != nil {
 			c.problems = append(c.problems, fmt.Sprintf("grants ack is not JSON: %q", payload))
 			return
@@ -288,7 +287,7 @@ func (c *crashCentral) publish(topic string, payload []byte) error {
 	return tok.Error()
 }
 
-func (c *crashCentral) ack(issuedAt int64) (controller.GrantsAck, bool) {
+func (c *crashCentral) ack(issuedAt int64) (wire.GrantsAck, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	a, ok := c.acks[issuedAt]
@@ -296,11 +295,11 @@ func (c *crashCentral) ack(issuedAt int64) (controller.GrantsAck, bool) {
 }
 
 // sorted returns the distinct traces received, in seq order.
-func (c *crashCentral) sorted() []controller.Trace {
+func (c *crashCentral) sorted() []wire.Trace {
 	c.mu.Lock()
 	out := slices.Clone(c.traces)
 	c.mu.Unlock()
-	slices.SortFunc(out, func(a, b controller.Trace) int { return int(a.Seq - b.Seq) })
+	slices.SortFunc(out, func(a, b wire.Trace) int { return int(a.Seq - b.Seq) })
 	return out
 }
 

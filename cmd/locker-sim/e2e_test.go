@@ -23,7 +23,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator/api"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
@@ -324,14 +324,14 @@ func (c *central) all() []msg {
 }
 
 // traces returns the distinct traces received, by event_id.
-func (c *central) traces() []controller.Trace {
+func (c *central) traces() []wire.Trace {
 	seen := map[string]bool{}
-	var out []controller.Trace
+	var out []wire.Trace
 	for _, m := range c.all() {
 		if !strings.HasSuffix(m.topic, "/traces") {
 			continue
 		}
-		var tr controller.Trace
+		var tr wire.Trace
 		if err := json.Unmarshal(m.payload, &tr); err != nil {
 			c.t.Fatalf("trace is not JSON: %s", m.payload)
 		}
@@ -343,14 +343,14 @@ func (c *central) traces() []controller.Trace {
 	return out
 }
 
-func (c *central) waitTrace(typ string, match func(controller.Trace) bool) controller.Trace {
+func (c *central) waitTrace(typ string, match func(wire.Trace) bool) wire.Trace {
 	c.t.Helper()
-	var found controller.Trace
+	var found wire.Trace
 	c.wait("trace "+typ, func(m msg) bool {
 		if !strings.HasSuffix(m.topic, "/traces") {
 			return false
 		}
-		var tr controller.Trace
+		var tr wire.Trace
 		if json.Unmarshal(m.payload, &tr) != nil || tr.Type != typ || (match != nil && !match(tr)) {
 			return false
 		}
@@ -373,17 +373,17 @@ func sealWith(t *testing.T, keyID string, priv ed25519.PrivateKey, v any) []byte
 	return env
 }
 
-func grantsBody(locker string, now time.Time, ops ...controller.GrantOp) controller.GrantsBody {
-	return controller.GrantsBody{Kind: "grants", LockerID: locker, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: ops}
+func grantsBody(locker string, now time.Time, ops ...wire.GrantOp) wire.GrantsBody {
+	return wire.GrantsBody{Kind: "grants", LockerID: locker, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: ops}
 }
 
-func depositWithPickup(locker, id, code, pickupCode string, now time.Time) controller.GrantOp {
+func depositWithPickup(locker, id, code, pickupCode string, now time.Time) wire.GrantOp {
 	until, puntil := now.Add(24*time.Hour), now.Add(72*time.Hour)
-	return controller.GrantOp{Op: "put", GrantID: id, Version: 1, Action: "deposit", Size: "M",
-		ParcelID: "JT3084743373888", Holder: "13488888888", CodeHash: controller.CodeHash(locker, code),
+	return wire.GrantOp{Op: "put", GrantID: id, Version: 1, Action: "deposit", Size: "M",
+		ParcelID: "JT3084743373888", Holder: "13488888888", CodeHash: wire.CodeHash(locker, code),
 		ValidUntil: &until,
-		Pickup: &controller.PickupSpec{GrantID: id + "-p", Holder: "13499996666",
-			CodeHash: controller.CodeHash(locker, pickupCode), ValidUntil: &puntil}}
+		Pickup: &wire.PickupSpec{GrantID: id + "-p", Holder: "13499996666",
+			CodeHash: wire.CodeHash(locker, pickupCode), ValidUntil: &puntil}}
 }
 
 func TestDepositAndPickupOverRealBroker(t *testing.T) {
@@ -412,7 +412,7 @@ func TestDepositAndPickupOverRealBroker(t *testing.T) {
 	c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private,
 		grantsBody(locker, now, depositWithPickup(locker, "g-1001", "123456", "654321", now))))
 	ackMsg := c.wait("grants ack", func(m msg) bool { return m.topic == prefix+"grants/ack" })
-	var ack controller.GrantsAck
+	var ack wire.GrantsAck
 	if err := json.Unmarshal(ackMsg.payload, &ack); err != nil || ack.Applied != 1 || len(ack.Rejected) != 0 {
 		t.Fatalf("ack = %s", ackMsg.payload)
 	}
@@ -471,13 +471,13 @@ func TestDepositAndPickupOverRealBroker(t *testing.T) {
 
 	// A fresh subscriber finds the retained status and compartments.
 	c.wait("compartments after pickup", func(m msg) bool {
-		var rep controller.CompartmentsReport
+		var rep wire.CompartmentsReport
 		return m.topic == prefix+"compartments" && json.Unmarshal(m.payload, &rep) == nil &&
 			len(rep.Compartments) == 24 && rep.Compartments[n-1].State == "free" && rep.Compartments[n-1].Door == "closed"
 	})
 	fresh := newCentral(t, b.URL(), "central-fresh", prefix+"#")
 	st := fresh.wait("retained status", func(m msg) bool { return m.topic == prefix+"status" && m.retained })
-	var status controller.Status
+	var status wire.Status
 	if err := json.Unmarshal(st.payload, &status); err != nil || status.State != "online" || status.LockerID != locker ||
 		status.Compartments.Total != 24 {
 		t.Fatalf("retained status = %s", st.payload)
@@ -499,7 +499,7 @@ func TestBadEnvelopesChangeNothing(t *testing.T) {
 	}
 	_, forger, _ := ed25519.GenerateKey(rand.Reader)
 	now := time.Now().UTC()
-	grant := func(id, code string) controller.GrantOp {
+	grant := func(id, code string) wire.GrantOp {
 		return depositWithPickup(locker, id, code, code+"1", now)
 	}
 	expired := grantsBody(locker, now.Add(-2*time.Hour), grant("g-exp", "300003"))
@@ -578,5 +578,5 @@ func TestPageCentralSignsWithTheDevKey(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("command form: %d %v", code, res)
 	}
-	c.waitTrace("compartment_disabled", func(tr controller.Trace) bool { return tr.Compartment == 3 })
+	c.waitTrace("compartment_disabled", func(tr wire.Trace) bool { return tr.Compartment == 3 })
 }

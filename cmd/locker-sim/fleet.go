@@ -635,7 +635,7 @@ func (f *fleet) sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// codeHash is PROTOCOL.md's code hash; the controller's own function.
+// codeHash is the code hash of docs/protocol.md; the controller's own function.
 func codeHash(locker, code string) string { return wire.CodeHash(locker, code) }
 
 // open types code and '#' on locker l's keypad and waits until a door

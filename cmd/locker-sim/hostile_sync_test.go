@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -36,18 +36,18 @@ func TestHostileInputChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	acks := func() []controller.GrantsAck {
-		var out []controller.GrantsAck
+	acks := func() []wire.GrantsAck {
+		var out []wire.GrantsAck
 		for _, m := range c.all() {
 			if m.topic == prefix+"grants/ack" {
-				var a controller.GrantsAck
+				var a wire.GrantsAck
 				json.Unmarshal(m.payload, &a)
 				out = append(out, a)
 			}
 		}
 		return out
 	}
-	send := func(env []byte) controller.GrantsAck {
+	send := func(env []byte) wire.GrantsAck {
 		t.Helper()
 		n := len(acks())
 		c.publish(prefix+"grants", env)
@@ -67,9 +67,9 @@ func TestHostileInputChangesNothing(t *testing.T) {
 		}
 	}
 	until := now.Add(24 * time.Hour)
-	put := func(id string, version int64, code string) controller.GrantOp {
-		return controller.GrantOp{Op: "put", GrantID: id, Version: version, Action: "deposit", Size: "M",
-			Holder: "13488888888", CodeHash: controller.CodeHash(locker, code), ValidUntil: &until}
+	put := func(id string, version int64, code string) wire.GrantOp {
+		return wire.GrantOp{Op: "put", GrantID: id, Version: version, Action: "deposit", Size: "M",
+			Holder: "13488888888", CodeHash: wire.CodeHash(locker, code), ValidUntil: &until}
 	}
 
 	// A revoked grant's older put, replayed byte for byte, stays revoked.
@@ -77,7 +77,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 	if a := send(oldPut); a.Applied != 1 {
 		t.Fatalf("put: %+v", a)
 	}
-	if a := send(sealWith(t, kp.KeyID, kp.Private, grantsBody(locker, now, controller.GrantOp{Op: "revoke", GrantID: "g-r", Version: 3}))); a.Applied != 1 {
+	if a := send(sealWith(t, kp.KeyID, kp.Private, grantsBody(locker, now, wire.GrantOp{Op: "revoke", GrantID: "g-r", Version: 3}))); a.Applied != 1 {
 		t.Fatalf("revoke: %+v", a)
 	}
 	if a := send(oldPut); a.Stale != 1 || a.Applied != 0 {
@@ -102,7 +102,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 	_, forger, _ := ed25519.GenerateKey(rand.Reader)
 	expired := grantsBody(locker, now.Add(-2*time.Hour), put("g-x", 1, "830001"))
 	expired.ExpiresAt = now.Add(-time.Hour)
-	cmd := controller.Command{Kind: "command", LockerID: locker, CommandID: "c-evil", IssuedAt: now, ExpiresAt: now.Add(time.Minute),
+	cmd := wire.Command{Kind: "command", LockerID: locker, CommandID: "c-evil", IssuedAt: now, ExpiresAt: now.Add(time.Minute),
 		Action: "open", Compartment: 1}
 	foreignCmd := cmd
 	foreignCmd.LockerID = "OTHER01"

@@ -11,7 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -24,14 +24,14 @@ type listener struct {
 	cl paho.Client
 
 	mu     stdsync.Mutex
-	traces []controller.Trace // in order of arrival, duplicates included
+	traces []wire.Trace // in order of arrival, duplicates included
 }
 
 func newListener(t *testing.T, broker, topic string) *listener {
 	t.Helper()
 	l := &listener{t: t}
 	handler := func(_ paho.Client, m paho.Message) {
-		var tr controller.Trace
+		var tr wire.Trace
 		if err := json.Unmarshal(m.Payload(), &tr); err != nil {
 			t.Errorf("trace is not JSON: %s", m.Payload())
 			return
@@ -53,16 +53,16 @@ func newListener(t *testing.T, broker, topic string) *listener {
 	return l
 }
 
-func (l *listener) all() []controller.Trace {
+func (l *listener) all() []wire.Trace {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]controller.Trace(nil), l.traces...)
+	return append([]wire.Trace(nil), l.traces...)
 }
 
 // distinct returns the first occurrence of each event_id, in arrival order.
-func (l *listener) distinct() []controller.Trace {
+func (l *listener) distinct() []wire.Trace {
 	seen := map[string]bool{}
-	var out []controller.Trace
+	var out []wire.Trace
 	for _, tr := range l.all() {
 		if !seen[tr.EventID] {
 			seen[tr.EventID] = true
@@ -93,7 +93,7 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	// The grants for the whole test, while the network is up.
 	const parcels = 6
 	now := time.Now().UTC()
-	var ops []controller.GrantOp
+	var ops []wire.GrantOp
 	for i := range parcels {
 		ops = append(ops, depositWithPickup(locker, fmt.Sprintf("g-%d", i), fmt.Sprintf("5100%02d", i), fmt.Sprintf("6100%02d", i), now))
 	}

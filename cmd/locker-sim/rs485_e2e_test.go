@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal/rs485/proto"
 	"github.com/openlocker/locker/simulator/api"
 	"github.com/openlocker/locker/simulator/rs485"
@@ -132,7 +132,7 @@ func TestRS485KerongCabinetDepositAndPickup(t *testing.T) {
 	if code := s.call("POST", "/api/rs485/BUS1/boards/2/fault", map[string]string{"fault": "no_answer"}, &st); code != 200 || st.Fault != rs485.FaultNoAnswer {
 		t.Fatalf("fault: %d %+v", code, st)
 	}
-	c.waitTrace("sensor_fault", func(tr controller.Trace) bool {
+	c.waitTrace("sensor_fault", func(tr wire.Trace) bool {
 		return tr.Seq > pu.Seq && strings.Contains(tr.Reason, "board 2") && strings.Contains(tr.Reason, "no reply")
 	})
 	if code := s.call("POST", "/api/rs485/BUS1/boards/2/fault", map[string]string{"fault": "none"}, &st); code != 200 {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
 )
 
@@ -140,7 +140,7 @@ func TestSimRunsTheExampleWirings(t *testing.T) {
 				t.Fatalf("the XL deposit opened %d, want %d", n, want[1])
 			}
 			s.do(want[1], "door", map[string]string{"action": "close"})
-			c.waitTrace("deposited", func(tr controller.Trace) bool { return tr.Compartment == want[1] })
+			c.waitTrace("deposited", func(tr wire.Trace) bool { return tr.Compartment == want[1] })
 		})
 	}
 }

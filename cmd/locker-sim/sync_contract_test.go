@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/contract"
 	"github.com/openlocker/locker/sync/protocol"
@@ -61,24 +61,24 @@ func TestPublishedMessagesMatchTheContract(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	sendGrants := func(body controller.GrantsBody) {
+	sendGrants := func(body wire.GrantsBody) {
 		t.Helper()
 		before := count("grants/ack")
 		c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private, body))
 		waitCount("grants/ack", before+1)
 	}
 	until := now.Add(24 * time.Hour)
-	reserved := controller.GrantOp{Op: "put", GrantID: "g-2", Version: 1, Action: "deposit", Compartment: 3,
-		Holder: "13411112222", CodeHash: controller.CodeHash(locker, "311111"), ValidUntil: &until}
+	reserved := wire.GrantOp{Op: "put", GrantID: "g-2", Version: 1, Action: "deposit", Compartment: 3,
+		Holder: "13411112222", CodeHash: wire.CodeHash(locker, "311111"), ValidUntil: &until}
 	dup := reserved
 	dup.GrantID, dup.Compartment = "g-3", 4
-	dup.CodeHash = controller.CodeHash(locker, "111111")
+	dup.CodeHash = wire.CodeHash(locker, "111111")
 	sendGrants(grantsBody(locker, now, depositWithPickup(locker, "g-1", "111111", "211111", now), reserved, dup,
-		controller.GrantOp{Op: "revoke", GrantID: "g-9", Version: 5}))
+		wire.GrantOp{Op: "revoke", GrantID: "g-9", Version: 5}))
 	sendGrants(grantsBody(locker, now, depositWithPickup(locker, "g-1", "111111", "211111", now))) // stale
 
 	command := func(id, action string, n int, expires time.Time) {
-		c.publish(prefix+"commands", sealWith(t, kp.KeyID, kp.Private, controller.Command{Kind: "command", LockerID: locker,
+		c.publish(prefix+"commands", sealWith(t, kp.KeyID, kp.Private, wire.Command{Kind: "command", LockerID: locker,
 			CommandID: id, IssuedAt: now, ExpiresAt: expires, Action: action, Compartment: n, Reason: "contract test"}))
 	}
 	command("c-1", "open", 5, now.Add(time.Minute))
@@ -87,13 +87,13 @@ func TestPublishedMessagesMatchTheContract(t *testing.T) {
 	command("c-3", "enable", 6, now.Add(time.Minute))
 	command("c-4", "open", 7, now.Add(-time.Minute)) // expired
 	waitCount("commands/result", 5)
-	c.waitTrace("door_opened", func(tr controller.Trace) bool { return tr.Compartment == 5 })
+	c.waitTrace("door_opened", func(tr wire.Trace) bool { return tr.Compartment == 5 })
 	s.closeDoor(5)
-	c.waitTrace("door_closed", func(tr controller.Trace) bool { return tr.Compartment == 5 })
+	c.waitTrace("door_closed", func(tr wire.Trace) bool { return tr.Compartment == 5 })
 
 	_, forger, _ := ed25519.GenerateKey(rand.Reader)
 	forged := grantsBody(locker, now)
-	forged.Ops = []controller.GrantOp{}
+	forged.Ops = []wire.GrantOp{}
 	c.publish(prefix+"grants", sealWith(t, kp.KeyID, forger, forged))
 	c.waitTrace("envelope_rejected", nil)
 
@@ -123,7 +123,7 @@ func TestPublishedMessagesMatchTheContract(t *testing.T) {
 
 	// A snapshot that names nothing revokes everything.
 	snap := grantsBody(locker, now)
-	snap.Snapshot, snap.Ops = true, []controller.GrantOp{}
+	snap.Snapshot, snap.Ops = true, []wire.GrantOp{}
 	sendGrants(snap)
 
 	s.stop() // clean shutdown: the offline status
@@ -141,7 +141,7 @@ func TestPublishedMessagesMatchTheContract(t *testing.T) {
 		}
 		seen[name]++
 		if name == "trace" {
-			var tr controller.Trace
+			var tr wire.Trace
 			json.Unmarshal(m.payload, &tr)
 			if !slices.Contains(types, tr.Type) {
 				types = append(types, tr.Type)

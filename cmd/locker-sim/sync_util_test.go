@@ -21,7 +21,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/openlocker/locker/cmd/internal/daemon"
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // fastBuilt is the locker-sim binary without -race, built once per run.
@@ -124,7 +124,7 @@ func (s *sim) closeDoor(n int) {
 // (its status), without those acknowledged and not yet deleted.
 func (s *sim) outboxLen() int {
 	s.t.Helper()
-	var st controller.Status
+	var st wire.Status
 	if code := s.call("GET", "/api/daemon/status", nil, &st); code != 200 {
 		s.t.Fatalf("GET /api/daemon/status: %d", code)
 	}

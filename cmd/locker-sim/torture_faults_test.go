@@ -55,6 +55,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator"
 	"github.com/openlocker/locker/simulator/api"
 	"github.com/openlocker/locker/sync/brokertest"
@@ -208,7 +209,7 @@ type faultRig struct {
 	nextID  int64
 
 	// The trace stream: book[seq-1], filled from the listener.
-	book     []*controller.Trace
+	book     []*wire.Trace
 	cursor   int   // into the listener's traces
 	have     int64 // every seq up to here is in book
 	checked  int64 // every seq up to here was observed
@@ -437,7 +438,7 @@ func (r *faultRig) waitOnline() { r.s.waitOnline(r.t) }
 // send signs one grants envelope and waits for its ack, sending it again
 // while none comes (the first may reach the broker before the locker's
 // subscription).
-func (r *faultRig) send(ops ...controller.GrantOp) {
+func (r *faultRig) send(ops ...wire.GrantOp) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	env := sealWith(r.t, r.kp.KeyID, r.kp.Private, grantsBody(ftLocker, now, ops...))
 	for try := 0; try < 5; try++ {
@@ -445,7 +446,7 @@ func (r *faultRig) send(ops ...controller.GrantOp) {
 		deadline := time.Now().Add(3 * time.Second)
 		for time.Now().Before(deadline) {
 			for _, m := range r.c.all() {
-				var ack controller.GrantsAck
+				var ack wire.GrantsAck
 				if !strings.HasSuffix(m.topic, "/grants/ack") || json.Unmarshal(m.payload, &ack) != nil || !ack.IssuedAt.Equal(now) {
 					continue
 				}
@@ -473,7 +474,7 @@ func (r *faultRig) topUp() {
 		return
 	}
 	now := time.Now().UTC()
-	var ops []controller.GrantOp
+	var ops []wire.GrantOp
 	for range 6 {
 		n := r.id()
 		p := &fparcel{id: fmt.Sprintf("TP%d", n), dep: fmt.Sprintf("g-%d", n), depCode: r.newCode(), code: r.newCode(), uses: 1}
@@ -514,8 +515,8 @@ func (r *faultRig) reissue() {
 		one := 1
 		p.pick, p.code, p.uses, p.used = fmt.Sprintf("g-%d", r.id()), r.newCode(), 1, 0
 		r.pickOf[p.pick] = p
-		r.send(controller.GrantOp{Op: "put", GrantID: p.pick, Version: 1, Action: "pickup", Compartment: p.comp,
-			ParcelID: p.id, Holder: "13499996666", CodeHash: controller.CodeHash(ftLocker, p.code), ValidUntil: &until, Uses: &one})
+		r.send(wire.GrantOp{Op: "put", GrantID: p.pick, Version: 1, Action: "pickup", Compartment: p.comp,
+			ParcelID: p.id, Holder: "13499996666", CodeHash: wire.CodeHash(ftLocker, p.code), ValidUntil: &until, Uses: &one})
 		r.st.reissued++
 	}
 	r.stranded = r.stranded[:0]
@@ -526,7 +527,7 @@ func (r *faultRig) reissue() {
 func (r *faultRig) command(action string, n int) {
 	id := fmt.Sprintf("c-%d", r.id())
 	now := time.Now().UTC()
-	cmd := controller.Command{Kind: "command", LockerID: ftLocker, CommandID: id, IssuedAt: now, ExpiresAt: now.Add(time.Minute),
+	cmd := wire.Command{Kind: "command", LockerID: ftLocker, CommandID: id, IssuedAt: now, ExpiresAt: now.Add(time.Minute),
 		Action: action, Compartment: n, Reason: "repaired"}
 	if action == "open" {
 		r.auth[id] = map[int]bool{n: true} // until the next command
@@ -535,7 +536,7 @@ func (r *faultRig) command(action string, n int) {
 	r.st.commands++
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		for _, m := range r.c.all() {
-			var res controller.CommandResult
+			var res wire.CommandResult
 			if strings.HasSuffix(m.topic, "/commands/result") && json.Unmarshal(m.payload, &res) == nil && res.CommandID == id {
 				if !res.OK {
 					r.violate("%s command for %02d: %s", action, n, m.payload)
@@ -610,7 +611,7 @@ func (r *faultRig) sync() {
 		time.Sleep(ftQuiet - d)
 	}
 	snap := time.Now() // what is due by now was recorded by the locker by now
-	var st controller.Status
+	var st wire.Status
 	if code := r.s.call("GET", "/api/daemon/status", nil, &st); code != 200 {
 		r.t.Fatalf("GET /api/daemon/status: %d", code)
 	}
@@ -667,7 +668,7 @@ func (r *faultRig) lastRel(n int, grant string) *frel {
 }
 
 // observe checks one trace against what the test did and updates the model.
-func (r *faultRig) observe(tr *controller.Trace) {
+func (r *faultRig) observe(tr *wire.Trace) {
 	var c *fcomp
 	if tr.Compartment >= 1 && tr.Compartment <= len(r.comps) {
 		c = r.comps[tr.Compartment-1]
@@ -952,12 +953,12 @@ func (r *faultRig) typeCode(code, grant string, allowed map[int]bool) []*frel {
 }
 
 // viewOf is the locker's own view of every compartment.
-func (r *faultRig) view() map[int]controller.CompartmentState {
-	var rep controller.CompartmentsReport
+func (r *faultRig) view() map[int]wire.CompartmentState {
+	var rep wire.CompartmentsReport
 	if code := r.s.call("GET", "/api/daemon/compartments", nil, &rep); code != 200 {
 		r.t.Fatalf("GET /api/daemon/compartments: %d", code)
 	}
-	out := map[int]controller.CompartmentState{}
+	out := map[int]wire.CompartmentState{}
 	for _, cs := range rep.Compartments {
 		out[cs.Number] = cs
 	}
@@ -1552,7 +1553,7 @@ func (r *faultRig) final() {
 	// holds every seq the locker took, gapless from 1.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var st controller.Status
+		var st wire.Status
 		if code := r.s.call("GET", "/api/daemon/status", nil, &st); code != 200 {
 			r.t.Fatalf("GET /api/daemon/status: %d", code)
 		}

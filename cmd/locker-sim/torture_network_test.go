@@ -12,7 +12,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -86,11 +86,11 @@ func TestTortureNetwork(t *testing.T) {
 	// sendGrants publishes one envelope and sends it again until its ack
 	// comes, as the central server does.
 	sent := 0
-	sendGrants := func(ops ...controller.GrantOp) {
+	sendGrants := func(ops ...wire.GrantOp) {
 		t.Helper()
 		now := time.Now().UTC().Truncate(time.Millisecond)
 		env := sealWith(t, kp.KeyID, kp.Private, grantsBody(locker, now, ops...))
-		stamp := controller.FormatTime(now)
+		stamp := wire.FormatTime(now)
 		deadline := time.Now().Add(90 * time.Second)
 		for {
 			brokerMu.Lock()
@@ -228,7 +228,7 @@ func (c *survivingCentral) has(issuedAt string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, a := range c.acks {
-		var ack controller.GrantsAck
+		var ack wire.GrantsAck
 		if json.Unmarshal([]byte(a), &ack) == nil && ack.IssuedAt.Equal(want) {
 			return true
 		}

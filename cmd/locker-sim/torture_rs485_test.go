@@ -50,7 +50,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/cmd/internal/daemon"
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal/wiring"
 	"github.com/openlocker/locker/simulator/api"
 	"github.com/openlocker/locker/sync/brokertest"
@@ -292,7 +292,7 @@ func (r *rs485Rig) pull() {
 }
 
 // waitTrace waits up to d for a trace after index from that match accepts.
-func (r *rs485Rig) waitTrace(from int, d time.Duration, match func(controller.Trace) bool) (controller.Trace, bool) {
+func (r *rs485Rig) waitTrace(from int, d time.Duration, match func(wire.Trace) bool) (wire.Trace, bool) {
 	deadline := time.Now().Add(d)
 	for {
 		all := r.ln.distinct()
@@ -304,7 +304,7 @@ func (r *rs485Rig) waitTrace(from int, d time.Duration, match func(controller.Tr
 		}
 		if time.Now().After(deadline) {
 			r.pull()
-			return controller.Trace{}, false
+			return wire.Trace{}, false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -364,7 +364,7 @@ func (r *rs485Rig) compOn(board, ch int) int {
 
 // states is the locker's view of its compartments, by number.
 func (r *rs485Rig) states() map[int]string {
-	var rep controller.CompartmentsReport
+	var rep wire.CompartmentsReport
 	if code := r.s.call("GET", "/api/daemon/compartments", nil, &rep); code != 200 {
 		r.t.Fatalf("GET /api/daemon/compartments: %d", code)
 	}
@@ -405,12 +405,12 @@ func (r *rs485Rig) step(kind string) {
 func (r *rs485Rig) command(action string, n int) {
 	id := fmt.Sprintf("c-%d", r.id())
 	now := time.Now().UTC()
-	cmd := controller.Command{Kind: "command", LockerID: ftLocker, CommandID: id, IssuedAt: now, ExpiresAt: now.Add(time.Minute),
+	cmd := wire.Command{Kind: "command", LockerID: ftLocker, CommandID: id, IssuedAt: now, ExpiresAt: now.Add(time.Minute),
 		Action: action, Compartment: n, Reason: "rs485 torture"}
 	r.c.publish(r.prefix+"commands", sealWith(r.t, r.kp.KeyID, r.kp.Private, cmd))
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		for _, m := range r.c.all() {
-			var res controller.CommandResult
+			var res wire.CommandResult
 			if strings.HasSuffix(m.topic, "/commands/result") && json.Unmarshal(m.payload, &res) == nil && res.CommandID == id {
 				if !res.OK {
 					r.violate("%s command for %02d: %s", action, n, m.payload)
@@ -428,7 +428,7 @@ func (r *rs485Rig) command(action string, n int) {
 // release waits for the end of a release of n begun after trace index
 // from: "opened" (door_opened with a grant), or "fault" (lock_fault).
 func (r *rs485Rig) release(from, n int, d time.Duration) string {
-	tr, ok := r.waitTrace(from, d, func(tr controller.Trace) bool {
+	tr, ok := r.waitTrace(from, d, func(tr wire.Trace) bool {
 		return tr.Compartment == n && ((tr.Type == "door_opened" && tr.GrantID != "") || tr.Type == "lock_fault")
 	})
 	switch {
@@ -446,7 +446,7 @@ func (r *rs485Rig) release(from, n int, d time.Duration) string {
 func (r *rs485Rig) shut(n int, from int) {
 	time.Sleep(ftMinOpen)
 	r.s.do(n, "door", map[string]string{"action": "close"})
-	if _, ok := r.waitTrace(from, 10*time.Second, func(tr controller.Trace) bool {
+	if _, ok := r.waitTrace(from, 10*time.Second, func(tr wire.Trace) bool {
 		return tr.Compartment == n && tr.Type == "door_closed"
 	}); !ok {
 		r.violate("no door_closed for %02d within 10 s", n)
@@ -473,7 +473,7 @@ func (r *rs485Rig) openUnder(fault string) {
 	case res == "opened":
 		r.st.opened++
 	case res == "fault" && fault == rtJam:
-		if tr, _ := r.waitTrace(from, 0, func(tr controller.Trace) bool { return tr.Type == "lock_fault" && tr.Compartment == c.n }); !strings.Contains(tr.Reason, "2 pulses") {
+		if tr, _ := r.waitTrace(from, 0, func(tr wire.Trace) bool { return tr.Type == "lock_fault" && tr.Compartment == c.n }); !strings.Contains(tr.Reason, "2 pulses") {
 			r.violate("jammed lock of %02d: lock_fault %q, want it after 2 pulses", c.n, tr.Reason)
 		}
 	case res == "fault":
@@ -486,7 +486,7 @@ func (r *rs485Rig) openUnder(fault string) {
 	// for long enough) is reported.
 	switch fault {
 	case rtLostReply, rtBadChecksum, rtWrongAddr, rtNoAnswer:
-		if _, ok := r.waitTrace(from, 5*time.Second, func(tr controller.Trace) bool {
+		if _, ok := r.waitTrace(from, 5*time.Second, func(tr wire.Trace) bool {
 			return tr.Type == "sensor_fault" && strings.Contains(tr.Reason, fmt.Sprintf("board %d", c.board))
 		}); !ok {
 			r.violate("%s on board %d: no sensor_fault naming it within 5 s", fault, c.board)
@@ -561,7 +561,7 @@ func (r *rs485Rig) powerCycle() {
 	if code := r.s.call("POST", fmt.Sprintf("/api/rs485/%s/boards/%d/power-cycle", r.bus, board), map[string]int{"off_ms": 600}, &st); code != 200 {
 		r.t.Fatalf("power-cycle board %d: %d %v", board, code, st)
 	}
-	if _, ok := r.waitTrace(from, 5*time.Second, func(tr controller.Trace) bool {
+	if _, ok := r.waitTrace(from, 5*time.Second, func(tr wire.Trace) bool {
 		return tr.Type == "sensor_fault" && strings.Contains(tr.Reason, fmt.Sprintf("board %d", board))
 	}); !ok {
 		r.violate("board %d power-cycled for 600 ms: no sensor_fault naming it", board)
@@ -586,7 +586,7 @@ func (r *rs485Rig) parcelRound() {
 	}
 	from := r.mark()
 	r.s.keys(code + "#")
-	tr, ok := r.waitTrace(from, 10*time.Second, func(tr controller.Trace) bool { return tr.Type == "lock_released" && tr.GrantID == id })
+	tr, ok := r.waitTrace(from, 10*time.Second, func(tr wire.Trace) bool { return tr.Type == "lock_released" && tr.GrantID == id })
 	if !ok {
 		r.violate("deposit code typed: no lock_released within 10 s")
 		clear(r.allowed)
@@ -601,7 +601,7 @@ func (r *rs485Rig) parcelRound() {
 	}
 	r.s.do(n, "parcel", map[string]bool{"present": true})
 	r.shut(n, from)
-	if _, ok := r.waitTrace(from, 10*time.Second, func(tr controller.Trace) bool { return tr.Type == "deposited" && tr.Compartment == n }); !ok {
+	if _, ok := r.waitTrace(from, 10*time.Second, func(tr wire.Trace) bool { return tr.Type == "deposited" && tr.Compartment == n }); !ok {
 		r.violate("no deposited for %02d", n)
 		return
 	}
@@ -614,7 +614,7 @@ func (r *rs485Rig) parcelRound() {
 	}
 	r.s.do(n, "parcel", map[string]bool{"present": false})
 	r.shut(n, from)
-	if _, ok := r.waitTrace(from, 10*time.Second, func(tr controller.Trace) bool { return tr.Type == "picked_up" && tr.Compartment == n }); !ok {
+	if _, ok := r.waitTrace(from, 10*time.Second, func(tr wire.Trace) bool { return tr.Type == "picked_up" && tr.Compartment == n }); !ok {
 		r.violate("no picked_up for %02d", n)
 		return
 	}
@@ -625,13 +625,13 @@ func (r *rs485Rig) parcelRound() {
 }
 
 // send signs one grants envelope and waits for its ack.
-func (r *rs485Rig) send(now time.Time, ops ...controller.GrantOp) {
+func (r *rs485Rig) send(now time.Time, ops ...wire.GrantOp) {
 	env := sealWith(r.t, r.kp.KeyID, r.kp.Private, grantsBody(ftLocker, now, ops...))
 	for try := 0; try < 5; try++ {
 		r.c.publish(r.prefix+"grants", env)
 		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
 			for _, m := range r.c.all() {
-				var ack controller.GrantsAck
+				var ack wire.GrantsAck
 				if strings.HasSuffix(m.topic, "/grants/ack") && json.Unmarshal(m.payload, &ack) == nil && ack.IssuedAt.Equal(now) {
 					if ack.Applied+ack.Stale != len(ops) || len(ack.Rejected) > 0 {
 						r.violate("grants ack %s", m.payload)

@@ -27,7 +27,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -139,7 +139,7 @@ func (r *storageRig) grant() (id, code, pickup string) {
 		depositWithPickup("SIM01", id, code, pickup, now)))
 	acked := func() bool {
 		for _, m := range r.c.all() {
-			var a controller.GrantsAck
+			var a wire.GrantsAck
 			if m.topic == r.prefix+"grants/ack" && json.Unmarshal(m.payload, &a) == nil && a.IssuedAt.Equal(now) {
 				return a.Applied == 1
 			}
@@ -157,12 +157,12 @@ func (r *storageRig) grant() (id, code, pickup string) {
 // small file system does not fill up with bulk grants over many cycles.
 func (r *storageRig) bigEnvelope() []byte {
 	now := time.Now().UTC()
-	var ops []controller.GrantOp
+	var ops []wire.GrantOp
 	until := now.Add(24 * time.Hour)
 	for i := 0; i < 1500; i++ {
-		ops = append(ops, controller.GrantOp{Op: "put", GrantID: fmt.Sprintf("bulk-%d-%d", r.fulls, i), Version: 1,
+		ops = append(ops, wire.GrantOp{Op: "put", GrantID: fmt.Sprintf("bulk-%d-%d", r.fulls, i), Version: 1,
 			Action: "deposit", Size: "L", ParcelID: fmt.Sprintf("JT%013d", i), Holder: "13400000000",
-			CodeHash: controller.CodeHash("SIM01", fmt.Sprintf("9%05d%d", i, r.fulls%10)), ValidUntil: &until})
+			CodeHash: wire.CodeHash("SIM01", fmt.Sprintf("9%05d%d", i, r.fulls%10)), ValidUntil: &until})
 	}
 	body := grantsBody("SIM01", now, ops...)
 	body.ExpiresAt = now.Add(3 * time.Second)
@@ -227,8 +227,8 @@ func (r *storageRig) remount(readOnly bool) {
 }
 
 // daemonStatus reads the daemon's status through the simulator's API.
-func (r *storageRig) daemonStatus() (controller.Status, int) {
-	var st controller.Status
+func (r *storageRig) daemonStatus() (wire.Status, int) {
+	var st wire.Status
 	resp, err := http.Get(r.s.base + "/api/daemon/status")
 	if err != nil {
 		r.t.Fatal(err)

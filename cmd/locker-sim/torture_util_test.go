@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // scaled picks a torture test's size: def under `go test` (make test),
@@ -49,7 +49,7 @@ func (s *sim) waitOnline(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var st controller.Status
+		var st wire.Status
 		if s.call("GET", "/api/daemon/status", nil, &st) == 200 && st.State == "online" {
 			return
 		}

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
@@ -127,8 +127,8 @@ func putGrant(name string, args []string) error {
 		return err
 	}
 	until := now.Add(*valid)
-	op := controller.GrantOp{Op: "put", GrantID: *id, Version: *version, Action: *action, Size: *size,
-		Compartment: *compartment, ParcelID: *parcel, Holder: *holder, CodeHash: controller.CodeHash(c.locker, cd),
+	op := wire.GrantOp{Op: "put", GrantID: *id, Version: *version, Action: *action, Size: *size,
+		Compartment: *compartment, ParcelID: *parcel, Holder: *holder, CodeHash: wire.CodeHash(c.locker, cd),
 		ValidFrom: &now, ValidUntil: &until}
 	if *uses > 0 {
 		op.Uses = uses
@@ -142,8 +142,8 @@ func putGrant(name string, args []string) error {
 			*pickupID = *id + "-p"
 		}
 		pu := now.Add(*pickupValid)
-		op.Pickup = &controller.PickupSpec{GrantID: *pickupID, Holder: *pickupHolder,
-			CodeHash: controller.CodeHash(c.locker, pc), ValidUntil: &pu}
+		op.Pickup = &wire.PickupSpec{GrantID: *pickupID, Holder: *pickupHolder,
+			CodeHash: wire.CodeHash(c.locker, pc), ValidUntil: &pu}
 	}
 	return sendGrants(c, now, *snapshot, op)
 }
@@ -161,7 +161,7 @@ func grantRevoke(args []string) error {
 	if *id == "" {
 		return errors.New("grant revoke: -id is required")
 	}
-	return sendGrants(c, now, false, controller.GrantOp{Op: "revoke", GrantID: *id, Version: *version})
+	return sendGrants(c, now, false, wire.GrantOp{Op: "revoke", GrantID: *id, Version: *version})
 }
 
 // grantSnapshot sends the complete set of a locker's grants: every grant
@@ -187,23 +187,23 @@ func grantSnapshot(args []string) error {
 	if err != nil {
 		return fmt.Errorf("grant snapshot: %w", err)
 	}
-	ops := []controller.GrantOp{}
+	ops := []wire.GrantOp{}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&ops); err != nil {
 		return fmt.Errorf("grant snapshot: %s: want a JSON list of ops: %w", *file, err)
 	}
 	if ops == nil {
-		ops = []controller.GrantOp{}
+		ops = []wire.GrantOp{}
 	}
 	return sendGrants(c, time.Now().UTC(), true, ops...)
 }
 
-func sendGrants(c common, now time.Time, snapshot bool, ops ...controller.GrantOp) error {
+func sendGrants(c common, now time.Time, snapshot bool, ops ...wire.GrantOp) error {
 	if ops == nil {
-		ops = []controller.GrantOp{} // "ops": [], never null
+		ops = []wire.GrantOp{} // "ops": [], never null
 	}
-	body, err := json.Marshal(controller.GrantsBody{Kind: "grants", LockerID: c.locker, IssuedAt: now,
+	body, err := json.Marshal(wire.GrantsBody{Kind: "grants", LockerID: c.locker, IssuedAt: now,
 		ExpiresAt: now.Add(time.Hour), Snapshot: snapshot, Ops: ops})
 	if err != nil {
 		return err
@@ -213,7 +213,7 @@ func sendGrants(c common, now time.Time, snapshot bool, ops ...controller.GrantO
 		return err
 	}
 	fmt.Println(string(reply))
-	var ack controller.GrantsAck
+	var ack wire.GrantsAck
 	if json.Unmarshal(reply, &ack) == nil && len(ack.Rejected) > 0 {
 		return fmt.Errorf("%d op(s) rejected", len(ack.Rejected))
 	}
@@ -232,20 +232,20 @@ func command(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	body, err := json.Marshal(controller.Command{Kind: "command", LockerID: c.locker, CommandID: *id, IssuedAt: now,
+	body, err := json.Marshal(wire.Command{Kind: "command", LockerID: c.locker, CommandID: *id, IssuedAt: now,
 		ExpiresAt: now.Add(time.Minute), Action: *action, Compartment: *compartment, Reason: *reason})
 	if err != nil {
 		return err
 	}
 	reply, err := publish(c, "commands", body, "commands/result", func(b []byte) bool {
-		var r controller.CommandResult
+		var r wire.CommandResult
 		return json.Unmarshal(b, &r) == nil && r.CommandID == *id
 	})
 	if err != nil {
 		return err
 	}
 	fmt.Println(string(reply))
-	var r controller.CommandResult
+	var r wire.CommandResult
 	if json.Unmarshal(reply, &r) == nil && !r.OK {
 		return fmt.Errorf("command failed: %s", r.Error)
 	}
@@ -263,6 +263,6 @@ func codeHash(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Println(controller.CodeHash(*locker, cd))
+	fmt.Println(wire.CodeHash(*locker, cd))
 	return nil
 }

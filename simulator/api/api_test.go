@@ -21,7 +21,7 @@ import (
 
 	"periph.io/x/conn/v3/gpio"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator"
 )
 
@@ -185,12 +185,12 @@ type fixture struct {
 // fakeCentral records what it is asked to send.
 type fakeCentral struct {
 	mu       sync.Mutex
-	grants   []controller.GrantsBody
-	commands []controller.Command
+	grants   []wire.GrantsBody
+	commands []wire.Command
 	err      error // returned by both when set
 }
 
-func (c *fakeCentral) SendGrants(_ context.Context, body controller.GrantsBody) error {
+func (c *fakeCentral) SendGrants(_ context.Context, body wire.GrantsBody) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
@@ -200,7 +200,7 @@ func (c *fakeCentral) SendGrants(_ context.Context, body controller.GrantsBody) 
 	return nil
 }
 
-func (c *fakeCentral) SendCommand(_ context.Context, cmd controller.Command) error {
+func (c *fakeCentral) SendCommand(_ context.Context, cmd wire.Command) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
@@ -210,7 +210,7 @@ func (c *fakeCentral) SendCommand(_ context.Context, cmd controller.Command) err
 	return nil
 }
 
-func (c *fakeCentral) sent() ([]controller.GrantsBody, []controller.Command) {
+func (c *fakeCentral) sent() ([]wire.GrantsBody, []wire.Command) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.grants), slices.Clone(c.commands)

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // Central plays the central server for a technician at the web page: it
@@ -19,10 +19,10 @@ type Central interface {
 	// SendGrants signs body as a `grants` envelope and publishes it on
 	// P/grants. It returns once it is published; the locker's ack comes on
 	// P/grants/ack.
-	SendGrants(ctx context.Context, body controller.GrantsBody) error
+	SendGrants(ctx context.Context, body wire.GrantsBody) error
 	// SendCommand signs cmd as a `command` envelope and publishes it on
 	// P/commands. The result comes on P/commands/result.
-	SendCommand(ctx context.Context, cmd controller.Command) error
+	SendCommand(ctx context.Context, cmd wire.Command) error
 }
 
 // Limits and defaults of the central forms (docs/simulator-api-extensions.md).
@@ -119,8 +119,8 @@ func validText(field, v string, n int) error {
 
 // grantOp checks req and builds its `put` op, with the codes hashed for
 // lockerID.
-func (s *Server) grantOp(req grantRequest, lockerID string, now time.Time) (controller.GrantOp, error) {
-	var op controller.GrantOp
+func (s *Server) grantOp(req grantRequest, lockerID string, now time.Time) (wire.GrantOp, error) {
+	var op wire.GrantOp
 	action := strings.TrimSpace(req.Action)
 	size := strings.ToUpper(strings.TrimSpace(req.Size))
 	parcel := strings.TrimSpace(req.ParcelID)
@@ -178,9 +178,9 @@ func (s *Server) grantOp(req grantRequest, lockerID string, now time.Time) (cont
 	id := s.nextID(now)
 	from := now
 	until := now.Add(time.Duration(hours * float64(time.Hour))).Truncate(time.Millisecond)
-	op = controller.GrantOp{Op: "put", GrantID: fmt.Sprintf("g-%d", id), Version: id, Action: action,
+	op = wire.GrantOp{Op: "put", GrantID: fmt.Sprintf("g-%d", id), Version: id, Action: action,
 		Compartment: req.Compartment, Size: size, ParcelID: parcel, Holder: holder,
-		CodeHash: controller.CodeHash(lockerID, code), ValidFrom: &from, ValidUntil: &until}
+		CodeHash: wire.CodeHash(lockerID, code), ValidFrom: &from, ValidUntil: &until}
 	if pickupCode != "" {
 		if err := validCode("pickup_code", pickupCode); err != nil {
 			return op, err
@@ -189,8 +189,8 @@ func (s *Server) grantOp(req grantRequest, lockerID string, now time.Time) (cont
 			return op, formError(`"pickup_code" must differ from "code"`)
 		}
 		pu := until.Add(pickupExtra)
-		op.Pickup = &controller.PickupSpec{GrantID: op.GrantID + "-p", Holder: pickupHolder,
-			CodeHash: controller.CodeHash(lockerID, pickupCode), ValidUntil: &pu}
+		op.Pickup = &wire.PickupSpec{GrantID: op.GrantID + "-p", Holder: pickupHolder,
+			CodeHash: wire.CodeHash(lockerID, pickupCode), ValidUntil: &pu}
 	}
 	return op, nil
 }
@@ -211,8 +211,8 @@ func (s *Server) handleGrants(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	body := controller.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: now,
-		ExpiresAt: now.Add(grantsLifetime), Ops: []controller.GrantOp{op}}
+	body := wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: now,
+		ExpiresAt: now.Add(grantsLifetime), Ops: []wire.GrantOp{op}}
 	if err := s.central.SendGrants(r.Context(), body); err != nil {
 		s.centralError(w, "grants", err)
 		return
@@ -222,7 +222,7 @@ func (s *Server) handleGrants(w http.ResponseWriter, r *http.Request) {
 		ans.PickupGrantID, ans.PickupUntil = op.Pickup.GrantID, *op.Pickup.ValidUntil
 	}
 	s.log.Info("api: central grant sent", "grant_id", op.GrantID, "action", op.Action,
-		"compartment", op.Compartment, "size", op.Size, "holder", controller.MaskHolder(op.Holder),
+		"compartment", op.Compartment, "size", op.Size, "holder", wire.MaskHolder(op.Holder),
 		"pickup", op.Pickup != nil)
 	writeJSON(w, http.StatusOK, ans)
 }
@@ -261,7 +261,7 @@ func (s *Server) handleCommands(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	cmd := controller.Command{Kind: "command", LockerID: lockerID, CommandID: fmt.Sprintf("c-%d", s.nextID(now)),
+	cmd := wire.Command{Kind: "command", LockerID: lockerID, CommandID: fmt.Sprintf("c-%d", s.nextID(now)),
 		IssuedAt: now, ExpiresAt: now.Add(commandLifetime), Action: action, Compartment: req.Compartment, Reason: reason}
 	if err := s.central.SendCommand(r.Context(), cmd); err != nil {
 		s.centralError(w, "command", err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator"
 )
 
@@ -42,7 +42,7 @@ func TestCentralGrant(t *testing.T) {
 		t.Errorf("body %+v", g)
 	}
 	if op.Op != "put" || op.Action != "deposit" || op.Size != "M" || op.Compartment != 0 || op.ParcelID != "JT3084743373888" ||
-		op.Holder != testHolder || op.CodeHash != controller.CodeHash("SIM01", testCode) || op.Uses != nil {
+		op.Holder != testHolder || op.CodeHash != wire.CodeHash("SIM01", testCode) || op.Uses != nil {
 		t.Errorf("op %+v", op)
 	}
 	if op.GrantID != v["grant_id"] || float64(op.Version) != v["version"] || !strings.HasPrefix(op.GrantID, "g-") {
@@ -52,7 +52,7 @@ func TestCentralGrant(t *testing.T) {
 		t.Errorf("validity %v .. %v", op.ValidFrom, op.ValidUntil)
 	}
 	p := op.Pickup
-	if p == nil || p.GrantID != op.GrantID+"-p" || p.Holder != testRecipient || p.CodeHash != controller.CodeHash("SIM01", testPickupCode) ||
+	if p == nil || p.GrantID != op.GrantID+"-p" || p.Holder != testRecipient || p.CodeHash != wire.CodeHash("SIM01", testPickupCode) ||
 		p.ValidUntil == nil || p.ValidUntil.Sub(*op.ValidUntil) != 48*time.Hour || v["pickup_grant_id"] != p.GrantID {
 		t.Errorf("pickup %+v, answer %v", p, v)
 	}
@@ -94,7 +94,7 @@ func TestCentralGrant(t *testing.T) {
 			t.Errorf("%s: op %+v", body, op)
 		}
 	}
-	if grants, _ := f.central.sent(); grants[3].Ops[0].CodeHash != controller.CodeHash("SIM01", "7654322") ||
+	if grants, _ := f.central.sent(); grants[3].Ops[0].CodeHash != wire.CodeHash("SIM01", "7654322") ||
 		grants[1].Ops[0].ValidUntil.Sub(*grants[1].Ops[0].ValidFrom) != 24*time.Hour {
 		t.Errorf("trimmed code or default validity: %+v", grants[3].Ops[0])
 	}

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 )
 
 // PublishTrace sends a trace the controller recorded (its JSON) to every
@@ -89,8 +89,8 @@ func redactValue(v any) (any, bool) {
 				delete(x, k)
 				changed = true
 			case "holder", "pickup_holder":
-				if h, ok := e.(string); ok && controller.MaskHolder(h) != h {
-					x[k] = controller.MaskHolder(h)
+				if h, ok := e.(string); ok && wire.MaskHolder(h) != h {
+					x[k] = wire.MaskHolder(h)
 					changed = true
 				}
 			default:

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator"
 	"github.com/openlocker/locker/simulator/api/browsertest"
 )
@@ -138,8 +138,8 @@ func TestPage(t *testing.T) {
 	}
 	op := grants[0].Ops[0]
 	if op.Action != "deposit" || op.Size != "M" || op.ParcelID != "JT3084743373888" || op.Holder != testHolder ||
-		op.CodeHash != controller.CodeHash("SIM01", testCode) || op.Pickup == nil ||
-		op.Pickup.CodeHash != controller.CodeHash("SIM01", testPickupCode) || op.Pickup.Holder != testRecipient ||
+		op.CodeHash != wire.CodeHash("SIM01", testCode) || op.Pickup == nil ||
+		op.Pickup.CodeHash != wire.CodeHash("SIM01", testPickupCode) || op.Pickup.Holder != testRecipient ||
 		op.ValidUntil.Sub(*op.ValidFrom) != 12*time.Hour {
 		t.Fatalf("grant op %+v pickup %+v", op, op.Pickup)
 	}

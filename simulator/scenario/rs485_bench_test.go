@@ -13,6 +13,7 @@ import (
 
 	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 	"github.com/openlocker/locker/hal/rs485/proto"
 	"github.com/openlocker/locker/hal/wiring"
@@ -65,7 +66,7 @@ func BenchmarkKeypadToUnlockFrame(b *testing.B) {
 	err = st.Update(ctx, func(tx *store.Tx) error {
 		for n := 1; n <= 16; n++ {
 			g := store.Grant{ID: fmt.Sprintf("svc-%02d", n), Version: 1, Action: "service", Compartment: n,
-				CodeHash: controller.CodeHash(locker, fmt.Sprintf("99%06d", n)), ValidFrom: time.Now().Add(-time.Hour),
+				CodeHash: wire.CodeHash(locker, fmt.Sprintf("99%06d", n)), ValidFrom: time.Now().Add(-time.Hour),
 				ValidUntil: until, UsesLeft: -1}
 			if err := tx.PutGrant(g); err != nil {
 				return err

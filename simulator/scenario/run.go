@@ -15,6 +15,7 @@ import (
 
 	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 	"github.com/openlocker/locker/hal/wiring"
 	"github.com/openlocker/locker/simulator"
@@ -184,7 +185,7 @@ func (r *runner) stop() {
 }
 
 func (r *runner) onTrace(payload []byte) {
-	var tr controller.Trace
+	var tr wire.Trace
 	if err := json.Unmarshal(payload, &tr); err != nil {
 		r.add("! trace is not JSON: " + string(payload))
 		return
@@ -242,7 +243,7 @@ func (r *runner) boardsBack() error {
 }
 
 // TraceLine is the log line of one trace: what matters, without its time.
-func TraceLine(tr controller.Trace) string {
+func TraceLine(tr wire.Trace) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d %s", tr.Seq, tr.Type)
 	if tr.Compartment != 0 {
@@ -345,8 +346,8 @@ func (r *runner) step(ctx context.Context, st Step) error {
 		if id == "" {
 			id = fmt.Sprintf("c-line%d", st.Line)
 		}
-		var res controller.CommandResult
-		res, err = r.ctl.Execute(ctx, &controller.Command{Kind: "command", LockerID: r.o.LockerID, CommandID: id,
+		var res wire.CommandResult
+		res, err = r.ctl.Execute(ctx, &wire.Command{Kind: "command", LockerID: r.o.LockerID, CommandID: id,
 			Action: st.Args[0], Compartment: n, Reason: "scenario"})
 		if err == nil {
 			r.add(fmt.Sprintf("> result %s ok=%v %s", res.CommandID, res.OK, res.Error))
@@ -451,7 +452,7 @@ func (r *runner) grant(ctx context.Context, st Step) error {
 			return fmt.Errorf("version %q", v)
 		}
 	}
-	op := controller.GrantOp{Op: st.Args[0], GrantID: st.Args[1], Version: version}
+	op := wire.GrantOp{Op: st.Args[0], GrantID: st.Args[1], Version: version}
 	if op.Op == "put" {
 		op.Action = st.Args[2]
 		op.Size, op.ParcelID, op.Holder = st.Opts["size"], st.Opts["parcel"], st.Opts["holder"]
@@ -459,7 +460,7 @@ func (r *runner) grant(ctx context.Context, st Step) error {
 			op.Compartment, _ = strconv.Atoi(c)
 		}
 		if code := st.Opts["code"]; code != "" {
-			op.CodeHash = controller.CodeHash(r.o.LockerID, code)
+			op.CodeHash = wire.CodeHash(r.o.LockerID, code)
 		}
 		valid, err := durationOpt(st, "valid", 24*time.Hour)
 		if err != nil {
@@ -484,12 +485,12 @@ func (r *runner) grant(ctx context.Context, st Step) error {
 				return err
 			}
 			pu := now.Add(pv)
-			op.Pickup = &controller.PickupSpec{GrantID: id, Holder: st.Opts["pickup-holder"],
-				CodeHash: controller.CodeHash(r.o.LockerID, code), ValidUntil: &pu}
+			op.Pickup = &wire.PickupSpec{GrantID: id, Holder: st.Opts["pickup-holder"],
+				CodeHash: wire.CodeHash(r.o.LockerID, code), ValidUntil: &pu}
 		}
 	}
-	ack, err := r.ctl.ApplyGrants(ctx, &controller.GrantsBody{Kind: "grants", LockerID: r.o.LockerID, IssuedAt: now,
-		ExpiresAt: now.Add(time.Hour), Snapshot: st.Opts["snapshot"] == "true", Ops: []controller.GrantOp{op}})
+	ack, err := r.ctl.ApplyGrants(ctx, &wire.GrantsBody{Kind: "grants", LockerID: r.o.LockerID, IssuedAt: now,
+		ExpiresAt: now.Add(time.Hour), Snapshot: st.Opts["snapshot"] == "true", Ops: []wire.GrantOp{op}})
 	if err != nil {
 		return err
 	}

@@ -28,8 +28,8 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/cmd/internal/daemon"
-	"github.com/openlocker/locker/controller"
 	"github.com/openlocker/locker/controller/store"
+	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 	"github.com/openlocker/locker/hal/wiring"
 	"github.com/openlocker/locker/simulator"
@@ -143,10 +143,10 @@ func benchData(b *testing.B, n int) string {
 		for i := range benchGrants {
 			g := store.Grant{ID: fmt.Sprintf("g-%06d", i), Version: 1, Action: "deposit", Size: "M",
 				ParcelID: fmt.Sprintf("JT%013d", i), Actor: "134****8888",
-				CodeHash:  controller.CodeHash(benchLockerID, fmt.Sprintf("%08d", 2*i)),
+				CodeHash:  wire.CodeHash(benchLockerID, fmt.Sprintf("%08d", 2*i)),
 				ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(24 * time.Hour), UsesLeft: 1,
 				Pickup: fmt.Sprintf(`{"grant_id":"g-%06d-p","holder":"134****6666","code_hash":%q}`, i,
-					controller.CodeHash(benchLockerID, fmt.Sprintf("%08d", 2*i+1)))}
+					wire.CodeHash(benchLockerID, fmt.Sprintf("%08d", 2*i+1)))}
 			if err := tx.PutGrant(g); err != nil {
 				return err
 			}
