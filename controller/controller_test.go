@@ -12,23 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/controller/clocktest"
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 )
 
-// fakeClock is a settable clock.
+// fakeClock is left for keypad_fuzz_test.go until it moves to clocktest.
 type fakeClock struct {
 	mu  stdsync.Mutex
 	now time.Time
 }
 
-func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	f.now = f.now.Add(d)
-	f.mu.Unlock()
-}
+func (f *fakeClock) Now() time.Time          { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+func (f *fakeClock) Advance(d time.Duration) { f.mu.Lock(); defer f.mu.Unlock(); f.now = f.now.Add(d) }
 
 // fakeCabinet is an in-memory hal.Cabinet. Its events channel is unbuffered,
 // so a send returns only once the controller's loop has taken the event.
@@ -107,7 +104,7 @@ type rig struct {
 	path      string
 	st        *store.Store
 	cab       *fakeCabinet
-	clock     *fakeClock
+	clock     *clocktest.Clock
 	c         *Controller
 	done      chan error
 	mu        stdsync.Mutex
@@ -122,7 +119,7 @@ var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
 func newRig(t *testing.T, sizes string) *rig {
 	t.Helper()
-	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet(sizes), clock: &fakeClock{now: t0}}
+	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet(sizes), clock: clocktest.New(t0)}
 	r.start()
 	return r
 }
@@ -786,9 +783,7 @@ func TestUntrustedClockExpiresNothing(t *testing.T) {
 	r.door(1, false)
 	// Power cut; the board comes back without a real-time clock: 1970.
 	r.stop()
-	r.clock.mu.Lock()
-	r.clock.now = time.Unix(0, 0).UTC()
-	r.clock.mu.Unlock()
+	r.clock.Set(time.Unix(0, 0).UTC())
 	r.types()
 	r.start()
 	r.mu.Lock()
@@ -807,9 +802,7 @@ func TestUntrustedClockExpiresNothing(t *testing.T) {
 		t.Fatalf("state = %s on an untrusted clock", s)
 	}
 	// NTP sets the clock: the pickup grant (72 h) has ended, and now it expires.
-	r.clock.mu.Lock()
-	r.clock.now = t0.Add(80 * time.Hour)
-	r.clock.mu.Unlock()
+	r.clock.Set(t0.Add(80 * time.Hour))
 	r.tick()
 	r.expectTypes("pickup_expired")
 }
@@ -953,7 +946,7 @@ func TestEveryMessageInEveryLanguage(t *testing.T) {
 }
 
 func TestChineseDisplay(t *testing.T) {
-	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet("M"), clock: &fakeClock{now: t0}}
+	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet("M"), clock: clocktest.New(t0)}
 	r.lang = "zh"
 	r.start()
 	if d := r.cab.Display(); d[0] != "请输入取件码" {
@@ -1080,7 +1073,7 @@ func TestLargeEnvelopeKeepsTheRules(t *testing.T) {
 }
 
 func TestOutboxIsBoundedWithoutLosingParcels(t *testing.T) {
-	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet("M M"), clock: &fakeClock{now: t0}}
+	r := &rig{t: t, path: filepath.Join(t.TempDir(), "locker.db"), cab: newFakeCabinet("M M"), clock: clocktest.New(t0)}
 	r.maxOutbox = 40
 	r.start()
 	for i := 0; i < 8; i++ { // 8 deposits and pickups, offline: 8 events each

@@ -242,10 +242,8 @@ func TestClockJumpDoesNotPoisonTheEstimate(t *testing.T) {
 	r.c.RejectEnvelope(r.ctx, "again")
 	// The board restarts without a network clock: it boots in 1970.
 	r.stop()
-	r.clock.mu.Lock()
-	good := r.clock.now
-	r.clock.now = time.Unix(0, 0)
-	r.clock.mu.Unlock()
+	good := r.clock.Now()
+	r.clock.Set(time.Unix(0, 0))
 	r.start()
 	if est := r.c.Now(); est.Sub(good) > time.Hour || good.Sub(est) > time.Hour {
 		t.Fatalf("estimate after the jump was corrected = %v, want about %v", est, good)

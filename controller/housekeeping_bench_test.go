@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/openlocker/locker/controller/clocktest"
 	"github.com/openlocker/locker/controller/store"
 )
 
@@ -20,7 +21,7 @@ func BenchmarkHousekeepingIdle(b *testing.B) {
 	}
 	defer st.Close()
 	cab := newFakeCabinet(strings.Repeat("S M L ", 8))
-	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: cab, Clock: &fakeClock{now: t0}, Tick: 1 << 62})
+	c, err := New(Options{LockerID: lockerID, Store: st, Cabinet: cab, Clock: clocktest.New(t0), Tick: 1 << 62})
 	if err != nil {
 		b.Fatal(err)
 	}

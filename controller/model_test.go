@@ -60,6 +60,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/controller/clocktest"
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
@@ -128,7 +129,7 @@ func newWorld(t *testing.T) *mworld {
 		}
 	}
 	w := &mworld{t: t, dir: dir, unmatched: map[int][]int{}, storageOK: true}
-	w.r = &rig{t: t, path: filepath.Join(dir, "locker.db"), cab: newFakeCabinet(modelSizes), clock: &fakeClock{now: t0}}
+	w.r = &rig{t: t, path: filepath.Join(dir, "locker.db"), cab: newFakeCabinet(modelSizes), clock: clocktest.New(t0)}
 	w.m = newModel(len(w.r.cab.comps), w.r.cab.comps)
 	w.start()
 	return w
@@ -512,15 +513,11 @@ func (w *mworld) clock(s string) {
 		if w.trusted() {
 			w.m.saneAt = c.Now()
 			w.m.setAt = time.Unix(0, 0).UTC()
-			c.mu.Lock()
-			c.now = w.m.setAt
-			c.mu.Unlock()
+			c.Set(w.m.setAt)
 		}
 	case "sane":
 		if !w.trusted() {
-			c.mu.Lock()
-			c.now = w.m.saneAt.Add(c.now.Sub(w.m.setAt))
-			c.mu.Unlock()
+			c.Set(w.m.saneAt.Add(c.Now().Sub(w.m.setAt)))
 		}
 	default:
 		d, err := time.ParseDuration(s)

@@ -35,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/controller/clocktest"
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
@@ -227,7 +228,7 @@ func propRig(t *testing.T) *rig {
 			t.Cleanup(func() { os.RemoveAll(d) })
 		}
 	}
-	r := &rig{t: t, path: filepath.Join(dir, "locker.db"), cab: newFakeCabinet(propSizes), clock: &fakeClock{now: t0}}
+	r := &rig{t: t, path: filepath.Join(dir, "locker.db"), cab: newFakeCabinet(propSizes), clock: clocktest.New(t0)}
 	r.start()
 	return r
 }

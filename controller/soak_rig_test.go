@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/controller/clocktest"
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/hal"
 )
@@ -64,7 +65,7 @@ type soakRig struct {
 	path   string
 	st     *store.Store
 	cab    *soakCabinet
-	clock  *fakeClock
+	clock  *clocktest.Clock
 	c      *Controller
 	done   chan error
 	logger *slog.Logger // nil: the controller's default (discard)
@@ -77,7 +78,7 @@ type soakRig struct {
 func newSoakRig(tb testing.TB, path, sizes string, now time.Time, logger *slog.Logger) *soakRig {
 	tb.Helper()
 	r := &soakRig{tb: tb, path: path, cab: &soakCabinet{fakeCabinet: newFakeCabinet(sizes)},
-		clock: &fakeClock{now: now}, logger: logger, counts: map[string]int{}}
+		clock: clocktest.New(now), logger: logger, counts: map[string]int{}}
 	if _, err := r.start(); err != nil {
 		tb.Fatal(err)
 	}

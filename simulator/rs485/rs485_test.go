@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/controller/clocktest"
 	halrs485 "github.com/openlocker/locker/hal/rs485"
 	"github.com/openlocker/locker/hal/rs485/proto"
 )
@@ -45,15 +46,6 @@ func (p *fakePhysics) Unlocks() []string {
 	defer p.mu.Unlock()
 	return append([]string(nil), p.unlocks...)
 }
-
-// fakeClock is the bus's clock for power cycles.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
 // serve starts a bus behind a pty and returns the slave, opened raw as
 // the daemon opens it.
@@ -176,7 +168,7 @@ func TestKerongLockOpenBitZeroAndSilentUnlock(t *testing.T) {
 
 func TestKerongFaults(t *testing.T) {
 	ph := newPhysics()
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	b, f := serve(t, Config{Name: "BUS1", Protocol: proto.Kerong, LockOpenBit: 1, Physics: ph, Now: clock.Now,
 		Boards: []Board{{Address: 0, Channels: 16}}})
 	status := []byte{0x02, 0x00, 0x32, 0x03, 0x37}
@@ -292,7 +284,7 @@ func Test8A80VectorsAndTiming(t *testing.T) {
 // sent again before a status query was answered intact is counted.
 func TestMoreFaultsAndTheI15Watch(t *testing.T) {
 	ph := newPhysics()
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	b, f := serve(t, Config{Name: "BUS1", Protocol: proto.Kerong, LockOpenBit: 1, Physics: ph, Now: clock.Now,
 		Boards: []Board{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}}})
 	status := []byte{0x02, 0x00, 0x32, 0x03, 0x37}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller"
+	"github.com/openlocker/locker/controller/clocktest"
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
@@ -20,24 +21,6 @@ import (
 // These tests run the link against the real controller (with an idle
 // cabinet) where the controller's own judgement matters: its time, and the
 // ops it refuses.
-
-// boardClock is the board's wall clock, set by the test.
-type boardClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *boardClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *boardClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // idleCabinet is a cabinet where nothing happens: two closed, empty
 // compartments without occupancy sensors.
@@ -126,11 +109,11 @@ func putOp(id string, version int64, code string, now time.Time) wire.GrantOp {
 func TestEnvelopeExpiryUsesTheControllerTime(t *testing.T) {
 	st := openStore(t)
 	trusted := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	clock := &boardClock{t: trusted}
+	clock := clocktest.New(trusted)        // the board's wall clock
 	_, stop := runController(t, st, clock) // records the trusted time
 	stop()
 
-	clock.set(time.Unix(0, 0).UTC()) // power cut; back without a clock
+	clock.Set(time.Unix(0, 0).UTC()) // power cut; back without a clock
 	ctl, _ := runController(t, st, clock)
 	if now := ctl.Now(); now.Before(trusted) {
 		t.Fatalf("controller time %v, want the estimate from %v", now, trusted)
