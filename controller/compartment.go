@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/openlocker/locker/controller/fsm"
@@ -358,11 +359,7 @@ func (c *Controller) released(ctx context.Context, ev hal.Event) {
 func (c *Controller) sensorFault(ctx context.Context, n int, source string, cause error) {
 	err := c.update(ctx, func(tx *store.Tx) error {
 		if n == 0 {
-			tr := wire.Trace{Type: fsm.SensorRecovered.String(), Content: "Sensor reads sanely again"}
-			if cause != nil {
-				tr = wire.Trace{Type: fsm.SensorFaulted.String(), Reason: cause.Error(), Content: "Sensor fault: " + cause.Error()}
-			}
-			return c.record(tx, tr)
+			return c.record(tx, cabinetSensorTrace(source, cause))
 		}
 		sc, err := tx.Compartment(n)
 		if err != nil {
@@ -395,6 +392,25 @@ func (c *Controller) sensorFault(ctx context.Context, n int, source string, caus
 		}
 		c.log.Error("sensor fault not recorded", "compartment", n, "err", err)
 	}
+}
+
+// cabinetSensorTrace is the trace of a fault (cause set) or recovery of a
+// source of no one compartment: an expander ("expander X1") or a lock board
+// ("board BUS1/2"). Both begin their reason with the source, so that the
+// central can pair each recovery with its fault (docs/protocol.md).
+func cabinetSensorTrace(source string, cause error) wire.Trace {
+	if cause == nil {
+		if source == "" {
+			return wire.Trace{Type: fsm.SensorRecovered.String(), Content: "Sensor reads sanely again"}
+		}
+		return wire.Trace{Type: fsm.SensorRecovered.String(), Reason: source,
+			Content: strings.ToUpper(source[:1]) + source[1:] + " reads sanely again"}
+	}
+	reason := cause.Error()
+	if source != "" {
+		reason = source + ": " + reason
+	}
+	return wire.Trace{Type: fsm.SensorFaulted.String(), Reason: reason, Content: "Sensor fault: " + reason}
 }
 
 // led lights or darkens compartment n's status LED, where the cabinet has one.
