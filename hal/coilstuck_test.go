@@ -12,6 +12,7 @@ import (
 	"periph.io/x/conn/v3/i2c"
 
 	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/internal/waittest"
 )
 
 // Every pulse ends, whatever the pin or the bus does: a switch-off that
@@ -75,8 +76,8 @@ func TestSolenoidOffRetried(t *testing.T) {
 			if n >= 2 && !errors.Is(err, ErrCoilStuck) { // the guard's write and Pulse's own failed
 				t.Errorf("Pulse = %v, want ErrCoilStuck", err)
 			}
-			waitFor(t, "the coil off", func() bool { return p.get() == gpio.Low && !s.On() })
-			waitFor(t, "two reports", func() bool { return len(reps.get()) == 2 })
+			waittest.For(t, time.Second, func() bool { return p.get() == gpio.Low && !s.On() }, "the coil off")
+			waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
 			checkStuckThenOff(t, reps.get(), errBroken)
 			if got := p.failures(); got != n {
 				t.Errorf("%d failed writes, want %d", got, n)
@@ -126,7 +127,7 @@ func TestSolenoidOffDeadPin(t *testing.T) {
 	}
 	// Retried forever: once the back-off has reached its cap, a retry
 	// comes at least every CoilRetryMax.
-	waitFor(t, "the back-off to reach its cap", func() bool { return p.failures() > 8 })
+	waittest.For(t, time.Second, func() bool { return p.failures() > 8 }, "the back-off to reach its cap")
 	for range 3 {
 		f := p.failures()
 		deadline := time.Now().Add(CoilRetryMax + slack)
@@ -141,8 +142,8 @@ func TestSolenoidOffDeadPin(t *testing.T) {
 		t.Errorf("reports %v, want the one failure while it lasts", got)
 	}
 	p.fail(0) // repaired
-	waitFor(t, "the coil off", func() bool { return p.get() == gpio.High && !s.On() })
-	waitFor(t, "two reports", func() bool { return len(reps.get()) == 2 })
+	waittest.For(t, time.Second, func() bool { return p.get() == gpio.High && !s.On() }, "the coil off")
+	waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
 	checkStuckThenOff(t, reps.get(), errBroken)
 	if err := s.Pulse(context.Background(), time.Millisecond); !errors.Is(err, ErrHalted) {
 		t.Errorf("Pulse after Halt = %v, want ErrHalted", err)
@@ -185,8 +186,8 @@ func TestSolenoidExpanderOffRetried(t *testing.T) {
 			if err := s.Pulse(context.Background(), d); err != nil && !errors.Is(err, ErrCoilStuck) {
 				t.Errorf("Pulse = %v, want nil or ErrCoilStuck", err)
 			}
-			waitFor(t, "the coil off", func() bool { return chip.isOff(11, true) && !s.On() })
-			waitFor(t, "two reports", func() bool { return len(reps.get()) == 2 })
+			waittest.For(t, time.Second, func() bool { return chip.isOff(11, true) && !s.On() }, "the coil off")
+			waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
 			checkStuckThenOff(t, reps.get(), tc.want)
 			iv := chip.intervals(11, true)
 			if len(iv) != 1 || iv[0].end.IsZero() {
@@ -268,7 +269,7 @@ func TestHardwareCoilStuckOnDeadBus(t *testing.T) {
 		t.Fatalf("event %+v, want a stuck coil of compartment 1", ev)
 	}
 	_, f0 := chip.counts()
-	waitFor(t, "the switch-off retried", func() bool { _, f := chip.counts(); return f >= f0+5 })
+	waittest.For(t, time.Second, func() bool { _, f := chip.counts(); return f >= f0+5 }, "the switch-off retried")
 	if !chip.isActive(0, true) {
 		t.Fatal("the coil went off on a dead bus")
 	}
@@ -287,7 +288,7 @@ func TestHardwareCoilStuckOnDeadBus(t *testing.T) {
 	}
 	// Then the queue goes on, one coil at a time: 1's retry pulse (its
 	// door never opens) and 2's.
-	waitFor(t, "compartment 2 pulsed", func() bool { return len(chip.intervals(1, true)) > 0 })
+	waittest.For(t, time.Second, func() bool { return len(chip.intervals(1, true)) > 0 }, "compartment 2 pulsed")
 	end := func(iv interval) time.Time {
 		if iv.end.IsZero() {
 			return time.Now()

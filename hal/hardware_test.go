@@ -17,6 +17,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpioreg"
 
 	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/internal/waittest"
 )
 
 // rigWiring: 3 compartments on an active-low relay board; doors read high
@@ -351,7 +352,7 @@ func TestReleaseConfirmation(t *testing.T) {
 	r.pins.get("D3").set(gpio.High) // door 3 stands open
 	stop := r.run(t)
 	defer stop()
-	waitFor(t, "door 3 open", func() bool { open, _ := r.hw.DoorOpen(3); return open })
+	waittest.For(t, time.Second, func() bool { open, _ := r.hw.DoorOpen(3); return open }, "door 3 open")
 	start := time.Now()
 	if err := r.hw.Release(2); err != nil {
 		t.Fatal(err)
@@ -401,7 +402,7 @@ func TestHardwareHaltMidPulse(t *testing.T) {
 		t.Fatal(err)
 	}
 	coil := r.pins.get("L2")
-	waitFor(t, "the coil to be on", func() bool { return coil.get() == gpio.Low })
+	waittest.For(t, time.Second, func() bool { return coil.get() == gpio.Low }, "the coil to be on")
 	if err := r.hw.Halt(); err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +429,7 @@ func TestHardwareHaltMidPulse(t *testing.T) {
 func TestRunTwice(t *testing.T) {
 	r := newRig(t, rigWiring, Options{})
 	stop := r.run(t)
-	waitFor(t, "Run to start", func() bool { r.hw.mu.Lock(); defer r.hw.mu.Unlock(); return r.hw.running })
+	waittest.For(t, time.Second, func() bool { r.hw.mu.Lock(); defer r.hw.mu.Unlock(); return r.hw.running }, "Run to start")
 	if err := r.hw.Run(context.Background()); err == nil {
 		t.Error("second Run succeeded")
 	}
@@ -571,7 +572,7 @@ func TestHardwareKeypad(t *testing.T) {
 		}
 		r.matrix.release()
 		scans := r.hw.KeypadScans()
-		waitFor(t, "scans", func() bool { return r.hw.KeypadScans() > scans+3 })
+		waittest.For(t, time.Second, func() bool { return r.hw.KeypadScans() > scans+3 }, "scans")
 	}
 	r.quiet(t, 20*time.Millisecond)
 	if r.matrix.badScans.Load() != 0 {

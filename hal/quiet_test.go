@@ -8,6 +8,7 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/simulator"
 )
 
@@ -118,7 +119,7 @@ func TestInputChangesSeesEverything(t *testing.T) {
 		}
 		// The release is seen before the next press: two scans see it up.
 		scans := r.hw.KeypadScans()
-		waitFor(t, "the release scanned", func() bool { return r.hw.KeypadScans() >= scans+3 })
+		waittest.For(t, time.Second, func() bool { return r.hw.KeypadScans() >= scans+3 }, "the release scanned")
 		if got := r.count(func(ev Event) bool { return ev.Kind == KeyPressed }); got != i+1 {
 			t.Fatalf("%d key presses after %d keys", got, i+1)
 		}

@@ -15,6 +15,7 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/simulator"
 )
 
@@ -237,7 +238,7 @@ func TestExampleWirings(t *testing.T) {
 			if _, beeps := r.cab.Buzzer(); beeps != 1 {
 				t.Errorf("%d beeps, want 1", beeps)
 			}
-			waitFor(t, "the beep to end", func() bool { on, _ := r.cab.Buzzer(); return !on })
+			waittest.For(t, time.Second, func() bool { on, _ := r.cab.Buzzer(); return !on }, "the beep to end")
 
 			if err := r.hw.Show("Enter code", "> 12"); err != nil {
 				t.Fatal(err)
@@ -350,9 +351,9 @@ func TestSimSensorBounce(t *testing.T) {
 		if ev, _ := r.wait(t, from, 2*time.Second, "release", isLock(6)); ev.Err != nil {
 			t.Fatalf("release: %v", ev.Err)
 		}
-		waitFor(t, "door 6 open", func() bool { open, _ := r.hw.DoorOpen(6); return open })
+		waittest.For(t, time.Second, func() bool { open, _ := r.hw.DoorOpen(6); return open }, "door 6 open")
 		_ = r.cab.CloseDoor(6)
-		waitFor(t, "door 6 closed", func() bool { open, _ := r.hw.DoorOpen(6); return !open })
+		waittest.For(t, time.Second, func() bool { open, _ := r.hw.DoorOpen(6); return !open }, "door 6 closed")
 		time.Sleep(r.hw.cooldown)
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -399,7 +400,7 @@ func TestSimPowerBudget(t *testing.T) {
 	}
 	// A repeat: close 10 and release it again at once.
 	_ = r.cab.CloseDoor(10)
-	waitFor(t, "door 10 closed", func() bool { open, _ := r.hw.DoorOpen(10); return !open })
+	waittest.For(t, time.Second, func() bool { open, _ := r.hw.DoorOpen(10); return !open }, "door 10 closed")
 	from := len(r.events())
 	if err := r.hw.Release(10); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/internal/waittest"
 )
 
 // slack is how late a timer may fire on a loaded test machine.
@@ -23,16 +24,6 @@ func newTestSolenoid(t *testing.T, activeLow bool) (*Solenoid, *fakePin) {
 		t.Fatal(err)
 	}
 	return s, p
-}
-
-// waitFor polls cond until it holds or a second has passed.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
 
 func TestSolenoidPulse(t *testing.T) {
@@ -92,7 +83,7 @@ func TestSolenoidGuardWithoutCaller(t *testing.T) {
 	if p.get() != gpio.Low {
 		t.Fatal("coil not on")
 	}
-	waitFor(t, "the guard to switch the coil off", func() bool { return p.get() == gpio.High })
+	waittest.For(t, time.Second, func() bool { return p.get() == gpio.High }, "the guard to switch the coil off")
 	if got := p.active(gpio.Low)[0].len(); got > 30*time.Millisecond+slack {
 		t.Errorf("energised for %v", got)
 	}
@@ -110,7 +101,7 @@ func TestSolenoidHaltMidPulse(t *testing.T) {
 	s, p := newTestSolenoid(t, true)
 	res := make(chan error, 1)
 	go func() { res <- s.Pulse(context.Background(), 500*time.Millisecond) }()
-	waitFor(t, "the coil to be on", s.On)
+	waittest.For(t, time.Second, s.On, "the coil to be on")
 	var wg sync.WaitGroup
 	for range 3 { // concurrently, and more than once
 		wg.Go(func() {
@@ -161,7 +152,7 @@ func TestSolenoidErrors(t *testing.T) {
 		t.Error("Pulse(0) succeeded")
 	}
 	go func() { _ = s.Pulse(context.Background(), 100*time.Millisecond) }()
-	waitFor(t, "the coil to be on", s.On)
+	waittest.For(t, time.Second, s.On, "the coil to be on")
 	if err := s.Pulse(context.Background(), time.Millisecond); err == nil {
 		t.Error("overlapping Pulse succeeded")
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/openlocker/locker/hal/rs485/proto"
 	"github.com/openlocker/locker/hal/rs485/rs485test"
 	"github.com/openlocker/locker/hal/rs485/serial"
+	"github.com/openlocker/locker/internal/waittest"
 )
 
 // rig is a bus driving emulated boards through a pseudo-terminal: the
@@ -59,18 +60,6 @@ func newRig(t *testing.T, p proto.Protocol, channels map[int]int, cfg Config, op
 	return r
 }
 
-// waitFor polls cond until it holds or 3s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func (r *rig) state(addr int) BoardState { s, _ := r.bus.BoardState(addr); return s }
 
 func TestUnlockConfirmedByStatus(t *testing.T) {
@@ -84,7 +73,7 @@ func TestUnlockConfirmedByStatus(t *testing.T) {
 			if err := r.bus.Unlock(context.Background(), addr, 3); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "channel 3 reads open", func() bool { return r.state(addr).Open == 1<<2 })
+			waittest.For(t, 3*time.Second, func() bool { return r.state(addr).Open == 1<<2 }, "channel 3 reads open")
 			if n := r.boards.Unlocks(addr, 3); n != 1 {
 				t.Errorf("%d unlock frames, want 1", n)
 			}
@@ -108,7 +97,7 @@ func TestLostUnlockReplyIsNotResent(t *testing.T) {
 	if err := r.bus.Unlock(context.Background(), 1, 5); !errors.Is(err, ErrUnresolved) {
 		t.Errorf("second unlock before a status: %v, want ErrUnresolved", err)
 	}
-	waitFor(t, "channel 5 reads open", func() bool { return r.state(1).Open&(1<<4) != 0 })
+	waittest.For(t, 3*time.Second, func() bool { return r.state(1).Open&(1<<4) != 0 }, "channel 5 reads open")
 	if n := r.boards.Unlocks(1, 5); n != 1 {
 		t.Errorf("%d unlock frames, want 1", n)
 	}
@@ -123,11 +112,11 @@ func TestBadChecksumAndWrongAddress(t *testing.T) {
 		t.Run(p.String(), func(t *testing.T) {
 			r := newRig(t, p, map[int]int{2: 8}, Config{})
 			r.boards.Corrupt(2)
-			waitFor(t, "two bad checksums", func() bool { return r.bus.Stats().Checksums >= 2 })
+			waittest.For(t, 3*time.Second, func() bool { return r.bus.Stats().Checksums >= 2 }, "two bad checksums")
 			r.boards.WrongAddress(2)
-			waitFor(t, "two wrong addresses", func() bool { return r.bus.Stats().WrongAddress >= 2 })
+			waittest.For(t, 3*time.Second, func() bool { return r.bus.Stats().WrongAddress >= 2 }, "two wrong addresses")
 			polls := r.state(2).Polls
-			waitFor(t, "good polls again", func() bool { return r.state(2).Polls > polls+2 })
+			waittest.For(t, 3*time.Second, func() bool { return r.state(2).Polls > polls+2 }, "good polls again")
 			if s := r.state(2); !s.Up || s.Err != nil {
 				t.Errorf("after isolated failures: %+v", s)
 			}
@@ -138,9 +127,9 @@ func TestBadChecksumAndWrongAddress(t *testing.T) {
 func TestBoardGoneAndBack(t *testing.T) {
 	r := newRig(t, proto.Kerong, map[int]int{0: 16, 1: 16}, Config{})
 	r.boards.SetOpen(1, 2, true)
-	waitFor(t, "door 2 of board 1 open", func() bool { return r.state(1).Open == 2 })
+	waittest.For(t, 3*time.Second, func() bool { return r.state(1).Open == 2 }, "door 2 of board 1 open")
 	r.boards.Silence(1, true)
-	waitFor(t, "board 1 down", func() bool { return !r.state(1).Up })
+	waittest.For(t, 3*time.Second, func() bool { return !r.state(1).Up }, "board 1 down")
 	if s := r.state(1); !errors.Is(s.Err, ErrTimeout) || s.Open != 2 {
 		t.Errorf("down: %+v, want ErrTimeout and the last state kept", s)
 	}
@@ -150,7 +139,7 @@ func TestBoardGoneAndBack(t *testing.T) {
 	// It comes back power-cycled: every lock reads closed.
 	r.boards.PowerCycle(1)
 	r.boards.Silence(1, false)
-	waitFor(t, "board 1 up", func() bool { return r.state(1).Up })
+	waittest.For(t, 3*time.Second, func() bool { return r.state(1).Up }, "board 1 up")
 	if s := r.state(1); s.Open != 0 || s.Err != nil {
 		t.Errorf("after power cycle: %+v", s)
 	}
@@ -163,13 +152,13 @@ func TestUnlockPriority(t *testing.T) {
 	var worst time.Duration
 	for i := range 20 {
 		polls := r.state(i % 3).Polls
-		waitFor(t, "a status poll", func() bool { return r.state(i%3).Polls > polls })
+		waittest.For(t, 3*time.Second, func() bool { return r.state(i%3).Polls > polls }, "a status poll")
 		before := len(r.boards.Received())
 		start := time.Now()
 		if err := r.bus.Unlock(context.Background(), i%3, i%16+1); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "unlock seen", func() bool { return r.boards.Unlocks(i%3, i%16+1) == 1 })
+		waittest.For(t, 3*time.Second, func() bool { return r.boards.Unlocks(i%3, i%16+1) == 1 }, "unlock seen")
 		rx := r.boards.Received()[before:]
 		k := 0
 		for k < len(rx) && rx[k].Bytes[2] != proto.KerongUnlock {
@@ -199,9 +188,9 @@ func TestBurstReplies(t *testing.T) {
 			r := newRig(t, p, map[int]int{1: 24}, Config{ReplyTimeout: 500 * time.Millisecond},
 				func(b *rs485test.Boards) { b.BurstGap = 6 * time.Millisecond })
 			// Counted from the first poll answered: the emulator may start late.
-			waitFor(t, "a first poll", func() bool { return r.state(1).Polls > 0 })
+			waittest.For(t, 3*time.Second, func() bool { return r.state(1).Polls > 0 }, "a first poll")
 			st0, polls := r.bus.Stats(), r.state(1).Polls
-			waitFor(t, "polls", func() bool { return r.state(1).Polls > polls+3 })
+			waittest.For(t, 3*time.Second, func() bool { return r.state(1).Polls > polls+3 }, "polls")
 			st := r.bus.Stats()
 			if n := st.Timeouts + st.Checksums + st.Malformed - st0.Timeouts - st0.Checksums - st0.Malformed; n > 0 {
 				t.Errorf("errors with replies in bursts 6ms apart: %+v (before: %+v)", st, st0)
@@ -249,17 +238,17 @@ func TestPollPeriod(t *testing.T) {
 // again, over and over.)
 func TestLateReplyDoesNotDesynchronise(t *testing.T) {
 	r := newRig(t, proto.Kerong, map[int]int{0: 16, 1: 16, 2: 16}, Config{})
-	waitFor(t, "a first poll of each board", func() bool {
+	waittest.For(t, 3*time.Second, func() bool {
 		return r.state(0).Polls > 0 && r.state(1).Polls > 0 && r.state(2).Polls > 0
-	})
+	}, "a first poll of each board")
 	r.boards.Late(1)
 	before := r.state(2).Polls
-	waitFor(t, "the late reply to pass", func() bool { return r.state(2).Polls > before+3 })
+	waittest.For(t, 3*time.Second, func() bool { return r.state(2).Polls > before+3 }, "the late reply to pass")
 	st0 := r.bus.Stats()
 	polls := r.state(0).Polls + r.state(1).Polls + r.state(2).Polls
-	waitFor(t, "30 more polls", func() bool {
+	waittest.For(t, 3*time.Second, func() bool {
 		return r.state(0).Polls+r.state(1).Polls+r.state(2).Polls > polls+30
-	})
+	}, "30 more polls")
 	st := r.bus.Stats()
 	if n := st.Timeouts + st.Checksums + st.Malformed + st.WrongAddress - st0.Timeouts - st0.Checksums - st0.Malformed - st0.WrongAddress; n > 0 {
 		t.Fatalf("%d failed polls after the late reply had passed: %+v (before %+v)", n, st, st0)
@@ -310,26 +299,26 @@ func TestObserverSeesFrames(t *testing.T) {
 			if err := r.bus.Unlock(context.Background(), addr, 2); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the unlock frame observed", func() bool {
+			waittest.For(t, 3*time.Second, func() bool {
 				return log.has(func(f Frame) bool { return f.Sent && bytes.Equal(f.Data, unlock) })
-			})
+			}, "the unlock frame observed")
 			if p == proto.P8A80 {
-				waitFor(t, "its reply", func() bool {
+				waittest.For(t, 3*time.Second, func() bool {
 					return log.has(func(f Frame) bool { return !f.Sent && len(f.Data) == 5 && f.Data[0] == 0x8A && f.Err == nil })
-				})
+				}, "its reply")
 			}
 			r.boards.Corrupt(1)
-			waitFor(t, "a bad checksum observed", func() bool {
+			waittest.For(t, 3*time.Second, func() bool {
 				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, proto.ErrChecksum) && len(f.Data) > 0 })
-			})
+			}, "a bad checksum observed")
 			r.boards.WrongAddress(1)
-			waitFor(t, "another board's address observed", func() bool {
+			waittest.For(t, 3*time.Second, func() bool {
 				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, proto.ErrAddress) })
-			})
+			}, "another board's address observed")
 			r.boards.Silence(addr, true)
-			waitFor(t, "a time-out observed", func() bool {
+			waittest.For(t, 3*time.Second, func() bool {
 				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, ErrTimeout) && len(f.Data) == 0 })
-			})
+			}, "a time-out observed")
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/wire"
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
@@ -44,8 +45,8 @@ func TestGrantsRedeliveredWhenNotApplied(t *testing.T) {
 
 	f := clienttest.New(lockerID, 2)
 	startLink(t, b.URL(), f, nil)
-	waitFor(t, 5*time.Second, func() bool { return len(f.Grants()) == 1 }, "the grants to be delivered again")
-	waitFor(t, 5*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) >= 1 }, "the grants ack")
+	waittest.For(t, 5*time.Second, func() bool { return len(f.Grants()) == 1 }, "the grants to be delivered again")
+	waittest.For(t, 5*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) >= 1 }, "the grants ack")
 	time.Sleep(300 * time.Millisecond) // and nothing more comes
 	if n := len(f.Grants()); n != 1 {
 		t.Errorf("applied %d times", n)
@@ -77,14 +78,14 @@ func TestJunkFloodIsThrottledByTheBroker(t *testing.T) {
 		}
 	}
 	ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, grants(time.Now(), 1)))
-	waitFor(t, 20*time.Second, func() bool { return len(f.Grants()) == 1 }, "the good envelope after the flood")
+	waittest.For(t, 20*time.Second, func() bool { return len(f.Grants()) == 1 }, "the good envelope after the flood")
 	if d := link.Dropped(); d > 0 {
-		waitFor(t, 5*time.Second, func() bool {
+		waittest.For(t, 5*time.Second, func() bool {
 			return strings.Contains(logs.String(), "delivers the dropped messages again") && link.Connected()
 		}, "a reconnect for the %d dropped messages", d)
 	}
 	// Every message reaches the locker, the dropped ones redelivered.
-	waitFor(t, 20*time.Second, func() bool { return len(f.Rejections()) >= flood }, "every junk message to be handled")
+	waittest.For(t, 20*time.Second, func() bool { return len(f.Rejections()) >= flood }, "every junk message to be handled")
 	t.Logf("%d junk messages sent, %d dropped from the inbox and delivered again, %d handled",
 		flood, link.Dropped(), len(f.Rejections()))
 }

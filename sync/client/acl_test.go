@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
@@ -67,8 +68,8 @@ func TestACLConfinesEachLocker(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 	f2.Append("door_opened", 2)
-	waitFor(t, 5*time.Second, func() bool { return len(f2.Grants()) == 1 }, "L2 to get the central's grants")
-	waitFor(t, 5*time.Second, func() bool {
+	waittest.For(t, 5*time.Second, func() bool { return len(f2.Grants()) == 1 }, "L2 to get the central's grants")
+	waittest.For(t, 5*time.Second, func() bool {
 		return len(all.get(protocol.Topic("L2", protocol.SuffixTraces))) == 2 && len(all.get(protocol.Topic("L2", protocol.SuffixGrantsAck))) == 1
 	}, "L2's traces and ack at the central")
 	time.Sleep(300 * time.Millisecond) // anything in flight arrives

@@ -13,6 +13,7 @@ import (
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/protocol"
@@ -141,8 +142,8 @@ func TestEnvelopeExpiryUsesTheControllerTime(t *testing.T) {
 
 	ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, expired))
 	ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, fresh))
-	waitFor(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) >= 1 }, "the fresh envelope's ack")
-	waitFor(t, 10*time.Second, func() bool { return len(traceReasons(t, ce, "envelope_rejected")) >= 1 }, "the envelope_rejected trace")
+	waittest.For(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) >= 1 }, "the fresh envelope's ack")
+	waittest.For(t, 10*time.Second, func() bool { return len(traceReasons(t, ce, "envelope_rejected")) >= 1 }, "the envelope_rejected trace")
 
 	acks := decodeAcks(t, ce.get(protocol.SuffixGrantsAck))
 	if len(acks) != 1 || !acks[0].IssuedAt.Equal(fresh.IssuedAt) || acks[0].Applied != 1 {
@@ -177,7 +178,7 @@ func TestRefusedOpsDoNotStarveTheLink(t *testing.T) {
 	ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, body(101, wire.GrantOp{Op: "revoke", GrantID: "g-1", Version: 2})))
 	ce.publish(protocol.SuffixCommands, seal(t, "central-2026", centralKey, command("c-r1", "disable", 2, time.Now().Add(time.Minute))))
 
-	waitFor(t, 20*time.Second, func() bool {
+	waittest.For(t, 20*time.Second, func() bool {
 		return len(ce.get(protocol.SuffixGrantsAck)) == windowEnvelopes+2 && len(ce.get(protocol.SuffixCommandsResult)) == 1
 	}, "every grants ack and the command result")
 	acks := decodeAcks(t, ce.get(protocol.SuffixGrantsAck))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
@@ -65,13 +66,13 @@ func TestFleetReconnectsSpreadOut(t *testing.T) {
 			return true
 		}
 	}
-	waitFor(t, 10*time.Second, all(true), "the fleet to connect")
+	waittest.For(t, 10*time.Second, all(true), "the fleet to connect")
 	b.Stop()
-	waitFor(t, 5*time.Second, all(false), "the fleet to notice")
+	waittest.For(t, 5*time.Second, all(false), "the fleet to notice")
 	time.Sleep(1500 * time.Millisecond) // attempts fail, ceilings grow
 	restarted := time.Now()
 	b.Restart(t)
-	waitFor(t, 15*time.Second, all(true), "the fleet to reconnect")
+	waittest.For(t, 15*time.Second, all(true), "the fleet to reconnect")
 
 	var at []time.Duration
 	mu.Lock()

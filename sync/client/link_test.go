@@ -18,6 +18,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/openlocker/locker/controller/wire"
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
@@ -31,18 +32,6 @@ var (
 	rogueKey   = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
 	keys       = protocol.Keyring{"central-2026": centralKey.Public().(ed25519.PublicKey)}
 )
-
-// waitFor polls cond until it holds or d has passed.
-func waitFor(t *testing.T, d time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for "+format, append([]any{d}, args...)...)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // syncBuffer collects logs; they are printed only if the test fails (or
 // LINK_LOG is set).
@@ -113,7 +102,7 @@ func startLink(t *testing.T, url string, f client.Locker, mod func(*client.Optio
 		}
 	})
 	t.Cleanup(stop)
-	waitFor(t, 5*time.Second, link.Connected, "the link to connect")
+	waittest.For(t, 5*time.Second, link.Connected, "the link to connect")
 	return link, stop, logs
 }
 
@@ -154,7 +143,7 @@ func newCentral(t *testing.T, url string) *central {
 		t.Fatalf("central connect: %v", tok.Error())
 	}
 	// Subscribed once the subscription shows up: publish a probe.
-	waitFor(t, 5*time.Second, func() bool {
+	waittest.For(t, 5*time.Second, func() bool {
 		ce.publish("probe", []byte("x"))
 		time.Sleep(20 * time.Millisecond)
 		return len(ce.get("probe")) > 0
@@ -264,7 +253,7 @@ func TestGrantsAndCommands(t *testing.T) {
 
 	g := grants(time.Now(), 2)
 	ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, g))
-	waitFor(t, 5*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == 1 }, "the grants ack")
+	waittest.For(t, 5*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == 1 }, "the grants ack")
 	if got := f.Grants(); len(got) != 1 || len(got[0].Ops) != 2 || got[0].Ops[0].Holder != "13488888888" {
 		t.Fatalf("ApplyGrants got %+v", got)
 	}
@@ -284,7 +273,7 @@ func TestGrantsAndCommands(t *testing.T) {
 	ce.publish(protocol.SuffixCommands, seal(t, "central-2026", centralKey, cmd))
 	ce.publish(protocol.SuffixCommands, seal(t, "central-2026", centralKey, cmd))
 	ce.publish(protocol.SuffixCommands, seal(t, "central-2026", centralKey, command("c-78", "disable", 2, time.Now().Add(-time.Second))))
-	waitFor(t, 5*time.Second, func() bool { return len(ce.get(protocol.SuffixCommandsResult)) == 3 }, "three command results")
+	waittest.For(t, 5*time.Second, func() bool { return len(ce.get(protocol.SuffixCommandsResult)) == 3 }, "three command results")
 	var results []wire.CommandResult
 	for _, p := range ce.get(protocol.SuffixCommandsResult) {
 		var r wire.CommandResult
@@ -347,7 +336,7 @@ func TestRejectedEnvelopes(t *testing.T) {
 	}
 	for i, c := range cases {
 		ce.publish(protocol.SuffixGrants, c.payload)
-		waitFor(t, 5*time.Second, func() bool { return len(f.Rejections()) == i+1 }, "rejection of %s", c.name)
+		waittest.For(t, 5*time.Second, func() bool { return len(f.Rejections()) == i+1 }, "rejection of %s", c.name)
 		if got := f.Rejections()[i]; !strings.HasPrefix(got, c.reason.Error()) {
 			t.Errorf("%s: reason %q, want %q…", c.name, got, c.reason)
 		}
@@ -360,7 +349,7 @@ func TestRejectedEnvelopes(t *testing.T) {
 	}
 	// Still serving.
 	ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, good))
-	waitFor(t, 5*time.Second, func() bool { return len(f.Grants()) == 1 }, "the good envelope to be applied")
+	waittest.For(t, 5*time.Second, func() bool { return len(f.Grants()) == 1 }, "the good envelope to be applied")
 	if !link.Connected() {
 		t.Error("link not connected")
 	}
@@ -384,8 +373,8 @@ func TestOutboxDrain(t *testing.T) {
 	startLink(t, b.URL(), f, nil)
 	f.Append("door_closed", 300)
 
-	waitFor(t, 10*time.Second, func() bool { return len(f.Outbox()) == 0 }, "the outbox to empty")
-	waitFor(t, 5*time.Second, func() bool { return len(ce.seqs()) >= 500 }, "500 traces at the central")
+	waittest.For(t, 10*time.Second, func() bool { return len(f.Outbox()) == 0 }, "the outbox to empty")
+	waittest.For(t, 5*time.Second, func() bool { return len(ce.seqs()) >= 500 }, "500 traces at the central")
 	got := ce.seqs()
 	for i, s := range got {
 		if s != int64(i+1) {
@@ -419,8 +408,8 @@ func TestNoAckWithoutPuback(t *testing.T) {
 		t.Fatalf("events acknowledged without a PUBACK: %v", acks)
 	}
 	r.Cut() // the link's connection dies; it reconnects through the relay
-	waitFor(t, 5*time.Second, func() bool { return len(f.Outbox()) == 0 }, "the outbox to empty after the cut")
-	waitFor(t, 5*time.Second, func() bool { return len(ce.seqs()) >= 12 }, "12 traces")
+	waittest.For(t, 5*time.Second, func() bool { return len(f.Outbox()) == 0 }, "the outbox to empty after the cut")
+	waittest.For(t, 5*time.Second, func() bool { return len(ce.seqs()) >= 12 }, "12 traces")
 	got := ce.seqs()
 	if !slices.Equal(got, []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}) {
 		t.Errorf("central got %v", got) // nothing reached the broker before the cut
@@ -441,24 +430,24 @@ func TestBrokerRestart(t *testing.T) {
 			link, _, _ := startLink(t, b.URL(), f, nil)
 
 			f.Append("door_opened", 50)
-			waitFor(t, 5*time.Second, func() bool { return len(f.Outbox()) == 0 }, "the first events to drain")
+			waittest.For(t, 5*time.Second, func() bool { return len(f.Outbox()) == 0 }, "the first events to drain")
 
 			b.Stop()
-			waitFor(t, 5*time.Second, func() bool { return !link.Connected() }, "the link to notice")
+			waittest.For(t, 5*time.Second, func() bool { return !link.Connected() }, "the link to notice")
 			f.Append("door_closed", 100)
 			time.Sleep(1500 * time.Millisecond) // a few failed attempts with back-off
 			b.Restart(t)
-			waitFor(t, 10*time.Second, link.Connected, "the link to reconnect")
-			waitFor(t, 10*time.Second, func() bool { return ce.c.IsConnectionOpen() }, "the central to reconnect")
+			waittest.For(t, 10*time.Second, link.Connected, "the link to reconnect")
+			waittest.For(t, 10*time.Second, func() bool { return ce.c.IsConnectionOpen() }, "the central to reconnect")
 
 			// Subscribed again: a grants envelope sent now is applied.
 			ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, grants(time.Now(), 1)))
-			waitFor(t, 5*time.Second, func() bool { return len(f.Grants()) == 1 }, "grants after the restart")
-			waitFor(t, 10*time.Second, func() bool { return len(f.Outbox()) == 0 }, "the outbox to empty")
+			waittest.For(t, 5*time.Second, func() bool { return len(f.Grants()) == 1 }, "grants after the restart")
+			waittest.For(t, 10*time.Second, func() bool { return len(f.Outbox()) == 0 }, "the outbox to empty")
 
 			if persistent {
 				// With persistent sessions on both sides, nothing is lost.
-				waitFor(t, 5*time.Second, func() bool {
+				waittest.For(t, 5*time.Second, func() bool {
 					got := ce.seqs()
 					slices.Sort(got)
 					return len(slices.Compact(got)) == 150
@@ -504,7 +493,7 @@ func TestStatusCompartmentsAndWill(t *testing.T) {
 	startLink(t, r.URL(), f, nil)
 
 	var st statusMsg
-	waitFor(t, 5*time.Second, func() bool { st, _ = readStatus(t, b.URL()); return st.State == "online" }, "online status")
+	waittest.For(t, 5*time.Second, func() bool { st, _ = readStatus(t, b.URL()); return st.State == "online" }, "online status")
 	if st.LockerID != lockerID || st.Software != "0.3.0-test" || st.Compartments.Total != 3 || st.Compartments.Free != 3 {
 		t.Errorf("status = %+v", st)
 	}
@@ -526,12 +515,12 @@ func TestStatusCompartmentsAndWill(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	f.SetCompartment(2, "disabled", "open")
-	waitFor(t, 5*time.Second, func() bool {
+	waittest.For(t, 5*time.Second, func() bool {
 		var rep wire.CompartmentsReport
 		json.Unmarshal(retained(t, b.URL(), protocol.SuffixCompartments), &rep)
 		return len(rep.Compartments) == 3 && rep.Compartments[1].State == "disabled" && rep.Compartments[1].Door == "open"
 	}, "the compartments change")
-	waitFor(t, 5*time.Second, func() bool { st, _ = readStatus(t, b.URL()); return st.Compartments.Disabled == 1 }, "the status change")
+	waittest.For(t, 5*time.Second, func() bool { st, _ = readStatus(t, b.URL()); return st.Compartments.Disabled == 1 }, "the status change")
 	if n := len(ce.get(protocol.SuffixCompartments)) - before; n > 8 {
 		t.Errorf("%d compartments messages for a 0.2 s burst at most one per 100 ms", n)
 	}
@@ -540,7 +529,7 @@ func TestStatusCompartmentsAndWill(t *testing.T) {
 	r.Refuse(true)
 	r.Cut()
 	var raw []byte
-	waitFor(t, 5*time.Second, func() bool { st, raw = readStatus(t, b.URL()); return st.State == "offline" }, "the last will")
+	waittest.For(t, 5*time.Second, func() bool { st, raw = readStatus(t, b.URL()); return st.State == "offline" }, "the last will")
 	if want := `{"state":"offline","locker_id":"610091A01"}`; string(raw) != want {
 		t.Errorf("will = %s, want %s", raw, want)
 	}
@@ -551,7 +540,7 @@ func TestCleanShutdown(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{})
 	f := clienttest.New(lockerID, 2)
 	_, stop, _ := startLink(t, b.URL(), f, nil)
-	waitFor(t, 5*time.Second, func() bool { st, _ := readStatus(t, b.URL()); return st.State == "online" }, "online status")
+	waittest.For(t, 5*time.Second, func() bool { st, _ := readStatus(t, b.URL()); return st.State == "online" }, "online status")
 	start := time.Now()
 	stop()
 	if d := time.Since(start); d > 3*time.Second {

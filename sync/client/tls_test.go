@@ -13,6 +13,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
@@ -122,7 +123,7 @@ func TestTLSWithCAFile(t *testing.T) {
 	ce := mqttClient(t, b.URL(), "central", pki.ClientTLS(t, ""), "", "")
 	rec, _ := record(t, ce, protocol.Topic(lockerID, "#"))
 	f.Append("door_opened", 3)
-	waitFor(t, 5*time.Second, func() bool { return len(rec.get(protocol.Topic(lockerID, protocol.SuffixTraces))) == 3 }, "3 traces over TLS")
+	waittest.For(t, 5*time.Second, func() bool { return len(rec.get(protocol.Topic(lockerID, protocol.SuffixTraces))) == 3 }, "3 traces over TLS")
 
 	other := brokertest.NewPKI(t, "someone else's CA")
 	log := tryLink(t, b.URL(), clienttest.New("L9", 1), 600*time.Millisecond,

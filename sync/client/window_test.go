@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/wire"
+	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
@@ -115,7 +116,7 @@ func TestTransientApplyFailuresDoNotStarveTheLink(t *testing.T) {
 	}
 	// The disk stays full while all of them are sent, and for as many failed
 	// applies as the broker's window holds.
-	waitFor(t, 20*time.Second, func() bool { return f.failures.Load() >= 20 }, "20 failed applies")
+	waittest.For(t, 20*time.Second, func() bool { return f.failures.Load() >= 20 }, "20 failed applies")
 	if n := len(ce.get(protocol.SuffixGrantsAck)); n != 0 {
 		t.Fatalf("%d grants acks while nothing could be applied", n)
 	}
@@ -126,9 +127,9 @@ func TestTransientApplyFailuresDoNotStarveTheLink(t *testing.T) {
 	ce.publish(protocol.SuffixGrants, env)
 	ce.publish(protocol.SuffixCommands, seal(t, "central-2026", centralKey, command("c-w1", "disable", 3, time.Now().Add(time.Minute))))
 
-	waitFor(t, 20*time.Second, func() bool { return len(f.Commands()) == 1 && len(f.Grants()) >= len(want) },
+	waittest.For(t, 20*time.Second, func() bool { return len(f.Commands()) == 1 && len(f.Grants()) >= len(want) },
 		"the revoke and the command after the outage")
-	waitFor(t, 10*time.Second, func() bool {
+	waittest.For(t, 10*time.Second, func() bool {
 		return len(ce.get(protocol.SuffixGrantsAck)) == len(want) && len(ce.get(protocol.SuffixCommandsResult)) == 1
 	}, "the grants acks and the command result")
 
@@ -172,7 +173,7 @@ func TestFinalApplyFailuresAreAckedAndDoNotStarveTheLink(t *testing.T) {
 		_, env := windowGrants(t, base, i)
 		ce.publish(protocol.SuffixGrants, env)
 	}
-	waitFor(t, 20*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == windowEnvelopes },
+	waittest.For(t, 20*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == windowEnvelopes },
 		"a grants ack for each refused envelope")
 	if n := f.failures.Load(); n != windowEnvelopes {
 		t.Errorf("ApplyGrants failed %d times, want %d (once each: a final failure is not retried)", n, windowEnvelopes)
@@ -189,7 +190,7 @@ func TestFinalApplyFailuresAreAckedAndDoNotStarveTheLink(t *testing.T) {
 	_, env := revokeOf(t, base.Add(time.Hour), "g-w0")
 	ce.publish(protocol.SuffixGrants, env)
 	ce.publish(protocol.SuffixCommands, seal(t, "central-2026", centralKey, command("c-w2", "disable", 3, time.Now().Add(time.Minute))))
-	waitFor(t, 10*time.Second, func() bool {
+	waittest.For(t, 10*time.Second, func() bool {
 		return len(f.Grants()) == 1 && len(f.Commands()) == 1 && len(ce.get(protocol.SuffixCommandsResult)) == 1 &&
 			len(ce.get(protocol.SuffixGrantsAck)) == windowEnvelopes+1
 	}, "the revoke and the command after the refused envelopes")
@@ -223,16 +224,16 @@ func TestApplyRetryGivesUpOnALostConnection(t *testing.T) {
 		want = append(want, g.IssuedAt)
 		ce.publish(protocol.SuffixGrants, env)
 	}
-	waitFor(t, 10*time.Second, func() bool { return f.failures.Load() >= 3 }, "failed applies")
+	waittest.For(t, 10*time.Second, func() bool { return f.failures.Load() >= 3 }, "failed applies")
 	relay.Cut()
-	waitFor(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "the broker delivers them again") },
+	waittest.For(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "the broker delivers them again") },
 		"the retry to give up on the lost connection")
-	waitFor(t, 10*time.Second, func() bool { return connects(logs) == 2 }, "the link to connect again")
+	waittest.For(t, 10*time.Second, func() bool { return connects(logs) == 2 }, "the link to connect again")
 	before := f.failures.Load()
-	waitFor(t, 10*time.Second, func() bool { return f.failures.Load() > before }, "the envelope delivered again")
+	waittest.For(t, 10*time.Second, func() bool { return f.failures.Load() > before }, "the envelope delivered again")
 	f.fail(nil)
 
-	waitFor(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == len(want) }, "a grants ack for each envelope")
+	waittest.For(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == len(want) }, "a grants ack for each envelope")
 	got := f.Grants()
 	if len(got) != len(want) {
 		t.Fatalf("%d grants bodies applied, want %d", len(got), len(want))
@@ -261,16 +262,16 @@ func TestEnvelopeExpiringWhileItWaitsIsDropped(t *testing.T) {
 
 	_, env := windowGrants(t, time.Now(), 0) // expires in an hour
 	ce.publish(protocol.SuffixGrants, env)
-	waitFor(t, 10*time.Second, func() bool { return f.failures.Load() >= 3 }, "failed applies")
+	waittest.For(t, 10*time.Second, func() bool { return f.failures.Load() >= 3 }, "failed applies")
 	offset.Store(int64(2 * time.Hour))
-	waitFor(t, 10*time.Second, func() bool { return len(f.Rejections()) == 1 }, "the envelope to be dropped as expired")
+	waittest.For(t, 10*time.Second, func() bool { return len(f.Rejections()) == 1 }, "the envelope to be dropped as expired")
 	if r := f.Rejections()[0]; r != protocol.ErrExpired.Error() {
 		t.Errorf("rejection %q, want %q", r, protocol.ErrExpired)
 	}
 	f.fail(nil)
 	_, env = windowGrants(t, now(), 1)
 	ce.publish(protocol.SuffixGrants, env)
-	waitFor(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == 1 }, "the next envelope's ack")
+	waittest.For(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == 1 }, "the next envelope's ack")
 	if got := f.Grants(); len(got) != 1 || got[0].Ops[0].GrantID != "g-w1" {
 		t.Errorf("applied %d bodies, want only the fresh one", len(got))
 	}
