@@ -70,7 +70,8 @@ func (h *Hardware) openBuses(w *wiring.Wiring, open SerialOpener, observe BusObs
 		if err != nil {
 			return fmt.Errorf("hal: rs485 bus %s: %w", wb.Name, err)
 		}
-		cfg := rs485.Config{Name: wb.Name, Protocol: p, Baud: wb.Baud, OpenBit: wb.OpenBit(), Logger: h.log}
+		cfg := rs485.Config{Name: wb.Name, Protocol: p, Baud: wb.Baud, OpenBit: wb.OpenBit(), Logger: h.log,
+			ReplyTimeout: wb.ReplyTimeout, Silence: wb.ReplySilence}
 		if observe != nil {
 			cfg.Observe = observe(wb.Name)
 		}

@@ -101,6 +101,11 @@ type Config struct {
 	// UnlockSettle for an optional echo and drops it (default 20ms).
 	UnlockReplyTimeout time.Duration
 	UnlockSettle       time.Duration
+	// Silence is how long a quiet line ends a reply (an 8A/80 reply of
+	// unknown length) or cuts one short, and how long the line must stay
+	// quiet after a failed transaction before the next (default 25ms). It
+	// must outlast the gaps between a USB adapter's bursts.
+	Silence time.Duration
 	// FailAfter failed transactions in a row put a board down (default 3).
 	FailAfter int
 	// ReopenEvery is how often a failed port is opened again (default 1s).
@@ -121,7 +126,8 @@ const (
 	// MaxQuiet bounds the wait for a quiet line after a failed transaction
 	// (a board that never stops talking is down anyway).
 	MaxQuiet = 500 * time.Millisecond
-	// Silence ends an 8A/80 reply whose length is not known.
+	// Silence is the default Config.Silence: it ends an 8A/80 reply
+	// whose length is not known.
 	Silence = proto.Silence8A80 * time.Millisecond
 )
 
@@ -193,6 +199,7 @@ func New(cfg Config, open Opener) (*Bus, error) {
 	cfg.ReplyTimeout = orDefault(cfg.ReplyTimeout, DefaultReplyTimeout)
 	cfg.UnlockReplyTimeout = orDefault(cfg.UnlockReplyTimeout, DefaultUnlockReplyTimeout)
 	cfg.UnlockSettle = orDefault(cfg.UnlockSettle, DefaultUnlockSettle)
+	cfg.Silence = orDefault(cfg.Silence, Silence)
 	cfg.ReopenEvery = orDefault(cfg.ReopenEvery, DefaultReopenEvery)
 	if cfg.FailAfter <= 0 {
 		cfg.FailAfter = DefaultFailAfter
@@ -632,7 +639,7 @@ func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
 		return nil
 	}
 	s := proto.NewSplitter(proto.P8A80, proto.Replies)
-	rf, err := b.readFrame(ctx, p, s, wire+b.cfg.UnlockReplyTimeout, Silence)
+	rf, err := b.readFrame(ctx, p, s, wire+b.cfg.UnlockReplyTimeout, b.cfg.Silence)
 	if errors.Is(err, ErrPort) {
 		return err
 	}
@@ -716,7 +723,7 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 	// Replies of a known length end with their last byte; the silence
 	// only cuts a reply short, and must outlast the gaps between the
 	// bursts of a USB adapter.
-	f, err := b.readFrame(ctx, p, s, wire+b.cfg.ReplyTimeout, Silence)
+	f, err := b.readFrame(ctx, p, s, wire+b.cfg.ReplyTimeout, b.cfg.Silence)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -755,14 +762,14 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 	return nil
 }
 
-// quiet drops what arrives until the line has been silent for Silence
+// quiet drops what arrives until the line has been silent for Config.Silence
 // (at most MaxQuiet): after a failed or echoing transaction, the bus
 // resynchronises on silence before it writes again. It returns the bytes
 // dropped when an Observer wants them.
 func (b *Bus) quiet(ctx context.Context, p *port) (dropped []byte) {
 	deadline := time.NewTimer(MaxQuiet)
 	defer deadline.Stop()
-	t := time.NewTimer(Silence)
+	t := time.NewTimer(b.cfg.Silence)
 	defer t.Stop()
 	for {
 		select {
@@ -783,7 +790,7 @@ func (b *Bus) quiet(ctx context.Context, p *port) (dropped []byte) {
 			if !t.Stop() {
 				<-t.C
 			}
-			t.Reset(Silence)
+			t.Reset(b.cfg.Silence)
 		}
 	}
 }

@@ -442,6 +442,9 @@ func (v *validator) busCompartment(w *Wiring, i int, ctx string, c Compartment) 
 	return v.errf(at("board"), "%s: bus %s has no board %d", ctx, c.Bus, c.Board)
 }
 
+// MaxReplyWait bounds an RS485 bus's reply_timeout and reply_silence.
+const MaxReplyWait = 5 * time.Second
+
 // RS485Bauds are the speeds a bus may run at.
 var RS485Bauds = []int{1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200}
 
@@ -491,6 +494,14 @@ func (v *validator) rs485(w *Wiring) error {
 		}
 		if b.IR != nil && *b.IR && b.Protocol != ProtocolKerong {
 			return v.errf(at("ir"), "%s: ir: %s boards have no infrared sensors", ctx, b.Protocol)
+		}
+		for _, d := range []struct {
+			field string
+			v     time.Duration
+		}{{"reply_timeout", b.ReplyTimeout}, {"reply_silence", b.ReplySilence}} {
+			if d.v < 0 || d.v > MaxReplyWait {
+				return v.errf(at(d.field), "%s: %s %v out of range 0..%v", ctx, d.field, d.v, MaxReplyWait)
+			}
 		}
 		if len(b.Boards) == 0 {
 			return v.errf(at("boards"), "%s: no boards", ctx)

@@ -173,6 +173,14 @@ type RS485Bus struct {
 	IR *bool `yaml:"ir"`
 	// Boards on the bus, each at its own address.
 	Boards []RS485Board `yaml:"boards"`
+	// ReplyTimeout is how long a status query waits for its reply's first
+	// byte, beyond the frames' time on the wire (0: 50ms, the product's
+	// timing). ReplySilence is how long a quiet line ends or cuts short a
+	// reply (0: 25ms); it must outlast the gaps between a USB adapter's
+	// bursts. Longer values suit a slow adapter, or simulated boards on a
+	// loaded test machine; a board is down after 3 failed polls either way.
+	ReplyTimeout time.Duration `yaml:"reply_timeout,omitempty"`
+	ReplySilence time.Duration `yaml:"reply_silence,omitempty"`
 }
 
 // RS485Board is one board on a bus.
