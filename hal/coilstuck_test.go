@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
@@ -62,40 +63,41 @@ func checkStuckThenOff(t *testing.T, reps []error, want error) {
 func TestSolenoidOffRetried(t *testing.T) {
 	for _, n := range []int{1, 2, 5, 8} {
 		t.Run(fmt.Sprint(n, " failures"), func(t *testing.T) {
-			t.Parallel()
-			s, p := newTestSolenoid(t, false)
-			var reps reportLog
-			s.setReport(reps.add)
-			p.onOut = func(l gpio.Level) {
-				if l == gpio.High { // on: the off writes fail
-					p.fail(n)
+			synctest.Test(t, func(t *testing.T) {
+				s, p := newTestSolenoid(t, false)
+				var reps reportLog
+				s.setReport(reps.add)
+				p.onOut = func(l gpio.Level) {
+					if l == gpio.High { // on: the off writes fail
+						p.fail(n)
+					}
 				}
-			}
-			const d = 40 * time.Millisecond
-			err := s.Pulse(context.Background(), d)
-			if n >= 2 && !errors.Is(err, ErrCoilStuck) { // the guard's write and Pulse's own failed
-				t.Errorf("Pulse = %v, want ErrCoilStuck", err)
-			}
-			waittest.For(t, time.Second, func() bool { return p.get() == gpio.Low && !s.On() }, "the coil off")
-			waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
-			checkStuckThenOff(t, reps.get(), errBroken)
-			if got := p.failures(); got != n {
-				t.Errorf("%d failed writes, want %d", got, n)
-			}
-			iv := p.active(gpio.High)
-			if len(iv) != 1 || iv[0].end.IsZero() {
-				t.Fatalf("energised %v, want one closed interval", iv)
-			}
-			if max := d + backoff(n) + slack; iv[0].len() > max || iv[0].len() > wiring.MaxPulse {
-				t.Errorf("energised for %v, want at most %v (and the cap %v)", iv[0].len(), max, wiring.MaxPulse)
-			}
-			if s.Stuck() != nil {
-				t.Errorf("Stuck = %v after the coil went off", s.Stuck())
-			}
-			p.onOut = nil
-			if err := s.Pulse(context.Background(), 5*time.Millisecond); err != nil || p.get() != gpio.Low {
-				t.Errorf("Pulse after the recovery = %v, pin %v", err, p.get())
-			}
+				const d = 40 * time.Millisecond
+				err := s.Pulse(context.Background(), d)
+				if n >= 2 && !errors.Is(err, ErrCoilStuck) { // the guard's write and Pulse's own failed
+					t.Errorf("Pulse = %v, want ErrCoilStuck", err)
+				}
+				waittest.For(t, time.Second, func() bool { return p.get() == gpio.Low && !s.On() }, "the coil off")
+				waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
+				checkStuckThenOff(t, reps.get(), errBroken)
+				if got := p.failures(); got != n {
+					t.Errorf("%d failed writes, want %d", got, n)
+				}
+				iv := p.active(gpio.High)
+				if len(iv) != 1 || iv[0].end.IsZero() {
+					t.Fatalf("energised %v, want one closed interval", iv)
+				}
+				if max := d + backoff(n); iv[0].len() > max || iv[0].len() > wiring.MaxPulse {
+					t.Errorf("energised for %v, want at most %v (and the cap %v)", iv[0].len(), max, wiring.MaxPulse)
+				}
+				if s.Stuck() != nil {
+					t.Errorf("Stuck = %v after the coil went off", s.Stuck())
+				}
+				p.onOut = nil
+				if err := s.Pulse(context.Background(), 5*time.Millisecond); err != nil || p.get() != gpio.Low {
+					t.Errorf("Pulse after the recovery = %v, pin %v", err, p.get())
+				}
+			})
 		})
 	}
 }
@@ -104,50 +106,51 @@ func TestSolenoidOffRetried(t *testing.T) {
 // new pulses are refused, Halt says so, and the switch-off is tried again
 // and again (at least every CoilRetryMax) until the pin works.
 func TestSolenoidOffDeadPin(t *testing.T) {
-	t.Parallel()
-	s, p := newTestSolenoid(t, true)
-	var reps reportLog
-	s.setReport(reps.add)
-	p.onOut = func(l gpio.Level) {
-		if l == gpio.Low { // on (active low): dead from now on
-			p.fail(-1)
-		}
-	}
-	if err := s.Pulse(context.Background(), 20*time.Millisecond); !errors.Is(err, ErrCoilStuck) {
-		t.Fatalf("Pulse = %v, want ErrCoilStuck", err)
-	}
-	if !s.On() || s.Stuck() == nil {
-		t.Errorf("On %v, Stuck %v: want a coil that may be on", s.On(), s.Stuck())
-	}
-	if err := s.Pulse(context.Background(), time.Millisecond); !errors.Is(err, ErrCoilStuck) {
-		t.Errorf("Pulse on a stuck coil = %v, want refused with ErrCoilStuck", err)
-	}
-	if err := s.Halt(); !errors.Is(err, ErrCoilStuck) {
-		t.Errorf("Halt = %v, want ErrCoilStuck", err)
-	}
-	// Retried forever: once the back-off has reached its cap, a retry
-	// comes at least every CoilRetryMax.
-	waittest.For(t, time.Second, func() bool { return p.failures() > 8 }, "the back-off to reach its cap")
-	for range 3 {
-		f := p.failures()
-		deadline := time.Now().Add(CoilRetryMax + slack)
-		for p.failures() == f {
-			if time.Now().After(deadline) {
-				t.Fatalf("no retry within %v after %d failures", CoilRetryMax+slack, f)
+	synctest.Test(t, func(t *testing.T) {
+		s, p := newTestSolenoid(t, true)
+		var reps reportLog
+		s.setReport(reps.add)
+		p.onOut = func(l gpio.Level) {
+			if l == gpio.Low { // on (active low): dead from now on
+				p.fail(-1)
 			}
-			time.Sleep(time.Millisecond)
 		}
-	}
-	if got := reps.get(); len(got) != 1 {
-		t.Errorf("reports %v, want the one failure while it lasts", got)
-	}
-	p.fail(0) // repaired
-	waittest.For(t, time.Second, func() bool { return p.get() == gpio.High && !s.On() }, "the coil off")
-	waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
-	checkStuckThenOff(t, reps.get(), errBroken)
-	if err := s.Pulse(context.Background(), time.Millisecond); !errors.Is(err, ErrHalted) {
-		t.Errorf("Pulse after Halt = %v, want ErrHalted", err)
-	}
+		if err := s.Pulse(context.Background(), 20*time.Millisecond); !errors.Is(err, ErrCoilStuck) {
+			t.Fatalf("Pulse = %v, want ErrCoilStuck", err)
+		}
+		if !s.On() || s.Stuck() == nil {
+			t.Errorf("On %v, Stuck %v: want a coil that may be on", s.On(), s.Stuck())
+		}
+		if err := s.Pulse(context.Background(), time.Millisecond); !errors.Is(err, ErrCoilStuck) {
+			t.Errorf("Pulse on a stuck coil = %v, want refused with ErrCoilStuck", err)
+		}
+		if err := s.Halt(); !errors.Is(err, ErrCoilStuck) {
+			t.Errorf("Halt = %v, want ErrCoilStuck", err)
+		}
+		// Retried forever: once the back-off has reached its cap, a retry
+		// comes every CoilRetryMax.
+		waittest.For(t, time.Second, func() bool { return p.failures() > 8 }, "the back-off to reach its cap")
+		time.Sleep(CoilRetryMax) // past the last doubling
+		synctest.Wait()
+		for range 3 {
+			f := p.failures()
+			time.Sleep(CoilRetryMax)
+			synctest.Wait()
+			if got := p.failures(); got != f+1 {
+				t.Fatalf("%d retries in %v after %d failures, want 1", got-f, CoilRetryMax, f)
+			}
+		}
+		if got := reps.get(); len(got) != 1 {
+			t.Errorf("reports %v, want the one failure while it lasts", got)
+		}
+		p.fail(0) // repaired
+		waittest.For(t, time.Second, func() bool { return p.get() == gpio.High && !s.On() }, "the coil off")
+		waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
+		checkStuckThenOff(t, reps.get(), errBroken)
+		if err := s.Pulse(context.Background(), time.Millisecond); !errors.Is(err, ErrHalted) {
+			t.Errorf("Pulse after Halt = %v, want ErrHalted", err)
+		}
+	})
 }
 
 // A coil on an MCP23017 whose switch-off is lost on the bus (failed
@@ -166,49 +169,50 @@ func TestSolenoidExpanderOffRetried(t *testing.T) {
 		{"many failed writes", 9, errBus, ErrExpander},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			chip := newFakeMCP()
-			m, err := NewMCP23017("X1", chip, 0x20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := NewSolenoid("lock 1", m.Pin(11), true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var reps reportLog
-			s.setReport(reps.add)
-			fault, _ := failWritesAfterOn(11, true, tc.n, tc.how)
-			chip.setFault(fault)
-			const d = 40 * time.Millisecond
-			// Pulse's own switch-off may already work (n counts writes, and
-			// an attempt writes two or four times): the reports tell.
-			if err := s.Pulse(context.Background(), d); err != nil && !errors.Is(err, ErrCoilStuck) {
-				t.Errorf("Pulse = %v, want nil or ErrCoilStuck", err)
-			}
-			waittest.For(t, time.Second, func() bool { return chip.isOff(11, true) && !s.On() }, "the coil off")
-			waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
-			checkStuckThenOff(t, reps.get(), tc.want)
-			iv := chip.intervals(11, true)
-			if len(iv) != 1 || iv[0].end.IsZero() {
-				t.Fatalf("energised %v, want one closed interval", iv)
-			}
-			// Each failed switch-off costs at most its back-off; a write
-			// dropped is found by the read back of the same attempt.
-			if max := d + backoff(tc.n) + slack; iv[0].len() > max || iv[0].len() > wiring.MaxPulse {
-				t.Errorf("energised for %v, want at most %v (and the cap %v)", iv[0].len(), max, wiring.MaxPulse)
-			}
-			chip.mu.Lock()
-			inits := 0
-			for _, w := range chip.writes {
-				if w[0] == mcpIOCON {
-					inits++
+			synctest.Test(t, func(t *testing.T) {
+				chip := newFakeMCP()
+				m, err := NewMCP23017("X1", chip, 0x20)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			chip.mu.Unlock()
-			if inits < 2 {
-				t.Errorf("%d initialisations, want the chip re-initialised by the retries", inits)
-			}
+				s, err := NewSolenoid("lock 1", m.Pin(11), true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var reps reportLog
+				s.setReport(reps.add)
+				fault, _ := failWritesAfterOn(11, true, tc.n, tc.how)
+				chip.setFault(fault)
+				const d = 40 * time.Millisecond
+				// Pulse's own switch-off may already work (n counts writes, and
+				// an attempt writes two or four times): the reports tell.
+				if err := s.Pulse(context.Background(), d); err != nil && !errors.Is(err, ErrCoilStuck) {
+					t.Errorf("Pulse = %v, want nil or ErrCoilStuck", err)
+				}
+				waittest.For(t, time.Second, func() bool { return chip.isOff(11, true) && !s.On() }, "the coil off")
+				waittest.For(t, time.Second, func() bool { return len(reps.get()) == 2 }, "two reports")
+				checkStuckThenOff(t, reps.get(), tc.want)
+				iv := chip.intervals(11, true)
+				if len(iv) != 1 || iv[0].end.IsZero() {
+					t.Fatalf("energised %v, want one closed interval", iv)
+				}
+				// Each failed switch-off costs at most its back-off; a write
+				// dropped is found by the read back of the same attempt.
+				if max := d + backoff(tc.n); iv[0].len() > max || iv[0].len() > wiring.MaxPulse {
+					t.Errorf("energised for %v, want at most %v (and the cap %v)", iv[0].len(), max, wiring.MaxPulse)
+				}
+				chip.mu.Lock()
+				inits := 0
+				for _, w := range chip.writes {
+					if w[0] == mcpIOCON {
+						inits++
+					}
+				}
+				chip.mu.Unlock()
+				if inits < 2 {
+					t.Errorf("%d initialisations, want the chip re-initialised by the retries", inits)
+				}
+			})
 		})
 	}
 }
