@@ -58,6 +58,8 @@ func (s *Store) Updates() uint64 { return s.updates.Load() }
 
 // DSN is the connection string for path: WAL, synchronous=FULL (durable on
 // power loss), foreign keys, a busy time-out and IMMEDIATE transactions.
+// (The driver runs the pragmas in alphabetical order, so a page_size here
+// would come after journal_mode, too late: Open sets PageSize.)
 func DSN(path string) string {
 	u := url.URL{Scheme: "file", Opaque: path}
 	q := url.Values{}
@@ -96,6 +98,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := s.check(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if err := s.usePageSize(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: page size: %w", path, err)
 	}
 	if err := s.incrementalVacuumMode(ctx); err != nil {
 		db.Close()
