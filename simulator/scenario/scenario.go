@@ -16,6 +16,9 @@
 //	door N close|open|force
 //	parcel N in|out
 //	fault N FAULT                     # none, jammed_lock, sensor_stuck_open, …
+//	board BUS ADDR FAULT              # a simulated RS485 board: no_answer, bad_checksum,
+//	                                  # wrong_address, lost_reply, none (waits for its
+//	                                  # sensor_fault, or its sensor_recovered for none)
 //	advance 73h                       # the controller's clock moves on
 //	powercut                          # the daemon dies and starts again; the cabinet stays
 //	poweroff                          # the daemon dies; doors and parcels can still be moved
@@ -54,7 +57,7 @@ func (s Step) String() string {
 var want = map[string][2]int{
 	"grant": {2, 3}, "command": {2, 2}, "keys": {1, 1}, "door": {2, 2}, "parcel": {2, 2},
 	"fault": {2, 2}, "advance": {1, 1}, "powercut": {0, 0}, "poweroff": {0, 0}, "poweron": {0, 0},
-	"expect": {2, 3},
+	"expect": {2, 3}, "board": {3, 3},
 }
 
 // WiringDirective returns FILE of a first line "# wiring: FILE", or "".
@@ -192,6 +195,11 @@ func check(st Step) error {
 		return oneOf(st.Args[1], "in", "out")
 	case "fault":
 		return num(st.Args[0])
+	case "board":
+		if n, err := strconv.Atoi(st.Args[1]); err != nil || n < 0 {
+			return fmt.Errorf("%q is not a board address", st.Args[1])
+		}
+		return oneOf(st.Args[2], "none", "no_answer", "bad_checksum", "wrong_address", "lost_reply")
 	case "advance":
 		if d, err := time.ParseDuration(st.Args[0]); err != nil || d <= 0 {
 			return fmt.Errorf("advance %q: want a duration like 90s or 73h", st.Args[0])
