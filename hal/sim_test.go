@@ -29,15 +29,6 @@ import (
 // simMinPulse is how long the simulated latches need.
 const simMinPulse = 30 * time.Millisecond
 
-// fast shortens the lock timings so that retries and cool-downs take
-// milliseconds.
-func fast(w *wiring.Wiring) {
-	w.Locks.Pulse = 60 * time.Millisecond
-	w.Locks.Gap = 20 * time.Millisecond
-	w.Locks.Cooldown = 150 * time.Millisecond
-	w.Locks.Confirm = 250 * time.Millisecond
-}
-
 func loadExample(t *testing.T, name string, edits ...func(*wiring.Wiring)) *wiring.Wiring {
 	t.Helper()
 	w, err := wiring.Load(filepath.Join("..", "testdata", "wiring", name))
