@@ -257,82 +257,86 @@ func (r *rig) waitEvent(t *testing.T, within time.Duration, what string, match f
 // release waits. When the bus works again, the coil goes off, the
 // controller hears so, and compartment 2 is pulsed.
 func TestHardwareCoilStuckOnDeadBus(t *testing.T) {
-	chip := newFakeMCP()
-	r := newExpRig(t, chip)
-	fault, repair := failWritesAfterOn(0, true, -1, errBus)
-	chip.setFault(fault)
-	defer r.run(t)()
-	if err := r.hw.Release(1); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.hw.Release(2); err != nil {
-		t.Fatal(err)
-	}
-	ev := r.waitEvent(t, time.Second, "lock fault of 1", func(ev Event) bool { return ev.Kind == SensorFault && ev.Compartment != 0 })
-	if ev.Compartment != 1 || ev.Source != "lock" || !errors.Is(ev.Err, ErrCoilStuck) || !errors.Is(ev.Err, ErrExpander) {
-		t.Fatalf("event %+v, want a stuck coil of compartment 1", ev)
-	}
-	_, f0 := chip.counts()
-	waittest.For(t, time.Second, func() bool { _, f := chip.counts(); return f >= f0+5 }, "the switch-off retried")
-	if !chip.isActive(0, true) {
-		t.Fatal("the coil went off on a dead bus")
-	}
-	if iv := chip.intervals(1, true); len(iv) != 0 {
-		t.Fatalf("compartment 2 pulsed while 1's coil may be on (max_energised 1): %v", iv)
-	}
-	if !r.hw.Busy() {
-		t.Error("Busy false with releases waiting")
-	}
-	repair()
-	rec := r.waitEvent(t, time.Second, "recovery of 1's lock", func(ev Event) bool {
-		return ev.Kind == SensorRecovered && ev.Compartment == 1 && ev.Source == "lock"
-	})
-	if iv := chip.intervals(0, true); iv[0].end.IsZero() || iv[0].end.After(rec.At) {
-		t.Errorf("coil 1 energised %v, want off by its recovery at %v", iv, rec.At)
-	}
-	// Then the queue goes on, one coil at a time: 1's retry pulse (its
-	// door never opens) and 2's.
-	waittest.For(t, time.Second, func() bool { return len(chip.intervals(1, true)) > 0 }, "compartment 2 pulsed")
-	end := func(iv interval) time.Time {
-		if iv.end.IsZero() {
-			return time.Now()
+	synctest.Test(t, func(t *testing.T) {
+		chip := newFakeMCP()
+		r := newExpRig(t, chip)
+		fault, repair := failWritesAfterOn(0, true, -1, errBus)
+		chip.setFault(fault)
+		defer r.run(t)()
+		if err := r.hw.Release(1); err != nil {
+			t.Fatal(err)
 		}
-		return iv.end
-	}
-	for _, a := range chip.intervals(0, true) {
-		for _, b := range chip.intervals(1, true) {
-			if a.start.Before(end(b)) && b.start.Before(end(a)) {
-				t.Errorf("coils 1 %v and 2 %v on at once (max_energised 1)", a, b)
+		if err := r.hw.Release(2); err != nil {
+			t.Fatal(err)
+		}
+		ev := r.waitEvent(t, time.Second, "lock fault of 1", func(ev Event) bool { return ev.Kind == SensorFault && ev.Compartment != 0 })
+		if ev.Compartment != 1 || ev.Source != "lock" || !errors.Is(ev.Err, ErrCoilStuck) || !errors.Is(ev.Err, ErrExpander) {
+			t.Fatalf("event %+v, want a stuck coil of compartment 1", ev)
+		}
+		_, f0 := chip.counts()
+		waittest.For(t, time.Second, func() bool { _, f := chip.counts(); return f >= f0+5 }, "the switch-off retried")
+		if !chip.isActive(0, true) {
+			t.Fatal("the coil went off on a dead bus")
+		}
+		if iv := chip.intervals(1, true); len(iv) != 0 {
+			t.Fatalf("compartment 2 pulsed while 1's coil may be on (max_energised 1): %v", iv)
+		}
+		if !r.hw.Busy() {
+			t.Error("Busy false with releases waiting")
+		}
+		repair()
+		rec := r.waitEvent(t, time.Second, "recovery of 1's lock", func(ev Event) bool {
+			return ev.Kind == SensorRecovered && ev.Compartment == 1 && ev.Source == "lock"
+		})
+		if iv := chip.intervals(0, true); iv[0].end.IsZero() || iv[0].end.After(rec.At) {
+			t.Errorf("coil 1 energised %v, want off by its recovery at %v", iv, rec.At)
+		}
+		// Then the queue goes on, one coil at a time: 1's retry pulse (its
+		// door never opens) and 2's.
+		waittest.For(t, time.Second, func() bool { return len(chip.intervals(1, true)) > 0 }, "compartment 2 pulsed")
+		end := func(iv interval) time.Time {
+			if iv.end.IsZero() {
+				return time.Now()
+			}
+			return iv.end
+		}
+		for _, a := range chip.intervals(0, true) {
+			for _, b := range chip.intervals(1, true) {
+				if a.start.Before(end(b)) && b.start.Before(end(a)) {
+					t.Errorf("coils 1 %v and 2 %v on at once (max_energised 1)", a, b)
+				}
 			}
 		}
-	}
+	})
 }
 
 // Check finds an output latch that holds another level than the driver
 // wrote — a coil left energised behind the driver's back — reports the
 // expander and restores the latch within one check period.
 func TestHardwareCheckFindsLatchOn(t *testing.T) {
-	chip := newFakeMCP()
-	r := newExpRig(t, chip)
-	defer r.run(t)()
-	if !chip.isOff(0, true) || !chip.isOff(1, true) {
-		t.Fatal("locks not off after New")
-	}
-	chip.poke(mcpOLATA, 0x02) // A0 low: coil 1 on (active low)
-	ev := r.waitEvent(t, ExpanderCheck+time.Second, "expander fault", func(ev Event) bool { return ev.Kind == SensorFault })
-	if ev.Compartment != 0 || ev.Source != "expander X1" || !errors.Is(ev.Err, ErrLatch) {
-		t.Errorf("fault %+v, want the latch of expander X1", ev)
-	}
-	r.waitEvent(t, time.Second, "expander recovered", func(ev Event) bool {
-		return ev.Kind == SensorRecovered && ev.Source == "expander X1"
+	synctest.Test(t, func(t *testing.T) {
+		chip := newFakeMCP()
+		r := newExpRig(t, chip)
+		defer r.run(t)()
+		if !chip.isOff(0, true) || !chip.isOff(1, true) {
+			t.Fatal("locks not off after New")
+		}
+		chip.poke(mcpOLATA, 0x02) // A0 low: coil 1 on (active low)
+		ev := r.waitEvent(t, ExpanderCheck+time.Second, "expander fault", func(ev Event) bool { return ev.Kind == SensorFault })
+		if ev.Compartment != 0 || ev.Source != "expander X1" || !errors.Is(ev.Err, ErrLatch) {
+			t.Errorf("fault %+v, want the latch of expander X1", ev)
+		}
+		r.waitEvent(t, time.Second, "expander recovered", func(ev Event) bool {
+			return ev.Kind == SensorRecovered && ev.Source == "expander X1"
+		})
+		if !chip.isOff(0, true) || !chip.isOff(1, true) {
+			t.Fatal("coil 1 still on after the recovery")
+		}
+		iv := chip.intervals(0, true)
+		if len(iv) != 1 || iv[0].end.IsZero() || iv[0].len() > ExpanderCheck {
+			t.Errorf("energised %v, want one interval of at most %v", iv, ExpanderCheck)
+		}
 	})
-	if !chip.isOff(0, true) || !chip.isOff(1, true) {
-		t.Fatal("coil 1 still on after the recovery")
-	}
-	iv := chip.intervals(0, true)
-	if len(iv) != 1 || iv[0].end.IsZero() || iv[0].len() > ExpanderCheck+slack {
-		t.Errorf("energised %v, want one interval of at most %v", iv, ExpanderCheck+slack)
-	}
 }
 
 // An expander whose lock outputs a previous process left at their inert
@@ -340,17 +344,19 @@ func TestHardwareCheckFindsLatchOn(t *testing.T) {
 // transactions (an all-zero latch written before the directions would
 // energise every coil of an active-low relay board).
 func TestNewExpanderLocksNoGlitch(t *testing.T) {
-	chip := newFakeMCP()
-	chip.poke(mcpOLATA, 0x03)  // A0, A1 latched high: off
-	chip.poke(mcpIODIRA, 0xFC) // A0, A1 outputs
-	r := newExpRig(t, chip)
-	_ = r
-	for i := range 2 {
-		if iv := chip.intervals(i, true); len(iv) != 0 {
-			t.Errorf("lock %d energised at start: %v", i+1, iv)
+	synctest.Test(t, func(t *testing.T) {
+		chip := newFakeMCP()
+		chip.poke(mcpOLATA, 0x03)  // A0, A1 latched high: off
+		chip.poke(mcpIODIRA, 0xFC) // A0, A1 outputs
+		r := newExpRig(t, chip)
+		_ = r
+		for i := range 2 {
+			if iv := chip.intervals(i, true); len(iv) != 0 {
+				t.Errorf("lock %d energised at start: %v", i+1, iv)
+			}
+			if !chip.isOff(i, true) {
+				t.Errorf("lock %d not an output at its off level", i+1)
+			}
 		}
-		if !chip.isOff(i, true) {
-			t.Errorf("lock %d not an output at its off level", i+1)
-		}
-	}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
@@ -285,98 +286,102 @@ func (r *rig) releases(t *testing.T, n int, within time.Duration) []Event {
 }
 
 func TestReleaseQueue(t *testing.T) {
-	const gap = 50 * time.Millisecond
-	w := strings.Replace(rigWiring, "pulse: 30ms}", "pulse: 30ms, gap: 50ms, cooldown: 0s, confirm: 200ms}", 1)
-	r := newRig(t, w, Options{})
-	r.springDoors(1, 2, 3)
-	order := []int{1, 2, 1, 3}
-	for _, n := range order {
-		if err := r.hw.Release(n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !r.hw.Busy() {
-		t.Error("Busy false with releases queued")
-	}
-	stop := r.run(t)
-	evs := r.releases(t, len(order), 2*time.Second)
-	count := map[int]int{}
-	for _, ev := range evs {
-		if ev.Err != nil {
-			t.Errorf("event %+v, want no error", ev)
-		}
-		count[ev.Compartment]++
-	}
-	if count[1] != 2 || count[2] != 1 || count[3] != 1 {
-		t.Errorf("LockReleased per compartment %v, want 1:2 2:1 3:1", count)
-	}
-	var all []interval
-	for n, want := range map[int]int{1: 2, 2: 1, 3: 1} {
-		iv := r.lockIntervals(n)
-		if len(iv) != want { // the second release of 1 finds its door open, and pulses all the same
-			t.Fatalf("compartment %d pulsed %d times, want %d", n, len(iv), want)
-		}
-		for _, p := range iv {
-			if p.len() < 30*time.Millisecond || p.len() > 30*time.Millisecond+slack {
-				t.Errorf("pulse of %d lasted %v, want 30ms", n, p.len())
+	synctest.Test(t, func(t *testing.T) {
+		const gap = 50 * time.Millisecond
+		w := strings.Replace(rigWiring, "pulse: 30ms}", "pulse: 30ms, gap: 50ms, cooldown: 0s, confirm: 200ms}", 1)
+		r := newRig(t, w, Options{})
+		r.springDoors(1, 2, 3)
+		order := []int{1, 2, 1, 3}
+		for _, n := range order {
+			if err := r.hw.Release(n); err != nil {
+				t.Fatal(err)
 			}
 		}
-		all = append(all, iv...)
-	}
-	slices.SortFunc(all, func(a, b interval) int { return a.start.Compare(b.start) })
-	for i := 1; i < len(all); i++ {
-		if g := all[i].start.Sub(all[i-1].end); g < gap {
-			t.Errorf("pulses %d and %d %v apart, want at least %v (one coil at a time)", i-1, i, g, gap)
+		if !r.hw.Busy() {
+			t.Error("Busy false with releases queued")
 		}
-	}
-	if r.hw.Busy() {
-		t.Error("Busy after the last LockReleased")
-	}
-	if err := stop(); err != nil {
-		t.Errorf("Run = %v", err)
-	}
-	if err := r.hw.Release(1); !errors.Is(err, ErrHalted) {
-		t.Errorf("Release after Run = %v, want ErrHalted", err)
-	}
-	if err := r.hw.Run(context.Background()); !errors.Is(err, ErrHalted) {
-		t.Errorf("Run after Halt = %v, want ErrHalted", err)
-	}
+		stop := r.run(t)
+		evs := r.releases(t, len(order), 2*time.Second)
+		count := map[int]int{}
+		for _, ev := range evs {
+			if ev.Err != nil {
+				t.Errorf("event %+v, want no error", ev)
+			}
+			count[ev.Compartment]++
+		}
+		if count[1] != 2 || count[2] != 1 || count[3] != 1 {
+			t.Errorf("LockReleased per compartment %v, want 1:2 2:1 3:1", count)
+		}
+		var all []interval
+		for n, want := range map[int]int{1: 2, 2: 1, 3: 1} {
+			iv := r.lockIntervals(n)
+			if len(iv) != want { // the second release of 1 finds its door open, and pulses all the same
+				t.Fatalf("compartment %d pulsed %d times, want %d", n, len(iv), want)
+			}
+			for _, p := range iv {
+				if p.len() != 30*time.Millisecond {
+					t.Errorf("pulse of %d lasted %v, want 30ms", n, p.len())
+				}
+			}
+			all = append(all, iv...)
+		}
+		slices.SortFunc(all, func(a, b interval) int { return a.start.Compare(b.start) })
+		for i := 1; i < len(all); i++ {
+			if g := all[i].start.Sub(all[i-1].end); g < gap {
+				t.Errorf("pulses %d and %d %v apart, want at least %v (one coil at a time)", i-1, i, g, gap)
+			}
+		}
+		if r.hw.Busy() {
+			t.Error("Busy after the last LockReleased")
+		}
+		if err := stop(); err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		if err := r.hw.Release(1); !errors.Is(err, ErrHalted) {
+			t.Errorf("Release after Run = %v, want ErrHalted", err)
+		}
+		if err := r.hw.Run(context.Background()); !errors.Is(err, ErrHalted) {
+			t.Errorf("Run after Halt = %v, want ErrHalted", err)
+		}
+	})
 }
 
 // A door that never opens: two pulses, then ErrLockFault; a door open
 // already: one pulse (its sensor may be stuck open on a shut door), then
 // released.
 func TestReleaseConfirmation(t *testing.T) {
-	w := strings.Replace(rigWiring, "pulse: 30ms}", "pulse: 30ms, gap: 10ms, cooldown: 50ms, confirm: 100ms}", 1)
-	r := newRig(t, w, Options{})
-	r.pins.get("D3").set(gpio.High) // door 3 stands open
-	stop := r.run(t)
-	defer stop()
-	waittest.For(t, time.Second, func() bool { open, _ := r.hw.DoorOpen(3); return open }, "door 3 open")
-	start := time.Now()
-	if err := r.hw.Release(2); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.hw.Release(3); err != nil {
-		t.Fatal(err)
-	}
-	evs := r.releases(t, 2, 2*time.Second)
-	if evs[0].Compartment != 3 || evs[0].Err != nil {
-		t.Errorf("first event %+v after %v, want 3 released after its pulse", evs[0], evs[0].At.Sub(start))
-	}
-	if evs[1].Compartment != 2 || !errors.Is(evs[1].Err, ErrLockFault) {
-		t.Errorf("second event %+v, want a lock fault of 2", evs[1])
-	}
-	if iv := r.lockIntervals(2); len(iv) != 2 {
-		t.Errorf("compartment 2 pulsed %d times, want 2", len(iv))
-	} else if g := iv[1].start.Sub(iv[0].end); g < 100*time.Millisecond {
-		t.Errorf("retry %v after the first pulse, want after the confirmation time", g)
-	}
-	if iv := r.lockIntervals(3); len(iv) != 1 {
-		t.Errorf("compartment 3 (open) pulsed %d times, want once", len(iv))
-	} else if evs[0].At.Before(iv[0].end) {
-		t.Errorf("3 released at %v, before its pulse ended at %v", evs[0].At.Sub(start), iv[0].end.Sub(start))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		w := strings.Replace(rigWiring, "pulse: 30ms}", "pulse: 30ms, gap: 10ms, cooldown: 50ms, confirm: 100ms}", 1)
+		r := newRig(t, w, Options{})
+		r.pins.get("D3").set(gpio.High) // door 3 stands open
+		stop := r.run(t)
+		defer stop()
+		waittest.For(t, time.Second, func() bool { open, _ := r.hw.DoorOpen(3); return open }, "door 3 open")
+		start := time.Now()
+		if err := r.hw.Release(2); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.hw.Release(3); err != nil {
+			t.Fatal(err)
+		}
+		evs := r.releases(t, 2, 2*time.Second)
+		if evs[0].Compartment != 3 || evs[0].Err != nil {
+			t.Errorf("first event %+v after %v, want 3 released after its pulse", evs[0], evs[0].At.Sub(start))
+		}
+		if evs[1].Compartment != 2 || !errors.Is(evs[1].Err, ErrLockFault) {
+			t.Errorf("second event %+v, want a lock fault of 2", evs[1])
+		}
+		if iv := r.lockIntervals(2); len(iv) != 2 {
+			t.Errorf("compartment 2 pulsed %d times, want 2", len(iv))
+		} else if g := iv[1].start.Sub(iv[0].end); g < 100*time.Millisecond {
+			t.Errorf("retry %v after the first pulse, want after the confirmation time", g)
+		}
+		if iv := r.lockIntervals(3); len(iv) != 1 {
+			t.Errorf("compartment 3 (open) pulsed %d times, want once", len(iv))
+		} else if evs[0].At.Before(iv[0].end) {
+			t.Errorf("3 released at %v, before its pulse ended at %v", evs[0].At.Sub(start), iv[0].end.Sub(start))
+		}
+	})
 }
 
 func TestReleaseUnknown(t *testing.T) {
@@ -392,109 +397,120 @@ func TestReleaseUnknown(t *testing.T) {
 }
 
 func TestHardwareHaltMidPulse(t *testing.T) {
-	w := strings.Replace(rigWiring, "pulse: 30ms", "pulse: 800ms, gap: 0s", 1)
-	r := newRig(t, w, Options{})
-	stop := r.run(t)
-	if err := r.hw.Release(2); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.hw.Release(3); err != nil {
-		t.Fatal(err)
-	}
-	coil := r.pins.get("L2")
-	waittest.For(t, time.Second, func() bool { return coil.get() == gpio.Low }, "the coil to be on")
-	if err := r.hw.Halt(); err != nil {
-		t.Fatal(err)
-	}
-	if coil.get() != gpio.High {
-		t.Fatal("coil on after Halt returned")
-	}
-	if err := stop(); err != nil {
-		t.Errorf("Run = %v", err)
-	}
-	if r.hw.Busy() {
-		t.Error("Busy after Halt")
-	}
-	if iv := r.lockIntervals(3); len(iv) != 0 {
-		t.Errorf("compartment 3 pulsed after Halt: %v", iv)
-	}
-	if err := r.hw.Halt(); err != nil {
-		t.Errorf("second Halt: %v", err)
-	}
-	if err := r.hw.Show("x"); !errors.Is(err, ErrHalted) {
-		t.Errorf("Show after Halt = %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		w := strings.Replace(rigWiring, "pulse: 30ms", "pulse: 800ms, gap: 0s", 1)
+		r := newRig(t, w, Options{})
+		stop := r.run(t)
+		if err := r.hw.Release(2); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.hw.Release(3); err != nil {
+			t.Fatal(err)
+		}
+		coil := r.pins.get("L2")
+		waittest.For(t, time.Second, func() bool { return coil.get() == gpio.Low }, "the coil to be on")
+		if err := r.hw.Halt(); err != nil {
+			t.Fatal(err)
+		}
+		if coil.get() != gpio.High {
+			t.Fatal("coil on after Halt returned")
+		}
+		if err := stop(); err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		if r.hw.Busy() {
+			t.Error("Busy after Halt")
+		}
+		if iv := r.lockIntervals(3); len(iv) != 0 {
+			t.Errorf("compartment 3 pulsed after Halt: %v", iv)
+		}
+		if err := r.hw.Halt(); err != nil {
+			t.Errorf("second Halt: %v", err)
+		}
+		if err := r.hw.Show("x"); !errors.Is(err, ErrHalted) {
+			t.Errorf("Show after Halt = %v", err)
+		}
+	})
 }
 
 func TestRunTwice(t *testing.T) {
-	r := newRig(t, rigWiring, Options{})
-	stop := r.run(t)
-	waittest.For(t, time.Second, func() bool { r.hw.mu.Lock(); defer r.hw.mu.Unlock(); return r.hw.running }, "Run to start")
-	if err := r.hw.Run(context.Background()); err == nil {
-		t.Error("second Run succeeded")
-	}
-	if err := stop(); err != nil {
-		t.Error(err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigWiring, Options{})
+		stop := r.run(t)
+		waittest.For(t, time.Second, func() bool { r.hw.mu.Lock(); defer r.hw.mu.Unlock(); return r.hw.running }, "Run to start")
+		if err := r.hw.Run(context.Background()); err == nil {
+			t.Error("second Run succeeded")
+		}
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 func TestSensors(t *testing.T) {
-	r := newRig(t, rigWiring, Options{})
-	stop := r.run(t)
-	defer stop()
-	door, parcel := r.pins.get("D2"), r.pins.get("P1")
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigWiring, Options{})
+		stop := r.run(t)
+		defer stop()
+		door, parcel := r.pins.get("D2"), r.pins.get("P1")
 
-	door.set(gpio.High) // opens
-	ev := r.next(t, time.Second)
-	if ev.Kind != DoorChanged || ev.Compartment != 2 || !ev.On || ev.At.IsZero() {
-		t.Fatalf("event %+v, want door 2 open", ev)
-	}
-	if open, _ := r.hw.DoorOpen(2); !open {
-		t.Error("DoorOpen(2) false after the event")
-	}
-	parcel.set(gpio.Low) // a parcel, read low
-	ev = r.next(t, time.Second)
-	if ev.Kind != ParcelChanged || ev.Compartment != 1 || !ev.On {
-		t.Fatalf("event %+v, want parcel 1 present", ev)
-	}
-	door.set(gpio.Low)
-	ev = r.next(t, time.Second)
-	if ev.Kind != DoorChanged || ev.Compartment != 2 || ev.On {
-		t.Fatalf("event %+v, want door 2 closed", ev)
-	}
-	r.quiet(t, 100*time.Millisecond)
+		door.set(gpio.High) // opens
+		ev := r.next(t, time.Second)
+		if ev.Kind != DoorChanged || ev.Compartment != 2 || !ev.On || ev.At.IsZero() {
+			t.Fatalf("event %+v, want door 2 open", ev)
+		}
+		if open, _ := r.hw.DoorOpen(2); !open {
+			t.Error("DoorOpen(2) false after the event")
+		}
+		parcel.set(gpio.Low) // a parcel, read low
+		ev = r.next(t, time.Second)
+		if ev.Kind != ParcelChanged || ev.Compartment != 1 || !ev.On {
+			t.Fatalf("event %+v, want parcel 1 present", ev)
+		}
+		door.set(gpio.Low)
+		ev = r.next(t, time.Second)
+		if ev.Kind != DoorChanged || ev.Compartment != 2 || ev.On {
+			t.Fatalf("event %+v, want door 2 closed", ev)
+		}
+		r.quiet(t, 100*time.Millisecond)
+	})
 }
 
 // Contact bounce within the debounce time gives no event; bounce that ends
 // on a new level gives exactly one.
 func TestSensorBounce(t *testing.T) {
-	w := strings.Replace(rigWiring, "debounce: 40ms", "debounce: 150ms", 1)
-	r := newRig(t, w, Options{})
-	stop := r.run(t)
-	defer stop()
-	door := r.pins.get("D1")
-	bounce := func(final gpio.Level) {
-		for i := range 9 {
-			door.set(i%2 == 0) // high, low, high, …
-			time.Sleep(2 * time.Millisecond)
+	synctest.Test(t, func(t *testing.T) {
+		w := strings.Replace(rigWiring, "debounce: 40ms", "debounce: 150ms", 1)
+		r := newRig(t, w, Options{})
+		stop := r.run(t)
+		defer stop()
+		door := r.pins.get("D1")
+		bounce := func(final gpio.Level) {
+			for i := range 9 {
+				door.set(i%2 == 0) // high, low, high, …
+				time.Sleep(2 * time.Millisecond)
+			}
+			door.set(final)
 		}
-		door.set(final)
-	}
-	bounce(gpio.Low) // ends closed, as it started
-	r.quiet(t, 300*time.Millisecond)
-	if open, _ := r.hw.DoorOpen(1); open {
-		t.Error("door open after bounce")
-	}
-	start := time.Now()
-	bounce(gpio.High) // ends open
-	ev := r.next(t, time.Second)
-	if ev.Kind != DoorChanged || ev.Compartment != 1 || !ev.On {
-		t.Fatalf("event %+v, want door 1 open", ev)
-	}
-	if ev.At.Sub(start) < 150*time.Millisecond {
-		t.Errorf("event after %v, before the debounce time", ev.At.Sub(start))
-	}
-	r.quiet(t, 300*time.Millisecond)
+		bounce(gpio.Low) // ends closed, as it started
+		r.quiet(t, 300*time.Millisecond)
+		if open, _ := r.hw.DoorOpen(1); open {
+			t.Error("door open after bounce")
+		}
+		start := time.Now()
+		bounce(gpio.High) // ends open
+		ev := r.next(t, time.Second)
+		if ev.Kind != DoorChanged || ev.Compartment != 1 || !ev.On {
+			t.Fatalf("event %+v, want door 1 open", ev)
+		}
+		// The last bounce (to high) came 16 ms after start: the change is
+		// reported the debounce time (150 ms) after it, at the poll (1 ms)
+		// that sees it.
+		if d := ev.At.Sub(start); d < 166*time.Millisecond || d > 167*time.Millisecond {
+			t.Errorf("event after %v, want 166 ms (the last bounce plus the debounce time)", d)
+		}
+		r.quiet(t, 300*time.Millisecond)
+	})
 }
 
 func TestDebouncer(t *testing.T) {
@@ -561,44 +577,48 @@ func TestHardwareShow(t *testing.T) {
 }
 
 func TestHardwareKeypad(t *testing.T) {
-	r := newRig(t, rigWiring, Options{ScanInterval: time.Millisecond})
-	stop := r.run(t)
-	defer stop()
-	for _, key := range "1#D" {
-		r.matrix.press(byte(key))
-		ev := r.next(t, time.Second)
-		if ev.Kind != KeyPressed || ev.Key != byte(key) {
-			t.Fatalf("event %+v, want key %c", ev, key)
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, rigWiring, Options{ScanInterval: time.Millisecond})
+		stop := r.run(t)
+		defer stop()
+		for _, key := range "1#D" {
+			r.matrix.press(byte(key))
+			ev := r.next(t, time.Second)
+			if ev.Kind != KeyPressed || ev.Key != byte(key) {
+				t.Fatalf("event %+v, want key %c", ev, key)
+			}
+			r.matrix.release()
+			scans := r.hw.KeypadScans()
+			waittest.For(t, time.Second, func() bool { return r.hw.KeypadScans() > scans+3 }, "scans")
 		}
-		r.matrix.release()
-		scans := r.hw.KeypadScans()
-		waittest.For(t, time.Second, func() bool { return r.hw.KeypadScans() > scans+3 }, "scans")
-	}
-	r.quiet(t, 20*time.Millisecond)
-	if r.matrix.badScans.Load() != 0 {
-		t.Errorf("%d column reads with more than one row low", r.matrix.badScans.Load())
-	}
+		r.quiet(t, 20*time.Millisecond)
+		if r.matrix.badScans.Load() != 0 {
+			t.Errorf("%d column reads with more than one row low", r.matrix.badScans.Load())
+		}
+	})
 }
 
 // Events are not dropped when the buffer is full: the poller waits for room.
 func TestEventsNotDropped(t *testing.T) {
-	r := newRig(t, strings.Replace(rigWiring, "debounce: 40ms", "debounce: 2ms", 1), Options{EventBuffer: 1})
-	stop := r.run(t)
-	defer stop()
-	door := r.pins.get("D3")
-	door.set(gpio.High)               // open: fills the buffer
-	time.Sleep(30 * time.Millisecond) // nobody reads yet
-	door.set(gpio.Low)                // closed: the poller waits to send it
-	time.Sleep(30 * time.Millisecond)
-	for i, want := range []bool{true, false} {
-		if ev := r.next(t, time.Second); ev.Kind != DoorChanged || ev.On != want {
-			t.Fatalf("event %d = %+v, want door open %v", i, ev, want)
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t, strings.Replace(rigWiring, "debounce: 40ms", "debounce: 2ms", 1), Options{EventBuffer: 1})
+		stop := r.run(t)
+		defer stop()
+		door := r.pins.get("D3")
+		door.set(gpio.High)               // open: fills the buffer
+		time.Sleep(30 * time.Millisecond) // nobody reads yet
+		door.set(gpio.Low)                // closed: the poller waits to send it
+		time.Sleep(30 * time.Millisecond)
+		for i, want := range []bool{true, false} {
+			if ev := r.next(t, time.Second); ev.Kind != DoorChanged || ev.On != want {
+				t.Fatalf("event %d = %+v, want door open %v", i, ev, want)
+			}
 		}
-	}
-	door.set(gpio.High) // the poller goes on after the wait
-	if ev := r.next(t, time.Second); ev.Kind != DoorChanged || !ev.On {
-		t.Fatalf("event %+v, want door open", ev)
-	}
+		door.set(gpio.High) // the poller goes on after the wait
+		if ev := r.next(t, time.Second); ev.Kind != DoorChanged || !ev.On {
+			t.Fatalf("event %+v, want door open", ev)
+		}
+	})
 }
 
 // matrix fakes a 4x4 keypad over the row and column pins of a pinSet: a
@@ -688,104 +708,106 @@ func TestSetLED(t *testing.T) {
 // ParcelChanged when the settled level differs from the last reported one.
 // The poller is driven by hand with made-up times: no sleeps.
 func TestParcelChatter(t *testing.T) {
-	w := `locks: {active_low: true, pulse: 30ms}
+	synctest.Test(t, func(t *testing.T) {
+		w := `locks: {active_low: true, pulse: 30ms}
 sensors: {parcel_present_low: true, debounce: 20ms, poll: 1ms, chatter_changes: 8, chatter_window: 300ms}
 compartments:
   - {number: 1, size: S, lock: L1, door: D1, parcel: P1}
   - {number: 2, size: S, lock: L2, door: D2, parcel: P2}
 `
-	r := newRig(t, w, Options{})
-	parcel := r.pins.get("P1") // reads high: absent
-	now := time.Now()
-	var evs []Event
-	step := func(d time.Duration) {
-		now = now.Add(d)
-		evs = r.hw.pollOnce(now, evs)
-	}
-	flicker := func(final gpio.Level) {
-		for i := range 60 { // 10 ms a level for 600 ms: shorter than the debounce time
-			parcel.set(i%2 == 0)
-			for range 10 {
+		r := newRig(t, w, Options{})
+		parcel := r.pins.get("P1") // reads high: absent
+		now := time.Now()
+		var evs []Event
+		step := func(d time.Duration) {
+			now = now.Add(d)
+			evs = r.hw.pollOnce(now, evs)
+		}
+		flicker := func(final gpio.Level) {
+			for i := range 60 { // 10 ms a level for 600 ms: shorter than the debounce time
+				parcel.set(i%2 == 0)
+				for range 10 {
+					step(time.Millisecond)
+				}
+			}
+			parcel.set(final)
+			for range 400 { // steady for longer than the chatter window
 				step(time.Millisecond)
 			}
 		}
-		parcel.set(final)
-		for range 400 { // steady for longer than the chatter window
+		kinds := func() []string {
+			var out []string
+			for _, ev := range evs {
+				out = append(out, fmt.Sprintf("%s %d %s on=%v", ev.Kind, ev.Compartment, ev.Source, ev.On))
+			}
+			return out
+		}
+
+		flicker(gpio.High) // ends absent, as it started
+		if got, want := kinds(), []string{"sensor-fault 1 parcel on=false", "sensor-recovered 1 parcel on=false"}; !slices.Equal(got, want) {
+			t.Fatalf("events %q, want %q", got, want)
+		}
+		if ev := evs[0]; !errors.Is(ev.Err, ErrChatter) || !strings.Contains(ev.Err.Error(), "occupancy sensor") {
+			t.Errorf("fault %v, want a chatter of the occupancy sensor", ev.Err)
+		}
+		if present, _, _ := r.hw.ParcelPresent(1); present {
+			t.Error("ParcelPresent(1) after flicker that ended absent")
+		}
+
+		evs = evs[:0]
+		flicker(gpio.Low) // ends present
+		if got, want := kinds(), []string{"sensor-fault 1 parcel on=false", "sensor-recovered 1 parcel on=false",
+			"parcel 1  on=true"}; !slices.Equal(got, want) {
+			t.Fatalf("events %q, want %q", got, want)
+		}
+		if present, _, _ := r.hw.ParcelPresent(1); !present {
+			t.Error("ParcelPresent(1) false after settling present")
+		}
+
+		// A flicker slow enough to pass the debounce (30 ms a level, 40
+		// changes): at most chatter_changes ParcelChanged before the fault, none
+		// after it until the recovery.
+		evs = evs[:0]
+		for i := range 40 {
+			parcel.set(i%2 == 0)
+			for range 30 {
+				step(time.Millisecond)
+			}
+		}
+		parcel.set(gpio.High)
+		for range 400 {
 			step(time.Millisecond)
 		}
-	}
-	kinds := func() []string {
-		var out []string
+		faults, before, during, recovered := 0, 0, 0, false
 		for _, ev := range evs {
-			out = append(out, fmt.Sprintf("%s %d %s on=%v", ev.Kind, ev.Compartment, ev.Source, ev.On))
+			switch {
+			case ev.Kind == SensorFault:
+				faults++
+			case ev.Kind == SensorRecovered:
+				recovered = true
+			case ev.Kind == ParcelChanged && faults == 0:
+				before++
+			case ev.Kind == ParcelChanged && !recovered:
+				during++
+			}
 		}
-		return out
-	}
-
-	flicker(gpio.High) // ends absent, as it started
-	if got, want := kinds(), []string{"sensor-fault 1 parcel on=false", "sensor-recovered 1 parcel on=false"}; !slices.Equal(got, want) {
-		t.Fatalf("events %q, want %q", got, want)
-	}
-	if ev := evs[0]; !errors.Is(ev.Err, ErrChatter) || !strings.Contains(ev.Err.Error(), "occupancy sensor") {
-		t.Errorf("fault %v, want a chatter of the occupancy sensor", ev.Err)
-	}
-	if present, _, _ := r.hw.ParcelPresent(1); present {
-		t.Error("ParcelPresent(1) after flicker that ended absent")
-	}
-
-	evs = evs[:0]
-	flicker(gpio.Low) // ends present
-	if got, want := kinds(), []string{"sensor-fault 1 parcel on=false", "sensor-recovered 1 parcel on=false",
-		"parcel 1  on=true"}; !slices.Equal(got, want) {
-		t.Fatalf("events %q, want %q", got, want)
-	}
-	if present, _, _ := r.hw.ParcelPresent(1); !present {
-		t.Error("ParcelPresent(1) false after settling present")
-	}
-
-	// A flicker slow enough to pass the debounce (30 ms a level, 40
-	// changes): at most chatter_changes ParcelChanged before the fault, none
-	// after it until the recovery.
-	evs = evs[:0]
-	for i := range 40 {
-		parcel.set(i%2 == 0)
-		for range 30 {
-			step(time.Millisecond)
+		if faults != 1 || before > 8 || during != 0 || len(evs) > 8+3 {
+			t.Fatalf("slow flicker: %d faults, %d changes before, %d during; events %q", faults, before, during, kinds())
 		}
-	}
-	parcel.set(gpio.High)
-	for range 400 {
-		step(time.Millisecond)
-	}
-	faults, before, during, recovered := 0, 0, 0, false
-	for _, ev := range evs {
-		switch {
-		case ev.Kind == SensorFault:
-			faults++
-		case ev.Kind == SensorRecovered:
-			recovered = true
-		case ev.Kind == ParcelChanged && faults == 0:
-			before++
-		case ev.Kind == ParcelChanged && !recovered:
-			during++
+		if ev := evs[len(evs)-1]; ev.Kind != ParcelChanged || ev.On || evs[len(evs)-2].Kind != SensorRecovered {
+			t.Errorf("slow flicker ends with %q, want the recovery and then absent", kinds())
 		}
-	}
-	if faults != 1 || before > 8 || during != 0 || len(evs) > 8+3 {
-		t.Fatalf("slow flicker: %d faults, %d changes before, %d during; events %q", faults, before, during, kinds())
-	}
-	if ev := evs[len(evs)-1]; ev.Kind != ParcelChanged || ev.On || evs[len(evs)-2].Kind != SensorRecovered {
-		t.Errorf("slow flicker ends with %q, want the recovery and then absent", kinds())
-	}
 
-	// An ordinary deposit and pickup are no chatter.
-	evs = evs[:0]
-	for _, l := range []gpio.Level{gpio.Low, gpio.High, gpio.Low} {
-		parcel.set(l)
-		for range 100 {
-			step(time.Millisecond)
+		// An ordinary deposit and pickup are no chatter.
+		evs = evs[:0]
+		for _, l := range []gpio.Level{gpio.Low, gpio.High, gpio.Low} {
+			parcel.set(l)
+			for range 100 {
+				step(time.Millisecond)
+			}
 		}
-	}
-	if got, want := kinds(), []string{"parcel 1  on=true", "parcel 1  on=false", "parcel 1  on=true"}; !slices.Equal(got, want) {
-		t.Fatalf("events %q, want %q", got, want)
-	}
+		if got, want := kinds(), []string{"parcel 1  on=true", "parcel 1  on=false", "parcel 1  on=true"}; !slices.Equal(got, want) {
+			t.Fatalf("events %q, want %q", got, want)
+		}
+	})
 }

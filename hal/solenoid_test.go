@@ -13,9 +13,6 @@ import (
 	"github.com/openlocker/locker/hal/wiring"
 )
 
-// slack is how late a timer may fire on a loaded test machine.
-const slack = 150 * time.Millisecond
-
 func newTestSolenoid(t *testing.T, activeLow bool) (*Solenoid, *fakePin) {
 	t.Helper()
 	p := &fakePin{name: "L1"}
