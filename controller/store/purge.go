@@ -67,6 +67,7 @@ func (t *Tx) NextDue(now time.Time) (due time.Time, ok bool, err error) {
 // IncrementalVacuum gives up to pages free pages back to the file system
 // (the database is in auto_vacuum=INCREMENTAL mode: see Open).
 func (s *Store) IncrementalVacuum(ctx context.Context, pages int) error {
+	defer s.wroteWAL()
 	_, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", pages))
 	return err
 }

@@ -50,6 +50,18 @@ type Store struct {
 	// guards it.
 	heldMu sync.Mutex
 	held   map[int64]bool
+
+	// walWrites counts what may have changed the write-ahead log's size
+	// (write transactions, checkpoints, vacuums), bumped after each;
+	// walSeen is the count and the size at WALBytes' last look. walMu
+	// guards walSeen.
+	walWrites atomic.Uint64
+	walMu     sync.Mutex
+	walSeen   struct {
+		valid  bool
+		writes uint64
+		size   int64
+	}
 }
 
 // Updates counts the write transactions begun: for tests and benchmarks of
@@ -145,6 +157,7 @@ func (s *Store) IntegrityCheck(ctx context.Context) (string, error) {
 // locker at rest does not keep them until its next parcel.
 func (s *Store) Checkpoint(ctx context.Context) error {
 	s.FlushAcks(ctx) // (if it fails, they are sent again)
+	defer s.wroteWAL()
 	_, err := s.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 	return err
 }
@@ -155,6 +168,7 @@ func (s *Store) Checkpoint(ctx context.Context) error {
 // reused the log's old space would say nothing about the disk.
 func (s *Store) TruncateWAL(ctx context.Context) error {
 	s.FlushAcks(ctx) // (if it fails, they are sent again)
+	defer s.wroteWAL()
 	var busy, logPages, done int
 	if err := s.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
 		return fmt.Errorf("store: checkpoint: %w", err)
@@ -166,13 +180,27 @@ func (s *Store) TruncateWAL(ctx context.Context) error {
 }
 
 // WALBytes is the size of the write-ahead log on disk (0 when absent).
+// Only this store writes the log: when nothing was written since its last
+// look, the size it saw then is returned without asking the file system
+// again (housekeeping asks every second, at rest too).
 func (s *Store) WALBytes() int64 {
-	fi, err := os.Stat(s.path + "-wal")
-	if err != nil {
-		return 0
+	writes := s.walWrites.Load()
+	s.walMu.Lock()
+	defer s.walMu.Unlock()
+	if s.walSeen.valid && s.walSeen.writes == writes {
+		return s.walSeen.size
 	}
-	return fi.Size()
+	var size int64
+	if fi, err := os.Stat(s.path + "-wal"); err == nil {
+		size = fi.Size()
+	}
+	s.walSeen.valid, s.walSeen.writes, s.walSeen.size = true, writes, size
+	return size
 }
+
+// wroteWAL says that the write-ahead log may have changed (after the
+// change: a WALBytes that looked during it looks again).
+func (s *Store) wroteWAL() { s.walWrites.Add(1) }
 
 // Close deletes the acknowledged events still held (FlushAcks) and closes
 // the database.
@@ -191,6 +219,7 @@ func (s *Store) Close() error {
 // nil. fn must not keep tx after it returns.
 func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	s.updates.Add(1)
+	defer s.wroteWAL()
 	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)

@@ -307,3 +307,55 @@ func TestAcknowledgedEventsGoWithTheNextWrite(t *testing.T) {
 		t.Fatalf("last seq %d (%v), want 5", last, err)
 	}
 }
+
+// WALBytes follows the log through writes and checkpoints, though it asks
+// the file system only after something was written: the size it returns
+// is the file's at every step.
+func TestWALBytesFollowsWrites(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "l.db")
+	s := open(t, path)
+	onDisk := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	check := func(step string) int64 {
+		t.Helper()
+		if got, want := s.WALBytes(), onDisk(); got != want {
+			t.Fatalf("%s: WALBytes %d, the file %d", step, got, want)
+		}
+		return s.WALBytes()
+	}
+	if err := s.TruncateWAL(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := check("truncated"); n != 0 {
+		t.Fatalf("truncated: %d bytes", n)
+	}
+	before := check("again")
+	for i := range 3 {
+		if err := s.Update(ctx, func(tx *Tx) error {
+			return tx.PutGrant(Grant{ID: fmt.Sprintf("g-%d", i), Version: 1, Action: "pickup", CodeHash: fmt.Sprintf("%064x", i), UsesLeft: 1})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n := check(fmt.Sprintf("write %d", i)); n <= before {
+			t.Fatalf("write %d: the log did not grow (%d bytes, %d before)", i, n, before)
+		} else {
+			before = n
+		}
+	}
+	if err := s.View(ctx, func(tx *Tx) error { _, err := tx.Grant("g-1"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	check("a read")
+	if err := s.TruncateWAL(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := check("checkpointed"); n != 0 {
+		t.Fatalf("checkpointed: %d bytes", n)
+	}
+}
