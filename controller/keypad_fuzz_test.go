@@ -32,7 +32,6 @@ package controller
 //	go test -run '^$' -fuzz '^FuzzKeypad$' -fuzztime 20s ./controller
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -49,6 +48,7 @@ import (
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
+	"github.com/openlocker/locker/simulator/logtest"
 )
 
 const (
@@ -126,26 +126,6 @@ func kpCompartments() []store.Compartment {
 	}
 }
 
-// kpLog is the log sink: every line the controller logs.
-type kpLog struct {
-	mu stdsync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *kpLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *kpLog) take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	l.b.Reset()
-	return s
-}
-
 // kpRig is one controller on one database, reused across inputs.
 type kpRig struct {
 	ctx    context.Context
@@ -156,7 +136,7 @@ type kpRig struct {
 	clock  *fakeClock
 	c      *Controller
 	done   chan error
-	log    *kpLog
+	log    *logtest.Buffer // every line the controller logs
 	runs   int
 	last   *kpModel // the model at the end of the last input that finished; nil: reset everything
 
@@ -170,7 +150,7 @@ func newKPRig() (*kpRig, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &kpRig{dir: dir, cab: newFakeCabinet("S M L"), clock: &fakeClock{now: t0}, log: &kpLog{}}
+	k := &kpRig{dir: dir, cab: newFakeCabinet("S M L"), clock: &fakeClock{now: t0}, log: &logtest.Buffer{}}
 	k.cab.parcel[1] = true
 	k.ctx, k.cancel = context.WithCancel(context.Background())
 	st, err := store.Open(k.ctx, filepath.Join(dir, "locker.db"))
@@ -280,7 +260,7 @@ func (k *kpRig) reset() error {
 		return derr
 	}
 	k.last = nil // until this input finishes
-	k.log.take()
+	k.log.Take()
 	k.mu.Lock()
 	k.traces, k.raw = nil, nil
 	k.mu.Unlock()
@@ -627,7 +607,7 @@ func runKeypad(t *testing.T, k *kpRig, in []byte) {
 			}
 		}
 	}
-	if logs := k.log.take(); digitRun.MatchString(logs) {
+	if logs := k.log.Take(); digitRun.MatchString(logs) {
 		t.Fatalf("after %s\nthe log holds a run of digits %q:\n%s", typed.String(), digitRun.FindString(logs), logs)
 	}
 	k.last = m

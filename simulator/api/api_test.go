@@ -2,7 +2,6 @@ package api
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator"
+	"github.com/openlocker/locker/simulator/logtest"
 )
 
 // fakeDaemon is a tiny locker daemon at pin level: it scans the keypad
@@ -176,7 +176,7 @@ type fixture struct {
 	cab     *simulator.Cabinet
 	daemon  *fakeDaemon
 	central *fakeCentral
-	logs    *syncBuffer // the server's log
+	logs    *logtest.Buffer // the server's log
 	srv     *Server
 	http    *httptest.Server
 	stop    func() // stops the daemon's scanner
@@ -224,24 +224,6 @@ func (c *fakeCentral) fail(err error) {
 
 var _ Central = (*fakeCentral)(nil)
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newFixture runs the default cabinet, the fake daemon (scanning unless
 // noScanner) and the API.
 func newFixture(t *testing.T, noScanner bool) *fixture {
@@ -268,7 +250,7 @@ func newFixture(t *testing.T, noScanner bool) *fixture {
 		}()
 	}
 	central := &fakeCentral{}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	srv := New(Options{Cabinet: cab, Daemon: d, Central: central,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	srv.keyTimeout = 300 * time.Millisecond
