@@ -207,7 +207,7 @@ func runCrashRig(t *testing.T, seed uint64, iters int, budget time.Duration, arg
 		grants: map[string]*cgrant{}, codes: map[string]bool{}, occ: map[int]string{},
 		stats: crashStats{killedDuring: map[string]int{}, actions: map[string]int{}}}
 	r.doing.Store("")
-	r.bin = buildSimPlain(t, t.TempDir())
+	r.bin = buildSimFast(t)
 	r.broker = brokertest.Start(t, brokertest.Options{}) // with persistence
 	r.data = t.TempDir()
 	r.c = newCrashCentral(t, r.broker.URL(), crashLocker)
@@ -1038,7 +1038,7 @@ func (r *crashRig) send(e *cenv) error {
 	}
 	e.sent = append(e.sent, now.UnixNano())
 	r.stats.deliveries++
-	return r.c.publish(r.c.prefix+"grants", env)
+	return r.c.cl.Publish(r.c.prefix+"grants", env)
 }
 
 // foldAcks applies what the acks received say, envelope by envelope in

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	stdsync "sync"
@@ -25,22 +24,11 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/openlocker/locker/controller/wire"
+	"github.com/openlocker/locker/simulator/logtest"
+	"github.com/openlocker/locker/sync/central"
 	_ "modernc.org/sqlite" // the "sqlite" driver, for the read-only look
 )
-
-// buildSimPlain builds locker-sim without -race into dir: the crash test
-// restarts it hundreds of times and wants each start fast.
-func buildSimPlain(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "locker-sim")
-	out, err := exec.Command("go", "build", "-o", path, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return path
-}
 
 // errKilled: the process was killed while a request was under way (the
 // expected end of every crash-test iteration).
@@ -50,7 +38,7 @@ var errKilled = errors.New("locker-sim was killed")
 type crashProc struct {
 	cmd     *exec.Cmd
 	base    string
-	logs    *lockedBuffer
+	logs    *logtest.Buffer
 	done    chan struct{}
 	started time.Time
 	killed  atomic.Bool
@@ -60,7 +48,7 @@ type crashProc struct {
 func spawnSim(t *testing.T, bin, broker, data string, args ...string) *crashProc {
 	t.Helper()
 	addr := freeAddr(t)
-	p := &crashProc{base: "http://" + addr, logs: &lockedBuffer{}, done: make(chan struct{}),
+	p := &crashProc{base: "http://" + addr, logs: &logtest.Buffer{}, done: make(chan struct{}),
 		hc: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	p.cmd = exec.Command(bin, append([]string{"-broker", broker, "-data", data, "-http", addr}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -200,7 +188,7 @@ func (p *crashProc) parcel(n int, present bool) error {
 type crashCentral struct {
 	prefix string
 	locker string
-	cl     paho.Client
+	cl     *central.Client
 
 	mu       stdsync.Mutex
 	payloads map[string][]byte // event_id → the first payload received
@@ -218,27 +206,16 @@ func newCrashCentral(t *testing.T, broker, locker string) *crashCentral {
 	t.Helper()
 	c := &crashCentral{prefix: "lockers/v1/" + locker + "/", locker: locker, payloads: map[string][]byte{},
 		acks: map[int64]wire.GrantsAck{}, kick: make(chan struct{}, 1)}
-	opts := paho.NewClientOptions().AddBroker(broker).SetClientID("central-crash").
-		SetCleanSession(false).SetKeepAlive(30 * time.Second).
-		SetAutoReconnect(true).SetConnectRetry(true).SetMaxReconnectInterval(time.Second).
-		SetOrderMatters(true).SetDefaultPublishHandler(c.onMessage)
-	c.cl = paho.NewClient(opts)
-	if tok := c.cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("central connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { c.cl.Disconnect(100) })
-	tok := c.cl.Subscribe(c.prefix+"#", 1, c.onMessage)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("central subscribe: %v", tok.Error())
-	}
+	c.cl = central.DialTest(t, central.Options{Broker: broker, ClientID: "central-crash", Persistent: true,
+		Reconnect: true, MaxReconnectInterval: time.Second, Subscribe: []string{c.prefix + "#"}, OnMessage: c.onMessage})
 	return c
 }
 
-func (c *crashCentral) onMessage(_ paho.Client, m paho.Message) {
-	payload := bytes.Clone(m.Payload())
+func (c *crashCentral) onMessage(m central.Message) {
+	payload := m.Payload
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch m.Topic() {
+	switch m.Topic {
 	case c.prefix + "traces":
 		c.received++
 		var tr wire.Trace
@@ -277,14 +254,6 @@ func (c *crashCentral) onMessage(_ paho.Client, m paho.Message) {
 	case c.kick <- struct{}{}:
 	default:
 	}
-}
-
-func (c *crashCentral) publish(topic string, payload []byte) error {
-	tok := c.cl.Publish(topic, 1, false, payload)
-	if !tok.WaitTimeout(10 * time.Second) {
-		return errors.New("publish timed out")
-	}
-	return tok.Error()
 }
 
 func (c *crashCentral) ack(issuedAt int64) (wire.GrantsAck, bool) {

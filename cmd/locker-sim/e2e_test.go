@@ -17,44 +17,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	stdsync "sync"
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator/api"
+	"github.com/openlocker/locker/simulator/logtest"
 	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/protocol"
 )
-
-// built is the locker-sim binary, built once per test run (with -race).
-var built struct {
-	once stdsync.Once
-	path string
-	err  error
-}
-
-func buildSim(t *testing.T) string {
-	t.Helper()
-	built.once.Do(func() {
-		dir, err := os.MkdirTemp("", "locker-sim-e2e")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.path = filepath.Join(dir, "locker-sim")
-		out, err := exec.Command("go", "build", "-race", "-o", built.path, ".").CombinedOutput()
-		if err != nil {
-			built.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return built.path
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -73,26 +45,8 @@ type sim struct {
 	base   string
 	data   string
 	broker string
-	logs   *lockedBuffer
+	logs   *logtest.Buffer // the process output; exec writes it from its own goroutine
 	done   chan struct{}
-}
-
-// lockedBuffer collects the process output; exec writes it from its own goroutine.
-type lockedBuffer struct {
-	mu  stdsync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func startSim(t *testing.T, broker, data string, args ...string) *sim {
@@ -104,7 +58,7 @@ func startSim(t *testing.T, broker, data string, args ...string) *sim {
 // the test's cleanup checks the cabinet's invariants and stops it.
 func startSimBinary(t *testing.T, bin, broker, data string, args ...string) *sim {
 	t.Helper()
-	s := &sim{t: t, base: "http://" + freeAddr(t), data: data, broker: broker, logs: &lockedBuffer{}, done: make(chan struct{})}
+	s := &sim{t: t, base: "http://" + freeAddr(t), data: data, broker: broker, logs: &logtest.Buffer{}, done: make(chan struct{})}
 	all := append([]string{"-broker", broker, "-http", strings.TrimPrefix(s.base, "http://"), "-data", data}, args...)
 	s.cmd = exec.Command(bin, all...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
@@ -249,109 +203,61 @@ func (s *sim) waitOpenDoor() int {
 	return 0
 }
 
-// central is the test's stand-in for the central server.
-type central struct {
-	t      *testing.T
-	cl     paho.Client
-	mu     stdsync.Mutex
-	msgs   []msg
-	notify chan struct{}
+// testCentral is the test's stand-in for the central server: it records
+// every message on its filter.
+type testCentral struct {
+	t   *testing.T
+	cl  *central.Client
+	rec *central.Recorder
 }
 
-type msg struct {
-	topic    string
-	payload  []byte
-	retained bool
-}
+type msg = central.Message
 
-func newCentral(t *testing.T, broker, id, filter string) *central {
+func newCentral(t *testing.T, broker, id, filter string) *testCentral {
 	t.Helper()
-	c := &central{t: t, notify: make(chan struct{}, 1)}
-	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(true).SetAutoReconnect(false)
-	c.cl = paho.NewClient(opts)
-	if tok := c.cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("central connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { c.cl.Disconnect(100) })
-	tok := c.cl.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
-		c.mu.Lock()
-		c.msgs = append(c.msgs, msg{m.Topic(), append([]byte(nil), m.Payload()...), m.Retained()})
-		c.mu.Unlock()
-		select {
-		case c.notify <- struct{}{}:
-		default:
-		}
-	})
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("central subscribe: %v", tok.Error())
-	}
-	return c
+	rec := central.NewRecorder()
+	return &testCentral{t: t, rec: rec,
+		cl: central.DialTest(t, central.Options{Broker: broker, ClientID: id, Subscribe: []string{filter}, OnMessage: rec.Record})}
 }
 
-func (c *central) publish(topic string, payload []byte) {
+func (c *testCentral) publish(topic string, payload []byte) {
 	c.t.Helper()
-	tok := c.cl.Publish(topic, 1, false, payload)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		c.t.Fatalf("publish: %v", tok.Error())
+	if err := c.cl.Publish(topic, payload); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
-// wait returns the first message (from index from on) that match accepts.
-func (c *central) wait(what string, match func(msg) bool) msg {
+// wait returns the first message that match accepts.
+func (c *testCentral) wait(what string, match func(msg) bool) msg {
 	c.t.Helper()
-	deadline := time.After(15 * time.Second)
-	for {
-		c.mu.Lock()
-		for _, m := range c.msgs {
-			if match(m) {
-				c.mu.Unlock()
-				return m
-			}
-		}
-		c.mu.Unlock()
-		select {
-		case <-c.notify:
-		case <-deadline:
-			c.t.Fatalf("no %s within 15 s", what)
-		}
+	m, ok := c.rec.Wait(15*time.Second, match)
+	if !ok {
+		c.t.Fatalf("no %s within 15 s", what)
 	}
+	return m
 }
 
-func (c *central) all() []msg {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]msg(nil), c.msgs...)
-}
+func (c *testCentral) all() []msg { return c.rec.All() }
 
 // traces returns the distinct traces received, by event_id.
-func (c *central) traces() []wire.Trace {
-	seen := map[string]bool{}
-	var out []wire.Trace
-	for _, m := range c.all() {
-		if !strings.HasSuffix(m.topic, "/traces") {
-			continue
-		}
-		var tr wire.Trace
-		if err := json.Unmarshal(m.payload, &tr); err != nil {
-			c.t.Fatalf("trace is not JSON: %s", m.payload)
-		}
-		if !seen[tr.EventID] {
-			seen[tr.EventID] = true
-			out = append(out, tr)
-		}
+func (c *testCentral) traces() []wire.Trace {
+	c.t.Helper()
+	trs, err := c.rec.Traces()
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	return out
+	return central.Distinct(trs)
 }
 
-func (c *central) waitTrace(typ string, match func(wire.Trace) bool) wire.Trace {
+func (c *testCentral) waitTrace(typ string, match func(wire.Trace) bool) wire.Trace {
 	c.t.Helper()
 	var found wire.Trace
 	c.wait("trace "+typ, func(m msg) bool {
-		if !strings.HasSuffix(m.topic, "/traces") {
+		if !m.IsTrace() {
 			return false
 		}
 		var tr wire.Trace
-		if json.Unmarshal(m.payload, &tr) != nil || tr.Type != typ || (match != nil && !match(tr)) {
+		if json.Unmarshal(m.Payload, &tr) != nil || tr.Type != typ || (match != nil && !match(tr)) {
 			return false
 		}
 		found = tr
@@ -362,11 +268,7 @@ func (c *central) waitTrace(typ string, match func(wire.Trace) bool) wire.Trace 
 
 func sealWith(t *testing.T, keyID string, priv ed25519.PrivateKey, v any) []byte {
 	t.Helper()
-	body, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := protocol.Seal(keyID, priv, body)
+	env, err := central.Seal(protocol.KeyPair{KeyID: keyID, Private: priv}, v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +303,7 @@ func TestDepositAndPickupOverRealBroker(t *testing.T) {
 	}
 	// The daemon connects and says so, retained.
 	c.wait("online status", func(m msg) bool {
-		return m.topic == prefix+"status" && bytes.Contains(m.payload, []byte(`"online"`))
+		return m.Topic == prefix+"status" && bytes.Contains(m.Payload, []byte(`"online"`))
 	})
 
 	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
@@ -411,10 +313,10 @@ func TestDepositAndPickupOverRealBroker(t *testing.T) {
 	now := time.Now().UTC()
 	c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private,
 		grantsBody(locker, now, depositWithPickup(locker, "g-1001", "123456", "654321", now))))
-	ackMsg := c.wait("grants ack", func(m msg) bool { return m.topic == prefix+"grants/ack" })
+	ackMsg := c.wait("grants ack", func(m msg) bool { return m.Topic == prefix+"grants/ack" })
 	var ack wire.GrantsAck
-	if err := json.Unmarshal(ackMsg.payload, &ack); err != nil || ack.Applied != 1 || len(ack.Rejected) != 0 {
-		t.Fatalf("ack = %s", ackMsg.payload)
+	if err := json.Unmarshal(ackMsg.Payload, &ack); err != nil || ack.Applied != 1 || len(ack.Rejected) != 0 {
+		t.Fatalf("ack = %s", ackMsg.Payload)
 	}
 
 	// The courier types the code: the smallest free M compartment opens.
@@ -461,8 +363,8 @@ func TestDepositAndPickupOverRealBroker(t *testing.T) {
 		t.Fatalf("traces = %s\nwant      %s", got, want)
 	}
 	for _, m := range c.all() {
-		if bytes.Contains(m.payload, []byte("88888888")) || bytes.Contains(m.payload, []byte("99996666")) {
-			t.Fatalf("a full phone number left the locker on %s: %s", m.topic, m.payload)
+		if bytes.Contains(m.Payload, []byte("88888888")) || bytes.Contains(m.Payload, []byte("99996666")) {
+			t.Fatalf("a full phone number left the locker on %s: %s", m.Topic, m.Payload)
 		}
 	}
 	if strings.Contains(s.logs.String(), "13488888888") || strings.Contains(s.logs.String(), "123456#") {
@@ -472,17 +374,17 @@ func TestDepositAndPickupOverRealBroker(t *testing.T) {
 	// A fresh subscriber finds the retained status and compartments.
 	c.wait("compartments after pickup", func(m msg) bool {
 		var rep wire.CompartmentsReport
-		return m.topic == prefix+"compartments" && json.Unmarshal(m.payload, &rep) == nil &&
+		return m.Topic == prefix+"compartments" && json.Unmarshal(m.Payload, &rep) == nil &&
 			len(rep.Compartments) == 24 && rep.Compartments[n-1].State == "free" && rep.Compartments[n-1].Door == "closed"
 	})
 	fresh := newCentral(t, b.URL(), "central-fresh", prefix+"#")
-	st := fresh.wait("retained status", func(m msg) bool { return m.topic == prefix+"status" && m.retained })
+	st := fresh.wait("retained status", func(m msg) bool { return m.Topic == prefix+"status" && m.Retained })
 	var status wire.Status
-	if err := json.Unmarshal(st.payload, &status); err != nil || status.State != "online" || status.LockerID != locker ||
+	if err := json.Unmarshal(st.Payload, &status); err != nil || status.State != "online" || status.LockerID != locker ||
 		status.Compartments.Total != 24 {
-		t.Fatalf("retained status = %s", st.payload)
+		t.Fatalf("retained status = %s", st.Payload)
 	}
-	fresh.wait("retained compartments", func(m msg) bool { return m.topic == prefix+"compartments" && m.retained })
+	fresh.wait("retained compartments", func(m msg) bool { return m.Topic == prefix+"compartments" && m.Retained })
 }
 
 func TestBadEnvelopesChangeNothing(t *testing.T) {
@@ -492,7 +394,7 @@ func TestBadEnvelopesChangeNothing(t *testing.T) {
 	const locker = "SIM01"
 	prefix := "lockers/v1/" + locker + "/"
 	c := newCentral(t, b.URL(), "central-bad", prefix+"#")
-	c.wait("online status", func(m msg) bool { return m.topic == prefix+"status" })
+	c.wait("online status", func(m msg) bool { return m.Topic == prefix+"status" })
 	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -535,13 +437,13 @@ func TestBadEnvelopesChangeNothing(t *testing.T) {
 		}
 	}
 	for _, m := range c.all() {
-		if m.topic == prefix+"grants/ack" {
-			t.Fatalf("a bad envelope was acknowledged: %s", m.payload)
+		if m.Topic == prefix+"grants/ack" {
+			t.Fatalf("a bad envelope was acknowledged: %s", m.Payload)
 		}
 	}
 	// The locker still serves: a good envelope is applied.
 	c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private, grantsBody(locker, now, grant("g-good", "400004"))))
-	c.wait("ack of the good envelope", func(m msg) bool { return m.topic == prefix+"grants/ack" })
+	c.wait("ack of the good envelope", func(m msg) bool { return m.Topic == prefix+"grants/ack" })
 	s.keys("400004#")
 	s.waitOpenDoor()
 }
@@ -554,7 +456,7 @@ func TestPageCentralSignsWithTheDevKey(t *testing.T) {
 	c := newCentral(t, b.URL(), "central-page", "lockers/v1/"+locker+"/#")
 	s := startSim(t, b.URL(), t.TempDir())
 	c.wait("online status", func(m msg) bool {
-		return strings.HasSuffix(m.topic, "/status") && bytes.Contains(m.payload, []byte(`"online"`))
+		return strings.HasSuffix(m.Topic, "/status") && bytes.Contains(m.Payload, []byte(`"online"`))
 	})
 	var res map[string]any
 	code := s.call("POST", "/api/central/grants", map[string]any{"action": "deposit", "size": "L", "parcel_id": "PG1",
@@ -563,11 +465,11 @@ func TestPageCentralSignsWithTheDevKey(t *testing.T) {
 		t.Fatalf("grant form: %d %v", code, res)
 	}
 	c.wait("grants ack", func(m msg) bool {
-		return strings.HasSuffix(m.topic, "/grants/ack") && bytes.Contains(m.payload, []byte(`"applied":1`))
+		return strings.HasSuffix(m.Topic, "/grants/ack") && bytes.Contains(m.Payload, []byte(`"applied":1`))
 	})
 	for _, m := range c.all() {
-		if bytes.Contains(m.payload, []byte("246810")) || bytes.Contains(m.payload, []byte("88888888")) {
-			t.Fatalf("a code or phone number went over MQTT: %s %s", m.topic, m.payload)
+		if bytes.Contains(m.Payload, []byte("246810")) || bytes.Contains(m.Payload, []byte("88888888")) {
+			t.Fatalf("a code or phone number went over MQTT: %s %s", m.Topic, m.Payload)
 		}
 	}
 	s.keys("246810#")

@@ -31,13 +31,12 @@ import (
 	"syscall"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/openlocker/locker/cmd/internal/daemon"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
 	"github.com/openlocker/locker/hal/wiring"
 	"github.com/openlocker/locker/simulator"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -832,36 +831,32 @@ func (f *fleet) finalReport(w io.Writer, m fleetMeasure) {
 // fleetCentral plays the central server for the whole fleet: one MQTT
 // client that signs and sends grants and counts what the lockers publish.
 type fleetCentral struct {
-	kp   protocol.KeyPair
-	cl   paho.Client
+	cl   *central.Client
 	byID map[string]*fleetLocker // read-only
 
 	traces, statuses, acks atomic.Int64
 }
 
 func newFleetCentral(url string, kp protocol.KeyPair, nonce string, byID map[string]*fleetLocker) (*fleetCentral, error) {
-	c := &fleetCentral{kp: kp, byID: byID}
-	subs := map[string]byte{
-		protocol.Topic("+", protocol.SuffixTraces):    1,
-		protocol.Topic("+", protocol.SuffixStatus):    1,
-		protocol.Topic("+", protocol.SuffixGrantsAck): 1,
+	c := &fleetCentral{byID: byID}
+	cl, err := central.Dial(central.Options{Broker: url, ClientID: "fleet-central-" + nonce, Key: kp,
+		Reconnect: true, MaxReconnectInterval: time.Second,
+		Unordered: true, // the handler does not block; order across lockers does not matter
+		Subscribe: []string{
+			protocol.Topic("+", protocol.SuffixTraces),
+			protocol.Topic("+", protocol.SuffixStatus),
+			protocol.Topic("+", protocol.SuffixGrantsAck),
+		}, OnMessage: c.onMessage})
+	if err != nil {
+		return nil, err
 	}
-	opts := paho.NewClientOptions().AddBroker(url).SetClientID("fleet-central-" + nonce).
-		SetCleanSession(true).SetKeepAlive(30 * time.Second).SetConnectTimeout(5 * time.Second).
-		SetAutoReconnect(true).SetConnectRetry(true).SetMaxReconnectInterval(time.Second).
-		SetOrderMatters(false). // the handler does not block; order across lockers does not matter
-		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.onMessage(m) })
-	opts.SetOnConnectHandler(func(cl paho.Client) { cl.SubscribeMultiple(subs, nil) }) // clean session: again each time
-	c.cl = paho.NewClient(opts)
-	if t := c.cl.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		return nil, fmt.Errorf("central: cannot connect to %s: %v", url, t.Error())
-	}
+	c.cl = cl
 	return c, nil
 }
 
 // onMessage counts and routes one message; it never blocks.
-func (c *fleetCentral) onMessage(m paho.Message) {
-	rest, ok := strings.CutPrefix(m.Topic(), protocol.TopicPrefix)
+func (c *fleetCentral) onMessage(m central.Message) {
+	rest, ok := strings.CutPrefix(m.Topic, protocol.TopicPrefix)
 	if !ok {
 		return
 	}
@@ -879,13 +874,13 @@ func (c *fleetCentral) onMessage(m paho.Message) {
 		var st struct {
 			State string `json:"state"`
 		}
-		if json.Unmarshal(m.Payload(), &st) == nil && st.State == "online" {
+		if json.Unmarshal(m.Payload, &st) == nil && st.State == "online" {
 			l.online.Store(true)
 		}
 	case protocol.SuffixGrantsAck:
 		c.acks.Add(1)
 		var ack wire.GrantsAck
-		if json.Unmarshal(m.Payload(), &ack) == nil {
+		if json.Unmarshal(m.Payload, &ack) == nil {
 			select {
 			case l.acks <- ack:
 			default:
@@ -896,22 +891,10 @@ func (c *fleetCentral) onMessage(m paho.Message) {
 
 // send signs v with the development key and publishes it to the locker.
 func (c *fleetCentral) send(locker, suffix string, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	env, err := protocol.Seal(c.kp.KeyID, c.kp.Private, body)
-	if err != nil {
-		return err
-	}
-	t := c.cl.Publish(protocol.Topic(locker, suffix), 1, false, env)
-	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		return fmt.Errorf("central: publish: %v", t.Error())
-	}
-	return nil
+	return c.cl.Send(locker, suffix, v)
 }
 
-func (c *fleetCentral) close() { c.cl.Disconnect(250) }
+func (c *fleetCentral) close() { c.cl.Close() }
 
 // fleetMonitor samples every link's connection state and groups the
 // losses into waves: a wave opens with the first locker that goes down and

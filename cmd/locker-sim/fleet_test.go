@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -13,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
+	"github.com/openlocker/locker/simulator/logtest"
 	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
@@ -36,11 +35,10 @@ func fleetWaitFor(t *testing.T, d time.Duration, cond func() bool, what string) 
 func TestFleetAgainstMosquitto(t *testing.T) {
 	const n = 20
 	b := brokertest.Start(t, brokertest.Options{NoPersistence: true})
-	var out bytes.Buffer
-	var outMu sync.Mutex
+	var out logtest.Buffer // the fleet reports from several goroutines
 	f, err := newFleet(fleetOptions{N: n, Broker: b.URL(), DataDir: t.TempDir(), Interval: 2 * time.Second,
 		BackoffMin: 100 * time.Millisecond, BackoffMax: 3 * time.Second,
-		Out: lockedWriter{&outMu, &out}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Out: &out, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,24 +72,21 @@ func TestFleetAgainstMosquitto(t *testing.T) {
 	// The online statuses are retained: a newcomer gets one per locker.
 	retained := map[string]bool{}
 	var rmu sync.Mutex
-	cl := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("fleet-test-newcomer").SetCleanSession(true))
-	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	cl.Subscribe(protocol.Topic("+", protocol.SuffixStatus), 1, func(_ paho.Client, m paho.Message) {
-		var st struct {
-			State    string `json:"state"`
-			LockerID string `json:"locker_id"`
-		}
-		if json.Unmarshal(m.Payload(), &st) == nil && m.Retained() && st.State == "online" {
-			rmu.Lock()
-			retained[st.LockerID] = true
-			rmu.Unlock()
-		}
-	})
+	cl := central.DialTest(t, central.Options{Broker: b.URL(), ClientID: "fleet-test-newcomer", Wait: 5 * time.Second,
+		Subscribe: []string{protocol.Topic("+", protocol.SuffixStatus)}, OnMessage: func(m central.Message) {
+			var st struct {
+				State    string `json:"state"`
+				LockerID string `json:"locker_id"`
+			}
+			if json.Unmarshal(m.Payload, &st) == nil && m.Retained && st.State == "online" {
+				rmu.Lock()
+				retained[st.LockerID] = true
+				rmu.Unlock()
+			}
+		}})
 	fleetWaitFor(t, 5*time.Second, func() bool { rmu.Lock(); defer rmu.Unlock(); return len(retained) == n },
 		"a retained online status per locker")
-	cl.Disconnect(0)
+	cl.Close()
 
 	// Restart the broker.
 	b.Stop()
@@ -115,28 +110,14 @@ func TestFleetAgainstMosquitto(t *testing.T) {
 	}
 	m := measure()
 	stop()
-	f.finalReport(lockedWriter{&outMu, &out}, m)
-	outMu.Lock()
+	f.finalReport(&out, m)
 	report := out.String()
-	outMu.Unlock()
 	t.Log("\n" + report)
 	for _, want := range []string{"heap in use", "MB per locker", "reconnected after it came back", "time of the restart known"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("the report lacks %q", want)
 		}
 	}
-}
-
-// lockedWriter serialises writes: the fleet reports from several goroutines.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
 }
 
 func TestFleetHistogram(t *testing.T) {

@@ -30,7 +30,7 @@ func TestHostileInputChangesNothing(t *testing.T) {
 	prefix := "lockers/v1/" + locker + "/"
 	c := newCentral(t, b.URL(), "central-hostile", prefix+"#")
 	s := startSimFast(t, b.URL(), data, "-quiet")
-	c.wait("online status", func(m msg) bool { return m.topic == prefix+"status" })
+	c.wait("online status", func(m msg) bool { return m.Topic == prefix+"status" })
 	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -39,9 +39,9 @@ func TestHostileInputChangesNothing(t *testing.T) {
 	acks := func() []wire.GrantsAck {
 		var out []wire.GrantsAck
 		for _, m := range c.all() {
-			if m.topic == prefix+"grants/ack" {
+			if m.Topic == prefix+"grants/ack" {
 				var a wire.GrantsAck
-				json.Unmarshal(m.payload, &a)
+				json.Unmarshal(m.Payload, &a)
 				out = append(out, a)
 			}
 		}
@@ -132,11 +132,11 @@ func TestHostileInputChangesNothing(t *testing.T) {
 			var tok interface{ WaitTimeout(time.Duration) bool }
 			switch {
 			case i%300 == 0:
-				tok = c.cl.Publish(prefix+"grants", 1, false, big)
+				tok = c.cl.PublishAsync(prefix+"grants", big)
 			case i%2 == 0:
-				tok = c.cl.Publish(prefix+"grants", 1, false, junk[i/2%len(junk)])
+				tok = c.cl.PublishAsync(prefix+"grants", junk[i/2%len(junk)])
 			default:
-				tok = c.cl.Publish(prefix+"commands", 1, false, cmdJunk[i/2%len(cmdJunk)])
+				tok = c.cl.PublishAsync(prefix+"commands", cmdJunk[i/2%len(cmdJunk)])
 			}
 			if i%100 == 99 {
 				tok.WaitTimeout(5 * time.Second)
@@ -181,9 +181,9 @@ func TestHostileInputChangesNothing(t *testing.T) {
 		}
 	}
 	for _, m := range c.all() {
-		if m.topic == prefix+"commands/result" && bytes.Contains(m.payload, []byte(`"ok":true`)) {
+		if m.Topic == prefix+"commands/result" && bytes.Contains(m.Payload, []byte(`"ok":true`)) {
 			changed++
-			t.Errorf("a flood command ran: %s", m.payload)
+			t.Errorf("a flood command ran: %s", m.Payload)
 		}
 	}
 	for _, cm := range s.cabinet().Compartments {

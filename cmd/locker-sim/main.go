@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +40,7 @@ import (
 	"github.com/openlocker/locker/simulator"
 	"github.com/openlocker/locker/simulator/api"
 	"github.com/openlocker/locker/simulator/scenario"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -138,8 +138,8 @@ func run() int {
 	defer stop()
 
 	adapter := &simDaemon{lockerID: *lockerID}
-	central := &devCentral{lockerID: *lockerID, kp: kp}
-	opts := api.Options{Cabinet: cab, Daemon: adapter, Logger: log.With("part", "api"), Central: central}
+	dev := &devCentral{lockerID: *lockerID, kp: kp}
+	opts := api.Options{Cabinet: cab, Daemon: adapter, Logger: log.With("part", "api"), Central: dev}
 	if len(keys) > 0 {
 		opts.Central = nil // the locker does not trust the development key
 	}
@@ -147,7 +147,7 @@ func run() int {
 	defer srv.Close()
 
 	url := *brokerURL
-	defer central.close()
+	defer dev.close()
 	if url != "" {
 		// A technician pointing the simulator at a broker wants to know at
 		// once when it cannot be reached (lockerd instead starts offline).
@@ -173,7 +173,7 @@ func run() int {
 			return fail(err)
 		}
 	}
-	central.broker = url
+	dev.broker = url
 	if *dbDir == "" {
 		*dbDir = *dataDir
 	}
@@ -478,43 +478,35 @@ type devCentral struct {
 	broker   string
 
 	mu sync.Mutex
-	cl paho.Client
+	cl *central.Client // guarded by mu; nil until the first send
 }
 
-func (c *devCentral) client() (paho.Client, error) {
+// client returns the connected client, connecting (again) if need be.
+func (c *devCentral) client() (*central.Client, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cl != nil && c.cl.IsConnected() {
 		return c.cl, nil
 	}
-	opts := paho.NewClientOptions().AddBroker(c.broker).SetClientID("locker-sim-central-" + c.lockerID).
-		SetCleanSession(true).SetConnectTimeout(5 * time.Second).SetAutoReconnect(true)
-	cl := paho.NewClient(opts)
-	if t := cl.Connect(); !t.WaitTimeout(5*time.Second) || t.Error() != nil {
-		return nil, fmt.Errorf("central: cannot connect to %s: %v", c.broker, t.Error())
+	if c.cl != nil {
+		c.cl.Close() // still trying to reconnect under the same client id
+		c.cl = nil
+	}
+	cl, err := central.Dial(central.Options{Broker: c.broker, ClientID: "locker-sim-central-" + c.lockerID,
+		Key: c.kp, Wait: 5 * time.Second})
+	if err != nil {
+		return nil, err
 	}
 	c.cl = cl
 	return cl, nil
 }
 
 func (c *devCentral) send(suffix string, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	env, err := protocol.Seal(c.kp.KeyID, c.kp.Private, body)
-	if err != nil {
-		return err
-	}
 	cl, err := c.client()
 	if err != nil {
 		return err
 	}
-	t := cl.Publish(protocol.Topic(c.lockerID, suffix), 1, false, env)
-	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
-		return fmt.Errorf("central: publish: %v", t.Error())
-	}
-	return nil
+	return cl.Send(c.lockerID, suffix, v)
 }
 
 func (c *devCentral) SendGrants(_ context.Context, body wire.GrantsBody) error {
@@ -529,7 +521,7 @@ func (c *devCentral) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cl != nil {
-		c.cl.Disconnect(100)
+		c.cl.Close()
 	}
 }
 

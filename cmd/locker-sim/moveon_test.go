@@ -22,7 +22,7 @@ func TestKeypadAnswersAfterTheDepositMovesOn(t *testing.T) {
 	c := newCentral(t, b.URL(), "central-moveon", prefix+"#")
 	s := startSim(t, b.URL(), data)
 	c.wait("online status", func(m msg) bool {
-		return m.topic == prefix+"status" && strings.Contains(string(m.payload), `"online"`)
+		return m.Topic == prefix+"status" && strings.Contains(string(m.Payload), `"online"`)
 	})
 	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
 	if err != nil {
@@ -41,7 +41,7 @@ func TestKeypadAnswersAfterTheDepositMovesOn(t *testing.T) {
 	now := time.Now().UTC()
 	c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private,
 		grantsBody(locker, now, depositWithPickup(locker, "g-1", "123456", "654321", now))))
-	c.wait("grants ack", func(m msg) bool { return m.topic == prefix+"grants/ack" })
+	c.wait("grants ack", func(m msg) bool { return m.Topic == prefix+"grants/ack" })
 
 	display := s.keys("123456#")
 	want := fmt.Sprintf("%02d", ms[1])

@@ -9,10 +9,9 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
@@ -20,36 +19,25 @@ import (
 // (clean session off, a fixed client id) that reconnects by itself, so that
 // it misses nothing while the broker restarts.
 type listener struct {
-	t  *testing.T
-	cl paho.Client
-
 	mu     stdsync.Mutex
 	traces []wire.Trace // in order of arrival, duplicates included
 }
 
 func newListener(t *testing.T, broker, topic string) *listener {
 	t.Helper()
-	l := &listener{t: t}
-	handler := func(_ paho.Client, m paho.Message) {
-		var tr wire.Trace
-		if err := json.Unmarshal(m.Payload(), &tr); err != nil {
-			t.Errorf("trace is not JSON: %s", m.Payload())
-			return
-		}
-		l.mu.Lock()
-		l.traces = append(l.traces, tr)
-		l.mu.Unlock()
-	}
-	o := paho.NewClientOptions().AddBroker(broker).SetClientID("central-listener").SetCleanSession(false).
-		SetKeepAlive(30 * time.Second).SetAutoReconnect(true).SetConnectRetry(true).
-		SetConnectRetryInterval(100 * time.Millisecond).SetMaxReconnectInterval(300 * time.Millisecond).
-		SetDefaultPublishHandler(handler).
-		SetOnConnectHandler(func(c paho.Client) { c.Subscribe(topic, 1, handler) })
-	l.cl = paho.NewClient(o)
-	if tok := l.cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("listener connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { l.cl.Disconnect(100) })
+	l := &listener{}
+	central.DialTest(t, central.Options{Broker: broker, ClientID: "central-listener", Persistent: true,
+		Reconnect: true, RetryInterval: 100 * time.Millisecond, MaxReconnectInterval: 300 * time.Millisecond,
+		Subscribe: []string{topic}, OnMessage: func(m central.Message) {
+			var tr wire.Trace
+			if err := json.Unmarshal(m.Payload, &tr); err != nil {
+				t.Errorf("trace is not JSON: %s", m.Payload)
+				return
+			}
+			l.mu.Lock()
+			l.traces = append(l.traces, tr)
+			l.mu.Unlock()
+		}})
 	return l
 }
 
@@ -60,17 +48,7 @@ func (l *listener) all() []wire.Trace {
 }
 
 // distinct returns the first occurrence of each event_id, in arrival order.
-func (l *listener) distinct() []wire.Trace {
-	seen := map[string]bool{}
-	var out []wire.Trace
-	for _, tr := range l.all() {
-		if !seen[tr.EventID] {
-			seen[tr.EventID] = true
-			out = append(out, tr)
-		}
-	}
-	return out
-}
+func (l *listener) distinct() []wire.Trace { return central.Distinct(l.all()) }
 
 // TestNetworkCutsBrokerRestartAndCrash: deposits and pickups go on through
 // the HTTP API while the network to the broker is cut again and again, the
@@ -99,10 +77,10 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	}
 	c := newCentral(t, b.URL(), "central-grants", prefix+"#")
 	c.wait("online status", func(m msg) bool {
-		return m.topic == prefix+"status" && strings.Contains(string(m.payload), `"online"`)
+		return m.Topic == prefix+"status" && strings.Contains(string(m.Payload), `"online"`)
 	})
 	c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private, grantsBody(locker, now, ops...)))
-	c.wait("grants ack", func(m msg) bool { return strings.Contains(string(m.payload), fmt.Sprintf(`"applied":%d`, parcels)) })
+	c.wait("grants ack", func(m msg) bool { return strings.Contains(string(m.Payload), fmt.Sprintf(`"applied":%d`, parcels)) })
 
 	offline := func(d time.Duration) { // the mobile link goes away for a while
 		r.Refuse(true)

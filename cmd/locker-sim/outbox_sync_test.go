@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/openlocker/locker/cmd/internal/daemon"
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/central"
 )
 
 // TestWeekOfflineBacklogDrains: a locker that was offline for a week at a
@@ -55,27 +54,23 @@ func TestWeekOfflineBacklogDrains(t *testing.T) {
 	var got atomic.Int64
 	var mu = make(chan struct{}, 1)
 	var seqs []int64
-	cl := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("central-backlog").SetCleanSession(true))
-	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer cl.Disconnect(50)
 	var firstStatus atomic.Value
-	cl.Subscribe("lockers/v1/"+locker+"/#", 1, func(_ paho.Client, m paho.Message) {
-		if m.Topic() == "lockers/v1/"+locker+"/status" {
-			firstStatus.CompareAndSwap(nil, string(m.Payload()))
-			return
-		}
-		if m.Topic() != "lockers/v1/"+locker+"/traces" {
-			return
-		}
-		var tr struct{ Seq int64 }
-		json.Unmarshal(m.Payload(), &tr)
-		mu <- struct{}{}
-		seqs = append(seqs, tr.Seq)
-		<-mu
-		got.Add(1)
-	}).WaitTimeout(5 * time.Second)
+	central.DialTest(t, central.Options{Broker: b.URL(), ClientID: "central-backlog", Wait: 5 * time.Second,
+		Subscribe: []string{"lockers/v1/" + locker + "/#"}, OnMessage: func(m central.Message) {
+			if m.Topic == "lockers/v1/"+locker+"/status" {
+				firstStatus.CompareAndSwap(nil, string(m.Payload))
+				return
+			}
+			if m.Topic != "lockers/v1/"+locker+"/traces" {
+				return
+			}
+			var tr struct{ Seq int64 }
+			json.Unmarshal(m.Payload, &tr)
+			mu <- struct{}{}
+			seqs = append(seqs, tr.Seq)
+			<-mu
+			got.Add(1)
+		}})
 
 	start := time.Now()
 	s := startSimFast(t, b.URL(), data, "-quiet")

@@ -21,7 +21,7 @@ func TestWebPageWithTheRealDaemon(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{})
 	c := newCentral(t, b.URL(), "central-page-e2e", "lockers/v1/SIM01/#")
 	s := startSim(t, b.URL(), t.TempDir())
-	c.wait("online", func(m msg) bool { return m.topic == "lockers/v1/SIM01/status" })
+	c.wait("online", func(m msg) bool { return m.Topic == "lockers/v1/SIM01/status" })
 
 	br := browsertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

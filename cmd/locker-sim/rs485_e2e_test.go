@@ -87,7 +87,7 @@ func TestRS485KerongCabinetDepositAndPickup(t *testing.T) {
 		t.Fatalf("%d compartments, want 48", len(cab.Compartments))
 	}
 	c.wait("online status", func(m msg) bool {
-		return m.topic == prefix+"status" && strings.Contains(string(m.payload), `"online"`)
+		return m.Topic == prefix+"status" && strings.Contains(string(m.Payload), `"online"`)
 	})
 	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
 	if err != nil {
@@ -96,7 +96,7 @@ func TestRS485KerongCabinetDepositAndPickup(t *testing.T) {
 	now := time.Now().UTC()
 	c.publish(prefix+"grants", sealWith(t, kp.KeyID, kp.Private,
 		grantsBody(locker, now, depositWithPickup(locker, "g-1001", "123456", "654321", now))))
-	c.wait("grants ack", func(m msg) bool { return m.topic == prefix+"grants/ack" })
+	c.wait("grants ack", func(m msg) bool { return m.Topic == prefix+"grants/ack" })
 
 	// The first M compartment is 17: board 1, lock 1.
 	s.keys("123456#")
@@ -191,7 +191,7 @@ func TestRS485ExistingDeviceIsDriven(t *testing.T) {
 	c := newCentral(t, b.URL(), "central-bench", "lockers/v1/SIM01/#")
 	s := startSim(t, b.URL(), data, "-config", kerongWiring(t, dev))
 	c.wait("online status", func(m msg) bool {
-		return m.topic == "lockers/v1/SIM01/status" && strings.Contains(string(m.payload), `"online"`)
+		return m.Topic == "lockers/v1/SIM01/status" && strings.Contains(string(m.Payload), `"online"`)
 	})
 	view := s.rs485()
 	if len(view.Buses) != 0 || len(view.Real) != 1 || view.Real[0].Device != dev {

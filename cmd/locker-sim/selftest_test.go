@@ -30,15 +30,6 @@ func smallCabinet(t *testing.T) string {
 	return p
 }
 
-func buildCtl(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "lockerctl")
-	if out, err := exec.Command("go", "build", "-o", bin, "../lockerctl").CombinedOutput(); err != nil {
-		t.Fatalf("go build lockerctl: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestSelfTestThroughLockerctl runs lockerctl selftest against the
 // simulator with one jammed lock and one compartment in use.
 func TestSelfTestThroughLockerctl(t *testing.T) {
@@ -128,13 +119,13 @@ func TestSimRunsTheExampleWirings(t *testing.T) {
 			if d := s.keys("111111#"); !strings.Contains(strings.Join(d, " "), "Wrong code") {
 				t.Fatalf("display = %q", d)
 			}
-			c.wait("online", func(m msg) bool { return strings.HasSuffix(m.topic, "/status") })
+			c.wait("online", func(m msg) bool { return strings.HasSuffix(m.Topic, "/status") })
 			var res map[string]any
 			if code := s.call("POST", "/api/central/grants", map[string]any{"action": "deposit", "size": "XL",
 				"parcel_id": "BIG", "code": "565656"}, &res); code != 200 {
 				t.Fatalf("grant: %d %v", code, res)
 			}
-			c.wait("ack", func(m msg) bool { return strings.HasSuffix(m.topic, "/grants/ack") })
+			c.wait("ack", func(m msg) bool { return strings.HasSuffix(m.Topic, "/grants/ack") })
 			s.keys("565656#")
 			if n := s.waitOpenDoor(); n != want[1] {
 				t.Fatalf("the XL deposit opened %d, want %d", n, want[1])

@@ -35,7 +35,7 @@ func TestPublishedMessagesMatchTheContract(t *testing.T) {
 	c := newCentral(t, b.URL(), "central-contract", "lockers/v1/#")
 	s := startSimFast(t, b.URL(), data)
 	c.wait("online status", func(m msg) bool {
-		return m.topic == prefix+"status" && bytes.Contains(m.payload, []byte(`"online"`))
+		return m.Topic == prefix+"status" && bytes.Contains(m.Payload, []byte(`"online"`))
 	})
 	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
 	if err != nil {
@@ -45,7 +45,7 @@ func TestPublishedMessagesMatchTheContract(t *testing.T) {
 	count := func(suffix string) int {
 		n := 0
 		for _, m := range c.all() {
-			if m.topic == prefix+suffix {
+			if m.Topic == prefix+suffix {
 				n++
 			}
 		}
@@ -128,21 +128,21 @@ func TestPublishedMessagesMatchTheContract(t *testing.T) {
 
 	s.stop() // clean shutdown: the offline status
 	c.wait("offline status", func(m msg) bool {
-		return m.topic == prefix+"status" && bytes.Contains(m.payload, []byte(`"offline"`))
+		return m.Topic == prefix+"status" && bytes.Contains(m.Payload, []byte(`"offline"`))
 	})
 
 	seen := map[string]int{}
 	var types []string
 	for _, m := range c.all() {
-		name, err := ct.Validate(m.topic, m.payload)
+		name, err := ct.Validate(m.Topic, m.Payload)
 		if err != nil {
-			t.Errorf("%v\n%s", err, m.payload)
+			t.Errorf("%v\n%s", err, m.Payload)
 			continue
 		}
 		seen[name]++
 		if name == "trace" {
 			var tr wire.Trace
-			json.Unmarshal(m.payload, &tr)
+			json.Unmarshal(m.Payload, &tr)
 			if !slices.Contains(types, tr.Type) {
 				types = append(types, tr.Type)
 			}

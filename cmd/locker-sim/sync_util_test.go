@@ -2,19 +2,17 @@ package main
 
 // Helpers for the sync tests of this package (sync_contract_test.go,
 // network_sync_test.go, outbox_sync_test.go, hostile_sync_test.go): a
-// locker-sim built without -race (these tests time things), a TCP relay
-// that can cut the network, and readers for the process and its database.
+// locker-sim built without -race (these tests time things), and readers
+// for the process and its database.
 
 import (
 	"bufio"
 	"database/sql"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	stdsync "sync"
 	"testing"
 	"time"
 
@@ -23,33 +21,6 @@ import (
 	"github.com/openlocker/locker/cmd/internal/daemon"
 	"github.com/openlocker/locker/controller/wire"
 )
-
-// fastBuilt is the locker-sim binary without -race, built once per run.
-var fastBuilt struct {
-	once stdsync.Once
-	path string
-	err  error
-}
-
-func buildSimFast(t *testing.T) string {
-	t.Helper()
-	fastBuilt.once.Do(func() {
-		dir, err := os.MkdirTemp("", "locker-sim-sync")
-		if err != nil {
-			fastBuilt.err = err
-			return
-		}
-		fastBuilt.path = filepath.Join(dir, "locker-sim")
-		out, err := exec.Command("go", "build", "-o", fastBuilt.path, ".").CombinedOutput()
-		if err != nil {
-			fastBuilt.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if fastBuilt.err != nil {
-		t.Fatal(fastBuilt.err)
-	}
-	return fastBuilt.path
-}
 
 // startSimFast is startSim with the binary built without -race.
 func startSimFast(t *testing.T, broker, data string, args ...string) *sim {

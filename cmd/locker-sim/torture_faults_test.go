@@ -196,7 +196,7 @@ type faultRig struct {
 	rng    *rand.Rand
 	seed   uint64
 	s      *sim
-	c      *central // grants acks and command results
+	c      *testCentral // grants acks and command results
 	ln     *listener
 	kp     protocol.KeyPair
 	prefix string
@@ -447,11 +447,11 @@ func (r *faultRig) send(ops ...wire.GrantOp) {
 		for time.Now().Before(deadline) {
 			for _, m := range r.c.all() {
 				var ack wire.GrantsAck
-				if !strings.HasSuffix(m.topic, "/grants/ack") || json.Unmarshal(m.payload, &ack) != nil || !ack.IssuedAt.Equal(now) {
+				if !strings.HasSuffix(m.Topic, "/grants/ack") || json.Unmarshal(m.Payload, &ack) != nil || !ack.IssuedAt.Equal(now) {
 					continue
 				}
 				if ack.Applied+ack.Stale != len(ops) || len(ack.Rejected) > 0 || (try == 0 && ack.Applied != len(ops)) {
-					r.violate("grants ack %s for %d ops", m.payload, len(ops))
+					r.violate("grants ack %s for %d ops", m.Payload, len(ops))
 				}
 				return
 			}
@@ -537,9 +537,9 @@ func (r *faultRig) command(action string, n int) {
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		for _, m := range r.c.all() {
 			var res wire.CommandResult
-			if strings.HasSuffix(m.topic, "/commands/result") && json.Unmarshal(m.payload, &res) == nil && res.CommandID == id {
+			if strings.HasSuffix(m.Topic, "/commands/result") && json.Unmarshal(m.Payload, &res) == nil && res.CommandID == id {
 				if !res.OK {
-					r.violate("%s command for %02d: %s", action, n, m.payload)
+					r.violate("%s command for %02d: %s", action, n, m.Payload)
 				}
 				return
 			}

@@ -10,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
@@ -94,7 +93,7 @@ func TestTortureNetwork(t *testing.T) {
 		deadline := time.Now().Add(90 * time.Second)
 		for {
 			brokerMu.Lock()
-			c.cl.Publish(prefix+"grants", 1, false, env).WaitTimeout(5 * time.Second)
+			c.cl.Publish(prefix+"grants", env) // no ack: sent again below
 			brokerMu.Unlock()
 			sent++
 			until := time.Now().Add(3 * time.Second)
@@ -194,28 +193,16 @@ func TestTortureNetwork(t *testing.T) {
 // session that reconnects by itself, so that a broker restart loses none
 // of its acks.
 type survivingCentral struct {
-	cl   paho.Client
-	mu   stdsync.Mutex
-	acks []string
+	cl   *central.Client
+	acks *central.Recorder
 }
 
 func newSurvivingCentral(t *testing.T, broker, topic string) *survivingCentral {
 	t.Helper()
-	c := &survivingCentral{}
-	handler := func(_ paho.Client, m paho.Message) {
-		c.mu.Lock()
-		c.acks = append(c.acks, string(m.Payload()))
-		c.mu.Unlock()
-	}
-	o := paho.NewClientOptions().AddBroker(broker).SetClientID("central-torture-grants").SetCleanSession(false).
-		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
-		SetMaxReconnectInterval(300 * time.Millisecond).SetDefaultPublishHandler(handler).
-		SetOnConnectHandler(func(cl paho.Client) { cl.Subscribe(topic, 1, handler) })
-	c.cl = paho.NewClient(o)
-	if tok := c.cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("central connect: %v", tok.Error())
-	}
-	t.Cleanup(func() { c.cl.Disconnect(100) })
+	c := &survivingCentral{acks: central.NewRecorder()}
+	c.cl = central.DialTest(t, central.Options{Broker: broker, ClientID: "central-torture-grants", Persistent: true,
+		Reconnect: true, RetryInterval: 100 * time.Millisecond, MaxReconnectInterval: 300 * time.Millisecond,
+		Wait: 5 * time.Second, Subscribe: []string{topic}, OnMessage: c.acks.Record})
 	return c
 }
 
@@ -225,11 +212,9 @@ func (c *survivingCentral) has(issuedAt string) bool {
 	if err != nil {
 		return false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, a := range c.acks {
+	for _, m := range c.acks.All() {
 		var ack wire.GrantsAck
-		if json.Unmarshal([]byte(a), &ack) == nil && ack.IssuedAt.Equal(want) {
+		if json.Unmarshal(m.Payload, &ack) == nil && ack.IssuedAt.Equal(want) {
 			return true
 		}
 	}

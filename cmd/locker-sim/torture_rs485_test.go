@@ -112,7 +112,7 @@ type rs485Rig struct {
 	rng    *rand.Rand
 	seed   uint64
 	s      *sim
-	c      *central
+	c      *testCentral
 	ln     *listener
 	kp     protocol.KeyPair
 	prefix string
@@ -411,9 +411,9 @@ func (r *rs485Rig) command(action string, n int) {
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		for _, m := range r.c.all() {
 			var res wire.CommandResult
-			if strings.HasSuffix(m.topic, "/commands/result") && json.Unmarshal(m.payload, &res) == nil && res.CommandID == id {
+			if strings.HasSuffix(m.Topic, "/commands/result") && json.Unmarshal(m.Payload, &res) == nil && res.CommandID == id {
 				if !res.OK {
-					r.violate("%s command for %02d: %s", action, n, m.payload)
+					r.violate("%s command for %02d: %s", action, n, m.Payload)
 				}
 				return
 			}
@@ -632,9 +632,9 @@ func (r *rs485Rig) send(now time.Time, ops ...wire.GrantOp) {
 		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
 			for _, m := range r.c.all() {
 				var ack wire.GrantsAck
-				if strings.HasSuffix(m.topic, "/grants/ack") && json.Unmarshal(m.payload, &ack) == nil && ack.IssuedAt.Equal(now) {
+				if strings.HasSuffix(m.Topic, "/grants/ack") && json.Unmarshal(m.Payload, &ack) == nil && ack.IssuedAt.Equal(now) {
 					if ack.Applied+ack.Stale != len(ops) || len(ack.Rejected) > 0 {
-						r.violate("grants ack %s", m.payload)
+						r.violate("grants ack %s", m.Payload)
 					}
 					return
 				}

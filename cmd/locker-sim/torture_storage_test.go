@@ -85,7 +85,7 @@ func storageTorture(t *testing.T) {
 	c := newCentral(t, broker, "central-storage", prefix+"#")
 	r := &storageRig{t: t, c: c, bin: bin, broker: broker, data: data, dbDir: dbDir, prefix: prefix}
 	r.start()
-	c.wait("online status", func(m msg) bool { return m.topic == prefix+"status" && bytes.Contains(m.payload, []byte(`"online"`)) })
+	c.wait("online status", func(m msg) bool { return m.Topic == prefix+"status" && bytes.Contains(m.Payload, []byte(`"online"`)) })
 	kp, err := protocol.LoadKeyPair(filepath.Join(data, "central-dev.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +111,7 @@ func storageTorture(t *testing.T) {
 
 type storageRig struct {
 	t                        *testing.T
-	c                        *central
+	c                        *testCentral
 	s                        *sim
 	kp                       protocol.KeyPair
 	bin, broker, data, dbDir string
@@ -140,7 +140,7 @@ func (r *storageRig) grant() (id, code, pickup string) {
 	acked := func() bool {
 		for _, m := range r.c.all() {
 			var a wire.GrantsAck
-			if m.topic == r.prefix+"grants/ack" && json.Unmarshal(m.payload, &a) == nil && a.IssuedAt.Equal(now) {
+			if m.Topic == r.prefix+"grants/ack" && json.Unmarshal(m.Payload, &a) == nil && a.IssuedAt.Equal(now) {
 				return a.Applied == 1
 			}
 		}
@@ -248,7 +248,7 @@ func (r *storageRig) waitUntil(what string, d time.Duration, cond func() bool) {
 		if time.Now().After(deadline) {
 			r.t.Logf("waited for: %s", what)
 			for _, m := range r.c.all() {
-				r.t.Logf("central got %s: %.300s", m.topic, m.payload)
+				r.t.Logf("central got %s: %.300s", m.Topic, m.Payload)
 			}
 			r.t.Fatalf("%s did not happen within %s\nlocker-sim:\n%s", what, d, r.s.logs.String())
 		}

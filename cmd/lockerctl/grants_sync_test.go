@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/contract"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -22,39 +22,39 @@ import (
 // fakeLocker answers every grants envelope with an ack and every command
 // with a result, and keeps what it received.
 type fakeLocker struct {
-	mu   sync.Mutex
-	envs []paho.Message
+	envs *central.Recorder
 }
 
 func startFakeLocker(t *testing.T, url, id string) *fakeLocker {
 	t.Helper()
-	f := &fakeLocker{}
-	cl := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("fake-" + id))
-	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	t.Cleanup(func() { cl.Disconnect(50) })
-	tok := cl.SubscribeMultiple(map[string]byte{protocol.Topic(id, "grants"): 1, protocol.Topic(id, "commands"): 1}, func(c paho.Client, m paho.Message) {
-		f.mu.Lock()
-		f.envs = append(f.envs, m)
-		f.mu.Unlock()
-		if strings.HasSuffix(m.Topic(), "/grants") {
-			go c.Publish(protocol.Topic(id, "grants/ack"), 1, false, `{"issued_at":"2026-11-22T10:00:00Z","applied":1,"stale":0,"rejected":[]}`)
-			return
+	f := &fakeLocker{envs: central.NewRecorder()}
+	in := make(chan central.Message, 64)
+	cl := central.DialTest(t, central.Options{Broker: url, ClientID: "fake-" + id, Wait: 5 * time.Second,
+		Subscribe: []string{protocol.Topic(id, "grants"), protocol.Topic(id, "commands")},
+		OnMessage: func(m central.Message) {
+			f.envs.Record(m)
+			in <- m // answered below: a handler does not publish
+		}})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case m := <-in:
+				if strings.HasSuffix(m.Topic, "/grants") {
+					cl.PublishAsync(protocol.Topic(id, "grants/ack"), []byte(`{"issued_at":"2026-11-22T10:00:00Z","applied":1,"stale":0,"rejected":[]}`))
+					continue
+				}
+				cl.PublishAsync(protocol.Topic(id, "commands/result"), []byte(`{"command_id":"c-1","ok":true,"error":""}`))
+			case <-done:
+				return
+			}
 		}
-		go c.Publish(protocol.Topic(id, "commands/result"), 1, false, `{"command_id":"c-1","ok":true,"error":""}`)
-	})
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	}()
 	return f
 }
 
-func (f *fakeLocker) received() []paho.Message {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]paho.Message(nil), f.envs...)
-}
+func (f *fakeLocker) received() []central.Message { return f.envs.All() }
 
 // grant transfer, grant snapshot, put, revoke and command sign bodies that
 // match docs/asyncapi.yaml; transfer keeps the id with a higher version and
@@ -100,14 +100,14 @@ func TestGrantTransferSnapshotAndContract(t *testing.T) {
 	}
 	var bodies []wire.GrantsBody
 	for _, m := range envs {
-		if _, err := ct.Validate(m.Topic(), m.Payload()); err != nil {
-			t.Errorf("lockerctl signed an invalid message: %v\n%s", err, m.Payload())
+		if _, err := ct.Validate(m.Topic, m.Payload); err != nil {
+			t.Errorf("lockerctl signed an invalid message: %v\n%s", err, m.Payload)
 		}
-		body, _, err := protocol.Open(kp.Keyring(), m.Payload())
+		body, _, err := protocol.Open(kp.Keyring(), m.Payload)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.HasSuffix(m.Topic(), "/grants") {
+		if strings.HasSuffix(m.Topic, "/grants") {
 			var g wire.GrantsBody
 			json.Unmarshal(body, &g)
 			bodies = append(bodies, g)

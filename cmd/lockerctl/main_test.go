@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/protocol"
@@ -55,19 +53,7 @@ func TestGrantPutSignsHashesAndWaitsForTheAck(t *testing.T) {
 	if err := protocol.SaveKeyPair(keyFile, kp); err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan []byte, 1)
-	cl := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("fake-locker"))
-	if tok := cl.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer cl.Disconnect(100)
-	tok := cl.Subscribe("lockers/v1/L1/grants", 1, func(c paho.Client, m paho.Message) {
-		got <- append([]byte(nil), m.Payload()...)
-		go c.Publish("lockers/v1/L1/grants/ack", 1, false, `{"issued_at":"2026-11-22T10:00:00Z","applied":1,"stale":0,"rejected":[]}`)
-	})
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	f := startFakeLocker(t, b.URL(), "L1")
 	out, err := exec.Command(bin, "grant", "put", "-broker", b.URL(), "-locker", "L1", "-key", keyFile,
 		"-id", "g-7", "-action", "deposit", "-size", "M", "-parcel", "P1", "-holder", "13488888888",
 		"-code", "123456", "-pickup-code", "654321", "-pickup-holder", "13499996666").CombinedOutput()
@@ -77,8 +63,11 @@ func TestGrantPutSignsHashesAndWaitsForTheAck(t *testing.T) {
 	if strings.Contains(string(out), "123456") || strings.Contains(string(out), "654321") {
 		t.Fatalf("lockerctl printed a code:\n%s", out)
 	}
-	env := <-got
-	body, _, err := protocol.Open(kp.Keyring(), env)
+	envs := f.received()
+	if len(envs) != 1 || envs[0].Topic != "lockers/v1/L1/grants" {
+		t.Fatalf("the locker received %d envelopes, want 1 grants envelope", len(envs))
+	}
+	body, _, err := protocol.Open(kp.Keyring(), envs[0].Payload)
 	if err != nil {
 		t.Fatalf("envelope does not verify: %v", err)
 	}

@@ -7,14 +7,12 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
 	"github.com/openlocker/locker/sync/contract"
@@ -138,21 +136,9 @@ func TestLinkMessagesAreValid(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{})
 	const id = "610091A01"
 
-	var mu sync.Mutex
-	var got []mqtt.Message
-	o := mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("central").SetCleanSession(true)
-	ce := mqtt.NewClient(o)
-	if tok := ce.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer ce.Disconnect(50)
-	if tok := ce.Subscribe("lockers/v1/#", 1, func(_ mqtt.Client, m mqtt.Message) {
-		mu.Lock()
-		got = append(got, m)
-		mu.Unlock()
-	}); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	rec := central.NewRecorder()
+	ce := central.DialTest(t, central.Options{Broker: b.URL(), ClientID: "central", Wait: 5 * time.Second,
+		Subscribe: []string{"lockers/v1/#"}, OnMessage: rec.Record})
 
 	f := clienttest.NewBatching(id, 3)
 	link, err := client.New(client.Options{Broker: b.URL(), Keys: protocol.Keyring{"central-2026": key.Public().(ed25519.PublicKey)},
@@ -169,8 +155,8 @@ func TestLinkMessagesAreValid(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	pub := func(suffix, payload string) {
-		if tok := ce.Publish(protocol.Topic(id, suffix), 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-			t.Fatal(tok.Error())
+		if err := ce.Publish(protocol.Topic(id, suffix), []byte(payload)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	fresh := func(body string) string {
@@ -190,13 +176,12 @@ func TestLinkMessagesAreValid(t *testing.T) {
 	<-done
 	time.Sleep(200 * time.Millisecond)
 
-	mu.Lock()
-	defer mu.Unlock()
+	got := rec.All()
 	seen := map[string]int{}
 	for _, m := range got {
-		name, err := c.Validate(m.Topic(), m.Payload())
+		name, err := c.Validate(m.Topic, m.Payload)
 		if err != nil {
-			t.Errorf("invalid message on %s: %v\n%s", m.Topic(), err, m.Payload())
+			t.Errorf("invalid message on %s: %v\n%s", m.Topic, err, m.Payload)
 		}
 		seen[name]++
 	}
