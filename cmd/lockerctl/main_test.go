@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,14 +15,28 @@ import (
 	"github.com/openlocker/locker/sync/protocol"
 )
 
-func build(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "lockerctl")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+// built is lockerctl, built once by TestMain into a folder it removes.
+var built string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lockerctl-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	return bin
+	built = filepath.Join(dir, "lockerctl")
+	code := 1
+	if out, err := exec.Command("go", "build", "-o", built, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// build returns the lockerctl binary.
+func build(*testing.T) string { return built }
 
 func TestKeygenRefusesToOverwrite(t *testing.T) {
 	bin := build(t)
