@@ -209,6 +209,7 @@ func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUs
 	if err != nil {
 		return err
 	}
+	delete(c.late, n) // a new release: an earlier one's late opening is past
 	if err := c.cab.Release(n); err != nil {
 		c.lockFault(ctx, n, err.Error(), true)
 		return err
@@ -348,7 +349,12 @@ func (c *Controller) released(ctx context.Context, ev hal.Event) {
 	case errors.Is(ev.Err, hal.ErrHalted):
 		c.log.Warn("release dropped: hardware halted", "compartment", n)
 	default:
-		c.lockFault(ctx, n, ev.Err.Error(), true)
+		// hal gave up on the door: a lock board may still have acted, its
+		// status read too late (I15). An opening soon after is this
+		// release's (door).
+		if s := c.lockFault(ctx, n, ev.Err.Error(), true); s.Active() {
+			c.late[n] = lateRelease{s: s, at: c.now()}
+		}
 	}
 }
 
@@ -448,8 +454,16 @@ func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
 		}
 		s := sc.Session
 		if open {
-			res, err = c.step(tx, sc, fsm.Event{Kind: fsm.DoorOpen})
-			return err
+			ev := fsm.Event{Kind: fsm.DoorOpen}
+			if l, ok := c.late[n]; ok && !s.Active() && c.now().Sub(l.at) <= LateOpenWithin {
+				// A late unlock: the release hal gave up on opened it
+				// (lateOpen checks the compartment still fits it).
+				ev = fsm.Event{Kind: fsm.LateOpen, Session: l.s}
+			}
+			if res, err = c.step(tx, sc, ev); err != nil || ev.Kind == fsm.DoorOpen {
+				return err
+			}
+			return c.refreshReservations(tx) // its lock fault may be cleared
 		}
 		if s.Active() && s.Opened && seen && !at.IsZero() && at.Sub(openedAt) < c.opts.MinOpenTime {
 			doubted = true // the door stays open as far as the locker knows
@@ -469,6 +483,9 @@ func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
 		}
 		return c.refreshReservations(tx)
 	})
+	if open {
+		delete(c.late, n) // an opening ends the wait for one, credited or not
+	}
 	if err != nil {
 		c.log.Error("door change not recorded", "compartment", n, "open", open, "err", err)
 		return

@@ -158,6 +158,16 @@ type doorState struct {
 	// unread: compartments whose sensors had no reading at start (a lock
 	// board that did not answer), left as stored until they do (bootLate).
 	unread map[int]bool
+	// late: per compartment, the release that hal gave up on (a lock
+	// fault after its pulses) and when: its door opening within
+	// LateOpenWithin is that release's, not a forced door (door).
+	late map[int]lateRelease
+}
+
+// lateRelease is a release that ended in a lock fault (doorState.late).
+type lateRelease struct {
+	s  store.Session
+	at time.Time
 }
 
 // housekeepingState lets the tick skip its transaction while nothing is
@@ -248,7 +258,8 @@ func New(opts Options) (*Controller, error) {
 		ready:       make(chan struct{}),
 		keypadState: keypadState{rejTraced: map[string]time.Time{}},
 		doorState: doorState{openSince: map[int]time.Time{}, openedAt: map[int]time.Time{}, leftAlarm: map[int]time.Time{},
-			strays: map[int]strayBudget{}, movedOn: map[string]time.Time{}, sensorFaults: map[int]map[string]bool{}, unread: map[int]bool{}},
+			strays: map[int]strayBudget{}, movedOn: map[string]time.Time{}, sensorFaults: map[int]map[string]bool{}, unread: map[int]bool{},
+			late: map[int]lateRelease{}},
 	}
 	for _, hc := range opts.Cabinet.Compartments() {
 		c.hw[hc.Number] = hc
@@ -547,11 +558,21 @@ func (c *Controller) loadKeypadState(ctx context.Context) error {
 // a door springing open minutes later would stand open with nobody there.
 const MoveOnWithin = time.Minute
 
+// LateOpenWithin bounds how long after hal gave up on a release (lock_fault)
+// its door's opening is still that release's: a lock board whose unlock
+// reply was lost acts all the same, and its status (I15: read, never an
+// unlock sent again) may come after the confirmation window, for example
+// when the board misses a few polls. Later, or with no such release, an
+// opening is a forced door's.
+const LateOpenWithin = time.Minute
+
 // lockFault records that compartment n's door did not open after a
 // release: the compartment goes to state fault (if it held no parcel), a
 // pickup's use is given back, and a deposit moves on to the next fitting
 // compartment when moveOn and the courier is still there (MoveOnWithin).
-func (c *Controller) lockFault(ctx context.Context, n int, reason string, moveOn bool) {
+// It returns the session the fault ended: none if there was none, or if
+// the deposit moved on to another compartment.
+func (c *Controller) lockFault(ctx context.Context, n int, reason string, moveOn bool) store.Session {
 	var s store.Session
 	err := c.update(ctx, func(tx *store.Tx) error {
 		sc, err := tx.Compartment(n)
@@ -568,18 +589,18 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string, moveOn
 		c.log.Error("lock fault not recorded", "compartment", n, "err", err)
 	}
 	if !s.Active() {
-		return
+		return s
 	}
 	c.selfTestResult(ctx, n, errors.New(reason))
 	c.led(n, false)
 	c.message(msgDoorFault, two(n))
 	if s.Action != "deposit" || !moveOn || c.now().Sub(s.At) > MoveOnWithin {
-		return
+		return s
 	}
 	// A deposit moves on once per code: a cabinet whose every lock fails
 	// must not fire the coil of every fitting compartment for one code.
 	if first, moved := c.movedOn[s.GrantID]; moved && c.now().Sub(first) <= MoveOnWithin {
-		return
+		return s
 	}
 	if len(c.movedOn) >= 256 {
 		clear(c.movedOn)
@@ -593,11 +614,15 @@ func (c *Controller) lockFault(ctx context.Context, n int, reason string, moveOn
 		return err
 	})
 	if err != nil || g.Compartment != 0 || usable(g, c.now()) != nil {
-		return
+		return s
 	}
 	if err := c.use(ctx, g); err != nil {
 		c.message(msgNoFree, "")
+		return s
 	}
+	// The deposit went on at another door: a late opening of this one is
+	// nobody's (a second session of one deposit grant would record it twice).
+	return store.Session{}
 }
 
 // droppable are the routine events that go first when the outbox is full.

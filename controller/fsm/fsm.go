@@ -197,12 +197,17 @@ const (
 	// Judge: compare the occupancy reading noted quietly with what the
 	// compartment should hold, and report the difference.
 	Judge
+	// LateOpen: the door opened after its release had ended in a lock
+	// fault whose outcome the hardware could not see (a lock board's reply
+	// lost, its status read too late): Event.Session is that release's
+	// session, which the opening belongs to (not a forced door).
+	LateOpen
 )
 
 var kindNames = [...]string{Release: "release", DoorOpen: "door open", DoorClose: "door close",
 	DoorDoubted: "door doubted", ParcelChange: "parcel change", LockWorked: "lock worked", LockFailed: "lock failed",
 	SensorFailed: "sensor failed", SensorOK: "sensor ok", Enable: "enable", Disable: "disable", Expire: "expire",
-	Reserve: "reserve", Unreserve: "unreserve", Boot: "boot", Judge: "judge"}
+	Reserve: "reserve", Unreserve: "unreserve", Boot: "boot", Judge: "judge", LateOpen: "late open"}
 
 func (k Kind) String() string {
 	if k > 0 && int(k) < len(kindNames) {
@@ -214,7 +219,7 @@ func (k Kind) String() string {
 // Event is one thing that happened to a compartment.
 type Event struct {
 	Kind    Kind
-	Session Session // Release
+	Session Session // Release; LateOpen: the release that failed
 	// Open, Present: the sensors' readings (Boot: both; DoorClose and
 	// ParcelChange: Present). HasOccupancy: the compartment has an
 	// occupancy sensor at all.
@@ -347,6 +352,13 @@ func (m *machine) step(ev Event) error {
 			m.trace(wire.Trace{Type: string(DoorForced), Content: "Door " + Two(c.Number) + " opened without a release"})
 		}
 		c.Session.Opened = s.Active()
+	case LateOpen:
+		if c.DoorOpen {
+			return nil
+		}
+		if !m.lateOpen(ev.Session) {
+			return m.step(Event{Kind: DoorOpen})
+		}
 	case DoorDoubted:
 		m.trace(wire.Trace{Type: string(SensorFaulted), GrantID: s.GrantID, Actor: s.Actor, Reason: ev.Reason,
 			Content: "Door sensor " + Two(c.Number) + " contradicts the lock"})
@@ -448,6 +460,48 @@ func (m *machine) step(ev Event) error {
 		return fmt.Errorf("fsm: unknown event %v", ev.Kind)
 	}
 	return nil
+}
+
+// lateOpen credits the door's opening to failed, the session of a release
+// that ended in a lock fault before its door was seen open: the lock did
+// open, later than the hardware could tell (I15: an unlock whose reply was
+// lost is not sent again; its effect is read from the board's next
+// status). The session goes on as if the release had been confirmed: a
+// lock fault it left is cleared, a pickup takes its use again (the lock
+// fault gave it back), and the door's close records the deposit or pickup.
+// It reports false, changing nothing, when the compartment is no longer
+// fit for that session (another session, a parcel state that changed, a
+// technician's disable): the opening is then a forced door's.
+func (m *machine) lateOpen(failed Session) bool {
+	c := &m.c
+	if c.Session.Active() || !failed.Active() || c.Disabled {
+		return false
+	}
+	next := *c
+	if next.State == Faulted && next.Fault == LockFault {
+		switch {
+		case next.ParcelID != "":
+			next.State, next.Fault = Occupied, NoFault
+		case !next.ParcelPresent:
+			next.State, next.Fault = Free, NoFault
+		}
+	}
+	switch {
+	case failed.Action == Deposit && (!next.State.Empty() || next.ParcelPresent):
+		return false
+	case failed.Action.TakesParcel() && !next.State.HoldsParcel():
+		return false
+	}
+	*c = next
+	c.DoorOpen = true
+	failed.Opened = true
+	c.Session = failed
+	if failed.Action.TakesParcel() {
+		m.effect(Effect{Kind: TakeUse, GrantID: failed.GrantID})
+	}
+	m.trace(wire.Trace{Type: string(DoorOpened), GrantID: failed.GrantID, Actor: failed.Actor,
+		Content: "Door " + Two(c.Number) + " opened late, for its release (after its lock_fault)"})
+	return true
 }
 
 // release records the intent to open the compartment for s. A session in
