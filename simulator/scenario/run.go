@@ -75,7 +75,7 @@ func Run(ctx context.Context, steps []Step, o Options) ([]string, error) {
 		return nil, err
 	}
 	defer cab.Halt()
-	r := &runner{o: o, cab: cab, clock: &Clock{now: o.Start}}
+	r := &runner{o: o, cab: cab, clock: &Clock{now: o.Start}, faulty: map[string]bool{}}
 	if err := r.start(ctx); err != nil {
 		return nil, err
 	}
@@ -124,6 +124,9 @@ type runner struct {
 
 	mu  stdsync.Mutex
 	log []string
+	// faulty: the boards a board step put a fault on ("BUS1/1"), whose
+	// compartments' sensors hal cannot read meanwhile (halAgrees).
+	faulty map[string]bool
 }
 
 // Reply timings of the simulated RS485 buses in scenarios (wiring
@@ -272,9 +275,19 @@ func (r *runner) settle(ctx context.Context) error {
 
 // halAgrees says whether hal's debounced readings are what the simulated
 // sensors read now (the physical truth, or what an injected fault makes a
-// door sensor say).
+// door sensor say). A compartment on a board with a bus fault is left out:
+// hal keeps its last reading until the board answers again.
 func (r *runner) halAgrees() bool {
+	unreadable := map[int]bool{}
+	for _, wc := range r.o.Wiring.Compartments {
+		if wc.Bus != "" && r.faulty[fmt.Sprintf("%s/%d", wc.Bus, wc.Board)] {
+			unreadable[wc.Number] = true
+		}
+	}
 	for _, c := range r.cab.Snapshot().Compartments {
+		if unreadable[c.Number] {
+			continue
+		}
 		want := c.Door == simulator.DoorOpen
 		switch c.Fault {
 		case simulator.FaultSensorStuckOpen:
@@ -406,6 +419,7 @@ func (r *runner) board(st Step) error {
 	if err := bus.SetFault(addr, f); err != nil {
 		return err
 	}
+	r.faulty[fmt.Sprintf("%s/%d", st.Args[0], addr)] = f != simrs485.FaultNone
 	if r.cancel == nil {
 		return nil
 	}
