@@ -1,4 +1,4 @@
-package central_test
+package central
 
 import (
 	"errors"
@@ -7,7 +7,6 @@ import (
 
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/brokertest"
-	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
@@ -15,15 +14,15 @@ import (
 // topic; a client without a key refuses to send; the recorder keeps the
 // messages in order, its Wait finds them and gives up after its time-out.
 func TestSendSignsAndTheRecorderWaits(t *testing.T) {
+	locker := NewRecorder()
 	b := brokertest.Start(t, brokertest.Options{})
 	kp, err := protocol.GenerateKeyPair("central-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	locker := central.NewRecorder()
-	central.DialTest(t, central.Options{Broker: b.URL(), ClientID: "locker-side", Subscribe: []string{protocol.Topic("L1", "+")},
+	DialTest(t, Options{Broker: b.URL(), ClientID: "locker-side", Subscribe: []string{protocol.Topic("L1", "+")},
 		OnMessage: locker.Record})
-	c := central.DialTest(t, central.Options{Broker: b.URL(), ClientID: "central-side", Key: kp})
+	c := DialTest(t, Options{Broker: b.URL(), ClientID: "central-side", Key: kp})
 
 	now := time.Now().UTC().Truncate(time.Second)
 	body := wire.GrantsBody{Kind: "grants", LockerID: "L1", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Ops: []wire.GrantOp{}}
@@ -33,7 +32,7 @@ func TestSendSignsAndTheRecorderWaits(t *testing.T) {
 	if err := c.Publish(protocol.Topic("L1", protocol.SuffixCommands), []byte("not an envelope")); err != nil {
 		t.Fatal(err)
 	}
-	m, ok := locker.Wait(10*time.Second, func(m central.Message) bool { return m.Topic == protocol.Topic("L1", protocol.SuffixCommands) })
+	m, ok := locker.Wait(10*time.Second, func(m Message) bool { return m.Topic == protocol.Topic("L1", protocol.SuffixCommands) })
 	if !ok || string(m.Payload) != "not an envelope" {
 		t.Fatalf("the raw publish: %v %q", ok, m.Payload)
 	}
@@ -49,11 +48,11 @@ func TestSendSignsAndTheRecorderWaits(t *testing.T) {
 		t.Fatalf("the grants body: %v %+v", err, g)
 	}
 
-	nokey := central.DialTest(t, central.Options{Broker: b.URL(), ClientID: "no-key"})
-	if err := nokey.Send("L1", protocol.SuffixGrants, body); !errors.Is(err, central.ErrNoKey) {
+	nokey := DialTest(t, Options{Broker: b.URL(), ClientID: "no-key"})
+	if err := nokey.Send("L1", protocol.SuffixGrants, body); !errors.Is(err, ErrNoKey) {
 		t.Fatalf("Send without a key: %v", err)
 	}
-	if _, ok := locker.Wait(100*time.Millisecond, func(central.Message) bool { return false }); ok {
+	if _, ok := locker.Wait(100*time.Millisecond, func(Message) bool { return false }); ok {
 		t.Fatal("Wait accepted nothing it was asked for")
 	}
 	if n := len(locker.All()); n != 2 {
@@ -66,17 +65,17 @@ func TestSendSignsAndTheRecorderWaits(t *testing.T) {
 // them back.
 func TestReconnectSubscribesAgain(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{NoPersistence: true})
-	rec := central.NewRecorder()
-	central.DialTest(t, central.Options{Broker: b.URL(), ClientID: "central-reconnect", Reconnect: true,
+	rec := NewRecorder()
+	DialTest(t, Options{Broker: b.URL(), ClientID: "central-reconnect", Reconnect: true,
 		RetryInterval: 50 * time.Millisecond, MaxReconnectInterval: 200 * time.Millisecond,
 		Subscribe: []string{protocol.Topic("+", protocol.SuffixTraces)}, OnMessage: rec.Record})
-	locker := central.DialTest(t, central.Options{Broker: b.URL(), ClientID: "locker", Reconnect: true,
+	locker := DialTest(t, Options{Broker: b.URL(), ClientID: "locker", Reconnect: true,
 		RetryInterval: 50 * time.Millisecond, MaxReconnectInterval: 200 * time.Millisecond})
 	trace := []byte(`{"event_id":"L1-1","seq":1,"type":"started"}`)
 	if err := locker.Publish(protocol.Topic("L1", protocol.SuffixTraces), trace); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := rec.Wait(10*time.Second, central.Message.IsTrace); !ok {
+	if _, ok := rec.Wait(10*time.Second, Message.IsTrace); !ok {
 		t.Fatal("no trace before the restart")
 	}
 	b.Restart(t)
@@ -84,7 +83,7 @@ func TestReconnectSubscribesAgain(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		locker.Publish(protocol.Topic("L1", protocol.SuffixTraces), []byte(`{"event_id":"L1-2","seq":2,"type":"door_opened"}`))
-		if _, ok := rec.Wait(200*time.Millisecond, func(m central.Message) bool { return len(rec.All()) >= 2 }); ok {
+		if _, ok := rec.Wait(200*time.Millisecond, func(m Message) bool { return len(rec.All()) >= 2 }); ok {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -92,12 +91,12 @@ func TestReconnectSubscribesAgain(t *testing.T) {
 		}
 	}
 	locker.Publish(protocol.Topic("L1", protocol.SuffixTraces), trace) // a duplicate
-	rec.Wait(10*time.Second, func(central.Message) bool { return len(rec.All()) >= 3 })
+	rec.Wait(10*time.Second, func(Message) bool { return len(rec.All()) >= 3 })
 	trs, err := rec.Traces()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := central.Distinct(trs)
+	d := Distinct(trs)
 	if len(trs) < 3 || len(d) != 2 || d[0].EventID != "L1-1" || d[1].EventID != "L1-2" {
 		t.Fatalf("traces %+v, distinct %+v", trs, d)
 	}
