@@ -172,6 +172,7 @@ func TestFleetBenchInProcesses(t *testing.T) {
 		"idle CPU ",
 		"100.0%\n",
 		"9 of 9 lost the broker, 0 still down",
+		"stopped          all 9 lockers", // each process said how long its lockers took (@parcels)
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the report lacks %q", want)
@@ -185,5 +186,19 @@ func TestFleetCurve(t *testing.T) {
 	got := strings.Join(curve(rs, 4), ", ")
 	if want := "0.5s 25.0%, 1s 50.0%, 2s 75.0%, 3s 75.0%, 5s 100.0%"; got != want {
 		t.Errorf("curve %q, want %q", got, want)
+	}
+}
+
+// Above fleetBig lockers the default parcel rate is the fleet's, not each
+// locker's: 10,000 lockers each with a parcel every 30 s were more than
+// two cores could carry.
+func TestFleetDefaultInterval(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		want time.Duration
+	}{{1, 30 * time.Second}, {fleetBig, 30 * time.Second}, {fleetBig + 1, 50050 * time.Millisecond}, {10000, 500 * time.Second}} {
+		if got := defaultInterval(c.n); got != c.want {
+			t.Errorf("defaultInterval(%d) = %v, want %v", c.n, got, c.want)
+		}
 	}
 }

@@ -9,12 +9,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/url"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +60,8 @@ type fleetBenchResult struct {
 	brokerIdleCPU     time.Duration // Mosquitto's over idleFor (0: embedded or external)
 	deposits, pickups int64
 	failed            int
+	failures          map[string]int // failed parcels by reason
+	stopped           time.Duration  // the lockers' shut-down (the longest process's)
 	// The broker's restart: outage, reconnect times after its return
 	// (sorted), lockers that lost it and lockers still down at the end.
 	restarted  bool
@@ -104,11 +110,19 @@ func (f *fleet) bench(parent context.Context) error {
 		m := measure()
 		cancel()
 		wg.Wait()
+		t0 := time.Now()
 		err = errors.Join(err, f.stop())
+		r.stopped = time.Since(t0)
 		f.finalReport(f.out, m)
 		r.deposits, r.pickups, r.failed = f.deposits.Load(), f.pickups.Load(), f.failedTotal()
+		f.failMu.Lock()
+		r.failures = maps.Clone(f.failures)
+		f.failMu.Unlock()
 		if f.o.Child {
-			fmt.Fprintf(f.proto, "@parcels %d %d %d\n", r.deposits, r.pickups, r.failed)
+			// The reasons first: the parent reads them once it has @parcels.
+			js, _ := json.Marshal(r.failures)
+			fmt.Fprintf(f.proto, "@failures %s\n", url.QueryEscape(string(js)))
+			fmt.Fprintf(f.proto, "@parcels %d %d %d %d\n", r.deposits, r.pickups, r.failed, r.stopped.Milliseconds())
 		} else {
 			r.print(f.out, f.o, f.brokerName())
 		}
@@ -317,6 +331,18 @@ func (r fleetBenchResult) print(out io.Writer, o fleetOptions, broker string) {
 	fmt.Fprintf(out, "  connected        %d (all %d within %.1f s of the start)\n", r.connected, r.n, r.connectedIn.Seconds())
 	fmt.Fprintf(out, "  parcels          %d deposited, %d picked up, %d failed in %v of traffic (a parcel every %v per locker)\n",
 		r.deposits, r.pickups, r.failed, o.Bench, o.Interval)
+	reasons := slices.Sorted(maps.Keys(r.failures))
+	for i, why := range reasons {
+		label := "                "
+		if i == 0 {
+			label = "  failed          "
+		}
+		fmt.Fprintf(out, "%s %d× %s\n", label, r.failures[why], why)
+	}
+	if r.stopped > 0 {
+		fmt.Fprintf(out, "  stopped          all %d lockers %.1f s after the end (the slowest process; at most %v)\n",
+			r.n, r.stopped.Seconds(), fleetStopWait((r.n+r.procs-1)/r.procs))
+	}
 	if r.idleFor == 0 {
 		fmt.Fprintln(out, "  idle             not measured")
 		return

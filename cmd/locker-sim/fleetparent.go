@@ -16,15 +16,19 @@ package main
 // locker of theirs is connected; "@settled" once the traffic has stopped and
 // settled; then, after the parent writes "back UNIXNANO" on their stdin
 // (the broker is back), "@reconnects LOST OPEN OUTAGE_MS MS…" and
-// "@parcels DEPOSITED PICKED_UP FAILED" before they exit. Their logs and
+// "@failures JSON" (the failed parcels by reason, query-escaped) and
+// "@parcels DEPOSITED PICKED_UP FAILED STOP_MS" (STOP_MS: how long its
+// lockers took to stop) before they exit. Their logs and
 // reports go to DataDir/fleet-child-N.log.
 
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,7 +97,7 @@ func runFleetParent(ctx context.Context, o fleetOptions) error {
 		o.First = 1
 	}
 	if o.Interval <= 0 {
-		o.Interval = 30 * time.Second
+		o.Interval = defaultInterval(o.N)
 	}
 	if o.Idle <= 0 {
 		o.Idle = 30 * time.Second
@@ -316,15 +320,32 @@ func runFleetParent(ctx context.Context, o fleetOptions) error {
 		return err
 	}
 	slices.Sort(r.reconnects)
-	if err := await("@parcels", 2*time.Minute, func(_ *fleetChild, f []string) error {
-		if len(f) < 3 {
+	r.failures = map[string]int{}
+	if err := await("@parcels", 2*time.Minute+fleetStopWait(per), func(c *fleetChild, f []string) error {
+		if len(f) < 4 {
 			return errors.New("short line")
 		}
 		d, err1 := strconv.ParseInt(f[0], 10, 64)
 		p, err2 := strconv.ParseInt(f[1], 10, 64)
 		n, err3 := strconv.Atoi(f[2])
+		ms, err4 := strconv.ParseInt(f[3], 10, 64)
 		r.deposits, r.pickups, r.failed = r.deposits+d, r.pickups+p, r.failed+n
-		return errors.Join(err1, err2, err3)
+		r.stopped = max(r.stopped, time.Duration(ms)*time.Millisecond)
+		// @failures came before @parcels.
+		if why := said[c.i]["@failures"]; len(why) == 1 {
+			var m map[string]int
+			js, err := url.QueryUnescape(why[0])
+			if err == nil {
+				err = json.Unmarshal([]byte(js), &m)
+			}
+			if err != nil {
+				return fmt.Errorf("@failures: %w", err)
+			}
+			for k, v := range m {
+				r.failures[k] += v
+			}
+		}
+		return errors.Join(err1, err2, err3, err4)
 	}); err != nil {
 		return err
 	}
