@@ -18,15 +18,6 @@ import (
 	"github.com/openlocker/locker/hal"
 )
 
-// fakeClock is left for keypad_fuzz_test.go until it moves to clocktest.
-type fakeClock struct {
-	mu  stdsync.Mutex
-	now time.Time
-}
-
-func (f *fakeClock) Now() time.Time          { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
-func (f *fakeClock) Advance(d time.Duration) { f.mu.Lock(); defer f.mu.Unlock(); f.now = f.now.Add(d) }
-
 // fakeCabinet is an in-memory hal.Cabinet. Its events channel is unbuffered,
 // so a send returns only once the controller's loop has taken the event.
 type fakeCabinet struct {

@@ -45,6 +45,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/controller/clocktest"
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
@@ -133,7 +134,7 @@ type kpRig struct {
 	dir    string
 	st     *store.Store
 	cab    *fakeCabinet
-	clock  *fakeClock
+	clock  *clocktest.Clock
 	c      *Controller
 	done   chan error
 	log    *logtest.Buffer // every line the controller logs
@@ -150,7 +151,7 @@ func newKPRig() (*kpRig, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &kpRig{dir: dir, cab: newFakeCabinet("S M L"), clock: &fakeClock{now: t0}, log: &logtest.Buffer{}}
+	k := &kpRig{dir: dir, cab: newFakeCabinet("S M L"), clock: clocktest.New(t0), log: &logtest.Buffer{}}
 	k.cab.parcel[1] = true
 	k.ctx, k.cancel = context.WithCancel(context.Background())
 	st, err := store.Open(k.ctx, filepath.Join(dir, "locker.db"))
@@ -218,9 +219,7 @@ func (k *kpRig) close() {
 // input changed (its model says which), unless that input did not finish.
 // The keypad's saved counters need no reset: they are read only at start.
 func (k *kpRig) reset() error {
-	k.clock.mu.Lock()
-	k.clock.now = t0
-	k.clock.mu.Unlock()
+	k.clock.Set(t0)
 	k.cab.mu.Lock()
 	k.cab.releases = nil
 	k.cab.mu.Unlock()
