@@ -142,8 +142,7 @@ func TestLinkMessagesAreValid(t *testing.T) {
 
 	f := clienttest.NewBatching(id, 3)
 	link, err := client.New(client.Options{Broker: b.URL(), Keys: protocol.Keyring{"central-2026": key.Public().(ed25519.PublicKey)},
-		Locker: f, Logger: slog.New(slog.DiscardHandler), Software: "test", StatusEvery: 50 * time.Millisecond,
-		CompartmentsEvery: 50 * time.Millisecond})
+		Locker: f, Logger: slog.New(slog.DiscardHandler), Software: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
