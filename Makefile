@@ -79,9 +79,8 @@ cross: ## CGO_ENABLED=0 builds of lockerd and lockerctl for linux/arm (GOARM 6 a
 	@ls -l $(BIN)/*-linux-*
 
 .PHONY: bench
-bench: ## run the benchmarks and print one table: each figure beside its baseline measured in the same run, the ratio and the target; then make fleet (needs mosquitto)
-	$(GO) run ./cmd/internal/benchtable $(BENCHFLAGS)
-	$(MAKE) --no-print-directory fleet
+bench: ## run the benchmarks and print one table: each figure beside its baseline measured in the same run, the ratio and the target; the soak, the fleet (FLEET_N lockers, needs mosquitto) and one table of years, wear and fleet side by side
+	$(GO) run ./cmd/internal/benchtable $(BENCHFLAGS) -fleet $(FLEET_N) -fleet-traffic $(FLEET_TRAFFIC) -fleet-idle $(FLEET_IDLE)
 
 # The fleet benchmark: FLEET_N simulated lockers (the real daemon on simulated cabinets) against
 # a Mosquitto of their own on 127.0.0.1, every locker connected and trading parcels for

@@ -9,7 +9,12 @@
 //
 // After the table, the soak (controller's BenchmarkSoak: years of service
 // on a fake clock, -soak-years, default 5; 0.2 with -short) is printed as a
-// table of its own: year 0 (day 7), year 1 and the end, side by side.
+// table of its own: year 0 (day 7), year 1 and the end, side by side. The
+// fleet benchmark (locker-sim -fleet 10000 -fleet-bench against a
+// Mosquitto of its own, as make fleet runs it; -fleet N, 0 for none) runs
+// last, and one table gathers the figures of issue 12: the soak at year 0,
+// 1 and 5, the wear of a parcel, and the fleet's memory, idle CPU and
+// reconnect curve.
 //
 // Each benchmark is run with `go test -run '^$' -bench '^NAME$' -benchtime
 // Nx` and read from its b.ReportMetric columns. A benchmark that is not in
@@ -133,7 +138,15 @@ func main() {
 	timeout := flag.Duration("timeout", 10*time.Minute, "time-out of each go test run")
 	verbose := flag.Bool("v", false, "show each go command and its output")
 	flag.Float64Var(&soakYears, "soak-years", soakYears, "years of service the soak simulates (BenchmarkSoak; -short: 0.2)")
+	var fl fleetFlags
+	flag.IntVar(&fl.n, "fleet", 10000, "lockers of the fleet benchmark (locker-sim -fleet-bench, needs mosquitto; 0: none)")
+	flag.DurationVar(&fl.traffic, "fleet-traffic", time.Minute, "the fleet's time trading parcels")
+	flag.DurationVar(&fl.idle, "fleet-idle", 30*time.Second, "the fleet's idle CPU measurement")
+	flag.StringVar(&fl.mosquitto, "fleet-mosquitto", "mosquitto", "the mosquitto binary the fleet starts as its broker")
 	flag.Parse()
+	if *short {
+		fl.n, fl.traffic, fl.idle = min(fl.n, 300), min(fl.traffic, 10*time.Second), min(fl.idle, 5*time.Second)
+	}
 	var re *regexp.Regexp
 	if *only != "" {
 		var err error
@@ -152,8 +165,8 @@ func main() {
 
 	started := time.Now()
 	var lines [][]string
-	var soak map[string]float64
-	var soakStatus string
+	var soak, wear map[string]float64
+	var soakStatus, wearStatus string
 	for _, b := range append(benches, soakBench) {
 		name := b.find(r.root)
 		if re != nil && !re.MatchString(strings.Join(b.names, " ")) {
@@ -185,9 +198,25 @@ func main() {
 			soak, soakStatus = metrics, status
 			continue
 		}
+		if b.names[0] == "BenchmarkWear" {
+			wear, wearStatus = metrics, status
+		}
 		for _, rw := range b.rows {
 			lines = append(lines, rw.line(metrics, status))
 		}
+	}
+	var fleet fleetResult
+	fleetStatus := "not run (-fleet 0)"
+	if fl.n > 0 && (re == nil || re.MatchString("fleet")) {
+		fmt.Fprintf(os.Stderr, "benchtable: the fleet of %d lockers (minutes) …\n", fl.n)
+		t0 := time.Now()
+		var err error
+		fleet, err = r.runFleet(fl)
+		fleetStatus = ""
+		if err != nil {
+			fleetStatus = "failed: " + err.Error()
+		}
+		fmt.Fprintf(os.Stderr, "benchtable: the fleet took %v\n", time.Since(t0).Round(time.Second))
 	}
 	if re == nil || re.MatchString("binary") {
 		fmt.Fprintln(os.Stderr, "benchtable: cross-building ./cmd/lockerd …")
@@ -211,6 +240,7 @@ func main() {
 	if re == nil || re.MatchString(strings.Join(soakBench.names, " ")) {
 		printSoak(os.Stdout, soak, soakStatus)
 	}
+	printSummary(os.Stdout, soak, soakStatus, wear, wearStatus, fleet, fleetStatus)
 	fmt.Printf("run %s, %v, on %s\n", started.UTC().Format("2006-01-02 15:04 MST"), time.Since(started).Round(time.Second), machine.Describe())
 }
 
