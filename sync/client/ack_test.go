@@ -2,14 +2,14 @@ package client_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
-	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -56,36 +56,45 @@ func TestGrantsRedeliveredWhenNotApplied(t *testing.T) {
 	}
 }
 
-// A flood of junk on the grants topic: the link acknowledges only what it
-// has handled, so Mosquitto holds most of the flood back; what still
-// overflows the inbox is not acknowledged, and once the flood is over the
-// link reconnects and the broker delivers it again. A good envelope after
-// the flood is applied.
+// A flood of junk on the grants topic while the locker has not handled the
+// first message yet: the link acknowledges only what it has handled, so
+// Mosquitto holds the flood back at its in-flight window (20), and the
+// link's inbox (64) does not overflow: nothing is dropped.
+//
+// What happens once the locker handles them is not asserted here: Mosquitto
+// 2.0.11 then sends past its window (and sends some messages again), the
+// inbox overflows, and the dropped messages come back only after the
+// link's reconnect 5 s after the last drop, round after round (30 to 40 s
+// for this flood). That the link drops without acknowledging, reconnects
+// once the flood is over and then handles every message exactly once is
+// TestRedeliveryAfterDropsOnTheFakeClock's; that Mosquitto delivers
+// unacknowledged messages again on the next connection is
+// TestGrantsRedeliveredWhenNotApplied's.
 //
 // The broker's queue is unbounded here (max_queued_messages 0): with the
-// default 1000 it dropped a varying part of the flood (1,850 to 2,150 of
-// 3,000 reached the locker), and no count of what must arrive held.
+// default 1000 it dropped a varying part of the flood.
 func TestJunkFloodIsThrottledByTheBroker(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{Extra: []string{"max_queued_messages 0"}})
-	f := clienttest.New(lockerID, 2)
-	link, _, logs := startLink(t, b.URL(), f, func(o *client.Options) { o.RedeliverAfter = 300 * time.Millisecond })
+	f := &gateLocker{Locker: clienttest.New(lockerID, 2), open: make(chan struct{})}
+	link, stop, _ := startLink(t, b.URL(), f, nil)
 	ce := newCentral(t, b.URL())
 	const flood = 3000
+	var toks []mqtt.Token
 	for i := range flood {
-		tok := ce.c.Publish(protocol.Topic(lockerID, protocol.SuffixGrants), 1, false, []byte(`{"key_id":"x","body":"%%%","sig":"`+string(rune('a'+i%26))+`"}`))
-		if i%500 == 499 {
-			tok.WaitTimeout(5 * time.Second)
+		toks = append(toks, ce.c.Publish(protocol.Topic(lockerID, protocol.SuffixGrants), 1, false,
+			[]byte(`{"key_id":"x","body":"%%%","sig":"`+string(rune('a'+i%26))+`"}`)))
+	}
+	for _, tok := range toks { // the broker holds the whole flood
+		if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+			t.Fatalf("central publish: %v", tok.Error())
 		}
 	}
-	ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, grants(time.Now(), 1)))
-	waittest.For(t, 20*time.Second, func() bool { return len(f.Grants()) == 1 }, "the good envelope after the flood")
-	if d := link.Dropped(); d > 0 {
-		waittest.For(t, 5*time.Second, func() bool {
-			return strings.Contains(logs.String(), "delivers the dropped messages again") && link.Connected()
-		}, "a reconnect for the %d dropped messages", d)
+	waittest.For(t, 5*time.Second, func() bool { return f.waiting.Load() }, "the first message to reach the locker")
+	if d := link.Dropped(); d != 0 {
+		t.Fatalf("%d messages dropped while the first one was being handled: the broker did not hold the flood back", d)
 	}
-	// Every message reaches the locker, the dropped ones redelivered.
-	waittest.For(t, 20*time.Second, func() bool { return len(f.Rejections()) >= flood }, "every junk message to be handled")
-	t.Logf("%d junk messages sent, %d dropped from the inbox and delivered again, %d handled",
-		flood, link.Dropped(), len(f.Rejections()))
+	stop()
+	if n := len(f.Rejections()); n != 0 {
+		t.Errorf("%d messages handled by a locker that handled none", n)
+	}
 }

@@ -48,7 +48,7 @@ func TestFleetReconnectsSpreadOut(t *testing.T) {
 	for i := range fleet {
 		link, err := client.New(client.Options{Broker: b.URL(), Keys: keys, Locker: clienttest.New(fmt.Sprintf("F%02d", i), 1),
 			Logger:     slog.New(connectLog{&mu, &conns[i]}),
-			BackoffMin: 100 * time.Millisecond, BackoffMax: 3 * time.Second, StableAfter: time.Minute})
+			BackoffMin: 100 * time.Millisecond, BackoffMax: 3 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

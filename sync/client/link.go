@@ -30,6 +30,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,12 +68,18 @@ const (
 	// readAhead is how many outbox events the drain reads at once.
 	readAhead = 256
 
-	defaultBackoffMin     = time.Second
-	defaultBackoffMax     = 5 * time.Minute
-	defaultStableAfter    = 30 * time.Second
-	defaultStatusEvery    = 10 * time.Second
-	defaultCompartEvery   = time.Second
-	defaultDrainEvery     = 15 * time.Second
+	defaultBackoffMin = time.Second
+	defaultBackoffMax = 5 * time.Minute
+	// stableAfter is how long a connection must stay up for the reconnect
+	// back-off to start again from BackoffMin.
+	stableAfter = 30 * time.Second
+	// statusEvery and compartmentsEvery are the least time between two
+	// status messages and between two compartments messages.
+	statusEvery       = 10 * time.Second
+	compartmentsEvery = time.Second
+	// drainEvery is the safety-net poll of the outbox, for events appended
+	// without a signal or not read after an error.
+	drainEvery            = 15 * time.Second
 	connectTimeout        = 20 * time.Second
 	writeTimeout          = 10 * time.Second
 	pingTimeout           = 10 * time.Second
@@ -79,13 +87,16 @@ const (
 	subscribeTimeout      = 15 * time.Second
 	shutdownTimeout       = 2 * time.Second
 	dropLogEvery          = 5 * time.Second
-	defaultRedeliverAfter = 5 * time.Second
 	disconnectQuiesceMsec = 250
-	// defaultRetryMin and defaultRetryMax bound the wait before a grants envelope
-	// whose apply failed for a transient reason is tried again: it doubles
-	// from defaultRetryMin up to defaultRetryMax.
-	defaultRetryMin = time.Second
-	defaultRetryMax = 30 * time.Second
+	// redeliverAfter is how long no received message must have been
+	// dropped before the link reconnects to have the dropped ones
+	// delivered again.
+	redeliverAfter = 5 * time.Second
+	// retryMin and retryMax bound the wait before a grants envelope whose
+	// apply failed for a transient reason is tried again: it doubles from
+	// retryMin up to retryMax.
+	retryMin = time.Second
+	retryMax = 30 * time.Second
 )
 
 // notApplied is the error of every op of a grants envelope that the
@@ -132,23 +143,11 @@ type Options struct {
 	Transient func(error) bool
 
 	// BackoffMin and BackoffMax bound the reconnect back-off (defaults 1 s and
-	// 5 min, as docs/protocol.md says); StableAfter is how long a connection must
-	// stay up for the back-off to start again from BackoffMin (default 30 s).
-	// Tests shorten them.
-	BackoffMin, BackoffMax, StableAfter time.Duration
-	// StatusEvery, CompartmentsEvery and DrainEvery are for tests: the least
-	// time between two status messages (default 10 s), between two
-	// compartments messages (default 1 s), and the safety-net poll of the
-	// outbox (default 15 s).
-	StatusEvery, CompartmentsEvery, DrainEvery time.Duration
-	// RedeliverAfter is for tests: how long no received message must have
-	// been dropped before the link reconnects to have the dropped ones
-	// delivered again (default 5 s).
-	RedeliverAfter time.Duration
-	// RetryMin and RetryMax are for tests: the first wait before a grants
-	// envelope whose apply failed for a transient reason is tried again
-	// (default 1 s), and the longest, as it doubles (default 30 s).
-	RetryMin, RetryMax time.Duration
+	// 5 min, as docs/protocol.md says). The back-off starts again from
+	// BackoffMin after a connection that stayed up for 30 s. locker-sim's
+	// fleet and the tests against a real broker shorten them; the link's
+	// other timings are fixed (the tests run them on a fake clock).
+	BackoffMin, BackoffMax time.Duration
 }
 
 // topics are this locker's topics.
@@ -165,7 +164,11 @@ type Link struct {
 	will  []byte // the offline status: last will and clean-shutdown message
 	inbox chan inbound
 
-	redeliverAfter time.Duration // quiet spell before a reconnect for dropped messages
+	// dial, when set, opens every connection instead of the network (the
+	// tests' in-memory broker); rnd, when set, is the back-off's random
+	// source. See export_test.go.
+	dial func() (net.Conn, error)
+	rnd  func(n int64) int64
 
 	running     atomic.Bool
 	connected   atomic.Bool
@@ -246,18 +249,8 @@ func New(opts Options) (*Link, error) {
 	}
 	def(&opts.BackoffMin, defaultBackoffMin)
 	def(&opts.BackoffMax, defaultBackoffMax)
-	def(&opts.StableAfter, defaultStableAfter)
-	def(&opts.StatusEvery, defaultStatusEvery)
-	def(&opts.CompartmentsEvery, defaultCompartEvery)
-	def(&opts.DrainEvery, defaultDrainEvery)
-	def(&opts.RedeliverAfter, defaultRedeliverAfter)
-	def(&opts.RetryMin, defaultRetryMin)
-	def(&opts.RetryMax, defaultRetryMax)
 	if opts.BackoffMax < opts.BackoffMin {
 		return nil, errors.New("client: BackoffMax is less than BackoffMin")
-	}
-	if opts.RetryMax < opts.RetryMin {
-		return nil, errors.New("client: RetryMax is less than RetryMin")
 	}
 	opts.LockerID = id
 	opts.Keys = maps.Clone(opts.Keys)
@@ -282,9 +275,8 @@ func New(opts Options) (*Link, error) {
 			status:         protocol.Topic(id, protocol.SuffixStatus),
 			compartments:   protocol.Topic(id, protocol.SuffixCompartments),
 		},
-		will:           will,
-		inbox:          make(chan inbound, InboxSize),
-		redeliverAfter: opts.RedeliverAfter,
+		will:  will,
+		inbox: make(chan inbound, InboxSize),
 	}, nil
 }
 
@@ -311,7 +303,10 @@ func (l *Link) Run(ctx context.Context) error {
 	}()
 	defer wg.Wait()
 
-	bo := newBackoff(l.opts.BackoffMin, l.opts.BackoffMax, l.opts.StableAfter)
+	bo := newBackoff(l.opts.BackoffMin, l.opts.BackoffMax, stableAfter)
+	if l.rnd != nil {
+		bo.rnd = l.rnd
+	}
 	for immediate := true; ; {
 		if !immediate {
 			d := bo.next()
@@ -372,6 +367,9 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 		})
 	if l.opts.TLS != nil {
 		o.SetTLSConfig(l.opts.TLS)
+	}
+	if l.dial != nil {
+		o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) { return l.dial() })
 	}
 	if l.opts.Username != "" {
 		o.SetUsername(l.opts.Username)
@@ -516,7 +514,7 @@ wait:
 			// once the flood is over, reconnect so the broker delivers them
 			// again.
 			if n := s.drops.Load(); n > 0 && len(l.inbox) == 0 &&
-				time.Since(time.Unix(0, s.lastDrop.Load())) >= l.redeliverAfter {
+				time.Since(time.Unix(0, s.lastDrop.Load())) >= redeliverAfter {
 				l.log.Warn("reconnecting so that the broker delivers the dropped messages again", "dropped", n)
 				redeliver = true
 				l.drop(s)
@@ -762,7 +760,7 @@ func (l *Link) applyGrants(ctx context.Context, s *session, g *wire.GrantsBody) 
 	if s != nil {
 		lost = s.lost
 	}
-	wait := l.opts.RetryMin
+	wait := retryMin
 	var firstErr error
 	for attempt := 1; ; attempt++ {
 		ack, err := l.opts.Locker.ApplyGrants(ctx, g)
@@ -796,7 +794,7 @@ func (l *Link) applyGrants(ctx context.Context, s *session, g *wire.GrantsBody) 
 			return ack, errNotHandled
 		case <-t.C:
 		}
-		wait = min(2*wait, l.opts.RetryMax)
+		wait = min(2*wait, retryMax)
 		if !l.opts.Now().Before(g.ExpiresAt) {
 			return ack, protocol.ErrExpired
 		}

@@ -44,7 +44,7 @@ func (l *Link) drain(ctx context.Context, s *session) {
 		defer cancel()
 		l.flushAcks(fctx, batcher, &acks)
 	}()
-	tick := time.NewTicker(l.opts.DrainEvery)
+	tick := time.NewTicker(drainEvery)
 	defer tick.Stop()
 	flushT := time.NewTimer(time.Hour)
 	defer flushT.Stop()

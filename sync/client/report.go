@@ -32,11 +32,11 @@ func (t *throttle) due(now time.Time) (bool, time.Duration) {
 
 // report publishes the retained status and compartments on s: at once, then
 // after every change signalled by the controller, at most once per
-// StatusEvery and CompartmentsEvery. A failed publish is retried at the next
+// statusEvery and compartmentsEvery. A failed publish is retried at the next
 // slot.
 func (l *Link) report(ctx context.Context, s *session) {
-	status := throttle{every: l.opts.StatusEvery, dirty: true}
-	comps := throttle{every: l.opts.CompartmentsEvery, dirty: true}
+	status := throttle{every: statusEvery, dirty: true}
+	comps := throttle{every: compartmentsEvery, dirty: true}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {

