@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
+	"github.com/openlocker/locker/simulator/logtest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/protocol"
 )
@@ -237,7 +238,7 @@ func (b *fakeBroker) unackedCount() int {
 // startFakeLink runs a link for f on a new fake broker until the test ends
 // (or stop is called), with the link's default timings. It must be called
 // inside a synctest bubble; it returns once the link is connected.
-func startFakeLink(t *testing.T, f client.Locker, mod func(*client.Options)) (link *client.Link, b *fakeBroker, stop func(), logs *syncBuffer) {
+func startFakeLink(t *testing.T, f client.Locker, mod func(*client.Options)) (link *client.Link, b *fakeBroker, stop func(), logs *logtest.Buffer) {
 	t.Helper()
 	b = newFakeBroker()
 	link, stop, logs = runFakeLink(t, b, f, mod, nil)

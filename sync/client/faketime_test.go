@@ -12,6 +12,7 @@ import (
 
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/logtest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
 	"github.com/openlocker/locker/sync/protocol"
@@ -106,7 +107,7 @@ func TestBackoffOnTheFakeClock(t *testing.T) {
 // runFakeLink runs a link for f on b until the test ends (or stop is
 // called), inside a synctest bubble; rnd, if not nil, is its back-off's
 // random source.
-func runFakeLink(t *testing.T, b *fakeBroker, f client.Locker, mod func(*client.Options), rnd func(int64) int64) (link *client.Link, stop func(), logs *syncBuffer) {
+func runFakeLink(t *testing.T, b *fakeBroker, f client.Locker, mod func(*client.Options), rnd func(int64) int64) (link *client.Link, stop func(), logs *logtest.Buffer) {
 	t.Helper()
 	logger, logs := testLogger(t)
 	opts := client.Options{Broker: "tcp://fake:1883", Keys: keys, Locker: f, Logger: logger, Software: "0.3.0-test"}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/logtest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
@@ -33,27 +34,10 @@ var (
 	keys       = protocol.Keyring{"central-2026": centralKey.Public().(ed25519.PublicKey)}
 )
 
-// syncBuffer collects logs; they are printed only if the test fails (or
-// LINK_LOG is set).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+// testLogger collects the link's logs; they are printed only if the test
+// fails (or LINK_LOG is set).
+func testLogger(t *testing.T) (*slog.Logger, *logtest.Buffer) {
+	buf := &logtest.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("LINK_LOG") != "" {
 			t.Logf("link log:\n%s", buf)
@@ -64,7 +48,7 @@ func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
 
 // startLink runs a link for f against url until the test ends (or stop is
 // called) and waits for it to connect.
-func startLink(t *testing.T, url string, f client.Locker, mod func(*client.Options)) (link *client.Link, stop func(), logs *syncBuffer) {
+func startLink(t *testing.T, url string, f client.Locker, mod func(*client.Options)) (link *client.Link, stop func(), logs *logtest.Buffer) {
 	t.Helper()
 	logger, logs := testLogger(t)
 	// The reconnect back-off is shortened: these tests cut connections and

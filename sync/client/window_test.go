@@ -12,6 +12,7 @@ import (
 
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/logtest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
@@ -73,7 +74,7 @@ func revokeOf(t *testing.T, issued time.Time, grantID string) (wire.GrantsBody, 
 }
 
 // connects counts the connections the link made, from its log.
-func connects(logs *syncBuffer) int { return strings.Count(logs.String(), "msg=connected ") }
+func connects(logs *logtest.Buffer) int { return strings.Count(logs.String(), "msg=connected ") }
 
 func decodeAcks(t *testing.T, msgs [][]byte) []wire.GrantsAck {
 	t.Helper()
