@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -528,26 +529,29 @@ func TestCleanShutdown(t *testing.T) {
 // The link keeps trying while the broker is not there at all, and stops when
 // asked.
 func TestRunWithoutBroker(t *testing.T) {
-	b := brokertest.Start(t, brokertest.Options{})
-	url := b.URL()
-	b.Stop()
-	f := clienttest.New(lockerID, 1)
-	link, err := client.New(client.Options{Broker: url, Keys: keys, Locker: f,
-		Logger: slog.New(slog.DiscardHandler), BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	if err := link.Run(ctx); err != nil {
-		t.Errorf("Run = %v", err)
-	}
-	if link.Connected() {
-		t.Error("connected to nothing")
-	}
-	if err := link.Run(context.Background()); err == nil {
-		t.Error("second Run accepted")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b := newFakeBroker()
+		b.setRefuse(true)
+		link, err := client.NewWithDial(client.Options{Broker: "tcp://fake:1883", Keys: keys, Locker: clienttest.New(lockerID, 1),
+			Logger: slog.New(slog.DiscardHandler)}, b.dial)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := link.Run(ctx); err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		if n := len(b.dialTimes()); n < 6 {
+			t.Errorf("%d attempts in a minute, want it to keep trying (at least 6: the first at once, then within ceilings of 1+2+4+8+16 s)", n)
+		}
+		if link.Connected() {
+			t.Error("connected to nothing")
+		}
+		if err := link.Run(context.Background()); err == nil {
+			t.Error("second Run accepted")
+		}
+	})
 }
 
 func TestNewChecksOptions(t *testing.T) {
