@@ -16,6 +16,7 @@ import (
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
+	"github.com/openlocker/locker/internal/waittest"
 )
 
 // fakeCabinet is an in-memory hal.Cabinet. Its events channel is unbuffered,
@@ -872,10 +873,7 @@ func TestSelfTest(t *testing.T) {
 		got = res
 		close(done)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(r.cab.Releases()) < 3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	waittest.For(t, 5*time.Second, func() bool { return len(r.cab.Releases()) >= 3 }, "the self-test's releases")
 	if rel := r.cab.Releases(); len(rel) != 3 || rel[1] != 1 || rel[2] != 2 {
 		t.Fatalf("releases = %v, want the deposit's 3 then 1 and 2", rel)
 	}

@@ -9,6 +9,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/openlocker/locker/hal/wiring"
+	"github.com/openlocker/locker/internal/waittest"
 )
 
 // TestOnPeriphFakes drives a two-door cabinet built on periph's own fake
@@ -74,13 +75,7 @@ compartments:
 	if err := h.Release(1); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Second)
-	for level("L1") != gpio.High && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if level("L1") != gpio.High {
-		t.Fatal("the coil never went on")
-	}
+	waittest.For(t, time.Second, func() bool { return level("L1") == gpio.High }, "the coil to go on")
 	set("D1", gpio.High)
 	for {
 		ev := next()
