@@ -31,6 +31,7 @@ func (s *stuckLocker) ApplyGrants(ctx context.Context, _ *wire.GrantsBody) (wire
 // locker goes away before, the broker delivers it again on the next
 // connection of the same (persistent) session.
 func TestGrantsRedeliveredWhenNotApplied(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	stuck := &stuckLocker{Locker: clienttest.New(lockerID, 2), started: make(chan struct{})}
 	_, stop, _ := startLink(t, b.URL(), stuck, nil)
@@ -74,6 +75,7 @@ func TestGrantsRedeliveredWhenNotApplied(t *testing.T) {
 // The broker's queue is unbounded here (max_queued_messages 0): with the
 // default 1000 it dropped a varying part of the flood.
 func TestJunkFloodIsThrottledByTheBroker(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{Extra: []string{"max_queued_messages 0"}})
 	f := &gateLocker{Locker: clienttest.New(lockerID, 2), open: make(chan struct{})}
 	link, stop, _ := startLink(t, b.URL(), f, nil)

@@ -33,6 +33,7 @@ pattern write lockers/v1/%u/compartments
 // while L2's own traffic flows; a QoS 1 publish the ACL denies is dropped
 // quietly by Mosquitto, and the link survives it.
 func TestACLConfinesEachLocker(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	if !strings.Contains(readDoc(t, "security.md"), strings.TrimSpace(strings.SplitN(ACL, "\n", 2)[1])) {
 		t.Errorf("docs/security.md does not hold the ACL this test checks")
 	}
@@ -97,6 +98,7 @@ func TestACLConfinesEachLocker(t *testing.T) {
 // quietly — with a PUBACK — and the link stays up without reconnecting in a
 // loop.
 func TestACLDeniedPublishKeepsTheLinkUp(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	pki := brokertest.NewPKI(t, "test CA")
 	srv := pki.ServerTLS(t)
 	srv.UseIdentityAsUsername = true

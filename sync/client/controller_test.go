@@ -108,6 +108,7 @@ func putOp(id string, version int64, code string, now time.Time) wire.GrantOp {
 // the link did when it was given no clock (time.Now), the expired envelope
 // would pass.
 func TestEnvelopeExpiryUsesTheControllerTime(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	st := openStore(t)
 	trusted := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 	clock := clocktest.New(trusted)        // the board's wall clock
@@ -159,6 +160,7 @@ func TestEnvelopeExpiryUsesTheControllerTime(t *testing.T) {
 // broker's window never hold up what comes after: a put, its revoke and a
 // command all arrive and take effect, on one connection.
 func TestRefusedOpsDoNotStarveTheLink(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	st := openStore(t)
 	ctl, _ := runController(t, st, controller.WallClock)
 	b := brokertest.Start(t, brokertest.Options{})

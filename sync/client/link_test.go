@@ -230,6 +230,7 @@ func command(id, action string, n int, expires time.Time) wire.Command {
 // (a) A signed grants envelope reaches ApplyGrants and its ack comes back;
 // commands are executed once and answered.
 func TestGrantsAndCommands(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	f := clienttest.New(lockerID, 4)
 	_, _, logs := startLink(t, b.URL(), f, nil)
@@ -289,6 +290,7 @@ func TestGrantsAndCommands(t *testing.T) {
 // (b) Bad envelopes are rejected with a reason, never applied, and the link
 // keeps serving.
 func TestRejectedEnvelopes(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	f := clienttest.New(lockerID, 4)
 	link, _, _ := startLink(t, b.URL(), f, nil)
@@ -350,6 +352,7 @@ func mustSealRaw(t *testing.T, body []byte) []byte {
 // (c) 500 events reach the central in seq order; the outbox empties only
 // through AckEvent.
 func TestOutboxDrain(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	f := clienttest.New(lockerID, 4)
 	ce := newCentral(t, b.URL())
@@ -379,6 +382,7 @@ func TestOutboxDrain(t *testing.T) {
 // relay acknowledges nothing, and after the cut everything is sent again on
 // the new connection.
 func TestNoAckWithoutPuback(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	r := brokertest.NewRelay(t, b.Addr())
 	f := clienttest.New(lockerID, 4)
@@ -471,6 +475,7 @@ func readStatus(t *testing.T, url string) (statusMsg, []byte) {
 // the connection dies without a DISCONNECT. (How updates are spaced is
 // TestStatusThrottleOnTheFakeClock's.)
 func TestStatusCompartmentsAndWill(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	r := brokertest.NewRelay(t, b.Addr())
 	f := clienttest.New(lockerID, 3)

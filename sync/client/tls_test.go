@@ -112,6 +112,7 @@ func (r *recorder) count() int {
 
 // The link connects over TLS with a CA file; a wrong CA fails clearly.
 func TestTLSWithCAFile(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	pki := brokertest.NewPKI(t, "test CA")
 	b := brokertest.Start(t, brokertest.Options{TLS: pki.ServerTLS(t)})
 	if !strings.HasPrefix(b.URL(), "ssl://") {
@@ -142,6 +143,7 @@ func TestTLSWithCAFile(t *testing.T) {
 // Mutual TLS: a locker with its client certificate connects; one without a
 // certificate, or with a certificate of another CA, is refused.
 func TestMutualTLS(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	pki := brokertest.NewPKI(t, "test CA")
 	srv := pki.ServerTLS(t)
 	srv.UseIdentityAsUsername = true
@@ -168,6 +170,7 @@ func TestMutualTLS(t *testing.T) {
 // Username and password (mosquitto 2.0 password file); a wrong password is
 // refused with "not Authorized".
 func TestPassword(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	dir := t.TempDir()
 	pw := brokertest.WritePasswordFile(t, dir, map[string]string{lockerID: "s3cret-" + lockerID, "central": "c3ntral"})
 	b := brokertest.Start(t, brokertest.Options{PasswordFile: pw})

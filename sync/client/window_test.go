@@ -102,6 +102,7 @@ func decodeAcks(t *testing.T, msgs [][]byte) []wire.GrantsAck {
 // connection (and after 20 the broker's window was full and nothing more —
 // no grant, no command, no revoke — was delivered until it broke).
 func TestTransientApplyFailuresDoNotStarveTheLink(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
 	f.fail(errDiskFull)
@@ -162,6 +163,7 @@ func TestTransientApplyFailuresDoNotStarveTheLink(t *testing.T) {
 // broker's window, then a revoke and a command, all delivered on one
 // connection.
 func TestFinalApplyFailuresAreAckedAndDoNotStarveTheLink(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
 	f.fail(errCorrupt)
@@ -207,6 +209,7 @@ func TestFinalApplyFailuresAreAckedAndDoNotStarveTheLink(t *testing.T) {
 // connection: the broker delivers them all again on the next connection,
 // and each is applied once, in the order sent.
 func TestApplyRetryGivesUpOnALostConnection(t *testing.T) {
+	t.Parallel() // a Mosquitto of its own
 	b := brokertest.Start(t, brokertest.Options{})
 	relay := brokertest.NewRelay(t, b.Addr())
 	f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
