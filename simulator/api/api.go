@@ -180,6 +180,12 @@ type Compartment struct {
 	// exists); Door and Parcel are what the daemon reads from the board,
 	// Latched is false and Fault "none" (the simulation does not know).
 	External bool `json:"external,omitempty"`
+	// ReadDoor is the door as the daemon's hardware reads it, debounced
+	// ("open", "closed"; empty when the daemon has no reading): it lags
+	// Door by the debounce time, and differs from it while a sensor is
+	// faulty. A script that plays a person waits for it before closing a
+	// door it just saw open, as no hand is faster than a debounce.
+	ReadDoor string `json:"read_door,omitempty"`
 }
 
 // Readings is implemented by a Daemon that can tell what its hardware
@@ -196,6 +202,14 @@ func (s *Server) compartment(c simulator.CompartmentState) Compartment {
 		state = s.daemon.CompartmentState(c.Number)
 	}
 	out := Compartment{Number: c.Number, Size: c.Size, State: state, Door: c.Door, Latched: c.Latched, Parcel: c.Parcel, Fault: string(c.Fault)}
+	if r, ok := s.daemon.(Readings); ok {
+		if open, _, ok := r.Reading(c.Number); ok {
+			out.ReadDoor = simulator.DoorClosed
+			if open {
+				out.ReadDoor = simulator.DoorOpen
+			}
+		}
+	}
 	if s.cab.External(c.Number) {
 		out.External, out.Latched, out.Fault, out.Door, out.Parcel = true, false, string(simulator.FaultNone), "unknown", false
 		if r, ok := s.daemon.(Readings); ok {
