@@ -140,6 +140,7 @@ func envInt(t *testing.T, name string, def int) int {
 }
 
 func TestCrashKill9(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("the crash test kills locker-sim hundreds of times; not in -short")
 	}

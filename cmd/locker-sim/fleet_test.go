@@ -33,6 +33,7 @@ func fleetWaitFor(t *testing.T, d time.Duration, cond func() bool, what string) 
 // over the back-off window, not in one spike. The back-off is shortened
 // for the test (BackoffMin 100 ms, BackoffMax 3 s, through fleetOptions).
 func TestFleetAgainstMosquitto(t *testing.T) {
+	t.Parallel()
 	const n = 20
 	b := brokertest.Start(t, brokertest.Options{NoPersistence: true})
 	var out logtest.Buffer // the fleet reports from several goroutines
@@ -121,6 +122,7 @@ func TestFleetAgainstMosquitto(t *testing.T) {
 }
 
 func TestFleetHistogram(t *testing.T) {
+	t.Parallel()
 	rs := []time.Duration{0, 40 * time.Millisecond, 300 * time.Millisecond, 900 * time.Millisecond, 2100 * time.Millisecond}
 	width, counts := histogram(rs, 20)
 	if width != 250*time.Millisecond {
@@ -143,6 +145,7 @@ func TestFleetHistogram(t *testing.T) {
 // the children is measured, and after the broker's restart every locker of
 // both processes is in one reconnect curve that reaches 100 %.
 func TestFleetBenchInProcesses(t *testing.T) {
+	t.Parallel()
 	bin := buildSimFast(t)
 	mosq, err := findMosquitto("mosquitto")
 	if err != nil {
@@ -181,6 +184,7 @@ func TestFleetBenchInProcesses(t *testing.T) {
 }
 
 func TestFleetCurve(t *testing.T) {
+	t.Parallel()
 	s := time.Second
 	rs := []time.Duration{200 * time.Millisecond, 800 * time.Millisecond, 1500 * time.Millisecond, 4 * s}
 	got := strings.Join(curve(rs, 4), ", ")
@@ -193,6 +197,7 @@ func TestFleetCurve(t *testing.T) {
 // locker's: 10,000 lockers each with a parcel every 30 s were more than
 // two cores could carry.
 func TestFleetDefaultInterval(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		n    int
 		want time.Duration

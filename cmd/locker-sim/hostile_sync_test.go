@@ -24,6 +24,7 @@ import (
 // key ids, bad base64, replays, 1 MB payloads. Nothing changes, the keypad
 // keeps answering quickly during the flood, and memory does not grow.
 func TestHostileInputChangesNothing(t *testing.T) {
+	t.Parallel()
 	b := brokertest.Start(t, brokertest.Options{})
 	data := t.TempDir()
 	const locker = "SIM01"

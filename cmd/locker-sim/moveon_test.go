@@ -15,6 +15,7 @@ import (
 // code whose first door is jammed answers with the door it moved on to, and
 // that door is open when the answer comes, with no waiting by the caller.
 func TestKeypadAnswersAfterTheDepositMovesOn(t *testing.T) {
+	t.Parallel()
 	b := brokertest.Start(t, brokertest.Options{})
 	data := t.TempDir()
 	const locker = "SIM01"

@@ -56,6 +56,7 @@ func (l *listener) distinct() []wire.Trace { return central.Distinct(l.all()) }
 // the central's listener has every event exactly once after de-duplication
 // by event_id, seq gapless from 1, and the first occurrences in seq order.
 func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
+	t.Parallel()
 	b := brokertest.Start(t, brokertest.Options{Extra: []string{"max_queued_messages 0"}})
 	r := brokertest.NewRelay(t, b.Addr())
 	data := t.TempDir()

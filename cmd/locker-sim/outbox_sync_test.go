@@ -21,6 +21,7 @@ import (
 // reach the central in seconds, in seq order, while the keypad keeps
 // answering quickly; the retained status reports the outbox and disk use.
 func TestWeekOfflineBacklogDrains(t *testing.T) {
+	t.Parallel()
 	const backlog = 50_000
 	data := t.TempDir()
 	const locker = "SIM01"

@@ -18,6 +18,7 @@ import (
 // the door open in the picture and the traces in the feed, puts the parcel
 // in and pushes the door shut, and sees the compartment occupied.
 func TestWebPageWithTheRealDaemon(t *testing.T) {
+	t.Parallel()
 	b := brokertest.Start(t, brokertest.Options{})
 	c := newCentral(t, b.URL(), "central-page-e2e", "lockers/v1/SIM01/#")
 	s := startSim(t, b.URL(), t.TempDir())

@@ -68,6 +68,7 @@ func (s *sim) waitFrame(what string, match func(rs485.Frame) bool) rs485.Frame {
 }
 
 func TestRS485KerongCabinetDepositAndPickup(t *testing.T) {
+	t.Parallel()
 	b := brokertest.Start(t, brokertest.Options{})
 	data := t.TempDir()
 	const locker = "SIM01"
@@ -174,6 +175,7 @@ func (p *boardsBench) Sense(board, ch int) (open, parcel, ok bool) {
 // board on the technician's bench: locker-sim does not simulate it, the
 // daemon drives it, and the page shows what the board reports.
 func TestRS485ExistingDeviceIsDriven(t *testing.T) {
+	t.Parallel()
 	bench := &boardsBench{open: map[[2]int]bool{}}
 	boards, err := rs485.New(rs485.Config{Name: "bench", Protocol: proto.Kerong, LockOpenBit: 1, Physics: bench,
 		Boards: []rs485.Board{{Address: 0, Channels: 16}, {Address: 1, Channels: 16}, {Address: 2, Channels: 16}}})

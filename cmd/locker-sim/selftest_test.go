@@ -33,6 +33,7 @@ func smallCabinet(t *testing.T) string {
 // TestSelfTestThroughLockerctl runs lockerctl selftest against the
 // simulator with one jammed lock and one compartment in use.
 func TestSelfTestThroughLockerctl(t *testing.T) {
+	t.Parallel()
 	ctl := buildCtl(t)
 	s := startSim(t, startListener(t), t.TempDir(), "-config", smallCabinet(t))
 	s.do(2, "fault", map[string]string{"fault": "jammed_lock"})
@@ -108,6 +109,7 @@ func (s *sim) waitDaemon(what string, cond func(compartmentsJSON) bool) {
 // deposit into the first XL compartment goes through the wiring's lock and
 // door pins.
 func TestSimRunsTheExampleWirings(t *testing.T) {
+	t.Parallel()
 	for file, want := range map[string][2]int{"gpio-24.yaml": {24, 23}, "mcp23017-96.yaml": {96, 89}} {
 		t.Run(file, func(t *testing.T) {
 			b := brokertest.Start(t, brokertest.Options{})

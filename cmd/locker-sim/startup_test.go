@@ -30,6 +30,7 @@ func runSimFailing(t *testing.T, args ...string) string {
 }
 
 func TestSimRefusesBadStart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	badWiring := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badWiring, []byte("name: x\ncompartments:\n  - number: 1\n    size: Q\n    lock: L1\n    door: D1\n"), 0o600)
@@ -95,6 +96,7 @@ func startListener(t *testing.T) string {
 }
 
 func TestScriptMode(t *testing.T) {
+	t.Parallel()
 	bin := buildSim(t)
 	out, err := exec.Command(bin, "-script", "../../testdata/scenarios/deposit-pickup.txt").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "the traces match") || !strings.Contains(string(out), "picked_up c=09") {
@@ -118,6 +120,7 @@ func TestScriptMode(t *testing.T) {
 }
 
 func TestChineseOnTheSimulator(t *testing.T) {
+	t.Parallel()
 	s := startSim(t, startListener(t), t.TempDir(), "-language", "zh", "-config", "../../testdata/wiring/gpio-24-zh.yaml")
 	var d []string
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {

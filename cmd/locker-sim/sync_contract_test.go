@@ -24,6 +24,7 @@ import (
 // shutdown — and validates every message seen on lockers/v1/# (the central's
 // signed envelopes included) against docs/asyncapi.yaml.
 func TestPublishedMessagesMatchTheContract(t *testing.T) {
+	t.Parallel()
 	ct, err := contract.Load("../../docs/asyncapi.yaml")
 	if err != nil {
 		t.Fatal(err)

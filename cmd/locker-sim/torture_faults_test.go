@@ -234,6 +234,7 @@ type faultRig struct {
 }
 
 func TestTorturePhysicalFaults(t *testing.T) {
+	t.Parallel()
 	steps, budget := ftSteps, ftBudget
 	switch {
 	case os.Getenv("LOCKER_TORTURE_LONG") != "":

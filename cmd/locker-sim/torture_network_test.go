@@ -26,6 +26,7 @@ import (
 //
 //	LOCKER_TORTURE=1 go test -run TestTortureNetwork -v ./cmd/locker-sim/
 func TestTortureNetwork(t *testing.T) {
+	t.Parallel()
 	target := scaled(t, "LOCKER_NETWORK_CUTS", 10, 300, 2000)
 	seed := uint64(envInt(t, "LOCKER_TORTURE_SEED", int(time.Now().UnixNano()%1e9)))
 	restartEvery := max(5, target/6)

@@ -84,6 +84,7 @@ var rtWiringChanges = [][2]string{
 }
 
 func TestTortureRS485(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, file string }{
 		{"kerong", "kerong-48.yaml"},
 		{"8a80", "8a80-24.yaml"},

@@ -36,6 +36,7 @@ import (
 // user and mount namespace of its own (a new user namespace grants the
 // right to mount there).
 func TestTortureStorage(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("LOCKER_STORAGE_CHILD") != "" {
 		storageTorture(t)
 		return
