@@ -437,7 +437,7 @@ func (c *Controller) led(n int, on bool) {
 // to open and close again.
 func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
 	var res fsm.Result
-	var doubted bool
+	var doubted, late bool
 	openedAt, seen := c.openedAt[n]
 	if open {
 		c.openedAt[n] = at
@@ -463,6 +463,7 @@ func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
 			if res, err = c.step(tx, sc, ev); err != nil || ev.Kind == fsm.DoorOpen {
 				return err
 			}
+			late = res.Next.Session.Active()
 			return c.refreshReservations(tx) // its lock fault may be cleared
 		}
 		if s.Active() && s.Opened && seen && !at.IsZero() && at.Sub(openedAt) < c.opts.MinOpenTime {
@@ -485,6 +486,12 @@ func (c *Controller) door(ctx context.Context, n int, open bool, at time.Time) {
 	})
 	if open {
 		delete(c.late, n) // an opening ends the wait for one, credited or not
+	}
+	if late {
+		// The door opened when the board acted, before hal could read it
+		// (the board did not answer meanwhile): when is unknown, and a
+		// close soon after hal saw it open does not contradict the lock.
+		delete(c.openedAt, n)
 	}
 	if err != nil {
 		c.log.Error("door change not recorded", "compartment", n, "open", open, "err", err)
