@@ -412,6 +412,7 @@ func TestNoAckWithoutPuback(t *testing.T) {
 func TestBrokerRestart(t *testing.T) {
 	for _, persistent := range []bool{true, false} {
 		t.Run(fmt.Sprintf("persistence=%v", persistent), func(t *testing.T) {
+			t.Parallel() // a Mosquitto of its own; the two start together, so no free-port probe falls in the other's restart
 			b := brokertest.Start(t, brokertest.Options{NoPersistence: !persistent})
 			f := clienttest.New(lockerID, 4)
 			ce := newCentral(t, b.URL())
