@@ -27,7 +27,7 @@ func (w *mworld) checkAll(allowed *mallow, _ string) {
 		}
 		m.lastSeq = tr.Seq
 	}
-	if w.powered {
+	if w.powered && (len(trs) > 0 || w.outboxUnchecked) {
 		w.checkOutbox()
 	}
 
@@ -132,7 +132,10 @@ func presence(in bool) string {
 }
 
 // checkOutbox checks I7 on the stored outbox: it holds exactly the seqs
-// 1..lastSeq. Reading the whole outbox at every step made a sequence
+// 1..lastSeq. checkAll calls it after a boot and after every step that
+// recorded a trace, and runModel after the last step: a step that
+// records nothing has no business with the outbox, and if it changed it
+// all the same the next check sees it. Reading the whole outbox at every step made a sequence
 // quadratic in its length; this reads only the events stored since the
 // last check, and counts the rest: seqs are the outbox's unique keys, so
 // with the smallest at least 1, the events up to outboxChecked all there
@@ -170,4 +173,5 @@ func (w *mworld) checkOutbox() {
 		return
 	}
 	w.outboxChecked = m.lastSeq
+	w.outboxUnchecked = false
 }

@@ -120,7 +120,8 @@ type mworld struct {
 	powered   bool
 	storageOK bool
 
-	outboxChecked int64 // the outbox holds 1..outboxChecked (checkOutbox)
+	outboxChecked   int64 // the outbox holds 1..outboxChecked (checkOutbox)
+	outboxUnchecked bool  // booted since the last checkOutbox
 }
 
 func newWorld(t *testing.T) *mworld {
@@ -222,6 +223,7 @@ func (w *mworld) start() {
 	}
 	w.powered = true
 	w.storageOK = true
+	w.outboxUnchecked = true
 	w.hmu.Lock()
 	w.hookSeq = 0 // read the outbox again: a release between boots is still matched once
 	w.unmatched = map[int][]int{}
@@ -362,6 +364,9 @@ func runModel(t *testing.T, lines []string, gen func(w *mworld) (string, bool)) 
 		w.step = i
 		w.line = line
 		w.exec(line)
+	}
+	if w.powered {
+		w.checkOutbox() // a violation panics to the recover above
 	}
 	return steps, nil
 }
