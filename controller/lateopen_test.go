@@ -86,11 +86,7 @@ func TestLateUnlockIsItsRelease(t *testing.T) {
 // TestLateOpenOnlyOnce: a release's late opening is credited once; the
 // next opening of that door, with no release, is forced.
 func TestLateOpenOnlyOnce(t *testing.T) {
-	r := newRig(t, "M")
-	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
-	r.keys("123456#")
-	r.event(hal.Event{Kind: hal.LockReleased, Compartment: 1, Err: errLost})
-	r.types()
+	r := lostReplyDeposit(t)
 	r.door(1, true)
 	r.door(1, false) // closed with nothing inside: deposit_cancelled
 	r.expectTypes("door_opened", "door_closed", "deposit_cancelled")
@@ -124,11 +120,7 @@ func TestLateOpenOfAMovedOnDepositIsForced(t *testing.T) {
 // unlock, the door shut 200 ms after the board came back, and no
 // door_closed.)
 func TestLateOpenIsNotDoubted(t *testing.T) {
-	r := newRig(t, "M")
-	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
-	r.keys("123456#")
-	r.event(hal.Event{Kind: hal.LockReleased, Compartment: 1, Err: errLost})
-	r.types()
+	r := lostReplyDeposit(t)
 	seen := time.Now()
 	r.cab.mu.Lock()
 	r.cab.door[1], r.cab.parcel[1] = true, true
@@ -140,4 +132,16 @@ func TestLateOpenIsNotDoubted(t *testing.T) {
 	r.cab.mu.Unlock()
 	r.event(hal.Event{Kind: hal.DoorChanged, Compartment: 1, On: false, At: seen.Add(10 * time.Millisecond)})
 	r.expectTypes("door_opened", "door_closed", "deposited")
+}
+
+// lostReplyDeposit is a rig whose courier's code released compartment 1
+// and whose release ended in a lost reply (a lock_fault), its traces read.
+func lostReplyDeposit(t *testing.T) *rig {
+	t.Helper()
+	r := newRig(t, "M")
+	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
+	r.keys("123456#")
+	r.event(hal.Event{Kind: hal.LockReleased, Compartment: 1, Err: errLost})
+	r.types()
+	return r
 }

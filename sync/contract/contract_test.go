@@ -57,7 +57,7 @@ const (
 	result      = `{"command_id":"c-77","ok":true,"error":""}`
 )
 
-// The examples of PROTOCOL.md are valid, each on its own topic; broken
+// The examples of docs/protocol.md are valid, each on its own topic; broken
 // variants are not.
 func TestProtocolExamples(t *testing.T) {
 	c := load(t)
@@ -103,7 +103,7 @@ func TestProtocolExamples(t *testing.T) {
 	}
 }
 
-// The contract names every topic of PROTOCOL.md, and the wire types of
+// The contract names every topic of docs/protocol.md, and the wire types of
 // controller/wire marshal into valid messages.
 func TestWireTypesMatchTheContract(t *testing.T) {
 	c := load(t)
