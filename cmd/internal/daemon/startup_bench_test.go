@@ -146,7 +146,8 @@ func benchData(b *testing.B, n int) string {
 				CodeHash:  wire.CodeHash(benchLockerID, fmt.Sprintf("%08d", 2*i)),
 				ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(24 * time.Hour), UsesLeft: 1,
 				Pickup: fmt.Sprintf(`{"grant_id":"g-%06d-p","holder":"134****6666","code_hash":%q}`, i,
-					wire.CodeHash(benchLockerID, fmt.Sprintf("%08d", 2*i+1)))}
+					wire.CodeHash(benchLockerID, fmt.Sprintf("%08d", 2*i+1))),
+				PickupID: fmt.Sprintf("g-%06d-p", i), PickupCode: wire.CodeHash(benchLockerID, fmt.Sprintf("%08d", 2*i+1))}
 			if err := tx.PutGrant(g); err != nil {
 				return err
 			}
