@@ -17,7 +17,7 @@ import (
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
-	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/waittest"
 )
 
 // fakeCabinet is an in-memory hal.Cabinet. Its events channel is unbuffered,

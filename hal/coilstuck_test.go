@@ -13,7 +13,7 @@ import (
 	"periph.io/x/conn/v3/i2c"
 
 	"github.com/openlocker/locker/hal/wiring"
-	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/waittest"
 )
 
 // Every pulse ends, whatever the pin or the bus does: a switch-off that

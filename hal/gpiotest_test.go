@@ -9,7 +9,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/openlocker/locker/hal/wiring"
-	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/waittest"
 )
 
 // TestOnPeriphFakes drives a two-door cabinet built on periph's own fake

@@ -18,7 +18,7 @@ import (
 	"periph.io/x/conn/v3/gpio/gpioreg"
 
 	"github.com/openlocker/locker/hal/wiring"
-	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/waittest"
 )
 
 // rigWiring: 3 compartments on an active-low relay board; doors read high

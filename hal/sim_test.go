@@ -17,8 +17,8 @@ import (
 	"periph.io/x/conn/v3/gpio"
 
 	"github.com/openlocker/locker/hal/wiring"
-	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/simulator"
+	"github.com/openlocker/locker/simulator/waittest"
 )
 
 // Tests of the hardware driving the simulated cabinet: real pins and real

@@ -17,7 +17,7 @@ import (
 	"github.com/openlocker/locker/hal/rs485/proto"
 	"github.com/openlocker/locker/hal/rs485/rs485test"
 	"github.com/openlocker/locker/hal/rs485/serial"
-	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/waittest"
 )
 
 // rig is a bus driving emulated boards through a pseudo-terminal: the

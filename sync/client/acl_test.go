@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"

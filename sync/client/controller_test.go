@@ -13,7 +13,7 @@ import (
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/hal"
-	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/protocol"

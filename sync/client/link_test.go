@@ -19,8 +19,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/openlocker/locker/controller/wire"
-	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/simulator/logtest"
+	"github.com/openlocker/locker/simulator/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"

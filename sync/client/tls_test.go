@@ -13,7 +13,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/openlocker/locker/internal/waittest"
+	"github.com/openlocker/locker/simulator/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/openlocker/locker/controller/wire"
-	"github.com/openlocker/locker/internal/waittest"
 	"github.com/openlocker/locker/simulator/logtest"
+	"github.com/openlocker/locker/simulator/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
