@@ -34,8 +34,22 @@ func tryLink(t *testing.T, url string, f client.Locker, d time.Duration, mod fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	// The link runs at least d, and on until it has logged a failed
+	// connect (at most 15 s): on a loaded machine loading the system's
+	// roots and the handshake may take longer than d.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		start := time.Now()
+		for ctx.Err() == nil {
+			since := time.Since(start)
+			if since >= 15*time.Second || since >= d && strings.Contains(logs.String(), "connect failed") {
+				cancel()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
 	var connected atomic.Bool
 	go func() {
 		for ctx.Err() == nil {
