@@ -38,7 +38,7 @@ deps: ## install what the tests need (Mosquitto, Chromium, Firefox ESR) through 
 test: deps ## run every test with -race, and beside it the adversarial model test at 2,000 sequences (installs Mosquitto, Chromium and Firefox ESR first when root)
 	@model=$$(mktemp); \
 	LOCKER_MODEL_SEQS=2000 $(GO) test -count=1 -timeout 10m -run '^TestModel$$' ./controller/ >$$model 2>&1 & pid=$$!; \
-	PATH="$$PATH:/usr/sbin" $(GO) test -race -count=1 -p 4 -parallel 6 -timeout 15m ./...; rc=$$?; \
+	PATH="$$PATH:/usr/sbin" $(GO) test -race -count=1 -parallel 6 -timeout 15m ./...; rc=$$?; \
 	wait $$pid; mrc=$$?; echo "== the model test at 2,000 sequences:"; cat $$model; rm -f $$model; \
 	[ $$rc = 0 ] && [ $$mrc = 0 ]
 

@@ -138,16 +138,20 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	deadline := time.Now().Add(45 * time.Second)
 	var last int64
 	for {
+		// What the listener has is read before what the locker recorded:
+		// read after, it could hold events recorded since, and the loop
+		// would end on a count of the locker's that is already old.
+		heard := ln.distinct()
 		var pending int
 		last, _ = outboxState(t, data)
 		pending = s.outboxLen()
 		pickedUp := 0
-		for _, tr := range ln.distinct() {
+		for _, tr := range heard {
 			if tr.Type == "picked_up" {
 				pickedUp++
 			}
 		}
-		if pending == 0 && len(ln.distinct()) >= int(last) && pickedUp == parcels {
+		if pending == 0 && len(heard) >= int(last) && pickedUp == parcels {
 			break
 		}
 		if time.Now().After(deadline) {
