@@ -38,14 +38,18 @@ func (s *Store) usePageSize(ctx context.Context) error {
 	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode = DELETE").Scan(&mode); err != nil {
 		return err
 	}
-	_, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA page_size = %d", PageSize))
-	if err == nil {
+	// A step that fails (VACUUM needs room for a copy) ends the
+	// conversion and leaves the old page size: the next start tries again.
+	for _, q := range []string{
+		fmt.Sprintf("PRAGMA page_size = %d", PageSize),
 		// auto_vacuum too, in the same VACUUM, if an older database has
 		// not got it yet (incrementalVacuumMode).
-		_, err = s.db.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL")
-	}
-	if err == nil {
-		_, err = s.db.ExecContext(ctx, "VACUUM")
+		"PRAGMA auto_vacuum = INCREMENTAL",
+		"VACUUM",
+	} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			break
+		}
 	}
 	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
 		return fmt.Errorf("back to WAL mode: %w", err)
@@ -53,7 +57,6 @@ func (s *Store) usePageSize(ctx context.Context) error {
 	if mode != "wal" {
 		return fmt.Errorf("back to WAL mode: the journal mode is %s", mode)
 	}
-	_ = err // (a VACUUM that failed leaves the old page size: tried again at the next start)
 	return nil
 }
 
