@@ -96,7 +96,8 @@ func (s *sim) waitDaemon(what string, cond func(compartmentsJSON) bool) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		var c compartmentsJSON
-		if s.call("GET", "/api/daemon/compartments", nil, &c) == 200 && cond(c) {
+		// Until the daemon is ready its view may hold no compartments yet.
+		if s.call("GET", "/api/daemon/compartments", nil, &c) == 200 && len(c.Compartments) > 0 && cond(c) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
