@@ -537,16 +537,20 @@ func (h *Hardware) protect(f func()) {
 // is safe to call more than once and concurrently with a pulse. After Halt,
 // Release, SetLED and Show return ErrHalted.
 func (h *Hardware) Halt() error {
-	var errs []error
-	for _, c := range h.coils { // coils first: nothing else matters as much
-		errs = append(errs, c.Halt())
-	}
+	// The queue goes first, then the coils: a coil halted while releases
+	// were still queued ended its pulse and woke the release worker, which
+	// could energise the next queued coil before the loop reached it (a
+	// zero-length pulse after Halt, TestHardwareHaltMidPulse).
 	h.mu.Lock()
 	first := !h.halted
 	h.halted = true
 	dropped := len(h.locks.reqs)
 	h.locks.reqs = nil
 	h.mu.Unlock()
+	var errs []error
+	for _, c := range h.coils { // then the coils: nothing else matters as much
+		errs = append(errs, c.Halt())
+	}
 	if first {
 		for _, l := range h.leds {
 			if l != nil {
