@@ -137,29 +137,29 @@ func TestNetworkCutsBrokerRestartAndCrash(t *testing.T) {
 	// Everything drains.
 	deadline := time.Now().Add(45 * time.Second)
 	var last int64
+	var got []wire.Trace
 	for {
-		// What the listener has is read before what the locker recorded:
-		// read after, it could hold events recorded since, and the loop
-		// would end on a count of the locker's that is already old.
-		heard := ln.distinct()
-		var pending int
+		// What the listener has is read before what the locker recorded,
+		// and the two are compared as read together: read after, it could
+		// hold events recorded since, and be compared with a count of the
+		// locker's that is already old.
+		got = ln.distinct()
 		last, _ = outboxState(t, data)
-		pending = s.outboxLen()
+		pending := s.outboxLen()
 		pickedUp := 0
-		for _, tr := range heard {
+		for _, tr := range got {
 			if tr.Type == "picked_up" {
 				pickedUp++
 			}
 		}
-		if pending == 0 && len(heard) >= int(last) && pickedUp == parcels {
+		if pending == 0 && int64(len(got)) >= last && pickedUp == parcels {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not drained within 45 s: last seq %d, %d pending, listener has %d distinct", last, pending, len(ln.distinct()))
+			t.Fatalf("not drained within 45 s: last seq %d, %d pending, listener has %d distinct", last, pending, len(got))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	got := ln.distinct()
 	types := map[string]int{}
 	for i, tr := range got {
 		if tr.Seq != int64(i+1) || tr.EventID != fmt.Sprintf("%s-%d", locker, i+1) {
