@@ -1041,8 +1041,11 @@ func TestBootReportsWhatItFinds(t *testing.T) {
 
 // A large envelope takes the preloaded path: the same rules hold there.
 func TestLargeEnvelopeKeepsTheRules(t *testing.T) {
-	r := newRig(t, "M")
+	r := newRig(t, "M M")
 	r.apply(body(depositOp("old", 5, "900000", "M", 0)))
+	// Tombstones: not in the live set the large path keeps in memory, their
+	// versions looked up in chunks (store.GrantVersions).
+	r.apply(body(wire.GrantOp{Op: "revoke", GrantID: "gone", Version: 3}, wire.GrantOp{Op: "revoke", GrantID: "back", Version: 3}))
 	var ops []wire.GrantOp
 	for i := 0; i < preloadOps+10; i++ {
 		ops = append(ops, depositOp(fmt.Sprintf("g-%d", i), 1, fmt.Sprintf("%06d", 100000+i), "M", 0))
@@ -1052,8 +1055,10 @@ func TestLargeEnvelopeKeepsTheRules(t *testing.T) {
 	ops = append(ops, depositOp("old", 5, "900001", "M", 0))                  // stale
 	ops = append(ops, wire.GrantOp{Op: "revoke", GrantID: "g-9", Version: 2}) // applied in the same envelope
 	ops = append(ops, depositOp("g-9", 1, "555000", "M", 0))                  // stale after that revoke
+	ops = append(ops, depositOp("gone", 3, "555001", "M", 0))                 // stale: revoked at 3
+	ops = append(ops, depositOp("back", 4, "555002", "M", 0))                 // newer than its tombstone
 	ack := r.apply(body(ops...))
-	if ack.Applied != preloadOps+10-2+1 || ack.Stale != 2 || len(ack.Rejected) != 2 ||
+	if ack.Applied != preloadOps+10-2+1+1 || ack.Stale != 3 || len(ack.Rejected) != 2 ||
 		ack.Rejected[0].GrantID != "g-3" || ack.Rejected[1].GrantID != "g-7" {
 		t.Fatalf("ack = applied %d stale %d rejected %+v", ack.Applied, ack.Stale, ack.Rejected)
 	}
@@ -1065,6 +1070,14 @@ func TestLargeEnvelopeKeepsTheRules(t *testing.T) {
 	r.keys("100008#")
 	if len(r.cab.Releases()) != 1 {
 		t.Fatal("a grant of a large envelope does not open")
+	}
+	r.keys("555001#") // "gone" stays revoked
+	if len(r.cab.Releases()) != 1 {
+		t.Fatal("a put no newer than its tombstone opened a door")
+	}
+	r.keys("555002#")
+	if len(r.cab.Releases()) != 2 {
+		t.Fatal("a put newer than its tombstone does not open")
 	}
 }
 

@@ -65,6 +65,9 @@ func (c *Controller) applyGrants(ctx context.Context, body *wire.GrantsBody) (wi
 			if err != nil {
 				return err
 			}
+			if err := mv.lookUp(body.Ops); err != nil {
+				return err
+			}
 			view = mv
 		}
 		for _, op := range body.Ops {
@@ -400,6 +403,28 @@ type memView struct {
 	byID   map[string]store.GrantMeta
 	byCode map[string][]codeRef // code hash → its carriers
 	tx     *store.Tx
+	// ended holds the version of each grant that the ops name and byID
+	// does not hold (a tombstone or a grant used up), read by lookUp in a
+	// few queries; an op's grant in neither is not stored at all.
+	ended    map[string]int64
+	lookedUp bool
+}
+
+// lookUp reads the versions of the grants that ops name and the live set
+// does not hold, so that version asks no query per op.
+func (v *memView) lookUp(ops []wire.GrantOp) error {
+	var ids []string
+	for _, op := range ops {
+		if _, live := v.byID[op.GrantID]; !live {
+			ids = append(ids, op.GrantID)
+		}
+	}
+	ended, err := v.tx.GrantVersions(ids)
+	if err != nil {
+		return err
+	}
+	v.ended, v.lookedUp = ended, true
+	return nil
 }
 
 func loadMemView(tx *store.Tx, now time.Time) (*memView, error) {
@@ -446,6 +471,10 @@ func (v *memView) unindex(id, hash string) {
 func (v *memView) version(id string) (int64, bool, error) {
 	if m, ok := v.byID[id]; ok {
 		return m.Version, true, nil
+	}
+	if v.lookedUp {
+		ver, ok := v.ended[id]
+		return ver, ok, nil
 	}
 	return dbView{v.tx}.version(id)
 }

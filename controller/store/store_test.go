@@ -359,3 +359,49 @@ func TestWALBytesFollowsWrites(t *testing.T) {
 		t.Fatalf("checkpointed: %d bytes", n)
 	}
 }
+
+// GrantVersions finds every stored id it is asked for, tombstones included,
+// across chunks (a short last chunk pads with its first id), and nothing
+// for ids not stored.
+func TestGrantVersionsAcrossChunks(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "l.db"))
+	const stored = 2*versionsChunk + 7
+	if err := s.Update(ctx, func(tx *Tx) error {
+		for i := 0; i < stored; i++ {
+			id := fmt.Sprintf("g-%d", i)
+			if i%5 == 0 {
+				if err := tx.Tombstone(id, int64(i+1), time.Now()); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := tx.PutGrant(Grant{ID: id, Version: int64(i + 1), Action: "deposit", CodeHash: fmt.Sprintf("%064x", i), UsesLeft: 1}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := stored + 9; i >= 0; i-- { // 10 not stored, in no order the table has
+		ids = append(ids, fmt.Sprintf("g-%d", i))
+	}
+	var got map[string]int64
+	if err := s.View(ctx, func(tx *Tx) error {
+		var err error
+		got, err = tx.GrantVersions(ids)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != stored {
+		t.Fatalf("%d versions, want %d", len(got), stored)
+	}
+	for i := 0; i < stored; i++ {
+		if v := got[fmt.Sprintf("g-%d", i)]; v != int64(i+1) {
+			t.Fatalf("g-%d: version %d, want %d", i, v, i+1)
+		}
+	}
+}
