@@ -107,10 +107,10 @@ func (c *Controller) ended(g *store.Grant) {
 // pickupSpec is the nested pickup grant as stored with its deposit grant:
 // hashes and the masked holder only.
 type pickupSpec struct {
-	GrantID    string    `json:"grant_id"`
+	GrantID    string    `json:"grant_id,omitempty"`
 	Actor      string    `json:"actor,omitempty"`
-	CodeHash   string    `json:"code_hash"`
-	ValidFrom  time.Time `json:"valid_from,omitempty"`
+	CodeHash   string    `json:"code_hash,omitempty"`
+	ValidFrom  time.Time `json:"valid_from,omitzero"`
 	ValidUntil time.Time `json:"valid_until,omitempty"`
 	Uses       int       `json:"uses"`
 }

@@ -263,7 +263,9 @@ func (c *Controller) grantFromOp(view grantView, op wire.GrantOp, now time.Time)
 		if p.CodeHash == op.CodeHash {
 			return g, reject("pickup.code_hash equals the deposit code")
 		}
-		spec := pickupSpec{GrantID: p.GrantID, Actor: wire.MaskHolder(p.Holder), CodeHash: p.CodeHash, Uses: 1}
+		// Stored packed: the pickup_id and pickup_code columns keep its
+		// grant_id and code hash (store.PutGrant).
+		spec := pickupSpec{Actor: wire.MaskHolder(p.Holder), Uses: 1}
 		if p.ValidFrom != nil {
 			spec.ValidFrom = *p.ValidFrom
 			if err := checkTime("pickup.valid_from", spec.ValidFrom); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -22,7 +23,7 @@ type Grant struct {
 	ValidFrom   time.Time
 	ValidUntil  time.Time // zero: no end
 	UsesLeft    int       // -1: unlimited
-	Pickup      string    // JSON of the nested pickup grant
+	Pickup      string    // JSON of the nested pickup grant; PutGrant takes it with or without the members PickupID and PickupCode keep, Grant gives it whole
 	PickupID    string    // the nested pickup grant's grant_id; set with Pickup
 	PickupCode  string    // the nested pickup grant's code hash; set with Pickup
 	ExpiredSent bool
@@ -61,9 +62,12 @@ func scanGrant(sc interface{ Scan(...any) error }) (Grant, error) {
 const zeroTime = `"0001-01-01T00:00:00Z"`
 
 // packPickup drops the members of the pickup JSON js that id and code
-// keep; js is returned as it is unless both are there with those values.
+// keep; js is returned as it is unless both are there with those values
+// (a JSON without grant_id is packed already).
 func packPickup(js, id, code string) string {
-	if js == "" {
+	if js == "" || !strings.Contains(js, `"grant_id"`) {
+		// Already packed (the controller writes it so): a grant_id
+		// member would have this text, its name being plain ASCII.
 		return js
 	}
 	var m map[string]json.RawMessage
