@@ -842,13 +842,13 @@ func (c *Controller) purge(ctx context.Context, now time.Time) {
 	cutoff := now.Add(-c.opts.PurgeAfter)
 	n := 0
 	err := c.st.Update(ctx, func(tx *store.Tx) error {
-		evs, err := tx.Pending(0, 1)
+		oldest, ok, err := tx.OldestPending()
 		if err != nil {
 			return err
 		}
-		if len(evs) > 0 {
+		if ok {
 			var tr wire.Trace
-			if json.Unmarshal(evs[0].Payload, &tr) == nil {
+			if json.Unmarshal(oldest.Payload, &tr) == nil {
 				if t, err := time.Parse(time.RFC3339Nano, tr.Time); err == nil && t.Before(cutoff) {
 					cutoff = t // the central may not have heard of what ended since
 				}

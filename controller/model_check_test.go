@@ -4,7 +4,6 @@ package controller
 
 import (
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
@@ -142,12 +141,13 @@ func presence(in bool) string {
 // (the count) and the ones after it in order, the outbox is 1..lastSeq.
 func (w *mworld) checkOutbox() {
 	m := w.m
-	var first []store.OutboxEvent
+	var first store.OutboxEvent
+	var found bool
 	var n int
 	var fresh []store.OutboxEvent
 	err := w.r.st.View(w.r.ctx, func(tx *store.Tx) error {
 		var err error
-		if first, err = tx.Pending(math.MinInt64, 1); err != nil {
+		if first, found, err = tx.OldestPending(); err != nil {
 			return err
 		}
 		if n, err = tx.OutboxLen(); err != nil {
@@ -159,8 +159,8 @@ func (w *mworld) checkOutbox() {
 	if err != nil {
 		w.t.Fatalf("reading the outbox: %v", err)
 	}
-	if len(first) > 0 && first[0].Seq < 1 {
-		w.fail("I7", "the outbox holds seq %d", first[0].Seq)
+	if found && first.Seq < 1 {
+		w.fail("I7", "the outbox holds seq %d", first.Seq)
 	}
 	for i, e := range fresh {
 		if want := w.outboxChecked + int64(i+1); e.Seq != want {

@@ -85,6 +85,20 @@ func (t *Tx) Pending(after int64, limit int) ([]OutboxEvent, error) {
 	return out, rows.Err()
 }
 
+// OldestPending is Pending(math.MinInt64, 1): the oldest event waiting,
+// if any. It is a statement of its own: one prepared statement bound to a
+// LIMIT of 1 and then of more is planned again by SQLite at each switch
+// (sqlite3_expired; BenchmarkPendingLimits).
+func (t *Tx) OldestPending() (OutboxEvent, bool, error) {
+	var e OutboxEvent
+	err := t.queryRow("SELECT seq, payload FROM outbox WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT 1",
+		t.store.heldJSON()).Scan(&e.Seq, &e.Payload)
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, false, nil
+	}
+	return e, err == nil, err
+}
+
 // Ack removes event seq from the outbox (after its PUBACK).
 func (t *Tx) Ack(seq int64) error {
 	if err := t.keepLastSeq(func(s int64) bool { return s == seq }); err != nil {

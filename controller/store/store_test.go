@@ -405,3 +405,64 @@ func TestGrantVersionsAcrossChunks(t *testing.T) {
 		}
 	}
 }
+
+// OldestPending is the oldest event waiting, held ones left out.
+func TestOldestPending(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "l.db"))
+	read := func() (OutboxEvent, bool) {
+		var e OutboxEvent
+		var ok bool
+		if err := s.View(ctx, func(tx *Tx) error {
+			var err error
+			e, ok, err = tx.OldestPending()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return e, ok
+	}
+	if _, ok := read(); ok {
+		t.Fatal("an empty outbox has an oldest event")
+	}
+	for i := 0; i < 3; i++ {
+		if err := s.Update(ctx, func(tx *Tx) error {
+			_, _, err := tx.AppendEvent("test", func(seq int64) ([]byte, error) { return []byte(fmt.Sprintf(`{"seq":%d}`, seq)), nil })
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e, ok := read(); !ok || e.Seq != 1 || string(e.Payload) != `{"seq":1}` {
+		t.Fatalf("oldest = %d %s %v, want 1", e.Seq, e.Payload, ok)
+	}
+	if err := s.AckLater(ctx, []int64{1}); err != nil { // held, not yet deleted
+		t.Fatal(err)
+	}
+	if e, ok := read(); !ok || e.Seq != 2 {
+		t.Fatalf("oldest after acking 1 = %d %v, want 2", e.Seq, ok)
+	}
+}
+
+// BenchmarkPendingLimits reads the outbox as the purge and the link do:
+// the oldest event, then a batch. With one statement for both (a LIMIT of
+// 1, then of more) SQLite planned the statement again at each switch.
+func BenchmarkPendingLimits(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "l.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < b.N; i++ {
+		if err := s.View(ctx, func(tx *Tx) error {
+			if _, _, err := tx.OldestPending(); err != nil {
+				return err
+			}
+			_, err := tx.Pending(5, 100)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
