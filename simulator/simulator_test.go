@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"periph.io/x/conn/v3/gpio"
@@ -359,49 +360,52 @@ func TestDoorSensorFaults(t *testing.T) {
 }
 
 func TestSensorBounce(t *testing.T) {
-	c := newCabinet(t, testWiring(1), Options{})
-	door := pinOf(t, c, "DOOR01")
-	if err := c.SetFault(1, FaultSensorBounce); err != nil {
-		t.Fatal(err)
-	}
-	if door.Read() != gpio.Low {
-		t.Fatal("closed door reads open")
-	}
-	if err := c.ForceDoor(1); err != nil {
-		t.Fatal(err)
-	}
-	moved := time.Now()
-	if c.Settled() {
-		t.Error("settled while bouncing")
-	}
-	// Read without sleeping: on a loaded machine a 200 µs sleep took 4 ms
-	// and four reads saw none of the bounce. Only the changes are kept.
-	levels := []gpio.Level{door.Read()}
-	for time.Since(moved) < bounceWindow {
-		if l := door.Read(); l != levels[len(levels)-1] {
-			levels = append(levels, l)
+	// In a synctest bubble time moves only when every goroutine waits:
+	// the reads below happen at the instants they name however loaded the
+	// machine is (with real time, a descheduled reader saw one change).
+	synctest.Test(t, func(t *testing.T) {
+		c := newCabinet(t, testWiring(1), Options{})
+		door := pinOf(t, c, "DOOR01")
+		if err := c.SetFault(1, FaultSensorBounce); err != nil {
+			t.Fatal(err)
 		}
-	}
-	changes := 0
-	for i := 1; i < len(levels); i++ {
-		if levels[i] != levels[i-1] {
-			changes++
+		if door.Read() != gpio.Low {
+			t.Fatal("closed door reads open")
 		}
-	}
-	// open, closed again, open…: at least one bounce back.
-	if changes < 2 {
-		t.Errorf("%d changes during the bounce: %v", changes, levels)
-	}
-	time.Sleep(time.Millisecond)
-	for range 20 {
-		if door.Read() != gpio.High {
-			t.Fatal("the sensor did not settle on open")
+		if err := c.ForceDoor(1); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
-	}
-	if !c.Settled() {
-		t.Error("not settled")
-	}
+		if c.Settled() {
+			t.Error("settled while bouncing")
+		}
+		// One read every millisecond of the bounce window: the sensor
+		// starts on the old reading and alternates every bouncePeriod.
+		levels := []gpio.Level{door.Read()}
+		for range bounceWindow/time.Millisecond - 1 {
+			time.Sleep(time.Millisecond)
+			levels = append(levels, door.Read())
+		}
+		changes := 0
+		for i := 1; i < len(levels); i++ {
+			if levels[i] != levels[i-1] {
+				changes++
+			}
+		}
+		// open, closed again, open…: at least one bounce back.
+		if levels[0] != gpio.Low || changes < 2 {
+			t.Errorf("%d changes during the bounce: %v", changes, levels)
+		}
+		time.Sleep(2 * time.Millisecond)
+		for range 20 {
+			if door.Read() != gpio.High {
+				t.Fatal("the sensor did not settle on open")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if !c.Settled() {
+			t.Error("not settled")
+		}
+	})
 }
 
 // scan drives the rows one by one as the hal's scanner does and returns the
