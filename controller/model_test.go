@@ -122,6 +122,12 @@ type mworld struct {
 
 	outboxChecked   int64 // the outbox holds 1..outboxChecked (checkOutbox)
 	outboxUnchecked bool  // booted since the last checkOutbox
+
+	comps struct { // the compartments read last (storedCompartments)
+		st      *store.Store
+		updates uint64
+		rows    []store.Compartment
+	}
 }
 
 func newWorld(t *testing.T) *mworld {
