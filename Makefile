@@ -35,10 +35,13 @@ deps: ## install what the tests need (Mosquitto, Chromium, Firefox ESR) through 
 # of ./... runs it at its default size) runs beside the -race run: that one
 # spends most of its time waiting on real processes, brokers and time-outs,
 # so the model's CPU fits in its gaps. Its output is printed when both ended.
+# Three test binaries at once (-p 3): cmd/locker-sim, controller and
+# simulator/scenario wait more than they compute. The model's four workers
+# (-parallel 4) keep 2 cores busy while each waits on its controller.
 test: deps ## run every test with -race, and beside it the adversarial model test at 2,000 sequences (installs Mosquitto, Chromium and Firefox ESR first when root)
 	@model=$$(mktemp); \
-	LOCKER_MODEL_SEQS=2000 $(GO) test -count=1 -timeout 10m -run '^TestModel$$' ./controller/ >$$model 2>&1 & pid=$$!; \
-	PATH="$$PATH:/usr/sbin" $(GO) test -race -count=1 -parallel 6 -timeout 15m ./...; rc=$$?; \
+	LOCKER_MODEL_SEQS=2000 $(GO) test -count=1 -parallel 4 -timeout 10m -run '^TestModel$$' ./controller/ >$$model 2>&1 & pid=$$!; \
+	PATH="$$PATH:/usr/sbin" $(GO) test -race -count=1 -p 3 -parallel 6 -timeout 15m ./...; rc=$$?; \
 	wait $$pid; mrc=$$?; echo "== the model test at 2,000 sequences:"; cat $$model; rm -f $$model; \
 	[ $$rc = 0 ] && [ $$mrc = 0 ]
 

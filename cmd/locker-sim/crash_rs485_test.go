@@ -21,6 +21,7 @@ import (
 //
 //	LOCKER_CRASH_KERONG_ITERS=300 go test -run TestCrashKill9Kerong -v ./cmd/locker-sim/
 func TestCrashKill9Kerong(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("the crash test kills locker-sim tens of times; not in -short")
 	}

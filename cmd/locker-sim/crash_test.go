@@ -145,9 +145,9 @@ func TestCrashKill9(t *testing.T) {
 		t.Skip("the crash test kills locker-sim hundreds of times; not in -short")
 	}
 	iters := scaled(t, "LOCKER_CRASH_ITERS", crashDefaultIters, 2000, 10000)
-	// make torture runs two rigs side by side (each with its own broker,
-	// data folder and central): most of an iteration is waiting.
-	rigs := scaled(t, "LOCKER_CRASH_RIGS", 1, 2, 2)
+	// Two rigs side by side (each with its own broker, data folder and
+	// central) share the kills: most of an iteration is waiting.
+	rigs := scaled(t, "LOCKER_CRASH_RIGS", 2, 2, 2)
 	budget := crashBudget
 	if iters > crashDefaultIters {
 		budget = time.Duration(iters) * time.Second // make torture: no early stop short of a very slow machine
