@@ -201,7 +201,7 @@ CREATE INDEX grants_pickup_code ON grants(pickup_code) WHERE revoked = 0 AND pic
 
 func (s *Store) migrate(ctx context.Context) error {
 	var v int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	if v > len(migrations) {

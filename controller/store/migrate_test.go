@@ -110,14 +110,14 @@ func TestMigration10KeepsGrantsWithoutRowids(t *testing.T) {
 	}
 	s := open(t, path) // runs migration 10
 	var ddl string
-	if err := s.db.QueryRow("SELECT sql FROM sqlite_schema WHERE name = 'grants'").Scan(&ddl); err != nil {
+	if err := s.conn.QueryRowContext(context.Background(), "SELECT sql FROM sqlite_schema WHERE name = 'grants'").Scan(&ddl); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(ddl, "WITHOUT ROWID") {
 		t.Fatalf("grants after migration 10: %s", ddl)
 	}
 	var idx int
-	if err := s.db.QueryRow(`SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'grants' AND name IN
+	if err := s.conn.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'grants' AND name IN
 		('grants_code', 'grants_until', 'grants_reserving', 'grants_pickup_code')`).Scan(&idx); err != nil || idx != 4 {
 		t.Fatalf("%d of the 4 indexes of grants (%v)", idx, err)
 	}

@@ -27,7 +27,7 @@ const PageSize = 2048
 // service. Only a failure to go back to WAL mode is an error.
 func (s *Store) usePageSize(ctx context.Context) error {
 	var size int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&size); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA page_size").Scan(&size); err != nil {
 		return err
 	}
 	if size == PageSize {
@@ -35,7 +35,7 @@ func (s *Store) usePageSize(ctx context.Context) error {
 	}
 	// One connection (Open): these pragmas and the VACUUM are on it.
 	var mode string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode = DELETE").Scan(&mode); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA journal_mode = DELETE").Scan(&mode); err != nil {
 		return err
 	}
 	// A step that fails (VACUUM needs room for a copy) ends the
@@ -47,11 +47,11 @@ func (s *Store) usePageSize(ctx context.Context) error {
 		"PRAGMA auto_vacuum = INCREMENTAL",
 		"VACUUM",
 	} {
-		if _, err := s.db.ExecContext(ctx, q); err != nil {
+		if _, err := s.conn.ExecContext(ctx, q); err != nil {
 			break
 		}
 	}
-	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
 		return fmt.Errorf("back to WAL mode: %w", err)
 	}
 	if mode != "wal" {
@@ -63,6 +63,7 @@ func (s *Store) usePageSize(ctx context.Context) error {
 // PageSize reports the database's page size.
 func (s *Store) PageSize(ctx context.Context) (int, error) {
 	var size int
-	err := s.db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&size)
+	defer s.exclusive()()
+	err := s.conn.QueryRowContext(ctx, "PRAGMA page_size").Scan(&size)
 	return size, err
 }

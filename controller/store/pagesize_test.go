@@ -18,7 +18,7 @@ import (
 func pragma[T any](t *testing.T, s *Store, name string) T {
 	t.Helper()
 	var v T
-	if err := s.db.QueryRow("PRAGMA " + name).Scan(&v); err != nil {
+	if err := s.conn.QueryRowContext(context.Background(), "PRAGMA "+name).Scan(&v); err != nil {
 		t.Fatal(err)
 	}
 	return v
@@ -90,7 +90,7 @@ func TestOlderDatabaseGetsTheStoresPageSize(t *testing.T) {
 		t.Fatalf("integrity_check: %s, %v", res, err)
 	}
 	var n, events int
-	if err := s.db.QueryRow("SELECT (SELECT COUNT(*) FROM grants), (SELECT COUNT(*) FROM outbox)").Scan(&n, &events); err != nil {
+	if err := s.conn.QueryRowContext(context.Background(), "SELECT (SELECT COUNT(*) FROM grants), (SELECT COUNT(*) FROM outbox)").Scan(&n, &events); err != nil {
 		t.Fatal(err)
 	}
 	if n != grants || events != grants {
@@ -168,7 +168,7 @@ func TestGrantRowsFitTheirPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var overflow, payload int
-	if err := s.db.QueryRow(`SELECT COUNT(*) FILTER (WHERE pagetype = 'overflow'), MAX(payload) FILTER (WHERE pagetype = 'leaf')
+	if err := s.conn.QueryRowContext(context.Background(), `SELECT COUNT(*) FILTER (WHERE pagetype = 'overflow'), MAX(payload) FILTER (WHERE pagetype = 'leaf')
 		FROM dbstat WHERE name = 'grants'`).Scan(&overflow, &payload); err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,8 @@ func (t *Tx) NextDue(now time.Time) (due time.Time, ok bool, err error) {
 // (the database is in auto_vacuum=INCREMENTAL mode: see Open).
 func (s *Store) IncrementalVacuum(ctx context.Context, pages int) error {
 	defer s.wroteWAL()
-	_, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", pages))
+	defer s.exclusive()()
+	_, err := s.conn.ExecContext(ctx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", pages))
 	return err
 }
 
@@ -78,22 +79,22 @@ func (s *Store) IncrementalVacuum(ctx context.Context, pages int) error {
 // once, at the first start of this version.
 func (s *Store) incrementalVacuumMode(ctx context.Context) error {
 	var mode int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA auto_vacuum").Scan(&mode); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA auto_vacuum").Scan(&mode); err != nil {
 		return err
 	}
 	if mode == 2 {
 		return nil
 	}
-	if _, err := s.db.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
+	if _, err := s.conn.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
 		return err
 	}
 	var tables int
-	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil {
 		return err
 	}
 	if tables == 0 {
 		return nil
 	}
-	_, err := s.db.ExecContext(ctx, "VACUUM")
+	_, err := s.conn.ExecContext(ctx, "VACUUM")
 	return err
 }

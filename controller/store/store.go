@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,11 +37,19 @@ type Store struct {
 	db   *sql.DB
 	path string
 
-	// prepared holds statements prepared once on the single connection;
-	// a transaction binds them (database/sql reuses the connection's
-	// prepared statement). A query seen for the first time is prepared in
-	// its transaction and added here after the transaction ends, when the
-	// connection is free. mu guards prepared.
+	// conn is the database's one connection, held for the store's life.
+	// Transactions are SQLite's own (BEGIN … COMMIT on conn), not
+	// database/sql's, so that a statement is prepared once on conn and
+	// runs in every transaction after: a database/sql Tx can only use a
+	// statement prepared before it began, so a query's first use was
+	// prepared twice (in its transaction, then for the store), and with
+	// restarts that was a quarter of the model test's CPU. txMu lets one
+	// transaction, or one statement outside them, use conn at a time.
+	conn *sql.Conn
+	txMu sync.Mutex
+
+	// prepared holds the statements prepared on conn, by query; mu guards
+	// it.
 	mu       sync.Mutex
 	prepared map[string]*sql.Stmt
 
@@ -106,20 +115,35 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
-	s := &Store{db: db, path: path, prepared: map[string]*sql.Stmt{}, held: map[int64]bool{}}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		// Connecting runs the DSN's pragmas, the first reads of the
+		// file: a file that is no database fails here, not in check.
+		db.Close()
+		if Unavailable(err) {
+			return nil, fmt.Errorf("store: %s: %w", path, err)
+		}
+		return nil, fmt.Errorf("store: %s: %w: %v", path, ErrCorrupt, err)
+	}
+	s := &Store{db: db, conn: conn, path: path, prepared: map[string]*sql.Stmt{}, held: map[int64]bool{}}
 	if err := s.check(ctx); err != nil {
+		conn.Close()
 		db.Close()
 		return nil, err
 	}
 	if err := s.usePageSize(ctx); err != nil {
+		conn.Close()
 		db.Close()
 		return nil, fmt.Errorf("store: %s: page size: %w", path, err)
 	}
 	if err := s.incrementalVacuumMode(ctx); err != nil {
+		conn.Close()
 		db.Close()
 		return nil, fmt.Errorf("store: %s: auto_vacuum: %w", path, err)
 	}
 	if err := s.migrate(ctx); err != nil {
+		s.closePrepared()
+		conn.Close()
 		db.Close()
 		return nil, fmt.Errorf("store: %s: %w", path, err)
 	}
@@ -130,7 +154,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // start-up with a clear message instead of failing later.
 func (s *Store) check(ctx context.Context) error {
 	var res string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
 		if Unavailable(err) {
 			return fmt.Errorf("store: %s: %w", s.path, err)
 		}
@@ -146,7 +170,8 @@ func (s *Store) check(ctx context.Context) error {
 // ("ok" when the file is sound).
 func (s *Store) IntegrityCheck(ctx context.Context) (string, error) {
 	var res string
-	err := s.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res)
+	defer s.exclusive()()
+	err := s.conn.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res)
 	return res, err
 }
 
@@ -158,7 +183,8 @@ func (s *Store) IntegrityCheck(ctx context.Context) (string, error) {
 func (s *Store) Checkpoint(ctx context.Context) error {
 	s.FlushAcks(ctx) // (if it fails, they are sent again)
 	defer s.wroteWAL()
-	_, err := s.db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+	defer s.exclusive()()
+	_, err := s.conn.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 	return err
 }
 
@@ -170,7 +196,8 @@ func (s *Store) TruncateWAL(ctx context.Context) error {
 	s.FlushAcks(ctx) // (if it fails, they are sent again)
 	defer s.wroteWAL()
 	var busy, logPages, done int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
+	defer s.exclusive()()
+	if err := s.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
 		return fmt.Errorf("store: checkpoint: %w", err)
 	}
 	if busy != 0 {
@@ -206,28 +233,40 @@ func (s *Store) wroteWAL() { s.walWrites.Add(1) }
 // the database.
 func (s *Store) Close() error {
 	s.FlushAcks(context.Background()) // (if it fails, they are sent again)
+	defer s.exclusive()()
+	s.closePrepared()
+	s.conn.Close()
+	return s.db.Close()
+}
+
+func (s *Store) closePrepared() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for q, st := range s.prepared {
 		st.Close()
 		delete(s.prepared, q)
 	}
-	s.mu.Unlock()
-	return s.db.Close()
+}
+
+// exclusive takes the connection for one statement outside transactions;
+// call the function it returns to give it back.
+func (s *Store) exclusive() func() {
+	s.txMu.Lock()
+	return s.txMu.Unlock
 }
 
 // Update runs fn in one IMMEDIATE transaction and commits it if fn returns
 // nil. fn must not keep tx after it returns.
 func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	defer s.exclusive()()
 	s.updates.Add(1)
 	defer s.wroteWAL()
-	sqlTx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
+	if err := s.begin(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
-	tx := s.newTx(ctx, sqlTx)
-	defer s.learn(tx)
+	tx := &Tx{ctx: ctx, store: s}
 	if err := fn(tx); err != nil {
-		sqlTx.Rollback()
+		s.rollback()
 		return err
 	}
 	// The acknowledged events go in a transaction that writes anyway:
@@ -236,89 +275,100 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	if tx.wrote || tx.flush {
 		acked = s.heldSeqs()
 		if err := tx.AckMany(acked); err != nil {
-			sqlTx.Rollback()
+			s.rollback()
 			return err
 		}
 	}
-	if err := sqlTx.Commit(); err != nil {
+	if err := s.commit(ctx); err != nil {
+		s.rollback()
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	s.unhold(acked)
 	return nil
 }
 
-func (s *Store) newTx(ctx context.Context, sqlTx *sql.Tx) *Tx {
-	return &Tx{tx: sqlTx, ctx: ctx, store: s, stmts: map[string]*sql.Stmt{}}
-}
-
-// learn prepares, for the store's life, the queries a transaction used for
-// the first time. It runs after the transaction ended: the connection is free.
-func (s *Store) learn(tx *Tx) {
-	for _, q := range tx.fresh {
-		st, err := s.db.Prepare(q)
-		if err != nil {
-			continue // it will be prepared per transaction
-		}
-		s.mu.Lock()
-		if s.prepared[q] == nil {
-			s.prepared[q] = st
-			st = nil
-		}
-		s.mu.Unlock()
-		if st != nil {
-			st.Close()
-		}
-	}
-}
-
-func (s *Store) preparedStmt(q string) *sql.Stmt {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.prepared[q]
-}
-
 // View runs fn in a transaction that is rolled back afterwards: for reads.
 func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
-	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
+	defer s.exclusive()()
+	if err := s.begin(ctx, "BEGIN DEFERRED"); err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
-	tx := s.newTx(ctx, sqlTx)
-	defer s.learn(tx)
-	defer sqlTx.Rollback()
-	return fn(tx)
+	defer s.rollback()
+	return fn(&Tx{ctx: ctx, store: s})
 }
 
-// Tx is one transaction. It prepares each statement once and keeps it
-// until the transaction ends (database/sql closes them at commit or
-// rollback): applying a snapshot runs the same few statements per grant.
+// begin starts a transaction with stmt (BEGIN IMMEDIATE or DEFERRED). A
+// transaction left open on the connection (a ROLLBACK that failed) is
+// rolled back first: it was never committed.
+func (s *Store) begin(ctx context.Context, stmt string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st, err := s.stmt(ctx, stmt)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(ctx)
+	if err != nil && strings.Contains(err.Error(), "within a transaction") {
+		s.rollback()
+		_, err = st.ExecContext(ctx)
+	}
+	return err
+}
+
+// commit commits the transaction, unless ctx ended (as database/sql's
+// Tx.Commit): COMMIT itself runs without ctx, so that no interrupt lands
+// in its middle.
+func (s *Store) commit(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st, err := s.stmt(context.Background(), "COMMIT")
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(context.Background())
+	return err
+}
+
+// rollback ends the transaction without its changes. SQLite may have
+// rolled it back already (an interrupted or failed statement, a failed
+// COMMIT): then there is nothing to do and the error says so.
+func (s *Store) rollback() {
+	if st, err := s.stmt(context.Background(), "ROLLBACK"); err == nil {
+		st.ExecContext(context.Background()) // "no transaction is active" when SQLite did it
+	}
+}
+
+// stmt returns q prepared on the connection, preparing it the first time.
+func (s *Store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	s.mu.Lock()
+	st := s.prepared[q]
+	s.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
+	st, err := s.conn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.prepared[q] = st
+	s.mu.Unlock()
+	return st, nil
+}
+
+// Tx is one transaction. Its statements are prepared once for the store's
+// life (Store.stmt): applying a snapshot runs the same few statements per
+// grant.
 type Tx struct {
-	tx    *sql.Tx
 	ctx   context.Context
 	store *Store
-	stmts map[string]*sql.Stmt
-	fresh []string // queries the store had not prepared yet
-	wrote bool     // a statement changed a row
-	flush bool     // delete the held acknowledged events even if nothing else is written
+	wrote bool // a statement changed a row
+	flush bool // delete the held acknowledged events even if nothing else is written
 }
 
-func (t *Tx) stmt(q string) (*sql.Stmt, error) {
-	if s := t.stmts[q]; s != nil {
-		return s, nil
-	}
-	var s *sql.Stmt
-	if p := t.store.preparedStmt(q); p != nil {
-		s = t.tx.StmtContext(t.ctx, p)
-	} else {
-		var err error
-		if s, err = t.tx.PrepareContext(t.ctx, q); err != nil {
-			return nil, err
-		}
-		t.fresh = append(t.fresh, q)
-	}
-	t.stmts[q] = s
-	return s, nil
-}
+func (t *Tx) stmt(q string) (*sql.Stmt, error) { return t.store.stmt(t.ctx, q) }
 
 func (t *Tx) exec(q string, args ...any) (sql.Result, error) {
 	s, err := t.stmt(q)
@@ -389,6 +439,6 @@ func parseTime(s string) time.Time {
 // Exec runs a statement in the transaction: for tests that need to shape
 // the database (a trigger that makes writes fail, as a full disk does).
 func (t *Tx) Exec(q string) error {
-	_, err := t.tx.ExecContext(t.ctx, q)
+	_, err := t.store.conn.ExecContext(t.ctx, q)
 	return err
 }

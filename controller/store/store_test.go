@@ -123,7 +123,7 @@ func TestRefusesCorruptAndNewerDatabases(t *testing.T) {
 	}
 	newer := filepath.Join(dir, "newer.db")
 	s := open(t, newer)
-	s.db.Exec("PRAGMA user_version = 99")
+	s.conn.ExecContext(context.Background(), "PRAGMA user_version = 99")
 	s.Close()
 	if _, err := Open(context.Background(), newer); err == nil || !strings.Contains(err.Error(), "newer than this software") {
 		t.Fatalf("newer schema: err = %v", err)
@@ -171,7 +171,7 @@ func TestSeqNeverReusedWhenTheOutboxEmpties(t *testing.T) {
 	counter := func() int64 {
 		t.Helper()
 		var v int64
-		if err := s.db.QueryRow("SELECT value FROM counters WHERE name = 'seq'").Scan(&v); err != nil {
+		if err := s.conn.QueryRowContext(context.Background(), "SELECT value FROM counters WHERE name = 'seq'").Scan(&v); err != nil {
 			t.Fatal(err)
 		}
 		return v
@@ -231,7 +231,7 @@ func TestAcknowledgedEventsGoWithTheNextWrite(t *testing.T) {
 	}
 	stored := func() (n int) {
 		t.Helper()
-		if err := s.db.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&n); err != nil {
+		if err := s.conn.QueryRowContext(context.Background(), "SELECT COUNT(*) FROM outbox").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
