@@ -466,3 +466,54 @@ func BenchmarkPendingLimits(b *testing.B) {
 		}
 	}
 }
+
+// A transaction whose context ends midway, or whose fn fails, leaves
+// nothing behind: not its writes, and no transaction open on the
+// connection that the next Update would trip over (transactions are
+// SQLite's own on the store's one connection).
+func TestTransactionsEndCleanly(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "l.db"))
+	put := func(ctx context.Context, id string, after func()) error {
+		return s.Update(ctx, func(tx *Tx) error {
+			if err := tx.PutGrant(Grant{ID: id, Version: 1, Action: "deposit", CodeHash: fmt.Sprintf("%064x", len(id)), UsesLeft: 1}); err != nil {
+				return err
+			}
+			after()
+			return tx.SetSetting("k", id)
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := put(ctx, "cancelled", cancel); err == nil {
+		t.Fatal("an Update whose context ended committed")
+	}
+	if err := s.Update(context.Background(), func(tx *Tx) error {
+		if err := tx.PutGrant(Grant{ID: "failed", Version: 1, Action: "deposit", CodeHash: fmt.Sprintf("%064x", 99), UsesLeft: 1}); err != nil {
+			return err
+		}
+		return errors.New("boom")
+	}); err == nil || err.Error() != "boom" {
+		t.Fatalf("failed fn: %v", err)
+	}
+	if err := s.View(ctx, func(*Tx) error { return nil }); err == nil {
+		t.Fatal("a View with an ended context ran")
+	}
+	if err := put(context.Background(), "kept", func() {}); err != nil {
+		t.Fatalf("the Update after them: %v", err)
+	}
+	if err := s.View(context.Background(), func(tx *Tx) error {
+		for _, id := range []string{"cancelled", "failed"} {
+			if _, err := tx.Grant(id); !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("grant %s: %v, want not found", id, err)
+			}
+		}
+		if _, err := tx.Grant("kept"); err != nil {
+			return err
+		}
+		if v, _, _ := tx.Setting("k"); v != "kept" {
+			return fmt.Errorf("setting k = %q", v)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
