@@ -141,6 +141,12 @@ type fcomp struct {
 	mayForce   time.Time // door_forced is expected for it until then
 	concl      *fconcl   // the deposit or pickup whose verdict is due
 	phys       cabCompartment
+	// A release that ended in a lock_fault (its grant, and when): an
+	// opening within controller.LateOpenWithin is that release's (I15),
+	// and its grant's verdict follows the door's close (lateOpen).
+	lateGrant string
+	lateAt    time.Time
+	lateOpen  string
 }
 
 // fconcl is a deposit or pickup whose door was shut: the locker owes its
@@ -188,6 +194,7 @@ type ftStats struct {
 	commands, reissued, replays, wrong             int
 	keypadStalls, parcelAlarms, removed            int
 	lockFaults, doorForced, duplicates             int
+	lateOpens                                      int // openings credited to a release that ended in a lock_fault (I15)
 }
 
 type faultRig struct {
@@ -318,10 +325,10 @@ func (r *faultRig) row() {
 	s := r.st
 	detail := fmt.Sprintf("%d deposits and %d pickups by keypad; %d jammed locks (%d releases into one), "+
 		"%d sensors stuck open (%d pickups through one) and %d stuck closed (%d doors that opened unseen), %d bouncing sensors, "+
-		"%d forced doors (%d parcels taken, %d put) and %d rattled until they chattered; %d lock_faults, %d door_forced, "+
+		"%d forced doors (%d parcels taken, %d put) and %d rattled until they chattered; %d lock_faults (%d late openings credited to their release, I15), %d door_forced, "+
 		"%d sensor_faults reported; %d traces checked, seq gapless",
 		s.depositsDone, s.pickupsDone, s.jams, s.jamHits, s.stuckOpen, s.blindReleases, s.stuckClosed, s.blindOpens, s.bounces,
-		s.forced, s.forcedTaken, s.forcedPut, s.rattles, s.lockFaults, s.doorForced, s.sensorFaults, r.checked)
+		s.forced, s.forcedTaken, s.forcedPut, s.rattles, s.lockFaults, s.lateOpens, s.doorForced, s.sensorFaults, r.checked)
 	lost := len(r.violations)
 	if r.t.Failed() && lost == 0 {
 		lost = 1 // it stopped on something it could not go on from
@@ -695,6 +702,7 @@ func (r *faultRig) observe(tr *wire.Trace) {
 			return
 		}
 		c.knownOpen = true
+		c.lateGrant = "" // a new release: an earlier one's late opening is past
 		rel := &frel{seq: tr.Seq, n: c.n, grant: tr.GrantID, fault: c.fault}
 		r.rels = append(r.rels, rel)
 		c.underway++
@@ -718,6 +726,15 @@ func (r *faultRig) observe(tr *wire.Trace) {
 			return
 		}
 		c.lockerOpen = tr.Type == "door_opened"
+		if c.lockerOpen {
+			// The door a lock_fault's release left shut, opening within
+			// the minute (a forced or freed door), is that release's
+			// opening, as I15 says: its verdict comes at the close.
+			if tr.GrantID != "" && tr.GrantID == c.lateGrant && time.Since(c.lateAt) <= controller.LateOpenWithin+5*time.Second {
+				c.lateOpen = tr.GrantID
+			}
+			c.lateGrant = ""
+		}
 		if c.lockerOpen && tr.GrantID != "" {
 			if rel := r.lastRel(c.n, tr.GrantID); rel != nil {
 				r.resolve(rel, "opened")
@@ -749,6 +766,7 @@ func (r *faultRig) observe(tr *wire.Trace) {
 		if rel != nil {
 			r.resolve(rel, "fault")
 		}
+		c.lateGrant, c.lateAt = tr.GrantID, time.Now()
 		if p := r.pickOf[tr.GrantID]; p != nil {
 			p.used-- // the use is given back
 		}
@@ -769,6 +787,16 @@ func (r *faultRig) observe(tr *wire.Trace) {
 		c.sensorBad = false
 		c.chattering = c.rattling
 	case "deposited", "deposit_cancelled", "picked_up", "pickup_incomplete":
+		if c != nil && c.concl == nil && c.lateOpen != "" && c.lateOpen == tr.GrantID {
+			// The verdict of a late opening (I15): a door rattled open and
+			// shut again moves no parcel.
+			c.lateOpen = ""
+			if tr.Type != "deposit_cancelled" && tr.Type != "pickup_incomplete" {
+				r.violate("%s for %02d after a late opening for %s that moved no parcel", where, c.n, tr.GrantID)
+			}
+			r.st.lateOpens++
+			return
+		}
 		if c == nil || c.concl == nil || c.concl.grant != tr.GrantID {
 			r.violate("%s for %02d by %s: nobody shut a door for it", where, tr.Compartment, tr.GrantID)
 			return

@@ -18,7 +18,8 @@ import (
 // of the default cabinet runs end to end on lock boards, with the same
 // traces. The one exception is by design: an 8A/80 board has no occupancy
 // sensors, and a deposit door closed again counts as stored there
-// (docs/configuration.md), so deposit-cancelled records a deposit.
+// (docs/configuration.md), so deposit-cancelled and
+// late-open-after-lock-fault record a deposit.
 func TestDefaultFlowsOnBoards(t *testing.T) {
 	files, err := filepath.Glob("../../testdata/scenarios/*.txt")
 	if err != nil {
@@ -64,6 +65,11 @@ func TestDefaultFlowsOnBoards(t *testing.T) {
 				want, err := os.ReadFile(strings.TrimSuffix(f, ".txt") + ".golden")
 				if err != nil {
 					t.Fatal(err)
+				}
+				if !cab.hasIR && name == "late-open-after-lock-fault" {
+					// The same by design: the late opening's door shut
+					// again counts as a deposit without occupancy sensors.
+					want = []byte(strings.ReplaceAll(string(want), "deposit_cancelled", "deposited"))
 				}
 				if got != string(want) {
 					t.Errorf("on %s the log differs from %s.golden\ngot:\n%s\nwant:\n%s", cab.wiring, name, got, want)
