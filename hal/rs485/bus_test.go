@@ -315,12 +315,14 @@ func TestObserverSeesFrames(t *testing.T) {
 					return log.has(func(f Frame) bool { return !f.Sent && len(f.Data) == 5 && f.Data[0] == 0x8A && f.Err == nil })
 				}, "its reply")
 			}
-			r.boards.Corrupt(1)
-			waittest.For(t, 3*time.Second, func() bool {
+			// A fault is injected into one reply, and again every half
+			// second until its frame is observed: under load (make test
+			// beside the model test) a reply can come after the time-out
+			// and be dropped as stray, using the injection up unseen.
+			injectUntil(t, func() { r.boards.Corrupt(1) }, func() bool {
 				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, proto.ErrChecksum) && len(f.Data) > 0 })
 			}, "a bad checksum observed")
-			r.boards.WrongAddress(1)
-			waittest.For(t, 3*time.Second, func() bool {
+			injectUntil(t, func() { r.boards.WrongAddress(1) }, func() bool {
 				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, proto.ErrAddress) })
 			}, "another board's address observed")
 			r.boards.Silence(addr, true)
@@ -328,6 +330,22 @@ func TestObserverSeesFrames(t *testing.T) {
 				return log.has(func(f Frame) bool { return !f.Sent && errors.Is(f.Err, ErrTimeout) && len(f.Data) == 0 })
 			}, "a time-out observed")
 		})
+	}
+}
+
+// injectUntil calls inject, and again every half second, until seen
+// holds (at most 10 s).
+func injectUntil(t *testing.T, inject func(), seen func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !seen() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 10s waiting for %s", what)
+		}
+		inject()
+		for end := time.Now().Add(500 * time.Millisecond); !seen() && time.Now().Before(end); {
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 }
 
