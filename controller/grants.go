@@ -407,9 +407,9 @@ type memView struct {
 	tx     *store.Tx
 	// ended holds the version of each grant that the ops name and byID
 	// does not hold (a tombstone or a grant used up), read by lookUp in a
-	// few queries; an op's grant in neither is not stored at all.
-	ended    map[string]int64
-	lookedUp bool
+	// few queries; an op's grant in neither is not stored at all. nil
+	// until lookUp: then version asks the database.
+	ended map[string]int64
 }
 
 // lookUp reads the versions of the grants that ops name and the live set
@@ -425,7 +425,7 @@ func (v *memView) lookUp(ops []wire.GrantOp) error {
 	if err != nil {
 		return err
 	}
-	v.ended, v.lookedUp = ended, true
+	v.ended = ended
 	return nil
 }
 
@@ -474,7 +474,7 @@ func (v *memView) version(id string) (int64, bool, error) {
 	if m, ok := v.byID[id]; ok {
 		return m.Version, true, nil
 	}
-	if v.lookedUp {
+	if v.ended != nil {
 		ver, ok := v.ended[id]
 		return ver, ok, nil
 	}

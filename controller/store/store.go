@@ -126,26 +126,23 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("store: %s: %w: %v", path, ErrCorrupt, err)
 	}
 	s := &Store{db: db, conn: conn, path: path, prepared: map[string]*sql.Stmt{}, held: map[int64]bool{}}
-	if err := s.check(ctx); err != nil {
+	fail := func(err error) (*Store, error) {
+		s.closePrepared()
 		conn.Close()
 		db.Close()
 		return nil, err
 	}
+	if err := s.check(ctx); err != nil {
+		return fail(err)
+	}
 	if err := s.usePageSize(ctx); err != nil {
-		conn.Close()
-		db.Close()
-		return nil, fmt.Errorf("store: %s: page size: %w", path, err)
+		return fail(fmt.Errorf("store: %s: page size: %w", path, err))
 	}
 	if err := s.incrementalVacuumMode(ctx); err != nil {
-		conn.Close()
-		db.Close()
-		return nil, fmt.Errorf("store: %s: auto_vacuum: %w", path, err)
+		return fail(fmt.Errorf("store: %s: auto_vacuum: %w", path, err))
 	}
 	if err := s.migrate(ctx); err != nil {
-		s.closePrepared()
-		conn.Close()
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, err)
+		return fail(fmt.Errorf("store: %s: %w", path, err))
 	}
 	return s, nil
 }
