@@ -497,11 +497,17 @@ func TestTransactionsEndCleanly(t *testing.T) {
 	if err := s.View(ctx, func(*Tx) error { return nil }); err == nil {
 		t.Fatal("a View with an ended context ran")
 	}
+	// A panic inside fn leaves SQLite's transaction open: the next begin
+	// rolls it back (its writes with it) and starts its own.
+	func() {
+		defer func() { _ = recover() }()
+		put(context.Background(), "panicked", func() { panic("bug") })
+	}()
 	if err := put(context.Background(), "kept", func() {}); err != nil {
 		t.Fatalf("the Update after them: %v", err)
 	}
 	if err := s.View(context.Background(), func(tx *Tx) error {
-		for _, id := range []string{"cancelled", "failed"} {
+		for _, id := range []string{"cancelled", "failed", "panicked"} {
 			if _, err := tx.Grant(id); !errors.Is(err, ErrNotFound) {
 				return fmt.Errorf("grant %s: %v, want not found", id, err)
 			}
