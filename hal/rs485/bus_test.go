@@ -245,7 +245,11 @@ func TestPollPeriod(t *testing.T) {
 // board was read with the previous one's reply, and all went down and up
 // again, over and over.)
 func TestLateReplyDoesNotDesynchronise(t *testing.T) {
-	r := newRig(t, proto.Kerong, map[int]int{0: 16, 1: 16, 2: 16}, Config{})
+	// The late reply comes well past a reply time-out of 250 ms: with the
+	// default 50 ms, a loaded machine (make test beside the model test)
+	// delayed other replies past it too, and the test counted those.
+	r := newRig(t, proto.Kerong, map[int]int{0: 16, 1: 16, 2: 16}, Config{ReplyTimeout: 250 * time.Millisecond},
+		func(b *rs485test.Boards) { b.LateBy = 600 * time.Millisecond })
 	waittest.For(t, 3*time.Second, func() bool {
 		return r.state(0).Polls > 0 && r.state(1).Polls > 0 && r.state(2).Polls > 0
 	}, "a first poll of each board")
@@ -253,6 +257,9 @@ func TestLateReplyDoesNotDesynchronise(t *testing.T) {
 	before := r.state(2).Polls
 	waittest.For(t, 3*time.Second, func() bool { return r.state(2).Polls > before+3 }, "the late reply to pass")
 	st0 := r.bus.Stats()
+	if st0.Timeouts == 0 {
+		t.Fatalf("the late reply was not late: %+v", st0)
+	}
 	polls := r.state(0).Polls + r.state(1).Polls + r.state(2).Polls
 	waittest.For(t, 3*time.Second, func() bool {
 		return r.state(0).Polls+r.state(1).Polls+r.state(2).Polls > polls+30

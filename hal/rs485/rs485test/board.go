@@ -4,6 +4,7 @@
 package rs485test
 
 import (
+	"cmp"
 	"io"
 	"sync"
 	"time"
@@ -29,6 +30,8 @@ type Boards struct {
 	// BurstGap splits every reply in two bursts this far apart (USB
 	// adapters); 0 sends it whole.
 	BurstGap time.Duration
+	// LateBy is how late Late's replies come (0: 60 ms).
+	LateBy time.Duration
 
 	mu       sync.Mutex
 	open     map[int]uint64
@@ -37,7 +40,7 @@ type Boards struct {
 	corrupt  int // replies to corrupt (bad checksum)
 	wrong    int // replies to send from another address
 	dropUnl  int // unlock replies to drop
-	late     int // replies to send 60 ms late
+	late     int // replies to send LateBy late
 	received []Frame
 }
 
@@ -201,8 +204,8 @@ func (b *Boards) answer(f []byte) []byte {
 	return reply
 }
 
-// Late makes the next n replies come 60 ms late: past the bus's reply
-// time-out, as from a board that stalls.
+// Late makes the next n replies come LateBy (60 ms) late: past the bus's
+// default reply time-out, as from a board that stalls.
 func (b *Boards) Late(n int) { b.mu.Lock(); b.late = n; b.mu.Unlock() }
 
 // send writes reply at the baud rate, in two bursts with BurstGap.
@@ -212,7 +215,7 @@ func (b *Boards) send(w io.Writer, reply []byte) {
 	b.mu.Lock()
 	if b.late > 0 {
 		b.late--
-		time.Sleep(60 * time.Millisecond)
+		time.Sleep(cmp.Or(b.LateBy, 60*time.Millisecond))
 	}
 	b.mu.Unlock()
 	if gap > 0 && len(reply) > 2 {
