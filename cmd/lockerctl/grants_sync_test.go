@@ -25,16 +25,21 @@ type fakeLocker struct {
 	envs *central.Recorder
 }
 
-func startFakeLocker(t *testing.T, url, id string) *fakeLocker {
+// startFakeLocker connects as locker id; mods set how (TLS, credentials).
+func startFakeLocker(t *testing.T, url, id string, mods ...func(*central.Options)) *fakeLocker {
 	t.Helper()
 	f := &fakeLocker{envs: central.NewRecorder()}
 	in := make(chan central.Message, 64)
-	cl := central.DialTest(t, central.Options{Broker: url, ClientID: "fake-" + id, Wait: 5 * time.Second,
+	o := central.Options{Broker: url, ClientID: "fake-" + id, Wait: 5 * time.Second,
 		Subscribe: []string{protocol.Topic(id, "grants"), protocol.Topic(id, "commands")},
 		OnMessage: func(m central.Message) {
 			f.envs.Record(m)
 			in <- m // answered below: a handler does not publish
-		}})
+		}}
+	for _, mod := range mods {
+		mod(&o)
+	}
+	cl := central.DialTest(t, o)
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	go func() {

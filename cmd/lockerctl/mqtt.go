@@ -5,14 +5,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
@@ -27,24 +27,19 @@ func publish(c common, suffix string, body []byte, replySuffix string, match fun
 	if err != nil {
 		return nil, err
 	}
-	cl, err := dial(c.broker, c.conn)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Disconnect(250)
 	replies := make(chan []byte, 8)
-	t := cl.Subscribe(protocol.Topic(c.locker, replySuffix), 1, func(_ paho.Client, m paho.Message) {
+	cl, err := dial(c.broker, c.conn, protocol.Topic(c.locker, replySuffix), func(m central.Message) {
 		select {
-		case replies <- append([]byte(nil), m.Payload()...):
+		case replies <- m.Payload:
 		default:
 		}
 	})
-	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
-		return nil, fmt.Errorf("subscribe: %v", t.Error())
+	if err != nil {
+		return nil, err
 	}
-	t = cl.Publish(protocol.Topic(c.locker, suffix), 1, false, env)
-	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
-		return nil, fmt.Errorf("publish: %v", t.Error())
+	defer cl.Close()
+	if err := cl.Publish(protocol.Topic(c.locker, suffix), env); err != nil {
+		return nil, err
 	}
 	deadline := time.After(c.wait)
 	for {
@@ -60,12 +55,13 @@ func publish(c common, suffix string, body []byte, replySuffix string, match fun
 	}
 }
 
-// dial connects to the broker with a fresh client id and a clean session.
-func dial(broker string, f connFlags) (paho.Client, error) {
+// dial connects to the broker with a fresh client id and a clean session,
+// subscribed to filter (every message goes to on).
+func dial(broker string, f connFlags, filter string, on func(central.Message)) (*central.Client, error) {
 	var rnd [4]byte
 	rand.Read(rnd[:])
-	opts := paho.NewClientOptions().AddBroker(broker).SetClientID("lockerctl-" + hex.EncodeToString(rnd[:])).
-		SetCleanSession(true).SetConnectTimeout(5 * time.Second).SetAutoReconnect(false)
+	o := central.Options{Broker: broker, ClientID: "lockerctl-" + hex.EncodeToString(rnd[:]),
+		Subscribe: []string{filter}, OnMessage: on, Username: f.user}
 	if f.ca != "" || f.cert != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if f.ca != "" {
@@ -85,23 +81,19 @@ func dial(broker string, f connFlags) (paho.Client, error) {
 			}
 			tc.Certificates = []tls.Certificate{cert}
 		}
-		opts.SetTLSConfig(tc)
-	}
-	if f.user != "" {
-		opts.SetUsername(f.user)
+		o.TLS = tc
 	}
 	if f.passwordFile != "" {
+		if f.user == "" {
+			return nil, errors.New("-password-file needs -user")
+		}
 		b, err := os.ReadFile(f.passwordFile)
 		if err != nil {
 			return nil, fmt.Errorf("-password-file: %w", err)
 		}
-		opts.SetPassword(strings.TrimRight(string(b), "\r\n"))
+		o.Password = strings.TrimRight(string(b), "\r\n")
 	}
-	cl := paho.NewClient(opts)
-	if t := cl.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		return nil, fmt.Errorf("broker %s: cannot connect: %v", broker, t.Error())
-	}
-	return cl, nil
+	return central.Dial(o)
 }
 
 // watch prints what a locker publishes, one line per message: the time it
@@ -120,31 +112,27 @@ func watch(args []string) error {
 	if !protocol.ValidLockerID(locker) {
 		return fmt.Errorf("watch: -locker %q is not a locker id", locker)
 	}
-	cl, err := dial(broker, conn)
-	if err != nil {
-		return err
-	}
-	defer cl.Disconnect(100)
 	lines := make(chan string, 1024)
 	prefix := protocol.Topic(locker, "")
-	t := cl.Subscribe(prefix+"#", 1, func(_ paho.Client, m paho.Message) {
-		suffix := strings.TrimPrefix(m.Topic(), prefix)
+	cl, err := dial(broker, conn, prefix+"#", func(m central.Message) {
+		suffix := strings.TrimPrefix(m.Topic, prefix)
 		if !*all && (suffix == protocol.SuffixGrants || suffix == protocol.SuffixCommands) {
 			return
 		}
 		mark := ""
-		if m.Retained() {
+		if m.Retained {
 			mark = " (retained)"
 		}
-		line := fmt.Sprintf("%s %s%s %s", time.Now().UTC().Format("15:04:05.000"), m.Topic(), mark, m.Payload())
+		line := fmt.Sprintf("%s %s%s %s", time.Now().UTC().Format("15:04:05.000"), m.Topic, mark, m.Payload)
 		select {
 		case lines <- line:
 		default: // a slow terminal: drop rather than block paho
 		}
 	})
-	if !t.WaitTimeout(5*time.Second) || t.Error() != nil {
-		return fmt.Errorf("subscribe: %v", t.Error())
+	if err != nil {
+		return err
 	}
+	defer cl.Close()
 	var stop <-chan time.Time
 	if *dur > 0 {
 		stop = time.After(*dur)

@@ -4,13 +4,15 @@
 // results, status) to a handler that must not block, or to a Recorder.
 //
 // It is not the central server. The simulator's web page (locker-sim's
-// development central), the fleet simulator and the tests use it, so that
-// connecting, subscribing, signing and publishing are written once; the
-// tests also use it to play a locker's side to lockerctl (the filters they
-// subscribe to choose the side).
+// development central), the fleet simulator, lockerctl (over TLS and with
+// credentials, as a technician reaches a production broker) and the tests
+// use it, so that connecting, subscribing, signing and publishing are
+// written once; the tests also use it to play a locker's side to lockerctl
+// (the filters they subscribe to choose the side).
 package central
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,6 +65,11 @@ type Options struct {
 	// Wait bounds the connect, the first subscription and each publish;
 	// zero: 10 s.
 	Wait time.Duration
+	// TLS configures an ssl:// broker (nil: paho's default, the system's
+	// roots); Username and Password are the MQTT credentials, if any.
+	TLS      *tls.Config
+	Username string
+	Password string
 }
 
 // Client is a connected central client.
@@ -96,6 +103,12 @@ func Dial(o Options) (*Client, error) {
 		SetCleanSession(!o.Persistent).SetKeepAlive(keepAlive).SetConnectTimeout(c.wait).
 		SetAutoReconnect(o.Reconnect).SetConnectRetry(o.Reconnect).SetOrderMatters(!o.Unordered).
 		SetDefaultPublishHandler(handler) // a persistent session's messages that arrive before the subscription
+	if o.TLS != nil {
+		opts.SetTLSConfig(o.TLS)
+	}
+	if o.Username != "" {
+		opts.SetUsername(o.Username).SetPassword(o.Password)
+	}
 	if o.RetryInterval > 0 {
 		opts.SetConnectRetryInterval(o.RetryInterval)
 	}
