@@ -187,7 +187,9 @@ func (c *Client) PublishAsync(topic string, payload []byte) paho.Token {
 }
 
 // IsConnected says whether the client is connected now.
-func (c *Client) IsConnected() bool { return c.cl.IsConnected() }
+//
+// (paho's IsConnected is also true while a Reconnect client is away.)
+func (c *Client) IsConnected() bool { return c.cl.IsConnectionOpen() }
 
 // Close disconnects, giving work in flight up to 250 ms.
 func (c *Client) Close() { c.cl.Disconnect(250) }

@@ -83,7 +83,7 @@ func TestJunkFloodIsThrottledByTheBroker(t *testing.T) {
 	const flood = 3000
 	var toks []mqtt.Token
 	for i := range flood {
-		toks = append(toks, ce.c.Publish(protocol.Topic(lockerID, protocol.SuffixGrants), 1, false,
+		toks = append(toks, ce.c.PublishAsync(protocol.Topic(lockerID, protocol.SuffixGrants),
 			[]byte(`{"key_id":"x","body":"%%%","sig":"`+string(rune('a'+i%26))+`"}`)))
 	}
 	for _, tok := range toks { // the broker holds the whole flood

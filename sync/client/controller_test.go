@@ -76,7 +76,7 @@ func runController(t *testing.T, st *store.Store, clock controller.Clock) (*cont
 
 // traceReasons returns the reason of every trace of type typ the central
 // received.
-func traceReasons(t *testing.T, ce *central, typ string) []string {
+func traceReasons(t *testing.T, ce *testCentral, typ string) []string {
 	t.Helper()
 	var out []string
 	for _, p := range ce.get(protocol.SuffixTraces) {

@@ -16,12 +16,11 @@ import (
 	"testing/synctest"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/simulator/logtest"
 	"github.com/openlocker/locker/simulator/waittest"
 	"github.com/openlocker/locker/sync/brokertest"
+	"github.com/openlocker/locker/sync/central"
 	"github.com/openlocker/locker/sync/client"
 	"github.com/openlocker/locker/sync/client/clienttest"
 	"github.com/openlocker/locker/sync/protocol"
@@ -90,101 +89,75 @@ func startLink(t *testing.T, url string, f client.Locker, mod func(*client.Optio
 	return link, stop, logs
 }
 
-// central is a stand-in for the central server: a paho client with a
-// persistent session that records everything published under the locker's
-// prefix.
-type central struct {
-	t *testing.T
-	c mqtt.Client
-
-	mu   sync.Mutex
-	msgs map[string][][]byte // by topic suffix
+// testCentral is a stand-in for the central server: the central test
+// client (sync/central) with a persistent session that reconnects within
+// 200 ms, recording everything published under the locker's prefix.
+type testCentral struct {
+	t   *testing.T
+	c   *central.Client
+	rec *central.Recorder
 }
 
-func newCentral(t *testing.T, url string) *central {
+func newCentral(t *testing.T, url string) *testCentral {
 	t.Helper()
-	ce := &central{t: t, msgs: map[string][][]byte{}}
-	prefix := protocol.Topic(lockerID, "")
-	handler := func(_ mqtt.Client, m mqtt.Message) {
-		ce.mu.Lock()
-		defer ce.mu.Unlock()
-		suffix := strings.TrimPrefix(m.Topic(), prefix)
-		ce.msgs[suffix] = append(ce.msgs[suffix], bytes.Clone(m.Payload()))
-	}
-	o := mqtt.NewClientOptions().AddBroker(url).
-		SetClientID(fmt.Sprintf("central-%d", time.Now().UnixNano())).
-		SetCleanSession(false).
-		SetKeepAlive(30 * time.Second).
-		SetAutoReconnect(true).SetConnectRetry(true).
-		SetConnectRetryInterval(50 * time.Millisecond).
-		SetMaxReconnectInterval(200 * time.Millisecond).
-		SetDefaultPublishHandler(handler).
-		SetOnConnectHandler(func(c mqtt.Client) {
-			c.Subscribe(prefix+"#", 1, handler) // not waited for: we are in a paho callback
-		})
-	ce.c = mqtt.NewClient(o)
-	if tok := ce.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("central connect: %v", tok.Error())
-	}
-	// Subscribed once the subscription shows up: publish a probe.
-	waittest.For(t, 5*time.Second, func() bool {
-		ce.publish("probe", []byte("x"))
-		time.Sleep(20 * time.Millisecond)
-		return len(ce.get("probe")) > 0
-	}, "the central to subscribe")
-	t.Cleanup(func() { ce.c.Disconnect(100) })
+	ce := &testCentral{t: t, rec: central.NewRecorder()}
+	// Dial returns once the subscription is acknowledged.
+	ce.c = central.DialTest(t, central.Options{Broker: url, ClientID: fmt.Sprintf("central-%d", time.Now().UnixNano()),
+		Persistent: true, Reconnect: true, RetryInterval: 50 * time.Millisecond, MaxReconnectInterval: 200 * time.Millisecond,
+		Subscribe: []string{protocol.Topic(lockerID, "#")}, OnMessage: ce.rec.Record, Wait: 5 * time.Second})
 	return ce
 }
 
-func (ce *central) publish(suffix string, payload []byte) {
+func (ce *testCentral) publish(suffix string, payload []byte) {
 	ce.t.Helper()
-	tok := ce.c.Publish(protocol.Topic(lockerID, suffix), 1, false, payload)
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		ce.t.Fatalf("central publish on %s: %v", suffix, tok.Error())
+	if err := ce.c.Publish(protocol.Topic(lockerID, suffix), payload); err != nil {
+		ce.t.Fatal(err)
 	}
 }
 
-func (ce *central) get(suffix string) [][]byte {
-	ce.mu.Lock()
-	defer ce.mu.Unlock()
-	return slices.Clone(ce.msgs[suffix])
+// get returns the payloads received on the locker's topic suffix, in order.
+func (ce *testCentral) get(suffix string) [][]byte {
+	var out [][]byte
+	for _, m := range ce.rec.All() {
+		if m.Topic == protocol.Topic(lockerID, suffix) {
+			out = append(out, m.Payload)
+		}
+	}
+	return out
 }
 
 // seqs returns the seq of every trace received, in order of arrival.
-func (ce *central) seqs() []int64 {
-	var out []int64
-	for _, p := range ce.get(protocol.SuffixTraces) {
-		var tr wire.Trace
-		if err := json.Unmarshal(p, &tr); err != nil {
-			ce.t.Fatalf("trace %q: %v", p, err)
-		}
+func (ce *testCentral) seqs() []int64 {
+	trs, err := ce.rec.Traces()
+	if err != nil {
+		ce.t.Fatal(err)
+	}
+	out := make([]int64, 0, len(trs))
+	for _, tr := range trs {
 		out = append(out, tr.Seq)
 	}
 	return out
 }
 
-// retained reads the retained message of a topic with a fresh client.
+// retained reads the retained message of a topic with a fresh client (nil
+// when none comes within 500 ms of subscribing).
 func retained(t *testing.T, url, suffix string) []byte {
 	t.Helper()
 	got := make(chan []byte, 1)
-	o := mqtt.NewClientOptions().AddBroker(url).
-		SetClientID(fmt.Sprintf("reader-%d", time.Now().UnixNano())).SetCleanSession(true)
-	c := mqtt.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("reader connect: %v", tok.Error())
-	}
-	defer c.Disconnect(0)
-	tok := c.Subscribe(protocol.Topic(lockerID, suffix), 1, func(_ mqtt.Client, m mqtt.Message) {
-		if m.Retained() {
-			select {
-			case got <- bytes.Clone(m.Payload()):
-			default:
+	c, err := central.Dial(central.Options{Broker: url, ClientID: fmt.Sprintf("reader-%d", time.Now().UnixNano()),
+		Subscribe: []string{protocol.Topic(lockerID, suffix)}, Wait: 5 * time.Second,
+		OnMessage: func(m central.Message) {
+			if m.Retained {
+				select {
+				case got <- m.Payload:
+				default:
+				}
 			}
-		}
-	})
-	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("reader subscribe: %v", tok.Error())
+		}})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer c.Close()
 	select {
 	case p := <-got:
 		return p
@@ -427,7 +400,7 @@ func TestBrokerRestart(t *testing.T) {
 			time.Sleep(1500 * time.Millisecond) // a few failed attempts with back-off
 			b.Restart(t)
 			waittest.For(t, 10*time.Second, link.Connected, "the link to reconnect")
-			waittest.For(t, 10*time.Second, func() bool { return ce.c.IsConnectionOpen() }, "the central to reconnect")
+			waittest.For(t, 10*time.Second, ce.c.IsConnected, "the central to reconnect")
 
 			// Subscribed again: a grants envelope sent now is applied.
 			ce.publish(protocol.SuffixGrants, seal(t, "central-2026", centralKey, grants(time.Now(), 1)))
