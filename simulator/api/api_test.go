@@ -187,26 +187,37 @@ type fakeCentral struct {
 	mu       sync.Mutex
 	grants   []wire.GrantsBody
 	commands []wire.Command
-	err      error // returned by both when set
+	err      error     // returned by both when set
+	sending  func(any) // when set, runs with each body or command before the send returns
 }
 
 func (c *fakeCentral) SendGrants(_ context.Context, body wire.GrantsBody) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.err != nil {
+		defer c.mu.Unlock()
 		return c.err
 	}
 	c.grants = append(c.grants, body)
+	sending := c.sending
+	c.mu.Unlock()
+	if sending != nil {
+		sending(body)
+	}
 	return nil
 }
 
 func (c *fakeCentral) SendCommand(_ context.Context, cmd wire.Command) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.err != nil {
+		defer c.mu.Unlock()
 		return c.err
 	}
 	c.commands = append(c.commands, cmd)
+	sending := c.sending
+	c.mu.Unlock()
+	if sending != nil {
+		sending(cmd)
+	}
 	return nil
 }
 

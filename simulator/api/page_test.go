@@ -218,6 +218,68 @@ func TestPage(t *testing.T) {
 
 // artifactDir is where the test leaves files to look at: $TEST_ARTIFACTS
 // when set, else the test's artifact folder (go test -artifacts keeps it).
+// The locker may answer before the page has read the reply to its POST
+// (the locker is quick, a busy browser is not): the grant form, the command
+// form and the compartment panel show that answer all the same, and a
+// command result for another command is not taken for theirs. (The page
+// dropped such an answer and waited for the ack forever: seen once in
+// TestWebPageWithTheRealDaemon under CI load.)
+func TestPageShowsAnAnswerThatCameFirst(t *testing.T) {
+	noLeaks(t)
+	f := newFixture(t, false)
+	f.central.mu.Lock()
+	f.central.sending = func(v any) {
+		switch v := v.(type) {
+		case wire.GrantsBody:
+			f.srv.PublishMQTT("lockers/v1/SIM01/grants/ack", []byte(`{"issued_at":"2026-11-22T10:00:00Z","applied":1,"stale":0,"rejected":[]}`))
+		case wire.Command:
+			f.srv.PublishMQTT("lockers/v1/SIM01/commands/result", []byte(`{"command_id":"c-1","ok":false,"error":"another command"}`))
+			f.srv.PublishMQTT("lockers/v1/SIM01/commands/result", fmt.Appendf(nil, `{"command_id":%q,"ok":true,"error":""}`, v.CommandID))
+		}
+		time.Sleep(300 * time.Millisecond) // the answer reaches the page first
+	}
+	f.central.mu.Unlock()
+	b := browsertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := b.NewPage(ctx, 1280, 900)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v\npage errors: %q", err, p.Errors())
+		}
+	}
+	must(p.Navigate(ctx, f.http.URL))
+	must(p.WaitFor(ctx, `document.querySelectorAll("#cabinet .door").length === 24 && document.getElementById("conn").textContent === "live"`))
+
+	must(p.Select(ctx, `#grant-form select[name="action"]`, "deposit"))
+	must(p.Select(ctx, `#grant-form select[name="size"]`, "M"))
+	must(p.Type(ctx, `#grant-form input[name="code"]`, testCode))
+	must(p.Click(ctx, `#grant-form button[type="submit"]`))
+	must(p.WaitFor(ctx, `document.querySelector("#grant-result .ack") && document.querySelector("#grant-result .ack").textContent.includes("1 applied")`))
+
+	must(p.Click(ctx, `#tab-command`))
+	must(p.Select(ctx, `#command-form select[name="action"]`, "open"))
+	must(p.Type(ctx, `#command-form input[name="compartment"]`, "3"))
+	must(p.Click(ctx, `#command-form button[type="submit"]`))
+	must(p.WaitFor(ctx, `document.querySelector("#command-result .ack") && document.querySelector("#command-result .ack").textContent === "Locker: done."`))
+
+	// From the compartment panel: the answer is a toast.
+	must(p.Click(ctx, `.door[data-n="7"]`))
+	must(p.Click(ctx, `#detail [data-act="cmd-disable"]`))
+	must(p.WaitFor(ctx, `/^Command c-\d+: Locker: done\.$/.test(document.getElementById("toast").textContent)`))
+	_, cmds := f.central.sent()
+	if len(cmds) != 2 {
+		t.Fatalf("the central got %d commands, want 2", len(cmds))
+	}
+	if errs := p.Errors(); len(errs) > 0 {
+		t.Fatalf("the page reported errors: %q", errs)
+	}
+}
+
 func artifactDir(t *testing.T) string {
 	t.Helper()
 	if dir := os.Getenv("TEST_ARTIFACTS"); dir != "" {

@@ -317,9 +317,10 @@ function act(n, what, body, verb) {
 }
 
 function command(n, action) {
+  const w = expectAnswer("command");
   return post("/api/central/commands", {action, compartment: n, reason: "technician (web page)"})
-    .then((r) => { watchResult("command", r.command_id, null); toast(`Command ${action} ${pad2(n)} sent (${r.command_id})`, "ok"); })
-    .catch((err) => toast(`Command: ${err.message}`));
+    .then((r) => { toast(`Command ${action} ${pad2(n)} sent (${r.command_id})`, "ok"); watchResult(w, r.command_id, null); })
+    .catch((err) => { forget(w); toast(`Command: ${err.message}`); });
 }
 
 function fact(label, value, cls) {
@@ -415,11 +416,29 @@ function updateGrantFields() {
   }
 }
 
-// pending answers from the locker, shown in the form that sent them.
+// The answers the central forms wait for, shown in the form that sent the
+// request. The locker may answer before the page has read the POST's own
+// reply (it is quick, a busy browser is not): expectAnswer, called before the
+// POST, keeps such answers until watchResult learns the id and the place.
 const watching = {grant: null, command: null};
 
-function watchResult(kind, id, out) {
-  watching[kind] = {id, out};
+function expectAnswer(kind) {
+  const w = {kind, id: null, out: null, known: false, early: []};
+  watching[kind] = w;
+  return w;
+}
+
+// watchResult: w's request was id, its answer goes into out (null: a toast).
+function watchResult(w, id, out) {
+  if (watching[w.kind] !== w) return; // a newer request of its kind replaced it
+  Object.assign(w, {id, out, known: true});
+  for (const p of w.early.splice(0)) {
+    if (showAnswer(w.kind, p)) break;
+  }
+}
+
+function forget(w) {
+  if (watching[w.kind] === w) watching[w.kind] = null;
 }
 
 function setResult(out, ...children) {
@@ -454,8 +473,8 @@ function buildCentral() {
     const out = $("grant-result");
     const code = body.code;
     setResult(out, el("span", {class: "pending"}, "Signing and sending…"));
+    const w = expectAnswer("grant");
     post("/api/central/grants", body).then((r) => {
-      watchResult("grant", r.grant_id, out);
       f.code.value = "";
       f.pickup_code.value = "";
       setResult(out,
@@ -464,7 +483,11 @@ function buildCentral() {
         el("div", {class: "ack"}, "Waiting for the locker's ack…"),
         el("button", {type: "button", class: "small", onclick: () => sendKeys(code + "#")},
           `Type the code on the keypad`));
-    }).catch((err) => setResult(out, el("div", {class: "bad"}, err.message)));
+      watchResult(w, r.grant_id, out);
+    }).catch((err) => {
+      forget(w);
+      setResult(out, el("div", {class: "bad"}, err.message));
+    });
   });
 
   const cf = $("command-form");
@@ -473,12 +496,16 @@ function buildCentral() {
     const f = cf.elements;
     const out = $("command-result");
     setResult(out, el("span", {class: "pending"}, "Signing and sending…"));
+    const w = expectAnswer("command");
     post("/api/central/commands", {action: f.action.value, compartment: Number(f.compartment.value) || 0,
       reason: f.reason.value.trim()}).then((r) => {
-      watchResult("command", r.command_id, out);
       setResult(out, el("div", {class: "ok"}, `Sent command ${r.command_id}.`),
         el("div", {class: "ack"}, "Waiting for the locker's result…"));
-    }).catch((err) => setResult(out, el("div", {class: "bad"}, err.message)));
+      watchResult(w, r.command_id, out);
+    }).catch((err) => {
+      forget(w);
+      setResult(out, el("div", {class: "bad"}, err.message));
+    });
   });
 
   fetch("/api/central").then((r) => r.json()).then((v) => {
@@ -491,32 +518,43 @@ function buildCentral() {
 }
 
 // onAnswer shows the locker's grants ack or command result in the form
-// that sent the request.
+// that sent the request, or keeps it until the form knows its request.
 function onAnswer(topic, p) {
   if (!p || typeof p !== "object") return;
-  if (topic.endsWith("/grants/ack") && watching.grant) {
-    const w = watching.grant;
-    watching.grant = null;
+  const kind = topic.endsWith("/grants/ack") ? "grant" : topic.endsWith("/commands/result") ? "command" : "";
+  const w = kind && watching[kind];
+  if (!w) return;
+  if (!w.known) {
+    w.early.push(p);
+    return;
+  }
+  showAnswer(kind, p);
+}
+
+// showAnswer shows p if it answers what watching[kind] waits for (a command
+// result only for its command id) and says whether it did.
+function showAnswer(kind, p) {
+  const w = watching[kind];
+  if (kind === "command" && p.command_id !== w.id) return false;
+  watching[kind] = null;
+  const ack = w.out && w.out.querySelector(".ack");
+  if (kind === "grant") {
     const rejected = (p.rejected || []).map((r) => `${r.grant_id}: ${r.error}`).join("; ");
-    const ack = w.out && w.out.querySelector(".ack");
     if (ack) {
       ack.className = rejected ? "ack bad" : "ack ok";
       ack.textContent = `Locker ack: ${p.applied || 0} applied, ${p.stale || 0} stale` +
         (rejected ? `, rejected: ${rejected}` : "") + ".";
     }
+    return true;
   }
-  if (topic.endsWith("/commands/result") && watching.command && p.command_id === watching.command.id) {
-    const w = watching.command;
-    watching.command = null;
-    const msg = p.ok ? "Locker: done." : `Locker: failed: ${p.error}`;
-    const ack = w.out && w.out.querySelector(".ack");
-    if (ack) {
-      ack.className = p.ok ? "ack ok" : "ack bad";
-      ack.textContent = msg;
-    } else {
-      toast(`Command ${p.command_id}: ${msg}`, p.ok ? "ok" : "error");
-    }
+  const msg = p.ok ? "Locker: done." : `Locker: failed: ${p.error}`;
+  if (ack) {
+    ack.className = p.ok ? "ack ok" : "ack bad";
+    ack.textContent = msg;
+  } else {
+    toast(`Command ${p.command_id}: ${msg}`, p.ok ? "ok" : "error");
   }
+  return true;
 }
 
 // ---- Feeds ----
