@@ -5,11 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,6 +280,61 @@ func TestPageShowsAnAnswerThatCameFirst(t *testing.T) {
 	}
 	if errs := p.Errors(); len(errs) > 0 {
 		t.Fatalf("the page reported errors: %q", errs)
+	}
+}
+
+// A keypad POST's reply holds the display as the keys left it. When the
+// page reads it after a newer display came on the event stream, it keeps
+// the newer one: the stream sends a cabinet only when it changed, so an
+// older display drawn over it would stay until the next change.
+func TestPageKeepsTheNewerDisplay(t *testing.T) {
+	noLeaks(t)
+	f := newFixture(t, false)
+	var late atomic.Bool
+	h := f.srv.Handler()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/keypad" || !late.Load() {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		// The daemon shows something newer; the stream carries it first.
+		f.daemon.mu.Lock()
+		f.daemon.lcd.show("Newer", "")
+		f.daemon.mu.Unlock()
+		time.Sleep(500 * time.Millisecond)
+		maps.Copy(w.Header(), rec.Header())
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
+	}))
+	t.Cleanup(hs.Close)
+	b := browsertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := b.NewPage(ctx, 1280, 900)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v\npage errors: %q", err, p.Errors())
+		}
+	}
+	must(p.Navigate(ctx, hs.URL))
+	must(p.WaitFor(ctx, `document.getElementById("conn").textContent === "live" && document.getElementById("lcd").dataset.text.startsWith("Enter code")`))
+	late.Store(true)
+	must(p.Click(ctx, `#keypad [data-key="5"]`))
+	must(p.WaitFor(ctx, `document.getElementById("lcd").dataset.text.startsWith("Newer")`))
+	must(p.WaitFor(ctx, `document.getElementById("keypad-status").textContent === ""`)) // the reply was read
+	var text string
+	must(p.Eval(ctx, `document.getElementById("lcd").dataset.text`, &text))
+	if !strings.HasPrefix(text, "Newer") {
+		t.Fatalf("after the keypad's reply the display shows %q, not the newer display", text)
+	}
+	if got := f.daemon.typedKeys(); got != "5" {
+		t.Fatalf("the daemon got keys %q", got)
 	}
 }
 

@@ -96,13 +96,22 @@ function renderDisplay(rows) {
 
 let keyChain = Promise.resolve();
 let keysPending = 0;
+// cabinetsShown counts the cabinets drawn from the event stream. The display
+// in a keypad POST's reply is drawn only if none came while it was on its
+// way: one that did may be newer (the reply can be read after events the
+// server sent later), and the stream sends every later change anyway.
+let cabinetsShown = 0;
 
 function sendKeys(keys) {
   keysPending += keys.length;
   updateKeypadStatus();
   const done = keyChain
-    .then(() => post("/api/keypad", {keys}))
-    .then((data) => renderDisplay(data.display || []))
+    .then(() => {
+      const shown = cabinetsShown;
+      return post("/api/keypad", {keys}).then((data) => {
+        if (cabinetsShown === shown) renderDisplay(data.display || []);
+      });
+    })
     .catch((err) => toast(`Keypad: ${err.message}`))
     .finally(() => { keysPending -= keys.length; updateKeypadStatus(); });
   keyChain = done;
@@ -266,6 +275,7 @@ function renderSummary(cab) {
 }
 
 function renderCabinet(cab) {
+  cabinetsShown++;
   ui.cab = cab;
   $("locker-id").textContent = cab.locker_id || "";
   $("nameplate-id").textContent = cab.locker_id || "—";
