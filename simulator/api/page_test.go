@@ -283,30 +283,44 @@ func TestPageShowsAnAnswerThatCameFirst(t *testing.T) {
 	}
 }
 
-// A keypad POST's reply holds the display as the keys left it. When the
-// page reads it after a newer display came on the event stream, it keeps
-// the newer one: the stream sends a cabinet only when it changed, so an
-// older display drawn over it would stay until the next change.
-func TestPageKeepsTheNewerDisplay(t *testing.T) {
+// A keypad or compartment POST's reply holds the display or the
+// compartment as the request left them. When the page reads it after a
+// newer state came on the event stream, it keeps the newer one: the stream
+// sends a cabinet only when it changed, so an older state drawn over it
+// would stay until the next change.
+func TestPageKeepsTheNewerState(t *testing.T) {
 	noLeaks(t)
 	f := newFixture(t, false)
 	var late atomic.Bool
 	h := f.srv.Handler()
+	// newer changes the state behind the request's back, per path.
+	newer := map[string]func(){
+		"/api/keypad": func() {
+			f.daemon.mu.Lock()
+			f.daemon.lcd.show("Newer", "")
+			f.daemon.mu.Unlock()
+		},
+		"/api/compartments/7/door": func() {
+			r := httptest.NewRequest("POST", "/api/compartments/7/door", strings.NewReader(`{"action":"close"}`))
+			r.Header.Set("Content-Type", "application/json")
+			h.ServeHTTP(httptest.NewRecorder(), r)
+		},
+	}
+	replied := make(chan string, 4) // the paths whose late reply went out
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/keypad" || !late.Load() {
+		change := newer[r.URL.Path]
+		if change == nil || !late.Load() {
 			h.ServeHTTP(w, r)
 			return
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, r)
-		// The daemon shows something newer; the stream carries it first.
-		f.daemon.mu.Lock()
-		f.daemon.lcd.show("Newer", "")
-		f.daemon.mu.Unlock()
+		change() // the stream carries it before this reply
 		time.Sleep(500 * time.Millisecond)
 		maps.Copy(w.Header(), rec.Header())
 		w.WriteHeader(rec.Code)
 		w.Write(rec.Body.Bytes())
+		replied <- r.URL.Path
 	}))
 	t.Cleanup(hs.Close)
 	b := browsertest.Start(t)
@@ -322,19 +336,42 @@ func TestPageKeepsTheNewerDisplay(t *testing.T) {
 			t.Fatalf("%v\npage errors: %q", err, p.Errors())
 		}
 	}
+	// afterReply returns what expr shows once the late reply to path was
+	// sent and the page had 300 ms to read it.
+	afterReply := func(path, expr string) string {
+		t.Helper()
+		select {
+		case got := <-replied:
+			if got != path {
+				t.Fatalf("a late reply to %s, want %s", got, path)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no reply to %s", path)
+		}
+		time.Sleep(300 * time.Millisecond)
+		var got string
+		must(p.Eval(ctx, expr, &got))
+		return got
+	}
 	must(p.Navigate(ctx, hs.URL))
 	must(p.WaitFor(ctx, `document.getElementById("conn").textContent === "live" && document.getElementById("lcd").dataset.text.startsWith("Enter code")`))
 	late.Store(true)
+
 	must(p.Click(ctx, `#keypad [data-key="5"]`))
-	must(p.WaitFor(ctx, `document.getElementById("lcd").dataset.text.startsWith("Newer")`))
-	must(p.WaitFor(ctx, `document.getElementById("keypad-status").textContent === ""`)) // the reply was read
-	var text string
-	must(p.Eval(ctx, `document.getElementById("lcd").dataset.text`, &text))
-	if !strings.HasPrefix(text, "Newer") {
-		t.Fatalf("after the keypad's reply the display shows %q, not the newer display", text)
+	if got := afterReply("/api/keypad", `document.getElementById("lcd").dataset.text`); !strings.HasPrefix(got, "Newer") {
+		t.Errorf("after the keypad's reply the display shows %q, not the newer display", got)
 	}
 	if got := f.daemon.typedKeys(); got != "5" {
-		t.Fatalf("the daemon got keys %q", got)
+		t.Errorf("the daemon got keys %q", got)
+	}
+
+	must(p.Click(ctx, `.door[data-n="7"]`))
+	must(p.Click(ctx, `#detail [data-act="force"]`)) // then pushed shut behind its back
+	if got := afterReply("/api/compartments/7/door", `document.querySelector('.door[data-n="7"]').dataset.door`); got != "closed" {
+		t.Errorf("after the force-open's reply door 7 shows %q, not the newer closed", got)
+	}
+	if c, err := f.cab.Compartment(7); err != nil || c.Door != simulator.DoorClosed {
+		t.Errorf("door 7 is %+v (%v), want closed", c, err)
 	}
 }
 

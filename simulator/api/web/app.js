@@ -96,22 +96,20 @@ function renderDisplay(rows) {
 
 let keyChain = Promise.resolve();
 let keysPending = 0;
-// cabinetsShown counts the cabinets drawn from the event stream. The display
-// in a keypad POST's reply is drawn only if none came while it was on its
-// way: one that did may be newer (the reply can be read after events the
-// server sent later), and the stream sends every later change anyway.
-let cabinetsShown = 0;
+
+// The page draws the cabinet (display, doors, states) from the event stream
+// only. A POST's reply holds the state as that request left it, and the page
+// may read it after a newer state came on the stream; since the stream sends
+// a cabinet only when it changed, an older state drawn over a newer one would
+// stay until the next change. The stream follows every change within 25 ms.
+// The GET at load draws only until the stream's first cabinet.
+let streamCabinets = 0;
 
 function sendKeys(keys) {
   keysPending += keys.length;
   updateKeypadStatus();
   const done = keyChain
-    .then(() => {
-      const shown = cabinetsShown;
-      return post("/api/keypad", {keys}).then((data) => {
-        if (cabinetsShown === shown) renderDisplay(data.display || []);
-      });
-    })
+    .then(() => post("/api/keypad", {keys}))
     .catch((err) => toast(`Keypad: ${err.message}`))
     .finally(() => { keysPending -= keys.length; updateKeypadStatus(); });
   keyChain = done;
@@ -275,7 +273,6 @@ function renderSummary(cab) {
 }
 
 function renderCabinet(cab) {
-  cabinetsShown++;
   ui.cab = cab;
   $("locker-id").textContent = cab.locker_id || "";
   $("nameplate-id").textContent = cab.locker_id || "—";
@@ -295,17 +292,6 @@ function compartment(n) {
   return ui.cab && ui.cab.compartments.find((c) => c.number === n);
 }
 
-// Applies one compartment answered by an action at once, without waiting
-// for the event stream.
-function applyCompartment(c) {
-  if (!ui.cab) return;
-  const i = ui.cab.compartments.findIndex((x) => x.number === c.number);
-  if (i >= 0) ui.cab.compartments[i] = c;
-  updateDoor(c);
-  renderSummary(ui.cab);
-  renderDetail();
-}
-
 // ---- The selected compartment ----
 
 function select(n) {
@@ -322,7 +308,6 @@ function select(n) {
 
 function act(n, what, body, verb) {
   return post(`/api/compartments/${n}/${what}`, body)
-    .then(applyCompartment)
     .catch((err) => toast(`Compartment ${pad2(n)}: ${verb}: ${err.message}`));
 }
 
@@ -684,7 +669,7 @@ function connect() {
     try { v = JSON.parse(ev.data); } catch (err) { console.warn("bad event", ev.data); return; }
     fn(v);
   };
-  es.addEventListener("cabinet", handle(renderCabinet));
+  es.addEventListener("cabinet", handle((cab) => { streamCabinets++; renderCabinet(cab); }));
   es.addEventListener("trace", handle(onTrace));
   es.addEventListener("mqtt", handle(onMQTT));
   es.addEventListener("rs485", handle(onFrame));
@@ -702,7 +687,7 @@ buildLegend();
 buildKeypad();
 buildCentral();
 renderDisplay(["", ""]);
-fetch("/api/cabinet").then((r) => r.json()).then(renderCabinet).catch(() => {});
+fetch("/api/cabinet").then((r) => r.json()).then((cab) => { if (streamCabinets === 0) renderCabinet(cab); }).catch(() => {});
 loadBus(true);
 setInterval(loadBus, 2000);
 connect();
