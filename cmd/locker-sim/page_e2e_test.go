@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,23 +23,10 @@ func TestWebPageWithTheRealDaemon(t *testing.T) {
 	s := startSim(t, b.URL(), t.TempDir())
 	c.wait("online", func(m msg) bool { return m.Topic == "lockers/v1/SIM01/status" })
 
-	br := browsertest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p, err := br.NewPage(ctx, 1280, 900)
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%v\npage errors: %q", err, p.Errors())
-		}
-	}
+	p, ctx, must := browsertest.Open(t, s.base, 60*time.Second)
 	door := func(n int, key string) string {
 		return fmt.Sprintf(`document.querySelector('.door[data-n="%d"]').dataset.%s`, n, key)
 	}
-	must(p.Navigate(ctx, s.base))
 	must(p.WaitFor(ctx, `document.querySelectorAll("#cabinet .door").length === 24 && document.getElementById("conn").textContent === "live"`))
 	must(p.WaitFor(ctx, `document.getElementById("lcd").dataset.text.startsWith("Enter code")`))
 

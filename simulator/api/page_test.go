@@ -28,23 +28,8 @@ import (
 func TestPage(t *testing.T) {
 	noLeaks(t)
 	f := newFixture(t, false)
-	b := browsertest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := b.NewPage(ctx, 1280, 900)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Navigate(ctx, f.http.URL); err != nil {
-		t.Fatal(err)
-	}
-	// must fails the test with what the page said when err is not nil.
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%v\npage errors: %q", err, p.Errors())
-		}
-	}
+	// The cabinet is drawn, the stream is live.
+	p, ctx, must := openPage(t, f.http.URL)
 	// door returns a JavaScript expression for compartment n's data-key.
 	door := func(n int, key string) string {
 		return fmt.Sprintf(`document.querySelector('.door[data-n="%d"]').dataset.%s`, n, key)
@@ -68,8 +53,6 @@ func TestPage(t *testing.T) {
 		}
 	}
 
-	// The cabinet is drawn, the stream is live.
-	must(p.WaitFor(ctx, `document.querySelectorAll("#cabinet .door").length === 24 && document.getElementById("conn").textContent === "live"`))
 	must(p.WaitFor(ctx, `document.getElementById("locker-id").textContent === "SIM01" && document.getElementById("lcd").dataset.text.startsWith("Enter code")`))
 
 	// The keypad: the clicks reach the daemon through the API, in order;
@@ -242,21 +225,7 @@ func TestPageShowsAnAnswerThatCameFirst(t *testing.T) {
 		time.Sleep(300 * time.Millisecond) // the answer reaches the page first
 	}
 	f.central.mu.Unlock()
-	b := browsertest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := b.NewPage(ctx, 1280, 900)
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%v\npage errors: %q", err, p.Errors())
-		}
-	}
-	must(p.Navigate(ctx, f.http.URL))
-	must(p.WaitFor(ctx, `document.querySelectorAll("#cabinet .door").length === 24 && document.getElementById("conn").textContent === "live"`))
+	p, ctx, must := openPage(t, f.http.URL)
 
 	must(p.Select(ctx, `#grant-form select[name="action"]`, "deposit"))
 	must(p.Select(ctx, `#grant-form select[name="size"]`, "M"))
@@ -323,19 +292,7 @@ func TestPageKeepsTheNewerState(t *testing.T) {
 		replied <- r.URL.Path
 	}))
 	t.Cleanup(hs.Close)
-	b := browsertest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	p, err := b.NewPage(ctx, 1280, 900)
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%v\npage errors: %q", err, p.Errors())
-		}
-	}
+	p, ctx, must := openPage(t, hs.URL)
 	// afterReply returns what expr shows once the late reply to path was
 	// sent and the page had 300 ms to read it.
 	afterReply := func(path, expr string) string {
@@ -353,8 +310,7 @@ func TestPageKeepsTheNewerState(t *testing.T) {
 		must(p.Eval(ctx, expr, &got))
 		return got
 	}
-	must(p.Navigate(ctx, hs.URL))
-	must(p.WaitFor(ctx, `document.getElementById("conn").textContent === "live" && document.getElementById("lcd").dataset.text.startsWith("Enter code")`))
+	must(p.WaitFor(ctx, `document.getElementById("lcd").dataset.text.startsWith("Enter code")`))
 	late.Store(true)
 
 	must(p.Click(ctx, `#keypad [data-key="5"]`))
@@ -373,6 +329,15 @@ func TestPageKeepsTheNewerState(t *testing.T) {
 	if c, err := f.cab.Compartment(7); err != nil || c.Door != simulator.DoorClosed {
 		t.Errorf("door 7 is %+v (%v), want closed", c, err)
 	}
+}
+
+// openPage opens url (browsertest.Open) and waits until the cabinet is
+// drawn and the event stream is live.
+func openPage(t *testing.T, url string) (*browsertest.Page, context.Context, func(error)) {
+	t.Helper()
+	p, ctx, must := browsertest.Open(t, url, 30*time.Second)
+	must(p.WaitFor(ctx, `document.querySelectorAll("#cabinet .door").length === 24 && document.getElementById("conn").textContent === "live"`))
+	return p, ctx, must
 }
 
 func artifactDir(t *testing.T) string {

@@ -88,6 +88,28 @@ func Start(t testing.TB) *Browser {
 	return b
 }
 
+// Open starts Chromium for t and opens url in a 1280×900 page. It returns
+// the page, a context that ends with the test (after timeout at most), and
+// must, which fails t with the page's errors when err is not nil.
+func Open(t testing.TB, url string, timeout time.Duration) (*Page, context.Context, func(error)) {
+	t.Helper()
+	b := Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	p, err := b.NewPage(ctx, 1280, 900)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v\npage errors: %q", err, p.Errors())
+		}
+	}
+	must(p.Navigate(ctx, url))
+	return p, ctx, must
+}
+
 // Launch starts the Chromium binary bin headless, with a profile in a
 // temporary folder that chromedp removes. Close it when done.
 //
