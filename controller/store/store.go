@@ -48,9 +48,9 @@ type Store struct {
 	conn *sql.Conn
 	txMu sync.Mutex
 
-	// prepared holds the statements prepared on conn, by query; mu guards
-	// it.
-	mu       sync.Mutex
+	// prepared holds the statements prepared on conn, by query. Only the
+	// holder of txMu uses conn, so txMu guards it too (Open fills and
+	// empties it before the store is shared).
 	prepared map[string]*sql.Stmt
 
 	updates atomic.Uint64 // write transactions begun (Updates)
@@ -236,9 +236,9 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
+// closePrepared closes the prepared statements; the caller holds txMu, or
+// the store is not shared yet.
 func (s *Store) closePrepared() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for q, st := range s.prepared {
 		st.Close()
 		delete(s.prepared, q)
@@ -337,21 +337,17 @@ func (s *Store) rollback() {
 	}
 }
 
-// stmt returns q prepared on the connection, preparing it the first time.
+// stmt returns q prepared on the connection, preparing it the first time;
+// the caller holds txMu.
 func (s *Store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
-	s.mu.Lock()
-	st := s.prepared[q]
-	s.mu.Unlock()
-	if st != nil {
+	if st := s.prepared[q]; st != nil {
 		return st, nil
 	}
 	st, err := s.conn.PrepareContext(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
 	s.prepared[q] = st
-	s.mu.Unlock()
 	return st, nil
 }
 

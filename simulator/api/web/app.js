@@ -97,14 +97,6 @@ function renderDisplay(rows) {
 let keyChain = Promise.resolve();
 let keysPending = 0;
 
-// The page draws the cabinet (display, doors, states) from the event stream
-// only. A POST's reply holds the state as that request left it, and the page
-// may read it after a newer state came on the stream; since the stream sends
-// a cabinet only when it changed, an older state drawn over a newer one would
-// stay until the next change. The stream follows every change within 25 ms.
-// The GET at load draws only until the stream's first cabinet.
-let streamCabinets = 0;
-
 function sendKeys(keys) {
   keysPending += keys.length;
   updateKeypadStatus();
@@ -659,6 +651,14 @@ function loadBus(first) {
 
 // ---- Events ----
 
+// The page draws the cabinet (display, doors, states) from the event stream
+// only. A POST's reply holds the state as that request left it, and the page
+// may read it after a newer state came on the stream; since the stream sends
+// a cabinet only when it changed, an older state drawn over a newer one would
+// stay until the next change. The stream follows every change within 25 ms.
+// The GET at load draws only until the stream's first cabinet (streamed).
+let streamed = false;
+
 function connect() {
   const conn = $("conn");
   const es = new EventSource("/api/events");
@@ -669,7 +669,7 @@ function connect() {
     try { v = JSON.parse(ev.data); } catch (err) { console.warn("bad event", ev.data); return; }
     fn(v);
   };
-  es.addEventListener("cabinet", handle((cab) => { streamCabinets++; renderCabinet(cab); }));
+  es.addEventListener("cabinet", handle((cab) => { streamed = true; renderCabinet(cab); }));
   es.addEventListener("trace", handle(onTrace));
   es.addEventListener("mqtt", handle(onMQTT));
   es.addEventListener("rs485", handle(onFrame));
@@ -687,7 +687,7 @@ buildLegend();
 buildKeypad();
 buildCentral();
 renderDisplay(["", ""]);
-fetch("/api/cabinet").then((r) => r.json()).then((cab) => { if (streamCabinets === 0) renderCabinet(cab); }).catch(() => {});
+fetch("/api/cabinet").then((r) => r.json()).then((cab) => { if (!streamed) renderCabinet(cab); }).catch(() => {});
 loadBus(true);
 setInterval(loadBus, 2000);
 connect();
