@@ -25,10 +25,13 @@ build: ## build locker-sim, lockerd and lockerctl into bin/
 
 # The programs the tests run for real, as Debian packages (command:package).
 TEST_DEPS := mosquitto:mosquitto chromium:chromium firefox-esr:firefox-esr
+# Debian installs mosquitto in /usr/sbin, which a user's PATH may lack (the
+# test of this target, cmd/internal/makedeps, points it elsewhere).
+DEPS_SBIN ?= /usr/sbin
 
 .PHONY: deps
 deps: ## install what the tests need (Mosquitto, Chromium, Firefox ESR) through apt when run as root; else say the one command to run
-	@missing=""; for d in $(TEST_DEPS); do 		c=$${d%%:*}; p=$${d#*:}; 		command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$p"; 	done; 	if [ -z "$$missing" ]; then exit 0; fi; 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then 		echo "installing$$missing"; 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; 		if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto 2>/dev/null || true; fi; 	else 		echo "the tests need$$missing; install them with:"; 		echo "  sudo apt-get install -y$$missing"; exit 1; 	fi
+	@missing=""; for d in $(TEST_DEPS); do 		c=$${d%%:*}; p=$${d#*:}; 		command -v $$c >/dev/null 2>&1 || [ -x $(DEPS_SBIN)/$$c ] || missing="$$missing $$p"; 	done; 	if [ -z "$$missing" ]; then exit 0; fi; 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then 		echo "installing$$missing"; 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; 		if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto 2>/dev/null || true; fi; 	else 		echo "the tests need$$missing; install them with:"; 		echo "  sudo apt-get install -y$$missing"; exit 1; 	fi
 
 .PHONY: test
 # The adversarial model test at 2,000 sequences (without -race: the -race run
