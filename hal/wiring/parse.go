@@ -466,10 +466,15 @@ func (v *validator) rs485(w *Wiring) error {
 			return v.errf(at("name"), "%s: name already used%s", ctx, v.lineRef("rs485", j, "name"))
 		}
 		names[b.Name] = i
-		if j, dup := devices[b.Device]; dup {
+		// One port spelt two ways ("/dev//ttyUSB0", "/dev/./ttyUSB0") is
+		// one port: two buses on it would hold two conversations at once,
+		// and two compartments could name one lock. (A symlink to it is
+		// caught when the second bus opens it: serial.Open locks the port.)
+		dev := filepath.Clean(b.Device)
+		if j, dup := devices[dev]; dup {
 			return v.errf(at("device"), "%s: device %s already used by bus %s%s", ctx, b.Device, w.RS485[j].Name, v.lineRef("rs485", j, "device"))
 		}
-		devices[b.Device] = i
+		devices[dev] = i
 		maxAddr, minAddr, maxCh := 15, 0, 16
 		switch b.Protocol {
 		case ProtocolKerong:

@@ -16,6 +16,9 @@ var (
 	ErrUnsupported = errors.New("serial: not supported on this system")
 	// ErrBaud: a speed the port cannot be set to.
 	ErrBaud = errors.New("serial: unsupported baud rate")
+	// ErrInUse: another descriptor holds the port's lock (another bus of
+	// the wiring on the same port, or another program).
+	ErrInUse = errors.New("serial port in use by another bus or program")
 )
 
 // Bauds lists the speeds Open accepts.

@@ -3,6 +3,7 @@
 package serial
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -24,6 +25,17 @@ func Open(path string, baud int) (*Port, error) {
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("serial: open %s: %w", path, err)
+	}
+	// One owner per port: a second bus on the same line (the wiring
+	// spelling it through a symlink) or a second program (lockerd beside
+	// locker-sim) would hold a second conversation on it at once, each
+	// reading the other's replies. The lock goes with the descriptor.
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("serial: %s: %w", path, ErrInUse)
+		}
+		return nil, fmt.Errorf("serial: lock %s: %w", path, err)
 	}
 	if err := setRaw(fd, speeds[baud]); err != nil {
 		unix.Close(fd)

@@ -79,3 +79,38 @@ func TestOpenErrors(t *testing.T) {
 		t.Error("/dev/null opened as a serial port")
 	}
 }
+
+// A port has one owner: a second Open of it, under its name or through a
+// symlink (a wiring that names one adapter twice, /dev/serial/by-id and
+// /dev/ttyUSB0), or by another program, fails with ErrInUse instead of
+// holding a second conversation on the line; once the owner closes it, it
+// opens again.
+func TestOpenIsExclusive(t *testing.T) {
+	master, path, err := OpenPTY()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	p, err := Open(path, 9600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := t.TempDir() + "/usb-FTDI-if00-port0"
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{path, link} {
+		if q, err := Open(name, 9600); !errors.Is(err, ErrInUse) {
+			if q != nil {
+				q.Close()
+			}
+			t.Errorf("second Open(%s) of an open port: %v, want ErrInUse", name, err)
+		}
+	}
+	p.Close()
+	q, err := Open(link, 9600)
+	if err != nil {
+		t.Fatalf("Open after the owner closed the port: %v", err)
+	}
+	q.Close()
+}

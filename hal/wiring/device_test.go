@@ -5,13 +5,13 @@ import (
 	"testing"
 )
 
-// TestAttackSameSerialPortTwice: I16 ("one transaction at a time per serial
+// TestSameSerialPortTwice (found by an attack): I16 ("one transaction at a time per serial
 // port") and the wiring's own "channel already used by compartment N". The
 // device check compares the strings: the same port spelt two ways gives two
 // bus workers on one serial line — two conversations at once, each reading
 // the other's replies — and lets two compartments name one physical board
 // channel, so a code for compartment 1 opens compartment 2's door (I1).
-func TestAttackSameSerialPortTwice(t *testing.T) {
+func TestSameSerialPortTwice(t *testing.T) {
 	const yaml = `name: t
 sensors: {debounce: 60ms}
 rs485:
