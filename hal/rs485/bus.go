@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openlocker/locker/hal/rs485/proto"
@@ -156,7 +157,17 @@ type Stats struct {
 type unlockReq struct {
 	board, ch int
 	written   chan error // the frame was written (nil) or could not be
+	// state: reqQueued, then reqTaken by the worker or reqAbandoned by
+	// Unlock whose context ended first; an abandoned request is never
+	// written (its release has ended: a lock fault).
+	state atomic.Int32
 }
+
+const (
+	reqQueued int32 = iota
+	reqTaken
+	reqAbandoned
+)
 
 type boardRun struct {
 	cfg      Board
@@ -164,6 +175,11 @@ type boardRun struct {
 	fails    int
 	pending  uint64 // channels unlocked since the last good status: bit ch-1
 	pollNext bool   // read my status next: an unlock's outcome is unknown
+	// resolve is how many good statuses must still come before pending
+	// is cleared: 1 + the board's failed transactions in a row before the
+	// latest unlock, whose replies may still be on their way — a late
+	// reply to a query from before the unlock is no status read after it.
+	resolve int
 }
 
 // Bus is one serial port's worker; see the package comment.
@@ -292,7 +308,12 @@ func (b *Bus) Unlock(ctx context.Context, addr, ch int) error {
 	case err := <-r.written:
 		return err
 	case <-ctx.Done():
-		// The worker may still write it: it counts as pending then.
+		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			// Never written: the caller ends its release now (a lock
+			// fault), and a door that opened much later would not be its.
+			return ctx.Err()
+		}
+		// The worker took it: it is being written, and counts as pending.
 		return ctx.Err()
 	}
 }
@@ -591,6 +612,9 @@ func (b *Bus) readFrame(ctx context.Context, p *port, s *proto.Splitter, first, 
 // the reply (8A/80) or lets an optional echo pass (Kerong), and asks for
 // the board's status next.
 func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
+	if !r.state.CompareAndSwap(reqQueued, reqTaken) {
+		return nil // abandoned by its caller while it waited
+	}
 	var f []byte
 	var err error
 	if b.cfg.Protocol == proto.Kerong {
@@ -618,6 +642,7 @@ func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
 	// unknown outcome too.
 	br.pending |= 1 << (r.ch - 1)
 	br.pollNext = true
+	br.resolve = 1 + min(br.fails, b.cfg.FailAfter)
 	b.stats.Unlocks++
 	b.mu.Unlock()
 	err = b.write(p, f, r.board)
@@ -697,6 +722,7 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 	b.mu.Lock()
 	br := b.boards[i]
 	addr, channels := br.cfg.Address, br.cfg.Channels
+	answered := br.state.Polls > 0
 	b.mu.Unlock()
 	var q []byte
 	var err error
@@ -706,8 +732,15 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 		q, err = proto.KerongStatusFrame(addr)
 	} else {
 		q, err = proto.Query8A80Frame(addr)
-		s.SetGroups(proto.Groups8A80(channels))
 		replyLen = proto.Reply8A80Len(channels)
+		// An 8A/80 reply's length is the board's. Until the board first
+		// answered, its reply is read to the end (silence) and its length
+		// checked against the wiring; then it is cut at that length.
+		if answered {
+			s.SetGroups(proto.Groups8A80(channels))
+		} else {
+			s.ToSilence()
+		}
 	}
 	if err != nil {
 		return err
@@ -739,7 +772,21 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 			}
 		} else {
 			var st proto.Status8A80
-			if st, err = proto.DecodeStatus8A80(f, addr); err == nil {
+			st, err = proto.DecodeStatus8A80(f, addr)
+			switch {
+			case err != nil:
+			case st.Groups != proto.Groups8A80(channels):
+				// A 32-channel board wired with 24: its channels would be
+				// read shifted, each door's bit another's.
+				err = fmt.Errorf("%w: board %d answers %d status bytes (%d channels), the wiring gives it %d channels",
+					proto.ErrFrame, addr, st.Groups, st.Groups*8, channels)
+			case s.Buffered() > 0:
+				// More came in the same burst: the reply was longer than
+				// the wiring's channels, cut where a byte looked like its
+				// checksum.
+				err = fmt.Errorf("%w: %d bytes after board %d's reply: does it have more than the wiring's %d channels?",
+					proto.ErrFrame, s.Buffered(), addr, channels)
+			default:
 				open = st.Bits
 			}
 		}
@@ -807,7 +854,14 @@ func (b *Bus) record(i int, at time.Time, open, parcel uint64, err error) {
 		st.Up, st.Err, st.Open, st.Parcel, st.At = true, nil, open, parcel, at
 		st.Polls++
 		b.stats.Polls++
-		br.fails, br.pending, br.pollNext = 0, 0, false
+		br.fails = 0
+		if br.resolve > 1 {
+			// Maybe the late reply to a query from before the unlock:
+			// the next status of the board is read at once.
+			br.resolve--
+		} else {
+			br.resolve, br.pending, br.pollNext = 0, 0, false
+		}
 	} else {
 		switch {
 		case errors.Is(err, ErrTimeout):
@@ -820,6 +874,11 @@ func (b *Bus) record(i int, at time.Time, open, parcel uint64, err error) {
 			b.stats.Malformed++
 		}
 		br.fails++
+		// A board that does not answer goes back into the round robin:
+		// read first after every failure, it kept every other board of
+		// the bus from being read at all (their doors frozen at their
+		// last status). Its unlock stays unresolved.
+		br.pollNext = false
 		st.Err = fmt.Errorf("bus %s board %d: %w", b.cfg.Name, br.cfg.Address, err)
 		if st.Up && br.fails >= b.cfg.FailAfter {
 			st.Up = false

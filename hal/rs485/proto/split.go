@@ -32,7 +32,9 @@ type Splitter struct {
 	p      Protocol
 	dir    Direction
 	groups int
-	buf    []byte
+	// toSilence: a query reply ends only when the line goes quiet.
+	toSilence bool
+	buf       []byte
 }
 
 // NewSplitter returns a splitter of p's frames as seen from dir.
@@ -50,6 +52,12 @@ func (s *Splitter) SetGroups(n int) {
 	}
 	s.groups = n
 }
+
+// ToSilence makes an 8A/80 reply splitter end a query reply only at
+// silence, never at the first trailer that checks out: a reply longer than
+// expected is then read whole (and its length can be checked), not cut where
+// a status byte happens to look like a trailer.
+func (s *Splitter) ToSilence() { s.toSilence = true }
 
 // Feed appends bytes read from the line.
 func (s *Splitter) Feed(b []byte) { s.buf = append(s.buf, b...) }
@@ -125,6 +133,12 @@ func (s *Splitter) next8A80() ([]byte, error) {
 	}
 	if s.groups > 0 {
 		return s.fixed8A80(4 + s.groups)
+	}
+	if s.toSilence {
+		if len(s.buf) > 4+Channels8A80Max/8 {
+			return s.take(len(s.buf)), fmt.Errorf("%w: 8a80 query reply longer than any board's", ErrFrame)
+		}
+		return nil, nil
 	}
 	// A query reply of unknown length: the first trailer 33 BCC that
 	// checks out ends it; silence ends it otherwise.

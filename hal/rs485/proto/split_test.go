@@ -113,3 +113,28 @@ func TestSplitterJunkAndChecksum(t *testing.T) {
 		t.Errorf("corrupt 8a80 reply of known size: % x %v", f, err)
 	}
 }
+
+// A 32-channel reply 80 01 00 80 01 33 33 00 holds, at seven bytes, a
+// trailer 33 and a byte that checks out as its XOR. Without a length the
+// splitter ends it there; ToSilence reads it whole, to the quiet line.
+func TestSplitterToSilence(t *testing.T) {
+	reply, err := EncodeStatus8A80(Status8A80{Addr: 1, Groups: 4, Bits: 0x00_80_01_33})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSplitter(P8A80, Replies)
+	s.Feed(reply)
+	if f, err := s.Next(); err != nil || len(f) != 7 {
+		t.Fatalf("by trailer: % x %v, want the 7-byte cut this test is about", f, err)
+	}
+	s = NewSplitter(P8A80, Replies)
+	s.ToSilence()
+	s.Feed(reply)
+	if f, err := s.Next(); f != nil || err != nil {
+		t.Fatalf("to silence, before the silence: % x %v, want nothing yet", f, err)
+	}
+	f, err := s.Silence()
+	if st, derr := DecodeStatus8A80(f, 1); err != nil || derr != nil || st.Groups != 4 || st.Bits != 0x00_80_01_33 {
+		t.Errorf("to silence: % x %v → %+v %v, want the whole 4-group reply", f, err, st, derr)
+	}
+}

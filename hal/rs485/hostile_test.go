@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func (p *scriptPort) Write(f []byte) (int, error) {
 
 func (p *scriptPort) Close() error { p.closeOnce.Do(func() { close(p.closed) }); return nil }
 
-// TestAttackStaleReplyResolvesUnlock: I15. A Kerong board stalls on a status
+// TestStaleReplyDoesNotResolveAnUnlock (found by an attack): I15. A Kerong board stalls on a status
 // query (Q1): the bus times out, waits for a quiet line and moves on. A
 // keypad code then sends an unlock (U1); the board browns out on the coil
 // and never answers again. Its late reply to Q1 — the status from *before*
@@ -64,7 +65,7 @@ func (p *scriptPort) Close() error { p.closeOnce.Do(func() { close(p.closed) });
 // unlock of that lock is refused (ErrUnresolved) until a status of its
 // board was read after it, and the hal's retry pulse is never sent blind
 // to a board that does not answer".
-func TestAttackStaleReplyResolvesUnlock(t *testing.T) {
+func TestStaleReplyDoesNotResolveAnUnlock(t *testing.T) {
 	const addr, ch = 1, 3
 	var mu sync.Mutex
 	var (
@@ -145,7 +146,7 @@ func TestAttackStaleReplyResolvesUnlock(t *testing.T) {
 	}
 }
 
-// TestAttackSilentBoardStarvesTheBus: I16 (and I7 through it). After an
+// TestSilentBoardDoesNotStarveTheBus (found by an attack): I16 (and I7 through it). After an
 // unlock, the bus reads that board's status next (pollNext). If the board
 // never answers again (it died, or its power went with the coil), pollNext
 // is never cleared, and pollTarget picks that board before the round robin
@@ -156,7 +157,7 @@ func TestAttackStaleReplyResolvesUnlock(t *testing.T) {
 // I16: "a board failing 3 polls in a row is down … keeps its last state
 // unread" — board 0 fails nothing, it is just never read again, and is
 // taken as read.
-func TestAttackSilentBoardStarvesTheBus(t *testing.T) {
+func TestSilentBoardDoesNotStarveTheBus(t *testing.T) {
 	r := newRig(t, proto.Kerong, map[int]int{0: 16, 1: 16}, loadedMachine)
 	waittest.For(t, 3*time.Second, func() bool { return r.state(0).Polls > 0 && r.state(1).Polls > 0 }, "a first poll of each board")
 	r.boards.Silence(1, true) // board 1 dies (or loses its power) as the unlock goes out
@@ -176,7 +177,7 @@ func TestAttackSilentBoardStarvesTheBus(t *testing.T) {
 	}
 }
 
-// TestAttackLongReplyCutShort: I16 ("replies … decode whole"; a frame that
+// TestLongReplyIsNotCutShort (found by an attack): I16 ("replies … decode whole"; a frame that
 // is not the board's status is a failure, never taken as status). An 8A/80
 // board of 32 channels wired with 24 (the locks in use; the wiring accepts
 // any count 1–64, and the protocol says a reply's length is the board's and
@@ -188,7 +189,7 @@ func TestAttackSilentBoardStarvesTheBus(t *testing.T) {
 // doors 2, 5, 6, 9 and 24, open, read shut, and door 16, shut, reads open.
 // So the lock worker's confirmation, door_opened and door_forced, and the
 // status that resolves an unlock (I15) run on another door's bits.
-func TestAttackLongReplyCutShort(t *testing.T) {
+func TestLongReplyIsNotCutShort(t *testing.T) {
 	const addr = 1
 	const board = uint64(0x00_80_01_33) // S4 S3 S2 S1: channels 1, 2, 5, 6, 9 and 24 open
 	reply, err := proto.EncodeStatus8A80(proto.Status8A80{Addr: addr, Groups: 4, Bits: board})
@@ -214,5 +215,55 @@ func TestAttackLongReplyCutShort(t *testing.T) {
 	st, _ := bus.BoardState(addr)
 	if want := board & (1<<24 - 1); st.Up && st.Open != want {
 		t.Errorf("8-byte reply % x of a board wired with 24 channels: taken as status, open %024b; the board says %024b", reply, st.Open, want)
+	}
+	if st.Up || st.Err == nil || !strings.Contains(st.Err.Error(), "answers 4 status bytes (32 channels), the wiring gives it 24 channels") {
+		t.Errorf("a 32-channel board wired with 24: state %+v, want down with an error that says so", st)
+	}
+}
+
+// A board that answered with the wiring's length, then with a longer reply
+// in one burst (a board swapped for a bigger one while the locker ran): the
+// reply is cut at the known length, and the bytes left over make it a
+// failure, not a status read with every channel shifted.
+func TestLongReplyAfterAGoodOneIsAFailure(t *testing.T) {
+	const addr = 1
+	good, err := proto.EncodeStatus8A80(proto.Status8A80{Addr: addr, Groups: 3, Bits: 0x00_00_01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := proto.EncodeStatus8A80(proto.Status8A80{Addr: addr, Groups: 4, Bits: 0x00_80_01_33})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	reply := good
+	port := newScriptPort(func(p *scriptPort, f []byte) {
+		if c, err := proto.DecodeCommand8A80(f); err == nil && c.Head == proto.Head8A80Query && c.Addr == addr {
+			mu.Lock()
+			p.send(reply)
+			mu.Unlock()
+		}
+	})
+	bus, err := New(Config{Name: "BUS1", Protocol: proto.P8A80, OpenBit: true, Boards: []Board{{Address: addr, Channels: 24}}},
+		func() (io.ReadWriteCloser, error) { return port, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	if err := bus.Prime(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer close(done); _ = bus.Run(ctx) }()
+	if st, _ := bus.BoardState(addr); !st.Up || st.Open != 1 {
+		t.Fatalf("a 24-channel reply: %+v, want up with channel 1 open", st)
+	}
+	mu.Lock()
+	reply = long
+	mu.Unlock()
+	waittest.For(t, 3*time.Second, func() bool { st, _ := bus.BoardState(addr); return !st.Up }, "the board down")
+	if st, _ := bus.BoardState(addr); st.Open != 1 || !strings.Contains(st.Err.Error(), "bytes after board 1's reply") {
+		t.Errorf("after longer replies: %+v, want the last good status (channel 1 open) and an error about the bytes after the reply", st)
 	}
 }
