@@ -267,3 +267,79 @@ func TestLongReplyAfterAGoodOneIsAFailure(t *testing.T) {
 		t.Errorf("after longer replies: %+v, want the last good status (channel 1 open) and an error about the bytes after the reply", st)
 	}
 }
+
+// An unlock whose caller gave up while it waited behind a stuck
+// transaction (a write that blocks on a wedged adapter) is never written:
+// its release has ended with a lock fault, and a door opening long after
+// would not be its (I15's late opening is credited for a minute only). Its
+// lock is not left unresolved either: the next unlock of it goes out.
+func TestAbandonedUnlockIsNeverWritten(t *testing.T) {
+	const addr, ch = 1, 3
+	closed, _ := proto.EncodeKerongStatus(proto.KerongStatus{Board: addr})
+	var mu sync.Mutex
+	var unlocks int
+	wedge := make(chan struct{})
+	var wedged sync.Once
+	stuck := make(chan struct{})
+	block := false
+	port := newScriptPort(func(p *scriptPort, f []byte) {
+		c, err := proto.DecodeKerongCommand(f)
+		if err != nil || c.Board != addr {
+			return
+		}
+		mu.Lock()
+		if c.Cmd == proto.KerongUnlock {
+			unlocks++
+		}
+		b := block
+		mu.Unlock()
+		if b && c.Cmd != proto.KerongUnlock {
+			wedged.Do(func() { close(stuck) })
+			<-wedge // the adapter's write hangs
+		}
+		p.send(closed)
+	})
+	bus, err := New(Config{Name: "BUS1", Protocol: proto.Kerong, OpenBit: true, Boards: []Board{{Address: addr, Channels: 16}}},
+		func() (io.ReadWriteCloser, error) { return port, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	if err := bus.Prime(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer close(done); _ = bus.Run(ctx) }()
+
+	mu.Lock()
+	block = true
+	mu.Unlock()
+	<-stuck
+	uctx, ucancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err = bus.Unlock(uctx, addr, ch)
+	ucancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("unlock behind a wedged write: %v, want its deadline", err)
+	}
+	mu.Lock()
+	block = false
+	mu.Unlock()
+	close(wedge)
+	time.Sleep(200 * time.Millisecond) // the worker goes on: it would write it now
+	mu.Lock()
+	n := unlocks
+	mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d unlock frames written for an unlock its caller gave up on before it was taken", n)
+	}
+	if err := bus.Unlock(context.Background(), addr, ch); err != nil {
+		t.Errorf("the next unlock of the lock: %v, want it written", err)
+	}
+	mu.Lock()
+	n = unlocks
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d unlock frames after the next unlock, want 1", n)
+	}
+}
