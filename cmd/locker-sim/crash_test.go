@@ -1135,28 +1135,34 @@ func (r *crashRig) final() {
 	}) {
 		r.fail("envelopes without an ack at the end")
 	}
-	// The daemon's live status says when the outbox is empty and which seq
-	// it took last. Not the retained status: the one published at connect
-	// says outbox 0 with the last seq of the run before, and stays until a
-	// change is published, at most every 10 s; read just after finishDoors
-	// it let the check pass while the deposit that closing a door
-	// finished was still on its way (a CI failure: "compartment N is
-	// occupied, but the traces leave it empty").
+	// Settled: the daemon has seen every door finishDoors closed (on a
+	// board cabinet only at its board's next poll) and the central has
+	// every trace. The cabinet is read first, then the daemon's live
+	// status: a state change and its trace are one transaction, so once
+	// the cabinet matches, the status covers the traces it made. Not the
+	// retained status: the one published at connect says outbox 0 with
+	// the last seq of the run before until the next publish, at most
+	// every 10 s. Both failed in CI: "compartment N is occupied, but the
+	// traces leave it empty" (read before the trace came) and "a parcel
+	// behind a closed door, but not occupied" (read before the poll).
 	var st wire.Status
+	var msgs []string
 	ok := r.c.waitFor(30*time.Second, func() bool {
 		maxSeq, _, _, _, _, _ := r.c.snapshot()
+		if cab, err = r.p.cabinet(); err != nil {
+			r.fail("%v", err)
+		}
+		if msgs = checkCabinet(cab); len(msgs) > 0 {
+			return false
+		}
 		code, err := r.p.call("GET", "/api/daemon/status", nil, &st)
 		return err == nil && code == 200 && st.Outbox == 0 && st.LastSeq == maxSeq
 	})
-	if !ok {
+	switch {
+	case len(msgs) > 0:
+		r.fail("final state does not match the cabinet after 30 s:\n  %s", strings.Join(msgs, "\n  "))
+	case !ok:
 		r.fail("the status never said outbox 0 with every event received: last status %+v", st)
-	}
-	cab, err = r.p.cabinet()
-	if err != nil {
-		r.fail("%v", err)
-	}
-	if msgs := checkCabinet(cab); len(msgs) > 0 {
-		r.fail("final state does not match the cabinet:\n  %s", strings.Join(msgs, "\n  "))
 	}
 	trs := r.c.sorted()
 	occupied := replayOccupancy(trs)

@@ -197,6 +197,12 @@ func (s *sim) waitOpenDoor() int {
 	for time.Now().Before(deadline) {
 		for _, c := range s.cabinet().Compartments {
 			if c.Door == "open" && c.ReadDoor == "open" {
+				// A person takes a moment at the door: a door read
+				// closed within MinOpenTime (200ms) of opening for a
+				// release is a sensor_fault, not a deposit or pickup.
+				// Closed at once, it was when a board's poll saw the
+				// open late (a loaded machine, slower reply timings).
+				time.Sleep(300 * time.Millisecond)
 				return c.Number
 			}
 		}
