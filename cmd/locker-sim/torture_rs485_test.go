@@ -450,7 +450,17 @@ func (r *rs485Rig) release(from, n int, d time.Duration) string {
 
 // shut pushes the door of n shut once it is open, and waits for the
 // locker to see it closed.
+//
+// It waits first until the locker reads the door open (a board that just
+// came back reports it at its next poll, later on a loaded machine), then
+// ftMinOpen: a door read closed within MinOpenTime of the opening the
+// locker saw is a sensor_fault, not a door_closed ("no door_closed for 03"
+// in a make test run, after a power cut mid-unlock).
 func (r *rs485Rig) shut(n int, from int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for r.s.cabinet().Compartments[n-1].ReadDoor != "open" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	time.Sleep(ftMinOpen)
 	r.s.do(n, "door", map[string]string{"action": "close"})
 	if _, ok := r.waitTrace(from, 10*time.Second, func(tr wire.Trace) bool {
