@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
@@ -23,6 +24,25 @@ var MinSaneTime = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 //   - Keypad codes still work, judged at the estimated time.
 
 const highWaterKey = "clock.trusted"
+
+// estimateKey holds the estimate, kept to the hour while the clock is not
+// trusted: a restart counts on from it, not from the last trusted time (a
+// board that ran for days without a network clock and restarted judged
+// codes days in the past, and an ended code worked again). Emptied once the
+// clock is trusted: the trusted clock rules both ways.
+const estimateKey = "clock.estimate"
+
+// horizonKey holds the purge's horizon (Controller.purge).
+const horizonKey = "purge.horizon"
+
+// elapsed reads the monotonic clock: the Clock's own when it has one,
+// else its wall time since start.
+func (c *Controller) elapsed() time.Duration {
+	if m, ok := c.clock.(Monotonic); ok {
+		return m.Elapsed()
+	}
+	return c.clock.Now().Sub(c.bootAt)
+}
 
 // Now is the controller's time (the clock's when it is trusted, else the
 // estimate): the time at which codes are judged and envelopes expire. It
@@ -56,13 +76,62 @@ func (c *Controller) startClock(tx *store.Tx) error {
 	c.clockMu.Lock()
 	defer c.clockMu.Unlock()
 	c.bootAt = c.clock.Now()
+	h, ok, err := tx.Setting(horizonKey)
+	if err != nil {
+		return err
+	}
+	if t, perr := time.Parse(time.RFC3339Nano, h); ok && perr == nil {
+		c.horizon, c.horizonAt = t, c.elapsed()
+	} else if now := c.clock.Now(); c.trusted(now) {
+		// The first start (or the first since the horizon was kept):
+		// from here it moves on with the monotonic clock.
+		c.horizon, c.horizonAt = now.Add(-c.opts.PurgeAfter), c.elapsed()
+	}
 	v, ok, err := tx.Setting(highWaterKey)
 	if err != nil || !ok {
 		return err
 	}
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 		c.highWater = t
+		if c.horizon.IsZero() { // a start on a clock not trusted
+			c.horizon, c.horizonAt = t.Add(-c.opts.PurgeAfter), c.elapsed()
+		}
 	}
+	e, ok, err := tx.Setting(estimateKey)
+	if err != nil || !ok || e == "" {
+		return err
+	}
+	c.estimateStored = true
+	if t, err := time.Parse(time.RFC3339Nano, e); err == nil && t.After(c.highWater) {
+		c.highWater = t
+		c.estimateSaved = t
+	}
+	return nil
+}
+
+// saveEstimate records the estimate while the clock is not trusted, once
+// an hour (the housekeeping tick calls it; a restart loses at most that
+// hour, never going back further).
+func (c *Controller) saveEstimate(ctx context.Context, now time.Time) {
+	if c.clockTrusted() || now.Sub(c.estimateSaved) < time.Hour {
+		return
+	}
+	_ = c.update(ctx, func(tx *store.Tx) error { return c.noteEstimate(tx, now) })
+}
+
+// noteEstimate records the estimate now in tx when the clock is not
+// trusted and the last one recorded is an hour old (every trace recorded
+// meanwhile calls it too).
+func (c *Controller) noteEstimate(tx *store.Tx, now time.Time) error {
+	if c.clockTrusted() || now.Sub(c.estimateSaved) < time.Hour {
+		return nil
+	}
+	if err := tx.SetSetting(estimateKey, now.UTC().Format(time.RFC3339Nano)); err != nil {
+		return err
+	}
+	// Noted before the commit: a rolled-back write costs at most an hour
+	// of the estimate at the next restart.
+	c.estimateSaved, c.estimateStored = now, true
 	return nil
 }
 
@@ -75,6 +144,14 @@ func (c *Controller) saveHighWater(tx *store.Tx) error {
 	t := c.clock.Now()
 	if !c.trusted(t) {
 		return nil
+	}
+	if c.estimateStored {
+		// An estimate from an untrusted spell must not outlive it: it may
+		// rest on a future the trusted clock has since left.
+		if err := tx.SetSetting(estimateKey, ""); err != nil {
+			return err
+		}
+		c.estimateStored, c.estimateSaved = false, time.Time{}
 	}
 	c.clockMu.Lock()
 	d := t.Sub(c.highWater)

@@ -28,6 +28,15 @@ func (c *Controller) Execute(ctx context.Context, cmd *wire.Command) (wire.Comma
 func (c *Controller) execute(ctx context.Context, cmd *wire.Command) (wire.CommandResult, error) {
 	res := wire.CommandResult{CommandID: cmd.CommandID, OK: true}
 	now := c.now()
+	// The id is remembered from its run, or from the command's expiry if
+	// later, for PurgeAfter: run on an estimated clock weeks behind, its
+	// run's time was purged at the first purge on the true clock, while
+	// the signed command had days to live and, delivered again, opened
+	// the door again.
+	keep := now
+	if cmd.ExpiresAt.After(keep) {
+		keep = cmd.ExpiresAt
+	}
 	var open bool
 	err := c.update(ctx, func(tx *store.Tx) error {
 		if _, ran, err := tx.Command(cmd.CommandID); err != nil {
@@ -38,7 +47,7 @@ func (c *Controller) execute(ctx context.Context, cmd *wire.Command) (wire.Comma
 		}
 		fail := func(msg string) error {
 			res.OK, res.Error = false, msg
-			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: false, Error: msg}, wire.FormatTime(now))
+			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: false, Error: msg}, wire.FormatTime(keep))
 		}
 		if err := c.envelopeLifetime(cmd.IssuedAt, cmd.ExpiresAt); err != nil {
 			return fail(err.Error())
@@ -59,7 +68,7 @@ func (c *Controller) execute(ctx context.Context, cmd *wire.Command) (wire.Comma
 				return fail(fmt.Sprintf("compartment %d has %s for %s in progress: the command would end it", sc.Number, what, s.Action))
 			}
 			open = true
-			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, wire.FormatTime(now))
+			return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, wire.FormatTime(keep))
 		case "disable", "enable":
 			kind := fsm.Enable
 			if cmd.Action == "disable" {
@@ -74,7 +83,7 @@ func (c *Controller) execute(ctx context.Context, cmd *wire.Command) (wire.Comma
 		if err := c.refreshReservations(tx); err != nil {
 			return err
 		}
-		return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, wire.FormatTime(now))
+		return tx.PutCommand(cmd.CommandID, store.CommandResult{OK: true}, wire.FormatTime(keep))
 	})
 	if err != nil {
 		return wire.CommandResult{}, err

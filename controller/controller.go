@@ -38,9 +38,21 @@ type Clock interface {
 	Now() time.Time
 }
 
+// Monotonic is a Clock that also tells how much time has passed whatever
+// its wall time does (a network clock that jumps, or is set right). The
+// purge advances on it. A Clock without it: its own differences are taken.
+type Monotonic interface {
+	Elapsed() time.Duration // time passed since some fixed instant
+}
+
 type wallClock struct{}
 
 func (wallClock) Now() time.Time { return time.Now() }
+
+var processStart = time.Now()
+
+// Elapsed reads the monotonic clock (time.Since uses it).
+func (wallClock) Elapsed() time.Duration { return time.Since(processStart) }
 
 // WallClock is the real clock.
 var WallClock Clock = wallClock{}
@@ -139,9 +151,17 @@ type keypadState struct {
 	failures   int // wrong (or stale) codes in a row
 	lockouts   int
 	lockedTill time.Time
-	rejTraced  map[string]time.Time // grant → its last grant_rejected trace
-	rejLast    time.Time            // the last envelope_rejected trace (commands.go)
-	rejCount   int                  // envelope rejections since, not traced
+	// estimateSaved is the estimate last recorded (estimateKey), and
+	// estimateStored whether one is recorded; loop only.
+	estimateSaved  time.Time
+	estimateStored bool
+	// horizon is the purge's (horizonKey), set at horizonAt on the
+	// monotonic clock (elapsed); loop only.
+	horizon   time.Time
+	horizonAt time.Duration
+	rejTraced map[string]time.Time // grant → its last grant_rejected trace
+	rejLast   time.Time            // the last envelope_rejected trace (commands.go)
+	rejCount  int                  // envelope rejections since, not traced
 }
 
 // doorState is what the controller knows of the doors and sensors between
@@ -388,6 +408,9 @@ func (c *Controller) recordSeq(tx *store.Tx, tr wire.Trace) (int64, error) {
 	now := c.now()
 	if !c.clockTrusted() {
 		tr.TimeEstimated = true
+		if err := c.noteEstimate(tx, now); err != nil {
+			return 0, err
+		}
 	} else if err := c.saveHighWater(tx); err != nil {
 		return 0, err
 	}
@@ -546,6 +569,7 @@ func (c *Controller) loadKeypadState(ctx context.Context) error {
 		fmt.Sscan(get("keypad.lockouts"), &c.lockouts)
 		if t, err := time.Parse(time.RFC3339Nano, get("keypad.locked_until")); err == nil {
 			c.lockedTill = t
+			c.capLockout(c.now())
 		}
 		return nil
 	})
@@ -678,9 +702,11 @@ func (c *Controller) housekeeping(ctx context.Context) {
 			c.showIdle()
 		}
 	}
+	c.capLockout(now)
 	if now.Before(c.lockedTill) {
 		c.showLocked()
 	}
+	c.saveEstimate(ctx, now)
 	if c.storeErr != nil {
 		if c.retryStorage(ctx); c.storeErr != nil {
 			return // nothing else can be recorded yet
@@ -839,9 +865,29 @@ func (c *Controller) purge(ctx context.Context, now time.Time) {
 		return
 	}
 	c.nextPurge = now.Add(PurgeEvery)
-	cutoff := now.Add(-c.opts.PurgeAfter)
+	// The horizon: what was recorded before it can go. It follows now -
+	// PurgeAfter, but moves on at most as fast as time passes on the
+	// monotonic clock: a network clock a year ahead (trusted: it is after
+	// MinSaneTime) would purge every tombstone and used-up grant, and once
+	// set right, their envelopes, still alive, would apply again. The
+	// horizon is kept in the database; after a power-off it moves on only
+	// with the time the locker runs (the purge lags, nothing more).
+	el := c.elapsed()
+	horizon := now.Add(-c.opts.PurgeAfter)
+	if !c.horizon.IsZero() {
+		if most := c.horizon.Add(el - c.horizonAt); horizon.After(most) {
+			horizon = most
+		}
+		if horizon.Before(c.horizon) {
+			horizon = c.horizon // a clock set back: never backwards
+		}
+	}
+	cutoff := horizon
 	n := 0
 	err := c.st.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.SetSetting(horizonKey, horizon.UTC().Format(time.RFC3339Nano)); err != nil {
+			return err
+		}
 		oldest, ok, err := tx.OldestPending()
 		if err != nil {
 			return err
@@ -861,6 +907,7 @@ func (c *Controller) purge(ctx context.Context, now time.Time) {
 		c.log.Warn("purge", "err", err)
 		return
 	}
+	c.horizon, c.horizonAt = horizon, el
 	if n == 0 {
 		return
 	}

@@ -29,6 +29,7 @@ var (
 // hashed on '#', and is wiped right after; it is never logged.
 func (c *Controller) key(ctx context.Context, k byte) {
 	now := c.now()
+	c.capLockout(now)
 	if now.Before(c.lockedTill) {
 		c.clearEntry()
 		c.showLocked()
@@ -383,4 +384,15 @@ func waitText(d time.Duration, lang string) string {
 		return fmt.Sprintf("%d%s%02d%s", m, units[1], s, units[2])
 	}
 	return fmt.Sprintf("%d%s", s, units[2])
+}
+
+// capLockout keeps the keypad's lockout within LockoutMax of now. A
+// lockout taken while the clock was ahead (a wrong network time, trusted
+// because it is after MinSaneTime) would otherwise outlive the clock's
+// correction by as much as it was ahead: a year without a working keypad.
+// The lockout in force is never longer than one taken now.
+func (c *Controller) capLockout(now time.Time) {
+	if most := now.Add(c.opts.LockoutMax); c.lockedTill.After(most) {
+		c.lockedTill = most
+	}
 }

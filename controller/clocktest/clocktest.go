@@ -10,8 +10,9 @@ import (
 
 // Clock is a settable clock, safe for concurrent use.
 type Clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu      sync.Mutex
+	now     time.Time
+	elapsed time.Duration // the monotonic clock: moved by Advance only
 }
 
 // New returns a clock that reads t until it is moved.
@@ -24,14 +25,27 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
-// Advance moves the clock by d (backwards for a negative d).
+// Elapsed is the monotonic clock (controller.Monotonic): how much time
+// Advance let pass since New. Set and a negative Advance, which move the
+// wall time only, leave it.
+func (c *Clock) Elapsed() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.elapsed
+}
+
+// Advance lets d pass, or for a negative d sets the wall time back by -d
+// (a clock set right; time does not run backwards).
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+	if d > 0 {
+		c.elapsed += d
+	}
 }
 
-// Set sets the clock to t.
+// Set sets the wall time to t: a clock set, or jumping, not time passing.
 func (c *Clock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

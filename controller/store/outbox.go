@@ -149,7 +149,8 @@ func (t *Tx) Command(id string) (res CommandResult, ok bool, err error) {
 	return res, err == nil, err
 }
 
-// PutCommand remembers that command id ran with this result.
+// PutCommand remembers that command id ran with this result; at is when
+// it may be forgotten from (Purge): the later of its run and its expiry.
 func (t *Tx) PutCommand(id string, res CommandResult, at string) error {
 	_, err := t.exec("INSERT INTO commands(command_id, ok, error, at) VALUES (?, ?, ?, ?)", id, res.OK, res.Error, at)
 	return err

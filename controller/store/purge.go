@@ -10,10 +10,13 @@ import (
 // Purge deletes, up to limit rows per table, what can no longer matter:
 //
 //   - tombstones whose revoke (the envelope's issued_at) is before cutoff;
-//   - grants whose last use was taken before cutoff (ended_at);
+//   - grants whose last use was taken before cutoff (ended_at), put by an
+//     envelope issued before cutoff (a use taken on an estimated clock
+//     weeks behind is "old" at once; its envelope may still be alive);
 //   - grants whose validity ended before cutoff, a pickup only once its
 //     pickup_expired was recorded;
-//   - executed command ids recorded before cutoff.
+//   - executed command ids whose at (the later of their run and their
+//     expiry) is before cutoff.
 //
 // The caller picks cutoff so that no envelope old enough to name them can
 // still be applied (the controller's PurgeAfter and MaxEnvelopeLifetime).
@@ -22,9 +25,9 @@ func (t *Tx) Purge(cutoff time.Time, commandCutoff string, limit int) (int, erro
 	c := timeText(cutoff)
 	res, err := t.exec(`DELETE FROM grants WHERE grant_id IN (SELECT grant_id FROM grants WHERE
 		(revoked = 1 AND issued_at < ?)
-		OR (revoked = 0 AND uses_left = 0 AND ended_at <> '' AND ended_at < ?)
+		OR (revoked = 0 AND uses_left = 0 AND ended_at <> '' AND ended_at < ? AND issued_at < ?)
 		OR (revoked = 0 AND valid_until <> '' AND valid_until < ? AND (action <> 'pickup' OR expired_sent = 1 OR uses_left = 0))
-		LIMIT ?)`, c, c, c, limit)
+		LIMIT ?)`, c, c, c, c, limit)
 	if err != nil {
 		return 0, fmt.Errorf("purge grants: %w", err)
 	}

@@ -523,3 +523,38 @@ func TestTransactionsEndCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A grant used up on a clock weeks behind (an estimate: the locker booted
+// without a network clock) has an ended_at that looks old at the first
+// purge on the true clock, while the envelope that put it, issued days ago,
+// may still be alive: delivered again it would put the used-up grant back.
+// It goes only once that envelope is surely dead too (issued before the
+// cutoff, which is at least two envelope lifetimes back).
+func TestPurgeKeepsAUsedUpGrantWhileItsEnvelopeMayLive(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "locker.db"))
+	ctx := context.Background()
+	at := func(v string) time.Time { return parseTime(v) }
+	cutoff := at("2027-02-01T00:00:00Z")
+	for _, tc := range []struct {
+		issued string
+		gone   bool
+	}{{"2027-02-10T00:00:00Z", false}, {"2027-01-20T00:00:00Z", true}} {
+		g := Grant{ID: "d1", Version: 1, Action: "deposit", Size: "M", CodeHash: fmt.Sprintf("%064x", 1),
+			ValidUntil: at("2027-03-01T00:00:00Z"), IssuedAt: at(tc.issued), EndedAt: at("1970-01-03T00:00:00Z")}
+		var purged int
+		err := s.Update(ctx, func(tx *Tx) error {
+			if err := tx.PutGrant(g); err != nil {
+				return err
+			}
+			var err error
+			purged, err = tx.Purge(cutoff, "2027-02-01", 10)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (purged == 1) != tc.gone {
+			t.Errorf("used up (ended_at 1970), issued %s, cutoff %s: purged %d, want gone %v", tc.issued, cutoff, purged, tc.gone)
+		}
+	}
+}

@@ -1,15 +1,18 @@
 package controller
 
 import (
+	"database/sql"
 	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
 	"github.com/openlocker/locker/sync/protocol"
 )
 
-// Attacks over years of service: purges, retention, clocks that jump or are
+// Attacks over years of service (found by an attack; each failed on the code
+// before its fix): purges, retention, clocks that jump or are
 // not trusted for long. Each test shows a door opening that should not.
 
 // yearsSeal signs body as the central would and returns a function that
@@ -38,12 +41,32 @@ func yearsSeal(t *testing.T, body any) (open func() []byte) {
 	}
 }
 
+// bootUntrusted restarts r on a clock that is not trusted (a board without
+// a real-time clock boots in 1970). fresh: as a new locker whose database
+// never saw a trusted time (no last trusted time, no purge horizon).
+func bootUntrusted(t *testing.T, r *rig, fresh bool) {
+	t.Helper()
+	r.stop()
+	if fresh {
+		db, err := sql.Open("sqlite", store.DSN(r.path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("DELETE FROM settings WHERE key IN (?, ?, ?)", highWaterKey, estimateKey, horizonKey); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+	r.clock.Set(time.Unix(0, 0).UTC())
+	r.start()
+}
+
 // The estimate of an untrusted clock starts again from the last trusted
 // time at every start: a board that ran for days without a network clock
 // and then restarted (a watchdog, an upgrade, a power blip) judges codes
 // days in the past, and a code that had ended works again (I4, I12: "it
 // never goes backwards").
-func TestYearsAttackUntrustedEstimateGoesBackAtRestart(t *testing.T) {
+func TestEstimateDoesNotGoBackAtRestart(t *testing.T) {
 	r := newRig(t, "M M")
 	op := depositOp("g-1", 1, "123456", "M", 0) // valid until t0+24h
 	r.apply(body(op))
@@ -79,12 +102,18 @@ func TestYearsAttackUntrustedEstimateGoesBackAtRestart(t *testing.T) {
 // expired. Delivered again, it opens the door a second time (I1: a signed
 // command with a command id never seen before; "a command_id is executed at
 // most once").
-func TestYearsAttackCommandReplayAfterPurgeOnEstimatedTime(t *testing.T) {
+func TestCommandIDOutlivesItsEnvelope(t *testing.T) {
+	for _, fresh := range []bool{false, true} {
+		t.Run(map[bool]string{false: "after a trusted time", true: "new locker"}[fresh], func(t *testing.T) {
+			commandReplayAfterPurgeOnEstimatedTime(t, fresh)
+		})
+	}
+}
+
+func commandReplayAfterPurgeOnEstimatedTime(t *testing.T, fresh bool) {
 	r := newRig(t, "M M")
 	r.ackAll()
-	r.stop()
-	r.clock.Set(time.Unix(0, 0).UTC()) // off for three weeks; boots in 1970
-	r.start()
+	bootUntrusted(t, r, fresh) // off for three weeks; boots in 1970
 
 	real := t0.Add(21 * 24 * time.Hour) // the central's (true) time
 	cmd := wire.Command{Kind: "command", LockerID: lockerID, CommandID: "c-open-1", IssuedAt: real,
@@ -127,12 +156,18 @@ func TestYearsAttackCommandReplayAfterPurgeOnEstimatedTime(t *testing.T) {
 // The same for a grant: a deposit grant used up on the estimated clock is
 // purged at the first purge on the true clock, and its put envelope — not
 // expired — puts it again: its code, used up, opens a second door (I4, I10).
-func TestYearsAttackUsedUpGrantBackAfterPurgeOnEstimatedTime(t *testing.T) {
+func TestUsedUpGrantOutlivesItsEnvelope(t *testing.T) {
+	for _, fresh := range []bool{false, true} {
+		t.Run(map[bool]string{false: "after a trusted time", true: "new locker"}[fresh], func(t *testing.T) {
+			usedUpGrantBackAfterPurgeOnEstimatedTime(t, fresh)
+		})
+	}
+}
+
+func usedUpGrantBackAfterPurgeOnEstimatedTime(t *testing.T, fresh bool) {
 	r := newRig(t, "M M")
 	r.ackAll()
-	r.stop()
-	r.clock.Set(time.Unix(0, 0).UTC())
-	r.start()
+	bootUntrusted(t, r, fresh)
 
 	real := t0.Add(21 * 24 * time.Hour)
 	op := depositOp("g-1", 1, "123456", "M", 0)
@@ -178,7 +213,7 @@ func TestYearsAttackUsedUpGrantBackAfterPurgeOnEstimatedTime(t *testing.T) {
 // fresh, and it puts the grant again: the revoked code opens a door (I4,
 // I10; I12: "a clock that jumped into the future and was set right again
 // leaves no future behind").
-func TestYearsAttackFutureClockPurgesTombstones(t *testing.T) {
+func TestFutureClockPurgesNoTombstone(t *testing.T) {
 	r := newRig(t, "M M")
 	op := depositOp("g-1", 1, "123456", "M", 0)
 	put := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(6 * 24 * time.Hour),
@@ -205,7 +240,7 @@ func TestYearsAttackFutureClockPurgesTombstones(t *testing.T) {
 
 	// The clock jumps a year ahead for a while; the traces of that while
 	// are acknowledged as usual.
-	r.clock.Advance(365 * 24 * time.Hour)
+	r.clock.Set(r.clock.Now().Add(365 * 24 * time.Hour))
 	r.tick()
 	r.ackAll()
 	r.clock.Advance(PurgeEvery)
@@ -228,12 +263,13 @@ func TestYearsAttackFutureClockPurgesTombstones(t *testing.T) {
 // the clock leaves the keypad locked for that year, and a valid deposit
 // code opens nothing ("up to 1 hour"; I12: a jump into the future and back
 // leaves no future behind).
-func TestYearsAttackLockoutOutlivesAClockSetBack(t *testing.T) {
+func TestLockoutEndsAfterAClockSetBack(t *testing.T) {
 	r := newRig(t, "M M")
 	r.apply(body(depositOp("g-1", 1, "123456", "M", 0)))
 	r.clock.Advance(365 * 24 * time.Hour) // a wrong NTP answer
 	r.keys("000000#000000#000000#000000#000000#")
 	r.clock.Set(t0.Add(time.Minute))         // set right again
+	r.tick()                                 // the housekeeping tick (every second) that sees it
 	r.clock.Advance(time.Hour + time.Minute) // the default LockoutMax, and more
 	r.keys("123456#")
 	var till time.Time
