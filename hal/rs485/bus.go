@@ -124,6 +124,10 @@ const (
 	DefaultUnlockSettle       = 20 * time.Millisecond
 	DefaultFailAfter          = 3
 	DefaultReopenEvery        = time.Second
+	// ResolveWait is how long Unlock waits for an answering board's
+	// status to resolve an earlier unlock of the same lock (a few polls:
+	// more after failures, see boardRun.resolve) before ErrUnresolved.
+	ResolveWait = time.Second
 	// MaxQuiet bounds the wait for a quiet line after a failed transaction
 	// (a board that never stops talking is down anyway).
 	MaxQuiet = 500 * time.Millisecond
@@ -279,17 +283,43 @@ func (b *Bus) Stats() Stats {
 // addr and waits until its frame has been written to the port, ahead of
 // any status poll not yet begun; it returns the error if it could not be.
 // It does not wait for the lock to open: the board's next status tells.
-// A lock whose previous unlock is unresolved gives ErrUnresolved.
+// A lock whose previous unlock is unresolved gives ErrUnresolved: at once
+// when its board does not answer, else once ResolveWait passed without the
+// status that resolves it.
 func (b *Bus) Unlock(ctx context.Context, addr, ch int) error {
+	wait := time.NewTimer(ResolveWait)
+	defer wait.Stop()
+	for {
+		b.mu.Lock()
+		i, ok := b.index[addr]
+		if ok && (ch < 1 || ch > b.boards[i].cfg.Channels) {
+			ok = false
+		}
+		if !ok || b.boards[i].pending&(1<<(ch-1)) == 0 {
+			b.mu.Unlock()
+			break
+		}
+		// Unresolved. A board that answers resolves it within a few
+		// polls (it is read first): wait for that, never for a board
+		// that does not answer.
+		up := b.boards[i].state.Up
+		b.mu.Unlock()
+		if !up {
+			return fmt.Errorf("%w: bus %s board %d channel %d", ErrUnresolved, b.cfg.Name, addr, ch)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wait.C:
+			return fmt.Errorf("%w: bus %s board %d channel %d", ErrUnresolved, b.cfg.Name, addr, ch)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 	b.mu.Lock()
 	i, ok := b.index[addr]
 	stopped := b.stopped
 	if ok && (ch < 1 || ch > b.boards[i].cfg.Channels) {
 		ok = false
-	}
-	if ok && b.boards[i].pending&(1<<(ch-1)) != 0 {
-		b.mu.Unlock()
-		return fmt.Errorf("%w: bus %s board %d channel %d", ErrUnresolved, b.cfg.Name, addr, ch)
 	}
 	b.mu.Unlock()
 	switch {
