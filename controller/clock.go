@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/openlocker/locker/controller/store"
@@ -32,7 +33,8 @@ const highWaterKey = "clock.trusted"
 // clock is trusted: the trusted clock rules both ways.
 const estimateKey = "clock.estimate"
 
-// horizonKey holds the purge's horizon (Controller.purge).
+// horizonKey holds the purge's horizon (advanceHorizon) and the trusted
+// time it was recorded at: "horizon wall", both RFC 3339.
 const horizonKey = "purge.horizon"
 
 // elapsed reads the monotonic clock: the Clock's own when it has one,
@@ -76,26 +78,18 @@ func (c *Controller) startClock(tx *store.Tx) error {
 	c.clockMu.Lock()
 	defer c.clockMu.Unlock()
 	c.bootAt = c.clock.Now()
-	h, ok, err := tx.Setting(horizonKey)
+	v, ok, err := tx.Setting(highWaterKey)
 	if err != nil {
 		return err
 	}
-	if t, perr := time.Parse(time.RFC3339Nano, h); ok && perr == nil {
-		c.horizon, c.horizonAt = t, c.elapsed()
-	} else if now := c.clock.Now(); c.trusted(now) {
-		// The first start (or the first since the horizon was kept):
-		// from here it moves on with the monotonic clock.
-		c.horizon, c.horizonAt = now.Add(-c.opts.PurgeAfter), c.elapsed()
+	if t, err := time.Parse(time.RFC3339Nano, v); ok && err == nil {
+		c.highWater = t
 	}
-	v, ok, err := tx.Setting(highWaterKey)
-	if err != nil || !ok {
+	if err := c.startHorizon(tx); err != nil {
 		return err
 	}
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		c.highWater = t
-		if c.horizon.IsZero() { // a start on a clock not trusted
-			c.horizon, c.horizonAt = t.Add(-c.opts.PurgeAfter), c.elapsed()
-		}
+	if !ok {
+		return nil
 	}
 	e, ok, err := tx.Setting(estimateKey)
 	if err != nil || !ok || e == "" {
@@ -165,4 +159,78 @@ func (c *Controller) saveHighWater(tx *store.Tx) error {
 	c.highWater = t
 	c.clockMu.Unlock()
 	return tx.SetSetting(highWaterKey, t.UTC().Format(time.RFC3339Nano))
+}
+
+// The purge's horizon: what ended before it can be forgotten. It follows
+// now - PurgeAfter, but moves on at most as fast as time passes on the
+// monotonic clock: a network clock a year ahead (trusted: it is after
+// MinSaneTime) would otherwise purge every tombstone and used-up grant,
+// and once the clock was set right, their envelopes, still alive, would
+// apply again. It goes back with a clock set back (that only keeps more).
+// It is recorded with the trusted time of the record; at a start, it
+// catches up on the time since by that time, by at most PurgeAfter -
+// MaxEnvelopeLifetime: one start on a clock far ahead still leaves it
+// before the issue of any envelope alive, and a locker that is off for an
+// hour every night does not fall behind. (One off for longer than that
+// keeps the rest as extra history: the purge lags by it.)
+
+// startHorizon reads the recorded horizon at start (c.highWater read).
+func (c *Controller) startHorizon(tx *store.Tx) error {
+	c.horizonAt, c.horizonRecorded = c.elapsed(), false
+	now := c.clock.Now()
+	v, ok, err := tx.Setting(horizonKey)
+	if err != nil {
+		return err
+	}
+	var h, wall time.Time
+	if f := strings.Fields(v); ok && len(f) == 2 {
+		h, _ = time.Parse(time.RFC3339Nano, f[0])
+		wall, _ = time.Parse(time.RFC3339Nano, f[1])
+	}
+	switch {
+	case !h.IsZero() && !wall.IsZero():
+		if c.trusted(now) && now.After(wall) {
+			h = h.Add(min(now.Sub(wall), c.opts.PurgeAfter-MaxEnvelopeLifetime(c.opts.PurgeAfter)))
+		}
+	case !c.highWater.IsZero():
+		// None recorded yet (a database from before it was kept): from
+		// the last trusted time recorded, or now if earlier.
+		base := c.highWater
+		if c.trusted(now) && now.Before(base) {
+			base = now
+		}
+		h = base.Add(-c.opts.PurgeAfter)
+	case c.trusted(now):
+		h = now.Add(-c.opts.PurgeAfter) // a new locker
+	}
+	c.horizon = h
+	return nil
+}
+
+// advanceHorizon moves the horizon on (every tick, on a trusted clock). It
+// is recorded at the first tick of a run and with every purge (daily): the
+// catch-up at the next start covers what ran since the record too.
+func (c *Controller) advanceHorizon(ctx context.Context, now time.Time) {
+	if !c.clockTrusted() || c.storeErr != nil {
+		return
+	}
+	el := c.elapsed()
+	target := now.Add(-c.opts.PurgeAfter)
+	h := target
+	if !c.horizon.IsZero() {
+		if most := c.horizon.Add(el - c.horizonAt); most.Before(h) {
+			h = most
+		}
+	}
+	c.horizon, c.horizonAt = h, el
+	if !c.horizonRecorded {
+		if err := c.update(ctx, func(tx *store.Tx) error { return c.recordHorizon(tx, now) }); err == nil {
+			c.horizonRecorded = true
+		}
+	}
+}
+
+// recordHorizon writes the horizon with the trusted time now.
+func (c *Controller) recordHorizon(tx *store.Tx, now time.Time) error {
+	return tx.SetSetting(horizonKey, c.horizon.UTC().Format(time.RFC3339Nano)+" "+now.UTC().Format(time.RFC3339Nano))
 }

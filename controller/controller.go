@@ -155,13 +155,15 @@ type keypadState struct {
 	// estimateStored whether one is recorded; loop only.
 	estimateSaved  time.Time
 	estimateStored bool
-	// horizon is the purge's (horizonKey), set at horizonAt on the
-	// monotonic clock (elapsed); loop only.
-	horizon   time.Time
-	horizonAt time.Duration
-	rejTraced map[string]time.Time // grant → its last grant_rejected trace
-	rejLast   time.Time            // the last envelope_rejected trace (commands.go)
-	rejCount  int                  // envelope rejections since, not traced
+	// horizon is the purge's (advanceHorizon), moved last at horizonAt
+	// on the monotonic clock (elapsed); horizonRecorded: in this run;
+	// loop only.
+	horizon         time.Time
+	horizonAt       time.Duration
+	horizonRecorded bool
+	rejTraced       map[string]time.Time // grant → its last grant_rejected trace
+	rejLast         time.Time            // the last envelope_rejected trace (commands.go)
+	rejCount        int                  // envelope rejections since, not traced
 }
 
 // doorState is what the controller knows of the doors and sensors between
@@ -707,6 +709,7 @@ func (c *Controller) housekeeping(ctx context.Context) {
 		c.showLocked()
 	}
 	c.saveEstimate(ctx, now)
+	c.advanceHorizon(ctx, now)
 	if c.storeErr != nil {
 		if c.retryStorage(ctx); c.storeErr != nil {
 			return // nothing else can be recorded yet
@@ -861,31 +864,21 @@ func (c *Controller) checkpoint(ctx context.Context) {
 // that time left the outbox (the central may not know yet that a grant
 // was used up), nor on a clock that is not trusted.
 func (c *Controller) purge(ctx context.Context, now time.Time) {
+	if c.nextPurge.Sub(now) > PurgeEvery {
+		c.nextPurge = now // planned on a clock since set back
+	}
 	if now.Before(c.nextPurge) || !c.clockTrusted() || c.storeErr != nil {
 		return
 	}
 	c.nextPurge = now.Add(PurgeEvery)
-	// The horizon: what was recorded before it can go. It follows now -
-	// PurgeAfter, but moves on at most as fast as time passes on the
-	// monotonic clock: a network clock a year ahead (trusted: it is after
-	// MinSaneTime) would purge every tombstone and used-up grant, and once
-	// set right, their envelopes, still alive, would apply again. The
-	// horizon is kept in the database; after a power-off it moves on only
-	// with the time the locker runs (the purge lags, nothing more).
-	el := c.elapsed()
-	horizon := now.Add(-c.opts.PurgeAfter)
-	if !c.horizon.IsZero() {
-		if most := c.horizon.Add(el - c.horizonAt); horizon.After(most) {
-			horizon = most
-		}
-		if horizon.Before(c.horizon) {
-			horizon = c.horizon // a clock set back: never backwards
-		}
+	horizon := c.horizon // advanced by advanceHorizon at every tick
+	if horizon.IsZero() {
+		return
 	}
 	cutoff := horizon
 	n := 0
 	err := c.st.Update(ctx, func(tx *store.Tx) error {
-		if err := tx.SetSetting(horizonKey, horizon.UTC().Format(time.RFC3339Nano)); err != nil {
+		if err := c.recordHorizon(tx, now); err != nil {
 			return err
 		}
 		oldest, ok, err := tx.OldestPending()
@@ -907,7 +900,6 @@ func (c *Controller) purge(ctx context.Context, now time.Time) {
 		c.log.Warn("purge", "err", err)
 		return
 	}
-	c.horizon, c.horizonAt = horizon, el
 	if n == 0 {
 		return
 	}

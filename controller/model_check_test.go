@@ -68,7 +68,9 @@ func (w *mworld) checkAll(allowed *mallow, _ string) {
 		m.fold(w, tr)
 	}
 	if len(trs) > 0 && w.trusted() {
-		m.lastTrustedWrite = w.r.clock.Now()
+		// A trace on a trusted clock records it, and empties the
+		// estimate recorded while it was not (controller/clock.go).
+		m.lastTrustedWrite, m.maxEstimate = w.r.clock.Now(), time.Time{}
 	}
 
 	if !w.powered {
@@ -81,10 +83,22 @@ func (w *mworld) checkAll(allowed *mallow, _ string) {
 			w.fail("I9", "the estimated time went back from %s to %s", modelTime(m.lastEstimate), modelTime(est))
 		}
 		m.lastEstimate = est
+		// A start counts on from the last trusted time recorded, or from
+		// the estimate recorded since (hourly, on a trace or a tick) when
+		// later: never from an estimate above any this run or an earlier
+		// one showed since the last trusted record.
+		base := m.lastTrustedWrite
+		if m.maxEstimate.After(base) {
+			base = m.maxEstimate
+		}
 		elapsed := max(0, w.r.clock.Now().Sub(m.bootClock))
-		lo, hi := m.lastTrustedWrite.Add(-time.Hour-tol), m.lastTrustedWrite.Add(elapsed+time.Hour+tol) // the mark is kept to the hour
+		lo, hi := m.lastTrustedWrite.Add(-time.Hour-tol), base.Add(elapsed+time.Hour+tol) // the marks are kept to the hour
 		if est.Before(lo) || est.After(hi) {
-			w.fail("I9", "the estimated time is %s; the last trusted time recorded was %s, %v ago on the board's clock", modelTime(est), modelTime(m.lastTrustedWrite), elapsed)
+			w.fail("I9", "the estimated time is %s; the last trusted time recorded was %s, the highest estimate since %s, %v ago on the board's clock",
+				modelTime(est), modelTime(m.lastTrustedWrite), modelTime(m.maxEstimate), elapsed)
+		}
+		if est.After(m.maxEstimate) {
+			m.maxEstimate = est
 		}
 	} else {
 		m.lastEstimate = time.Time{}

@@ -117,6 +117,7 @@ type model struct {
 	lastTrustedWrite time.Time
 	bootClock        time.Time
 	lastEstimate     time.Time
+	maxEstimate      time.Time // the highest estimate seen since lastTrustedWrite
 	lastSeq          int64
 	lastSnapshot     time.Time
 }

@@ -672,7 +672,9 @@ func (b *Bus) unlock(ctx context.Context, p *port, r *unlockReq) error {
 	// unknown outcome too.
 	br.pending |= 1 << (r.ch - 1)
 	br.pollNext = true
-	br.resolve = 1 + min(br.fails, b.cfg.FailAfter)
+	// Never lowered by a later unlock of another lock of the board: the
+	// late replies the first is waiting out are still on their way.
+	br.resolve = max(br.resolve, 1+min(br.fails, b.cfg.FailAfter))
 	b.stats.Unlocks++
 	b.mu.Unlock()
 	err = b.write(p, f, r.board)
@@ -810,12 +812,12 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 				// read shifted, each door's bit another's.
 				err = fmt.Errorf("%w: board %d answers %d status bytes (%d channels), the wiring gives it %d channels",
 					proto.ErrFrame, addr, st.Groups, st.Groups*8, channels)
-			case s.Buffered() > 0:
-				// More came in the same burst: the reply was longer than
-				// the wiring's channels, cut where a byte looked like its
-				// checksum.
-				err = fmt.Errorf("%w: %d bytes after board %d's reply: does it have more than the wiring's %d channels?",
-					proto.ErrFrame, s.Buffered(), addr, channels)
+			case s.Buffered() > 0 || b.trailing(ctx, p) > 0:
+				// More came, in the same read or within Silence: the
+				// reply was longer than the wiring's channels, cut where
+				// a byte looked like its checksum.
+				err = fmt.Errorf("%w: bytes after board %d's reply: does it have more than the wiring's %d channels?",
+					proto.ErrFrame, addr, channels)
 			default:
 				open = st.Bits
 			}
@@ -837,6 +839,32 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 		b.observeStray(addr, b.quiet(ctx, p))
 	}
 	return nil
+}
+
+// trailing waits Config.Silence for bytes after a reply cut at its known
+// length and says how many came (dropped; an Observer sees them as stray):
+// an 8A/80 reply's length is the board's, and one longer than the wiring
+// says can check out at the shorter length.
+func (b *Bus) trailing(ctx context.Context, p *port) int {
+	n := 0
+	t := time.NewTimer(b.cfg.Silence)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return n
+		case <-t.C:
+			return n
+		case c := <-p.in:
+			if c.err != nil {
+				go func() { p.in <- c }() // let the next transaction find it
+				return n
+			}
+			n += len(c.b)
+			b.observeStray(-1, c.b)
+			return n
+		}
+	}
 }
 
 // quiet drops what arrives until the line has been silent for Config.Silence

@@ -26,7 +26,7 @@ func fixesCountCommands(t *testing.T, r *rig) int {
 	return n
 }
 
-// TestFixesAttackDailyRestartsStopThePurge: the purge's horizon moves on
+// TestDailyRestartsKeepThePurgeGoing (found by an attack on the first fix): the purge's horizon moves on
 // only by the monotonic time that passed between two purges of one run, and
 // a run purges at its start and then every PurgeEvery (24 h). A locker that
 // restarts once a day (a nightly reboot, a watchdog, a shop that switches it
@@ -36,7 +36,7 @@ func fixesCountCommands(t *testing.T, r *rig) int {
 // every command id of them is still there, where PurgeAfter (14 days) keeps
 // about 15 (before the fix, the cutoff was now - PurgeAfter at each start).
 // The database grows without bound.
-func TestFixesAttackDailyRestartsStopThePurge(t *testing.T) {
+func TestDailyRestartsKeepThePurgeGoing(t *testing.T) {
 	r := newRig(t, "M M")
 	const days = 60
 	for d := 0; d < days; d++ {
@@ -68,7 +68,7 @@ func TestFixesAttackDailyRestartsStopThePurge(t *testing.T) {
 	}
 }
 
-// TestFixesAttackFirstHorizonFromAFutureClock: the horizon moves at most as
+// TestFirstHorizonFromAFutureClockGoesBack (found by an attack on the first fix): the horizon moves at most as
 // fast as the monotonic clock and never back, but its first value has no
 // bound. A new locker (no last trusted time, no horizon: it booted without
 // a network clock) whose first trusted time is a wrong NTP answer a year
@@ -80,7 +80,7 @@ func TestFixesAttackDailyRestartsStopThePurge(t *testing.T) {
 // lifetime after such a purge, opens the door a second time (I1: "a
 // command_id is executed at most once"). Before the fix the cutoff followed
 // the clock back to now - PurgeAfter.
-func TestFixesAttackFirstHorizonFromAFutureClock(t *testing.T) {
+func TestFirstHorizonFromAFutureClockGoesBack(t *testing.T) {
 	r := newRig(t, "M M")
 	r.ackAll()
 	bootUntrusted(t, r, true) // a new locker, booted in 1970
@@ -127,5 +127,51 @@ func TestFixesAttackFirstHorizonFromAFutureClock(t *testing.T) {
 	if res.OK || len(r.cab.Releases()) != 1 {
 		t.Fatalf("the same signed command, delivered again 1h after it ran (it lives 6 days), gave %+v: doors released %v",
 			res, r.cab.Releases())
+	}
+}
+
+// A start on a clock a year ahead: the horizon catches up on the time the
+// locker seems to have been off by at most PurgeAfter - MaxEnvelopeLifetime,
+// so the tombstone of a grant whose put is still alive stays, and once the
+// clock is set right the put, delivered again, changes nothing.
+func TestStartOnAFutureClockPurgesNoTombstone(t *testing.T) {
+	r := newRig(t, "M M")
+	put := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(6 * 24 * time.Hour),
+		Ops: []wire.GrantOp{depositOp("g-1", 1, "123456", "M", 0)}}
+	deliver := func(sealed func() []byte) wire.GrantsAck {
+		t.Helper()
+		dec, err := protocol.DecodeGrants(sealed(), lockerID, r.c.Now())
+		if err != nil {
+			return wire.GrantsAck{}
+		}
+		return r.apply(dec)
+	}
+	sealedPut := yearsSeal(t, put)
+	if ack := deliver(sealedPut); ack.Applied != 1 {
+		t.Fatalf("put: %+v", ack)
+	}
+	r.clock.Advance(time.Hour)
+	revoke := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: r.c.Now(), ExpiresAt: r.c.Now().Add(time.Hour),
+		Ops: []wire.GrantOp{{Op: "revoke", GrantID: "g-1", Version: 2}}}
+	if ack := deliver(yearsSeal(t, revoke)); ack.Applied != 1 {
+		t.Fatalf("revoke: %+v", ack)
+	}
+	r.ackAll()
+	r.tick()
+	r.stop()
+	r.clock.Set(t0.Add(365 * 24 * time.Hour)) // the board starts on a wrong network time
+	r.start()
+	r.tick()
+	r.ackAll()
+	r.tick()
+	r.stop()
+	r.clock.Set(t0.Add(3 * time.Hour)) // set right
+	r.start()
+	r.tick()
+	ack := deliver(sealedPut)
+	r.keys("123456#")
+	if ack.Applied != 0 || len(r.cab.Releases()) != 0 {
+		t.Fatalf("after a start a year ahead, the put of the revoked grant delivered again: ack %+v; the revoked code released %v",
+			ack, r.cab.Releases())
 	}
 }

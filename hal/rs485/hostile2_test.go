@@ -13,7 +13,7 @@ import (
 	"github.com/openlocker/locker/simulator/waittest"
 )
 
-// TestFixesAttackSecondChannelLowersResolve: I15. A Kerong board stalls on
+// TestSecondUnlockKeepsTheFirstsResolve (found by an attack on the first fix): I15. A Kerong board stalls on
 // two status queries (Q1, Q2: two failures in a row, their replies held).
 // A keypad code unlocks channel 3 (U3): 1 + 2 good statuses must now come
 // before U3 counts as resolved. The board then lets its two held replies go,
@@ -24,7 +24,7 @@ import (
 // second late reply — Q2's, from before U3 — clears U3 too. The lock
 // worker's retry pulse (the door "reads" shut) then writes U3 a second
 // time to a board that has not said one word about anything after U3.
-func TestFixesAttackSecondChannelLowersResolve(t *testing.T) {
+func TestSecondUnlockKeepsTheFirstsResolve(t *testing.T) {
 	const addr, chA, chB = 1, 3, 5
 	closed, _ := proto.EncodeKerongStatus(proto.KerongStatus{Board: addr})
 	var mu sync.Mutex
@@ -129,7 +129,7 @@ func TestFixesAttackSecondChannelLowersResolve(t *testing.T) {
 	}
 }
 
-// TestFixesAttackLongReplyInTwoBursts: I16 ("bytes left over after a reply
+// TestLongReplyInTwoReadsIsAFailure (found by an attack on the first fix): I16 ("bytes left over after a reply
 // make it a failure"; "replies that arrive in bursts decode whole"). An
 // 8A/80 board of 24 channels answered; it is swapped for a 32-channel one
 // while the locker runs (the case TestLongReplyAfterAGoodOneIsAFailure
@@ -137,7 +137,7 @@ func TestFixesAttackSecondChannelLowersResolve(t *testing.T) {
 // then 1: the splitter cuts the known 7-byte length, the checksum happens to
 // hold, nothing is buffered after it, and the reply is taken as the board's
 // status with every channel shifted; the 8th byte is dropped as stray.
-func TestFixesAttackLongReplyInTwoBursts(t *testing.T) {
+func TestLongReplyInTwoReadsIsAFailure(t *testing.T) {
 	const addr = 1
 	good, err := proto.EncodeStatus8A80(proto.Status8A80{Addr: addr, Groups: 3, Bits: 0x00_00_01})
 	if err != nil {
