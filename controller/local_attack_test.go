@@ -58,3 +58,31 @@ func TestLocalAttackOneUseServiceCodeOpensTwiceThroughTheControlAPI(t *testing.T
 		t.Fatalf("a one-use service code opened compartment 2 a second time: releases %v", r.cab.Releases())
 	}
 }
+
+// A technician (or the central) disabled compartment 3 (its lock does not
+// hold). A wiring file cut short while it was being edited lists only
+// compartments 1 and 2; lockerd starts on it, then on the whole file
+// again. Compartment 3 must come back disabled, not free for the next
+// deposit: a half-written wiring must not change what is stored.
+func TestLocalAttackHalfWrittenWiringReEnablesADisabledCompartment(t *testing.T) {
+	r := newRig(t, "M M M")
+	res, err := r.c.Execute(r.ctx, &wire.Command{Kind: "command", LockerID: lockerID, CommandID: "c-off-3",
+		Action: "disable", Compartment: 3, Reason: "lock does not hold"})
+	if err != nil || !res.OK {
+		t.Fatalf("disable: %+v %v", res, err)
+	}
+	if s := r.state(3); s != "disabled" {
+		t.Fatalf("state = %s, want disabled", s)
+	}
+	whole := r.cab.comps
+	r.cab.comps = whole[:2] // the half-written wiring
+	r.restart()
+	r.cab.comps = whole // the whole wiring again
+	r.restart()
+	if s := r.state(3); s != "disabled" {
+		r.apply(body(depositOp("g-1", 1, "123456", "M", 3)))
+		r.keys("123456#")
+		t.Fatalf("after a start on a wiring without it, disabled compartment 3 is %q; a deposit released %v",
+			s, r.cab.Releases())
+	}
+}
