@@ -447,7 +447,11 @@ func (c *Controller) boot(ctx context.Context) error {
 		byNum := map[int]store.Compartment{}
 		for _, sc := range stored {
 			byNum[sc.Number] = sc
-			if _, wired := c.hw[sc.Number]; !wired && sc.State == "free" && !sc.Session.Active() {
+			// A compartment the wiring no longer names is forgotten only
+			// when nothing is known of it: a disabled one ("the lock does
+			// not hold") came back free and in use after one start on a
+			// half-written wiring.
+			if _, wired := c.hw[sc.Number]; !wired && sc.State == "free" && !sc.Session.Active() && !sc.Disabled && !sc.Missing {
 				if err := tx.DeleteCompartment(sc.Number); err != nil {
 					return err
 				}

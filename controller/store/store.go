@@ -99,6 +99,22 @@ func DSN(path string) string {
 	return u.String() + "?" + q.Encode()
 }
 
+// ownerOnly makes the database readable by its owner only, created so or
+// tightened if it was not: it holds the codes' hashes, and a 6-digit code
+// falls to a million hashes of the locker's public id and the code — about
+// a second. SQLite gives its -wal and -shm the database file's mode. On a
+// folder that cannot be written, it changes nothing (Open says why).
+func ownerOnly(path string) {
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			_ = os.Chmod(p, fi.Mode().Perm()&^0o077)
+		}
+	}
+}
+
 // Open opens (creating if needed) the database at path, checks it and brings
 // its schema up to date.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -107,6 +123,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("store: data folder: %w", err)
 		}
 	}
+	ownerOnly(path)
 	db, err := sql.Open("sqlite", DSN(path))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)

@@ -558,3 +558,22 @@ func TestPurgeKeepsAUsedUpGrantWhileItsEnvelopeMayLive(t *testing.T) {
 		}
 	}
 }
+
+// A database made readable by others (an older version, or a copy made by
+// hand) is tightened to its owner at the next start, its log files too:
+// its code hashes give the codes away.
+func TestOpenTightensAReadableDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "locker.db")
+	s := open(t, path)
+	s.Close()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v after Open, want -rw-------", filepath.Base(p), fi.Mode().Perm())
+		}
+	}
+}

@@ -154,6 +154,11 @@ func (c *Config) check() error {
 		return err
 	}
 	u, err := url.Parse(c.Broker.URL)
+	if err == nil && u.User != nil {
+		// paho would use it, and the URL is printed by -check and logged
+		// at every start: a password there ends up in the journal.
+		return errors.New("broker.url: a user name or password in the URL is not accepted (it would be printed and logged); use broker.username and broker.password_file")
+	}
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("broker.url %q: want tcp://host:port or ssl://host:port", c.Broker.URL)
 	}

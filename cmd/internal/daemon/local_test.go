@@ -19,7 +19,7 @@ import (
 // -shm with SQLite's default mode 0644, so in a data folder that others
 // may enter (made by hand with mkdir, 0755, rather than by the package)
 // every local user reads every code. The files must be the daemon's own.
-func TestLocalAttackDatabaseFilesReadableByOthers(t *testing.T) {
+func TestDatabaseFilesAreOwnerOnly(t *testing.T) {
 	w := loadWiring(t, "gpio-24.yaml")
 	cab, err := simulator.New(w, simulator.Options{})
 	if err != nil {

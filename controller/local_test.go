@@ -16,7 +16,7 @@ import (
 // that compartment only (keypad, lockerctl open) and never the menu; its
 // code must not release the lock of a compartment holding someone else's
 // parcel.
-func TestLocalAttackScopedServiceCodeSelfTestsEveryDoor(t *testing.T) {
+func TestScopedServiceCodeDoesNotSelfTestEveryDoor(t *testing.T) {
 	r := newRig(t, "S S M L")
 	r.apply(body(depositOp("g-1", 1, "123456", "S", 0)))
 	r.deposit("123456", 1)
@@ -45,7 +45,7 @@ func TestLocalAttackScopedServiceCodeSelfTestsEveryDoor(t *testing.T) {
 // A service grant for one compartment with "uses": 1 opens its door once
 // at the keypad (the use is taken); lockerctl open (ServiceOpen) takes no
 // use, so the same one-use code opens the door again and again.
-func TestLocalAttackOneUseServiceCodeOpensTwiceThroughTheControlAPI(t *testing.T) {
+func TestOneUseServiceCodeOpensOnceThroughTheControlAPI(t *testing.T) {
 	r := newRig(t, "M M")
 	r.apply(body(wire.GrantOp{Op: "put", GrantID: "svc-2", Version: 1, Action: "service", Compartment: 2,
 		Holder: "13700001111", CodeHash: hash("55667788"), Uses: ptr(1), ValidUntil: ptr(t0.Add(time.Hour))}))
@@ -64,7 +64,7 @@ func TestLocalAttackOneUseServiceCodeOpensTwiceThroughTheControlAPI(t *testing.T
 // compartments 1 and 2; lockerd starts on it, then on the whole file
 // again. Compartment 3 must come back disabled, not free for the next
 // deposit: a half-written wiring must not change what is stored.
-func TestLocalAttackHalfWrittenWiringReEnablesADisabledCompartment(t *testing.T) {
+func TestHalfWrittenWiringKeepsADisabledCompartment(t *testing.T) {
 	r := newRig(t, "M M M")
 	res, err := r.c.Execute(r.ctx, &wire.Command{Kind: "command", LockerID: lockerID, CommandID: "c-off-3",
 		Action: "disable", Compartment: 3, Reason: "lock does not hold"})

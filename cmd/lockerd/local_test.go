@@ -17,7 +17,7 @@ import (
 // prints the URL: -check (the unit's ExecStartPre, so the journal, at
 // every start), "lockerd starting … broker=" and the link's "connected
 // broker=" lines. Whoever reads the journal (group adm) has the password.
-func TestLocalAttackBrokerPasswordInURLIsPrinted(t *testing.T) {
+func TestBrokerPasswordInURLIsRefused(t *testing.T) {
 	bin := buildLockerd(t)
 	dir := t.TempDir()
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
