@@ -8,7 +8,6 @@ import (
 
 	"github.com/openlocker/locker/controller/store"
 	"github.com/openlocker/locker/controller/wire"
-	"github.com/openlocker/locker/sync/protocol"
 )
 
 // fixesCountCommands counts the executed command ids kept, r stopped.
@@ -95,21 +94,7 @@ func TestFirstHorizonFromAFutureClockGoesBack(t *testing.T) {
 	r.tick()
 	r.ackAll()
 
-	cmd := wire.Command{Kind: "command", LockerID: lockerID, CommandID: "c-open-1", IssuedAt: real,
-		ExpiresAt: real.Add(6 * 24 * time.Hour), Action: "open", Compartment: 1, Reason: "customer service"}
-	sealed := yearsSeal(t, cmd)
-	deliver := func() wire.CommandResult {
-		t.Helper()
-		dec, err := protocol.DecodeCommand(sealed(), lockerID, r.c.Now())
-		if err != nil {
-			return wire.CommandResult{CommandID: cmd.CommandID, Error: err.Error()}
-		}
-		res, err := r.c.Execute(r.ctx, dec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
+	deliver := openCommand(t, r, real)
 	if res := deliver(); !res.OK {
 		t.Fatalf("the command: %+v", res)
 	}
@@ -138,14 +123,7 @@ func TestStartOnAFutureClockPurgesNoTombstone(t *testing.T) {
 	r := newRig(t, "M M")
 	put := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(6 * 24 * time.Hour),
 		Ops: []wire.GrantOp{depositOp("g-1", 1, "123456", "M", 0)}}
-	deliver := func(sealed func() []byte) wire.GrantsAck {
-		t.Helper()
-		dec, err := protocol.DecodeGrants(sealed(), lockerID, r.c.Now())
-		if err != nil {
-			return wire.GrantsAck{}
-		}
-		return r.apply(dec)
-	}
+	deliver := func(sealed func() []byte) wire.GrantsAck { t.Helper(); return deliverGrants(t, r, sealed) }
 	sealedPut := yearsSeal(t, put)
 	if ack := deliver(sealedPut); ack.Applied != 1 {
 		t.Fatalf("put: %+v", ack)

@@ -41,6 +41,40 @@ func yearsSeal(t *testing.T, body any) (open func() []byte) {
 	}
 }
 
+// deliverGrants delivers a sealed grants envelope as the link does: its
+// signature and expiry checked at the controller's time, then applied; a
+// refused one gives an empty ack.
+func deliverGrants(t *testing.T, r *rig, sealed func() []byte) wire.GrantsAck {
+	t.Helper()
+	dec, err := protocol.DecodeGrants(sealed(), lockerID, r.c.Now())
+	if err != nil {
+		return wire.GrantsAck{}
+	}
+	return r.apply(dec)
+}
+
+// openCommand returns a function that delivers, each time it is called,
+// the same signed command opening compartment 1, issued at issued and
+// living 6 days, as the link does (signature and expiry checked at the
+// controller's time, then run).
+func openCommand(t *testing.T, r *rig, issued time.Time) (deliver func() wire.CommandResult) {
+	cmd := wire.Command{Kind: "command", LockerID: lockerID, CommandID: "c-open-1", IssuedAt: issued,
+		ExpiresAt: issued.Add(6 * 24 * time.Hour), Action: "open", Compartment: 1, Reason: "customer service"}
+	sealed := yearsSeal(t, cmd)
+	return func() wire.CommandResult {
+		t.Helper()
+		dec, err := protocol.DecodeCommand(sealed(), lockerID, r.c.Now())
+		if err != nil {
+			return wire.CommandResult{CommandID: cmd.CommandID, Error: err.Error()}
+		}
+		res, err := r.c.Execute(r.ctx, dec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+}
+
 // bootUntrusted restarts r on a clock that is not trusted (a board without
 // a real-time clock boots in 1970). fresh: as a new locker whose database
 // never saw a trusted time (no last trusted time, no purge horizon).
@@ -116,21 +150,7 @@ func commandReplayAfterPurgeOnEstimatedTime(t *testing.T, fresh bool) {
 	bootUntrusted(t, r, fresh) // off for three weeks; boots in 1970
 
 	real := t0.Add(21 * 24 * time.Hour) // the central's (true) time
-	cmd := wire.Command{Kind: "command", LockerID: lockerID, CommandID: "c-open-1", IssuedAt: real,
-		ExpiresAt: real.Add(6 * 24 * time.Hour), Action: "open", Compartment: 1, Reason: "customer service"}
-	sealed := yearsSeal(t, cmd)
-	deliver := func() wire.CommandResult {
-		t.Helper()
-		dec, err := protocol.DecodeCommand(sealed(), lockerID, r.c.Now())
-		if err != nil {
-			return wire.CommandResult{CommandID: cmd.CommandID, Error: err.Error()}
-		}
-		res, err := r.c.Execute(r.ctx, dec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
+	deliver := openCommand(t, r, real)
 	if res := deliver(); !res.OK {
 		t.Fatalf("the command: %+v", res)
 	}
@@ -176,14 +196,7 @@ func usedUpGrantBackAfterPurgeOnEstimatedTime(t *testing.T, fresh bool) {
 	env := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: real, ExpiresAt: real.Add(6 * 24 * time.Hour),
 		Ops: []wire.GrantOp{op}}
 	sealed := yearsSeal(t, env)
-	deliver := func() wire.GrantsAck {
-		t.Helper()
-		dec, err := protocol.DecodeGrants(sealed(), lockerID, r.c.Now())
-		if err != nil {
-			return wire.GrantsAck{}
-		}
-		return r.apply(dec)
-	}
+	deliver := func() wire.GrantsAck { t.Helper(); return deliverGrants(t, r, sealed) }
 	if ack := deliver(); ack.Applied != 1 {
 		t.Fatalf("ack = %+v", ack)
 	}
@@ -218,14 +231,7 @@ func TestFutureClockPurgesNoTombstone(t *testing.T) {
 	op := depositOp("g-1", 1, "123456", "M", 0)
 	put := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(6 * 24 * time.Hour),
 		Ops: []wire.GrantOp{op}}
-	deliver := func(sealed func() []byte) wire.GrantsAck {
-		t.Helper()
-		dec, err := protocol.DecodeGrants(sealed(), lockerID, r.c.Now())
-		if err != nil {
-			return wire.GrantsAck{}
-		}
-		return r.apply(dec)
-	}
+	deliver := func(sealed func() []byte) wire.GrantsAck { t.Helper(); return deliverGrants(t, r, sealed) }
 	sealedPut := yearsSeal(t, put)
 	if ack := deliver(sealedPut); ack.Applied != 1 {
 		t.Fatalf("put: %+v", ack)

@@ -4,7 +4,6 @@ package rs485
 
 import (
 	"context"
-	"io"
 	"sync"
 	"testing"
 	"time"
@@ -72,19 +71,7 @@ func TestSecondUnlockKeepsTheFirstsResolve(t *testing.T) {
 			sent++
 		}
 	})
-	var err error
-	bus, err = New(Config{Name: "BUS1", Protocol: proto.Kerong, OpenBit: true, Boards: []Board{{Address: addr, Channels: 16}}},
-		func() (io.ReadWriteCloser, error) { return port, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	if err := bus.Prime(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer close(done); _ = bus.Run(ctx) }()
+	bus = runScript(t, proto.Kerong, addr, 16, port)
 	if st, _ := bus.BoardState(addr); !st.Up {
 		t.Fatalf("primed: %+v", st)
 	}
@@ -117,7 +104,7 @@ func TestSecondUnlockKeepsTheFirstsResolve(t *testing.T) {
 
 	// The lock worker's retry pulse for channel 3.
 	uctx, ucancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	err = bus.Unlock(uctx, addr, chA)
+	err := bus.Unlock(uctx, addr, chA)
 	ucancel()
 	time.Sleep(100 * time.Millisecond)
 	mu.Lock()
@@ -161,18 +148,7 @@ func TestLongReplyInTwoReadsIsAFailure(t *testing.T) {
 			p.send(long[7:]) // the next
 		}
 	})
-	bus, err := New(Config{Name: "BUS1", Protocol: proto.P8A80, OpenBit: true, Boards: []Board{{Address: addr, Channels: 24}}},
-		func() (io.ReadWriteCloser, error) { return port, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	if err := bus.Prime(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer close(done); _ = bus.Run(ctx) }()
+	bus := runScript(t, proto.P8A80, addr, 24, port)
 	st0, _ := bus.BoardState(addr)
 	if !st0.Up || st0.Open != 1 {
 		t.Fatalf("a 24-channel reply: %+v, want up with channel 1 open", st0)

@@ -53,6 +53,25 @@ func (p *scriptPort) Write(f []byte) (int, error) {
 
 func (p *scriptPort) Close() error { p.closeOnce.Do(func() { close(p.closed) }); return nil }
 
+// runScript starts a bus of one board (addr, channels) of protocol p on
+// port: New, Prime and Run, stopped when the test ends.
+func runScript(t *testing.T, p proto.Protocol, addr, channels int, port *scriptPort) *Bus {
+	t.Helper()
+	bus, err := New(Config{Name: "BUS1", Protocol: p, OpenBit: true, Boards: []Board{{Address: addr, Channels: channels}}},
+		func() (io.ReadWriteCloser, error) { return port, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	if err := bus.Prime(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { defer close(done); _ = bus.Run(ctx) }()
+	return bus
+}
+
 // TestStaleReplyDoesNotResolveAnUnlock (found by an attack): I15. A Kerong board stalls on a status
 // query (Q1): the bus times out, waits for a quiet line and moves on. A
 // keypad code then sends an unlock (U1); the board browns out on the coil
@@ -101,18 +120,7 @@ func TestStaleReplyDoesNotResolveAnUnlock(t *testing.T) {
 			p.send(closed)
 		}
 	})
-	bus, err := New(Config{Name: "BUS1", Protocol: proto.Kerong, OpenBit: true, Boards: []Board{{Address: addr, Channels: 16}}},
-		func() (io.ReadWriteCloser, error) { return port, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	if err := bus.Prime(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer close(done); _ = bus.Run(ctx) }()
+	bus := runScript(t, proto.Kerong, addr, 16, port)
 	if st, _ := bus.BoardState(addr); !st.Up {
 		t.Fatalf("primed: %+v", st)
 	}
@@ -134,7 +142,7 @@ func TestStaleReplyDoesNotResolveAnUnlock(t *testing.T) {
 	mu.Unlock()
 
 	// The lock worker's retry pulse.
-	err = bus.Unlock(context.Background(), addr, ch)
+	err := bus.Unlock(context.Background(), addr, ch)
 	time.Sleep(100 * time.Millisecond) // let the worker write it, if it does
 	mu.Lock()
 	n := unlocks
@@ -244,18 +252,7 @@ func TestLongReplyAfterAGoodOneIsAFailure(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	bus, err := New(Config{Name: "BUS1", Protocol: proto.P8A80, OpenBit: true, Boards: []Board{{Address: addr, Channels: 24}}},
-		func() (io.ReadWriteCloser, error) { return port, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	if err := bus.Prime(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer close(done); _ = bus.Run(ctx) }()
+	bus := runScript(t, proto.P8A80, addr, 24, port)
 	if st, _ := bus.BoardState(addr); !st.Up || st.Open != 1 {
 		t.Fatalf("a 24-channel reply: %+v, want up with channel 1 open", st)
 	}
@@ -299,25 +296,14 @@ func TestAbandonedUnlockIsNeverWritten(t *testing.T) {
 		}
 		p.send(closed)
 	})
-	bus, err := New(Config{Name: "BUS1", Protocol: proto.Kerong, OpenBit: true, Boards: []Board{{Address: addr, Channels: 16}}},
-		func() (io.ReadWriteCloser, error) { return port, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	if err := bus.Prime(ctx); err != nil {
-		t.Fatal(err)
-	}
-	go func() { defer close(done); _ = bus.Run(ctx) }()
+	bus := runScript(t, proto.Kerong, addr, 16, port)
 
 	mu.Lock()
 	block = true
 	mu.Unlock()
 	<-stuck
 	uctx, ucancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	err = bus.Unlock(uctx, addr, ch)
+	err := bus.Unlock(uctx, addr, ch)
 	ucancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("unlock behind a wedged write: %v, want its deadline", err)
