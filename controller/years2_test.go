@@ -121,20 +121,7 @@ func TestFirstHorizonFromAFutureClockGoesBack(t *testing.T) {
 // clock is set right the put, delivered again, changes nothing.
 func TestStartOnAFutureClockPurgesNoTombstone(t *testing.T) {
 	r := newRig(t, "M M")
-	put := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(6 * 24 * time.Hour),
-		Ops: []wire.GrantOp{depositOp("g-1", 1, "123456", "M", 0)}}
-	deliver := func(sealed func() []byte) wire.GrantsAck { t.Helper(); return deliverGrants(t, r, sealed) }
-	sealedPut := yearsSeal(t, put)
-	if ack := deliver(sealedPut); ack.Applied != 1 {
-		t.Fatalf("put: %+v", ack)
-	}
-	r.clock.Advance(time.Hour)
-	revoke := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: r.c.Now(), ExpiresAt: r.c.Now().Add(time.Hour),
-		Ops: []wire.GrantOp{{Op: "revoke", GrantID: "g-1", Version: 2}}}
-	if ack := deliver(yearsSeal(t, revoke)); ack.Applied != 1 {
-		t.Fatalf("revoke: %+v", ack)
-	}
-	r.ackAll()
+	sealedPut := putThenRevoke(t, r)
 	r.tick()
 	r.stop()
 	r.clock.Set(t0.Add(365 * 24 * time.Hour)) // the board starts on a wrong network time
@@ -146,7 +133,7 @@ func TestStartOnAFutureClockPurgesNoTombstone(t *testing.T) {
 	r.clock.Set(t0.Add(3 * time.Hour)) // set right
 	r.start()
 	r.tick()
-	ack := deliver(sealedPut)
+	ack := deliverGrants(t, r, sealedPut)
 	r.keys("123456#")
 	if ack.Applied != 0 || len(r.cab.Releases()) != 0 {
 		t.Fatalf("after a start a year ahead, the put of the revoked grant delivered again: ack %+v; the revoked code released %v",

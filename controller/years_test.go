@@ -53,6 +53,27 @@ func deliverGrants(t *testing.T, r *rig, sealed func() []byte) wire.GrantsAck {
 	return r.apply(dec)
 }
 
+// putThenRevoke puts deposit grant g-1 (code 123456) at t0 in an envelope
+// living 6 days, revokes it an hour later, lets the broker acknowledge
+// every trace, and returns the put, sealed, to be delivered again.
+func putThenRevoke(t *testing.T, r *rig) (sealedPut func() []byte) {
+	t.Helper()
+	put := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(6 * 24 * time.Hour),
+		Ops: []wire.GrantOp{depositOp("g-1", 1, "123456", "M", 0)}}
+	sealedPut = yearsSeal(t, put)
+	if ack := deliverGrants(t, r, sealedPut); ack.Applied != 1 {
+		t.Fatalf("put: %+v", ack)
+	}
+	r.clock.Advance(time.Hour)
+	revoke := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: r.c.Now(), ExpiresAt: r.c.Now().Add(time.Hour),
+		Ops: []wire.GrantOp{{Op: "revoke", GrantID: "g-1", Version: 2}}}
+	if ack := deliverGrants(t, r, yearsSeal(t, revoke)); ack.Applied != 1 {
+		t.Fatalf("revoke: %+v", ack)
+	}
+	r.ackAll()
+	return sealedPut
+}
+
 // openCommand returns a function that delivers, each time it is called,
 // the same signed command opening compartment 1, issued at issued and
 // living 6 days, as the link does (signature and expiry checked at the
@@ -228,21 +249,8 @@ func usedUpGrantBackAfterPurgeOnEstimatedTime(t *testing.T, fresh bool) {
 // leaves no future behind").
 func TestFutureClockPurgesNoTombstone(t *testing.T) {
 	r := newRig(t, "M M")
-	op := depositOp("g-1", 1, "123456", "M", 0)
-	put := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: t0, ExpiresAt: t0.Add(6 * 24 * time.Hour),
-		Ops: []wire.GrantOp{op}}
+	sealedPut := putThenRevoke(t, r)
 	deliver := func(sealed func() []byte) wire.GrantsAck { t.Helper(); return deliverGrants(t, r, sealed) }
-	sealedPut := yearsSeal(t, put)
-	if ack := deliver(sealedPut); ack.Applied != 1 {
-		t.Fatalf("put: %+v", ack)
-	}
-	r.clock.Advance(time.Hour)
-	revoke := &wire.GrantsBody{Kind: "grants", LockerID: lockerID, IssuedAt: r.c.Now(), ExpiresAt: r.c.Now().Add(time.Hour),
-		Ops: []wire.GrantOp{{Op: "revoke", GrantID: "g-1", Version: 2}}}
-	if ack := deliver(yearsSeal(t, revoke)); ack.Applied != 1 {
-		t.Fatalf("revoke: %+v", ack)
-	}
-	r.ackAll()
 
 	// The clock jumps a year ahead for a while; the traces of that while
 	// are acknowledged as usual.

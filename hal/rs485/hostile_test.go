@@ -5,6 +5,7 @@ package rs485
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -230,9 +231,11 @@ func TestLongReplyIsNotCutShort(t *testing.T) {
 }
 
 // A board that answered with the wiring's length, then with a longer reply
-// in one burst (a board swapped for a bigger one while the locker ran): the
-// reply is cut at the known length, and the bytes left over make it a
-// failure, not a status read with every channel shifted.
+// (a board swapped for a bigger one while the locker ran): the reply is cut
+// at the known length, where its checksum happens to hold, and the bytes
+// after it — in the same read, or in the next (found by an attack on the
+// first fix) — make it a failure, not a status read with every channel
+// shifted.
 func TestLongReplyAfterAGoodOneIsAFailure(t *testing.T) {
 	const addr = 1
 	good, err := proto.EncodeStatus8A80(proto.Status8A80{Addr: addr, Groups: 3, Bits: 0x00_00_01})
@@ -243,25 +246,31 @@ func TestLongReplyAfterAGoodOneIsAFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	reply := good
-	port := newScriptPort(func(p *scriptPort, f []byte) {
-		if c, err := proto.DecodeCommand8A80(f); err == nil && c.Head == proto.Head8A80Query && c.Addr == addr {
+	for _, reads := range [][][]byte{{long}, {long[:7], long[7:]}} {
+		t.Run(fmt.Sprintf("%d reads", len(reads)), func(t *testing.T) {
+			var mu sync.Mutex
+			reply := [][]byte{good}
+			port := newScriptPort(func(p *scriptPort, f []byte) {
+				if c, err := proto.DecodeCommand8A80(f); err == nil && c.Head == proto.Head8A80Query && c.Addr == addr {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, b := range reply {
+						p.send(b) // one USB read each
+					}
+				}
+			})
+			bus := runScript(t, proto.P8A80, addr, 24, port)
+			if st, _ := bus.BoardState(addr); !st.Up || st.Open != 1 {
+				t.Fatalf("a 24-channel reply: %+v, want up with channel 1 open", st)
+			}
 			mu.Lock()
-			p.send(reply)
+			reply = reads
 			mu.Unlock()
-		}
-	})
-	bus := runScript(t, proto.P8A80, addr, 24, port)
-	if st, _ := bus.BoardState(addr); !st.Up || st.Open != 1 {
-		t.Fatalf("a 24-channel reply: %+v, want up with channel 1 open", st)
-	}
-	mu.Lock()
-	reply = long
-	mu.Unlock()
-	waittest.For(t, 3*time.Second, func() bool { st, _ := bus.BoardState(addr); return !st.Up }, "the board down")
-	if st, _ := bus.BoardState(addr); st.Open != 1 || !strings.Contains(st.Err.Error(), "bytes after board 1's reply") {
-		t.Errorf("after longer replies: %+v, want the last good status (channel 1 open) and an error about the bytes after the reply", st)
+			waittest.For(t, 3*time.Second, func() bool { st, _ := bus.BoardState(addr); return !st.Up }, "the board down")
+			if st, _ := bus.BoardState(addr); st.Open != 1 || !strings.Contains(st.Err.Error(), "bytes after board 1's reply") {
+				t.Errorf("after longer replies: %+v, want the last good status (channel 1 open) and an error about the bytes after the reply", st)
+			}
+		})
 	}
 }
 
