@@ -1,16 +1,12 @@
 package daemon_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/openlocker/locker/cmd/internal/daemon"
-	"github.com/openlocker/locker/hal"
 	"github.com/openlocker/locker/simulator"
-	"github.com/openlocker/locker/sync/client"
-	"github.com/openlocker/locker/sync/protocol"
 )
 
 // The database holds every grant's code_hash, SHA-256("{locker_id}:{code}"):
@@ -30,13 +26,7 @@ func TestDatabaseFilesAreOwnerOnly(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil { // `sudo mkdir /var/lib/lockerd`
 		t.Fatal(err)
 	}
-	kp, err := protocol.GenerateKeyPair("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(context.Background(), daemon.Options{LockerID: "T01", DataDir: dir, Wiring: w, Pins: cab.ByName,
-		Hal:  hal.Options{NoDisplayDelays: true, Buses: cab.Bus},
-		Link: client.Options{Broker: "tcp://127.0.0.1:1", Keys: kp.Keyring()}})
+	d, err := newDaemon(t, w, cab, dir)
 	if err != nil {
 		t.Fatal(err)
 	}

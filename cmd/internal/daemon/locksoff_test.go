@@ -29,13 +29,7 @@ func startCorrupt(t *testing.T, w *wiring.Wiring, cab *simulator.Cabinet) {
 	if err := os.WriteFile(filepath.Join(dir, daemon.DBFile), []byte(strings.Repeat("junk", 4000)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	kp, err := protocol.GenerateKeyPair("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(context.Background(), daemon.Options{LockerID: "T01", DataDir: dir, Wiring: w, Pins: cab.ByName,
-		Hal:  hal.Options{NoDisplayDelays: true, Buses: cab.Bus},
-		Link: client.Options{Broker: "tcp://127.0.0.1:1", Keys: kp.Keyring()}})
+	d, err := newDaemon(t, w, cab, dir)
 	if err == nil {
 		d.Hardware.Halt()
 		t.Fatal("daemon.New succeeded on a corrupt database")
@@ -43,6 +37,19 @@ func startCorrupt(t *testing.T, w *wiring.Wiring, cab *simulator.Cabinet) {
 	if !errors.Is(err, store.ErrCorrupt) || strings.Contains(err.Error(), "\n") {
 		t.Errorf("daemon.New = %q, want one line about the corrupt database", err)
 	}
+}
+
+// newDaemon runs daemon.New for locker T01 on the simulated cabinet with
+// its data in dir, its link pointed at a broker that is not there.
+func newDaemon(t *testing.T, w *wiring.Wiring, cab *simulator.Cabinet, dir string) (*daemon.Daemon, error) {
+	t.Helper()
+	kp, err := protocol.GenerateKeyPair("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return daemon.New(context.Background(), daemon.Options{LockerID: "T01", DataDir: dir, Wiring: w, Pins: cab.ByName,
+		Hal:  hal.Options{NoDisplayDelays: true, Buses: cab.Bus},
+		Link: client.Options{Broker: "tcp://127.0.0.1:1", Keys: kp.Keyring()}})
 }
 
 func loadWiring(t *testing.T, name string) *wiring.Wiring {
