@@ -754,7 +754,10 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 	b.mu.Lock()
 	br := b.boards[i]
 	addr, channels := br.cfg.Address, br.cfg.Channels
-	answered := br.state.Polls > 0
+	// A board that is up and answered before is cut at its known length;
+	// its first reply, and its first after it was down (a board swapped
+	// for another takes longer than FailAfter polls), is read to the end.
+	answered := br.state.Polls > 0 && br.state.Up
 	b.mu.Unlock()
 	var q []byte
 	var err error
@@ -765,9 +768,10 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 	} else {
 		q, err = proto.Query8A80Frame(addr)
 		replyLen = proto.Reply8A80Len(channels)
-		// An 8A/80 reply's length is the board's. Until the board first
-		// answered, its reply is read to the end (silence) and its length
-		// checked against the wiring; then it is cut at that length.
+		// An 8A/80 reply's length is the board's. Until the board answers
+		// (at start, and again after it was down), its reply is read to
+		// the end (silence) and its length checked against the wiring;
+		// then it is cut at that length.
 		if answered {
 			s.SetGroups(proto.Groups8A80(channels))
 		} else {
@@ -812,10 +816,12 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 				// read shifted, each door's bit another's.
 				err = fmt.Errorf("%w: board %d answers %d status bytes (%d channels), the wiring gives it %d channels",
 					proto.ErrFrame, addr, st.Groups, st.Groups*8, channels)
-			case s.Buffered() > 0 || b.trailing(ctx, p) > 0:
-				// More came, in the same read or within Silence: the
-				// reply was longer than the wiring's channels, cut where
-				// a byte looked like its checksum.
+			case s.Buffered() > 0:
+				// More came in the same read: the reply was longer than
+				// the wiring's channels, cut where a byte looked like its
+				// checksum. (Waiting a silence after every reply for more
+				// would halve the poll rate; a board whose reply grows
+				// was swapped, and went down meanwhile.)
 				err = fmt.Errorf("%w: bytes after board %d's reply: does it have more than the wiring's %d channels?",
 					proto.ErrFrame, addr, channels)
 			default:
@@ -839,32 +845,6 @@ func (b *Bus) status(ctx context.Context, p *port, i int) error {
 		b.observeStray(addr, b.quiet(ctx, p))
 	}
 	return nil
-}
-
-// trailing waits Config.Silence for bytes after a reply cut at its known
-// length and says how many came (dropped; an Observer sees them as stray):
-// an 8A/80 reply's length is the board's, and one longer than the wiring
-// says can check out at the shorter length.
-func (b *Bus) trailing(ctx context.Context, p *port) int {
-	n := 0
-	t := time.NewTimer(b.cfg.Silence)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return n
-		case <-t.C:
-			return n
-		case c := <-p.in:
-			if c.err != nil {
-				go func() { p.in <- c }() // let the next transaction find it
-				return n
-			}
-			n += len(c.b)
-			b.observeStray(-1, c.b)
-			return n
-		}
-	}
 }
 
 // quiet drops what arrives until the line has been silent for Config.Silence

@@ -230,13 +230,13 @@ func TestLongReplyIsNotCutShort(t *testing.T) {
 	}
 }
 
-// A board that answered with the wiring's length, then with a longer reply
-// (a board swapped for a bigger one while the locker ran): the reply is cut
-// at the known length, where its checksum happens to hold, and the bytes
-// after it — in the same read, or in the next (found by an attack on the
-// first fix) — make it a failure, not a status read with every channel
-// shifted.
-func TestLongReplyAfterAGoodOneIsAFailure(t *testing.T) {
+// A board swapped while the locker runs for one with more channels (found
+// by an attack on the first fix): the old board goes silent, so it is down;
+// the new one's first reply is read to the end and checked against the
+// wiring, in one read or two, never cut at the old length (where its
+// checksum happens to hold) and taken with every channel shifted. Its last
+// good status stays.
+func TestSwappedBoardIsCheckedAgain(t *testing.T) {
 	const addr = 1
 	good, err := proto.EncodeStatus8A80(proto.Status8A80{Addr: addr, Groups: 3, Bits: 0x00_00_01})
 	if err != nil {
@@ -264,11 +264,17 @@ func TestLongReplyAfterAGoodOneIsAFailure(t *testing.T) {
 				t.Fatalf("a 24-channel reply: %+v, want up with channel 1 open", st)
 			}
 			mu.Lock()
-			reply = reads
+			reply = nil // unplugged
 			mu.Unlock()
-			waittest.For(t, 3*time.Second, func() bool { st, _ := bus.BoardState(addr); return !st.Up }, "the board down")
-			if st, _ := bus.BoardState(addr); st.Open != 1 || !strings.Contains(st.Err.Error(), "bytes after board 1's reply") {
-				t.Errorf("after longer replies: %+v, want the last good status (channel 1 open) and an error about the bytes after the reply", st)
+			waittest.For(t, 5*time.Second, func() bool { st, _ := bus.BoardState(addr); return !st.Up }, "the board down")
+			polls := bus.Stats().Polls + bus.Stats().Malformed
+			mu.Lock()
+			reply = reads // the bigger board
+			mu.Unlock()
+			waittest.For(t, 5*time.Second, func() bool { return bus.Stats().Malformed >= 3 }, "the new board's replies read")
+			st, _ := bus.BoardState(addr)
+			if st.Up || st.Open != 1 || st.Err == nil || !strings.Contains(st.Err.Error(), "answers 4 status bytes (32 channels), the wiring gives it 24 channels") {
+				t.Errorf("a 32-channel board in place of a 24-channel one (%d polls before): %+v, want down with its last status (channel 1 open) and an error that says why", polls, st)
 			}
 		})
 	}
