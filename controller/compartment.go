@@ -85,6 +85,9 @@ func (c *Controller) effect(tx *store.Tx, e fsm.Effect, sc store.Compartment) er
 				return err
 			}
 		}
+		if err := tx.BindReclaims(sc.Number, sc.ParcelSeq); err != nil {
+			return err
+		}
 		return c.activatePickup(tx, g, sc)
 	case fsm.ParcelGone:
 		g, err := tx.Grant(e.GrantID)
@@ -210,6 +213,14 @@ func (c *Controller) release(ctx context.Context, n int, s store.Session, takeUs
 		return err
 	}
 	delete(c.late, n) // a new release: an earlier one's late opening is past
+	for m, l := range c.late {
+		// A new release for the same grant (a courier typing the code
+		// again after a lock fault) ends the wait for the old door: its
+		// late opening would give one use a second door.
+		if l.s.GrantID == s.GrantID {
+			delete(c.late, m)
+		}
+	}
 	if err := c.cab.Release(n); err != nil {
 		c.lockFault(ctx, n, err.Error(), true)
 		return err

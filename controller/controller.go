@@ -755,11 +755,18 @@ func (c *Controller) housekeeping(ctx context.Context) {
 			return err
 		}
 		for _, g := range due {
+			sc, err := tx.Compartment(g.Compartment)
+			if err == nil && sc.Session.Active() {
+				// Its door is open (its recipient came at the last
+				// minute): judged once the session ends, at a later
+				// tick. Marked sent now, pickup_expired was never sent
+				// for a parcel left inside.
+				continue
+			}
 			g.ExpiredSent = true
 			if err := tx.PutGrant(g); err != nil {
 				return err
 			}
-			sc, err := tx.Compartment(g.Compartment)
 			if err != nil {
 				continue
 			}

@@ -171,6 +171,15 @@ func (c *Controller) applyOp(tx *store.Tx, view grantView, op wire.GrantOp, now,
 		return false, err
 	}
 	g.IssuedAt = issued
+	if g.Action == "reclaim" && g.ParcelID == "" {
+		// A reclaim that names no parcel is for the parcel in its
+		// compartment now, or else for the next one deposited there
+		// (bound then: BindReclaims): never for whatever parcel comes
+		// later (one for parcel A, picked up, opened parcel B's door).
+		if sc, err := tx.Compartment(g.Compartment); err == nil && sc.State.HoldsParcel() {
+			g.ParcelSeq = sc.ParcelSeq
+		}
+	}
 	view.stored(g.ID, store.GrantMeta{Version: g.Version, CodeHash: g.CodeHash, ValidUntil: g.ValidUntil, UsesLeft: g.UsesLeft,
 		PickupID: g.PickupID, PickupCode: g.PickupCode, IssuedAt: issued})
 	return false, tx.PutGrant(g)

@@ -184,9 +184,17 @@ func (c *Controller) use(ctx context.Context, g store.Grant) error {
 				}
 				target = sc.Number
 			} else {
+				// Reserved now, whatever the stored state says: a
+				// reservation that began since the last tick (or on a
+				// clock not trusted, where the tick refreshes none) is
+				// not yet stored as reserved.
+				reserved, err := tx.ReservedCompartments(c.now())
+				if err != nil {
+					return err
+				}
 				// The smallest free compartment that fits; the lowest number among equals.
 				for _, sc := range all {
-					if sc.State != "free" || sc.Disabled || sc.Session.Active() || sc.DoorOpen || sc.ParcelPresent ||
+					if sc.State != "free" || reserved[sc.Number] || sc.Disabled || sc.Session.Active() || sc.DoorOpen || sc.ParcelPresent ||
 						sizeRank[sc.Size] < sizeRank[g.Size] {
 						continue
 					}

@@ -34,6 +34,7 @@ type mg struct {
 	pickup   *mpick
 	nested   bool // a nested pickup brought into force at deposit
 	inst     int  // nested: the parcel instance it was issued for
+	rinst    int  // a reclaim naming no parcel: the instance it is bound to (0: none yet, or a stray: any)
 	oldCodes []string
 	doubt    bool // put by an envelope older than the last snapshot
 }
@@ -415,6 +416,13 @@ func (m *model) doPut(o *mop, issued, now time.Time) {
 	if op.ValidFrom != nil {
 		g.from = *op.ValidFrom
 	}
+	if op.Action == "reclaim" && op.ParcelID == "" && op.Compartment >= 1 && op.Compartment <= m.n {
+		// Bound to the parcel deposited in its compartment now, or else
+		// to the next one deposited there.
+		if c := &m.c[op.Compartment]; c.occupied && !c.stray {
+			g.rinst = c.inst
+		}
+	}
 	if op.Uses != nil {
 		g.uses = *op.Uses
 	} else if op.Action == "service" {
@@ -643,6 +651,8 @@ func (m *model) target(g *mg, n int, now time.Time, phys map[int][2]bool) (strin
 			return "I5", fmt.Sprintf("reclaim %s: no parcel on record in %d", g.id, n)
 		case g.parcel != "" && c.parcelID != g.parcel:
 			return "I3", fmt.Sprintf("reclaim %s is for parcel %q, compartment %d holds %q", g.id, g.parcel, n, c.parcelID)
+		case g.parcel == "" && g.rinst != 0 && g.rinst != c.inst:
+			return "I1", fmt.Sprintf("reclaim %s (no parcel id) is bound to parcel #%d of compartment %d, which holds parcel #%d", g.id, g.rinst, n, c.inst)
 		}
 	case "service":
 		if g.comp == 0 || n != g.comp {
@@ -889,6 +899,11 @@ func (m *model) fold(w *mworld, tr wire.Trace) {
 		}
 		c.inst++
 		c.occupied, c.present, c.gone, c.parcelID, c.stray = true, true, false, tr.ParcelID, false
+		for _, id := range m.ids {
+			if r := m.g[id]; r.action == "reclaim" && r.comp == n && r.parcel == "" && r.rinst == 0 && r.put && !r.tomb {
+				r.rinst = c.inst
+			}
+		}
 		g := m.g[tr.GrantID]
 		if g == nil || !g.put {
 			return

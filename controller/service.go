@@ -102,8 +102,12 @@ func (c *Controller) serviceGrantInForce(ctx context.Context) bool {
 func (c *Controller) serviceAction(ctx context.Context, choice byte, n int) {
 	sm := c.service
 	if choice == '1' {
+		// One of the grant's uses per door opened, as for a service code
+		// of one compartment and the control API: a one-use code opened
+		// every door of the cabinet from the menu, again and again. A
+		// grant without uses (unlimited) is not counted down.
 		s := store.Session{GrantID: sm.grantID, Action: fsm.Service, Actor: sm.actor}
-		if err := c.release(ctx, n, s, false); err != nil {
+		if err := c.release(ctx, n, s, true); err != nil {
 			if refused(err) {
 				c.message(msgDoorBusy, two(n)) // a deposit or pickup is in progress there
 				return

@@ -158,8 +158,20 @@ func (t *Tx) GrantsByPickupCode(codeHash string) ([]Grant, error) {
 // PickupsDue returns live pickup grants whose validity ended before now and
 // for which pickup_expired was not yet sent.
 func (t *Tx) PickupsDue(now time.Time) ([]Grant, error) {
-	return t.queryGrants("revoked = 0 AND action = 'pickup' AND expired_sent = 0 AND valid_until <> '' AND valid_until < ?",
+	return t.queryGrants("revoked = 0 AND action = 'pickup' AND expired_sent = 0 AND valid_until <> '' AND valid_until <= ?",
 		timeText(now))
+}
+
+// BindReclaims binds the reclaim grants of compartment n that name no
+// parcel and are bound to none yet to the parcel just deposited there (its
+// seq): they were put while it was empty, for the parcel to come.
+func (t *Tx) BindReclaims(n int, seq int64) error {
+	if seq == 0 {
+		return nil
+	}
+	_, err := t.exec(`UPDATE grants SET parcel_seq = ? WHERE action = 'reclaim' AND compartment = ? AND parcel_id = ''
+		AND parcel_seq = 0 AND revoked = 0`, seq, n)
+	return err
 }
 
 // ErrPickupUnnamed is a grant that nests a pickup grant without naming its

@@ -1,5 +1,7 @@
 package controller
 
+// Found by an attack over the link; it failed before the fix.
+
 import (
 	"testing"
 	"time"
@@ -15,13 +17,32 @@ import (
 // it was never issued for (I1: "a pickup or reclaim: the compartment
 // holding the very parcel it was issued for"). The pickup of hole 3 was
 // bound to its parcel; the reclaim was not.
-func TestLinkAttackReclaimWithoutParcelIDOpensTheNextParcel(t *testing.T) {
+//
+// Put before the deposit, it is bound to the next parcel deposited; put
+// while a parcel is in, to that parcel.
+func TestReclaimWithoutParcelIDOpensOnlyItsParcel(t *testing.T) {
+	for _, after := range []bool{false, true} {
+		t.Run(map[bool]string{false: "put before the deposit", true: "put after it"}[after], func(t *testing.T) {
+			reclaimWithoutParcelID(t, after)
+		})
+	}
+}
+
+func reclaimWithoutParcelID(t *testing.T, putAfter bool) {
 	r := newRig(t, "M")
 	dep := depositOp("d-1", 1, "111111", "M", 0)
 	dep.ParcelID = ""
-	r.apply(body(dep, wire.GrantOp{Op: "put", GrantID: "rc-1", Version: 1, Action: "reclaim", Compartment: 1,
-		Holder: "13488888888", CodeHash: hash("333333"), ValidFrom: ptr(t0.Add(time.Hour)), ValidUntil: ptr(t0.Add(48 * time.Hour))}))
+	rc := wire.GrantOp{Op: "put", GrantID: "rc-1", Version: 1, Action: "reclaim", Compartment: 1,
+		Holder: "13488888888", CodeHash: hash("333333"), ValidFrom: ptr(t0.Add(time.Hour)), ValidUntil: ptr(t0.Add(48 * time.Hour))}
+	if putAfter {
+		r.apply(body(dep))
+	} else {
+		r.apply(body(dep, rc))
+	}
 	r.deposit("111111", 1) // parcel A
+	if putAfter {
+		r.apply(body(rc))
+	}
 	// The recipient picks parcel A up in time.
 	r.keys("1111119#")
 	r.door(1, true)
