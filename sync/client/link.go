@@ -163,6 +163,9 @@ type Link struct {
 	t     topics
 	will  []byte // the offline status: last will and clean-shutdown message
 	inbox chan inbound
+	// resumed tells the worker of each new connection and whether the
+	// broker kept the session (the latest wins: capacity 1, see resume).
+	resumed chan resumption
 
 	// dial, when set, opens every connection instead of the network (the
 	// tests' in-memory broker); rnd, when set, is the back-off's random
@@ -275,9 +278,32 @@ func New(opts Options) (*Link, error) {
 			status:         protocol.Topic(id, protocol.SuffixStatus),
 			compartments:   protocol.Topic(id, protocol.SuffixCompartments),
 		},
-		will:  will,
-		inbox: make(chan inbound, InboxSize),
+		will:    will,
+		inbox:   make(chan inbound, InboxSize),
+		resumed: make(chan resumption, 1),
 	}, nil
+}
+
+// resumption is a new connection as the worker learns of it.
+type resumption struct {
+	s       *session
+	present bool // the broker kept the session: it delivers again what was not acknowledged
+}
+
+// resume tells the worker of connection s (replacing a notice it has not
+// read yet: only the newest connection matters).
+func (l *Link) resume(s *session, present bool) {
+	for {
+		select {
+		case l.resumed <- resumption{s, present}:
+			return
+		default:
+		}
+		select {
+		case <-l.resumed:
+		default:
+		}
+	}
 }
 
 // Connected reports whether the link has a live, subscribed connection.
@@ -434,6 +460,7 @@ func (l *Link) connect(ctx context.Context) (*session, error) {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	l.log.Info("connected", "broker", l.opts.Broker, "session_present", sessionPresent, "epoch", s.epoch)
+	l.resume(s, sessionPresent)
 	return s, nil
 }
 
@@ -647,38 +674,70 @@ func (l *Link) onMessage(s *session, m mqtt.Message) {
 // it again on the next connection, and the messages that came after it on
 // the lost connection are skipped too, unacknowledged, so that they are
 // applied after it, in order, when the broker delivers them again.
+//
+// The worker keeps them meanwhile (held): a broker that lost the session
+// (one without persistence, restarted) delivers nothing again, and the next
+// connection says so (session_present false). The held messages are then
+// applied on it, in order. A revoke received before the broker restarted
+// was lost so, and the revoked code kept working. When the broker kept the
+// session, it delivers them again and the held copies are dropped.
 func (l *Link) worker(ctx context.Context) {
 	var abandoned *session // a lost connection whose messages are left to the broker
+	var held []inbound     // its messages, in order, in case the broker lost them
+	handle := func(in inbound) {
+		if in.s != nil && in.s == abandoned {
+			l.log.Debug("message of a lost connection left for the broker to deliver again", "topic", in.topic)
+			if len(held) < maxHeld {
+				held = append(held, in)
+			}
+			return
+		}
+		done := true
+		switch in.topic {
+		case l.t.grants:
+			done = l.handleGrants(ctx, in)
+		case l.t.commands:
+			done = l.handleCommand(ctx, in)
+		default:
+			l.log.Debug("message on an unexpected topic ignored", "topic", in.topic)
+		}
+		switch {
+		case done:
+			// PUBACK only now: had the locker died before, the broker
+			// would deliver the message again.
+			in.ack()
+		case ctx.Err() == nil:
+			abandoned = in.s
+			held = append(held[:0], in)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case in := <-l.inbox:
-			l.inboxBytes.Add(-int64(len(in.payload)))
-			if in.s != nil && in.s == abandoned {
-				l.log.Debug("message of a lost connection left for the broker to deliver again", "topic", in.topic)
+		case r := <-l.resumed:
+			if len(held) == 0 || r.s == abandoned {
 				continue
 			}
-			done := true
-			switch in.topic {
-			case l.t.grants:
-				done = l.handleGrants(ctx, in)
-			case l.t.commands:
-				done = l.handleCommand(ctx, in)
-			default:
-				l.log.Debug("message on an unexpected topic ignored", "topic", in.topic)
+			replay := held
+			held, abandoned = nil, nil
+			if r.present {
+				continue // the broker delivers them again
 			}
-			switch {
-			case done:
-				// PUBACK only now: had the locker died before, the broker
-				// would deliver the message again.
-				in.ack()
-			case ctx.Err() == nil:
-				abandoned = in.s
+			l.log.Warn("the broker lost the session: applying the messages it will not deliver again", "messages", len(replay))
+			for _, in := range replay {
+				in.s, in.ack = r.s, func() {} // their PUBACK would go to a connection that is gone
+				handle(in)
 			}
+		case in := <-l.inbox:
+			l.inboxBytes.Add(-int64(len(in.payload)))
+			handle(in)
 		}
 	}
 }
+
+// maxHeld bounds the messages of a lost connection the worker holds.
+const maxHeld = InboxSize
 
 // open checks the envelope of in.
 func (l *Link) open(in inbound) ([]byte, string, error) {
