@@ -492,11 +492,19 @@ func (c *Controller) boot(ctx context.Context) error {
 		if err := c.refreshReservations(tx); err != nil {
 			return err
 		}
+		if now := c.clock.Now(); c.trusted(now) && !c.horizon.IsZero() {
+			// The purge's horizon, caught up at this start, goes with
+			// the start's own write rather than one more at the first tick.
+			if err := c.recordHorizon(tx, now); err != nil {
+				return err
+			}
+		}
 		return c.record(tx, wire.Trace{Type: fsm.Started.String(), Content: "Locker " + c.opts.LockerID + " started, software " + c.opts.Software})
 	})
 	if err != nil {
 		return fmt.Errorf("controller: start-up: %w", err)
 	}
+	c.horizonRecorded = c.clockTrusted() && !c.horizon.IsZero()
 	c.showIdle()
 	return nil
 }
