@@ -1,0 +1,54 @@
+package controller
+
+import (
+	"testing"
+	"time"
+
+	"github.com/openlocker/locker/controller/wire"
+)
+
+// A reclaim naming no parcel, put while parcel A is in its compartment, is
+// bound to A. The recipient picks A up. The central then puts the same
+// reclaim again at a higher version (its validity extended, as the central
+// does for any grant), naming no parcel as before: the put finds the
+// compartment empty and stores it unbound, and the next deposit (parcel B,
+// another recipient's) binds it to B. The code issued for parcel A opens
+// the door of parcel B (I1: "a reclaim naming no parcel is for the one in
+// its compartment when it was put"; the hole closed by 80d7e36, reopened by
+// a re-put).
+func TestRound5AttackReclaimRePutRebindsToTheNextParcel(t *testing.T) {
+	r := newRig(t, "M")
+	dep := depositOp("d-1", 1, "111111", "M", 0)
+	dep.ParcelID = ""
+	r.apply(body(dep))
+	r.deposit("111111", 1) // parcel A
+	rc := wire.GrantOp{Op: "put", GrantID: "rc-1", Version: 1, Action: "reclaim", Compartment: 1,
+		Holder: "13488888888", CodeHash: hash("333333"), ValidFrom: ptr(t0.Add(time.Hour)), ValidUntil: ptr(t0.Add(48 * time.Hour))}
+	r.apply(body(rc)) // bound to parcel A
+	// The recipient picks parcel A up in time.
+	r.keys("1111119#")
+	r.door(1, true)
+	r.parcel(1, false)
+	r.door(1, false)
+	if s := r.state(1); s != "free" {
+		t.Fatalf("after the pickup compartment 1 is %s", s)
+	}
+	// The central extends the reclaim (version 2, same code, no parcel_id).
+	rc.Version = 2
+	rc.ValidUntil = ptr(t0.Add(96 * time.Hour))
+	r.apply(body(rc))
+	// The next courier deposits parcel B, for another recipient.
+	r.apply(body(depositOp("d-2", 1, "222222", "M", 0)))
+	r.deposit("222222", 1)
+	if s := r.state(1); s != "occupied" {
+		t.Fatalf("after the second deposit compartment 1 is %s", s)
+	}
+	r.types()
+	releases := len(r.cab.Releases())
+	r.clock.Advance(2 * time.Hour) // the reclaim grant comes into force
+	r.keys("333333#")
+	if n := len(r.cab.Releases()); n != releases {
+		t.Fatalf("I1: the reclaim code issued for parcel A (picked up), put again at version 2, opened compartment 1 "+
+			"holding parcel JTd-2; traces %v", r.types())
+	}
+}
