@@ -176,7 +176,11 @@ func (c *Controller) applyOp(tx *store.Tx, view grantView, op wire.GrantOp, now,
 		// compartment now, or else for the next one deposited there
 		// (bound then: BindReclaims): never for whatever parcel comes
 		// later (one for parcel A, picked up, opened parcel B's door).
-		if sc, err := tx.Compartment(g.Compartment); err == nil && sc.State.HoldsParcel() {
+		// Put again (a higher version), it keeps the binding it has:
+		// re-bound on an empty compartment, it went to the next parcel.
+		if old, err := tx.Grant(g.ID); err == nil && !old.Revoked && old.Action == "reclaim" && old.Compartment == g.Compartment {
+			g.ParcelSeq = old.ParcelSeq
+		} else if sc, err := tx.Compartment(g.Compartment); err == nil && sc.State.HoldsParcel() {
 			g.ParcelSeq = sc.ParcelSeq
 		}
 	}

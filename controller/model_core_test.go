@@ -411,6 +411,7 @@ func (m *model) doPut(o *mop, issued, now time.Time) {
 		g.oldCodes = append(g.oldCodes, g.code)
 	}
 	old := g.oldCodes
+	prev := *g
 	*g = mg{id: g.id, version: op.Version, issued: issued, put: true, action: op.Action, code: o.code, comp: op.Compartment,
 		size: op.Size, parcel: op.ParcelID, from: now, until: *op.ValidUntil, uses: 1, oldCodes: old}
 	if op.ValidFrom != nil {
@@ -419,7 +420,9 @@ func (m *model) doPut(o *mop, issued, now time.Time) {
 	if op.Action == "reclaim" && op.ParcelID == "" && op.Compartment >= 1 && op.Compartment <= m.n {
 		// Bound to the parcel deposited in its compartment now, or else
 		// to the next one deposited there.
-		if c := &m.c[op.Compartment]; c.occupied && !c.stray {
+		if c := &m.c[op.Compartment]; prev.put && !prev.tomb && prev.action == "reclaim" && prev.comp == op.Compartment {
+			g.rinst = prev.rinst // put again: it keeps its binding
+		} else if c.occupied && !c.stray {
 			g.rinst = c.inst
 		}
 	}

@@ -84,6 +84,11 @@ func (a Action) String() string {
 // TakesParcel says whether a release for a is meant to empty the compartment.
 func (a Action) TakesParcel() bool { return a == Pickup || a == Reclaim }
 
+// UseAtRelease says whether a release for a takes its grant's use (given
+// back when the door never opened): a pickup, a reclaim, and a service
+// code, one use per door it opens.
+func (a Action) UseAtRelease() bool { return a.TakesParcel() || a == Service }
+
 // TraceType is the type of a recorded trace.
 type TraceType string
 
@@ -398,7 +403,7 @@ func (m *machine) step(ev Event) error {
 		if c.DoorOpen || !s.Active() {
 			return nil // opened after all, or already handled
 		}
-		if s.Action.TakesParcel() {
+		if s.Action.UseAtRelease() {
 			m.effect(Effect{Kind: ReturnUse, GrantID: s.GrantID})
 		}
 		c.Session = Session{}
@@ -496,7 +501,7 @@ func (m *machine) lateOpen(failed Session) bool {
 	c.DoorOpen = true
 	failed.Opened = true
 	c.Session = failed
-	if failed.Action.TakesParcel() {
+	if failed.Action.UseAtRelease() {
 		m.effect(Effect{Kind: TakeUse, GrantID: failed.GrantID})
 	}
 	m.trace(wire.Trace{Type: string(DoorOpened), GrantID: failed.GrantID, Actor: failed.Actor,
@@ -694,7 +699,7 @@ func (m *machine) boot(ev Event) {
 		// A release was recorded but the door never opened (as far as the
 		// sensors can tell): the power went before or during the pulse.
 		// Give back a pickup's use and end the session.
-		if s.Action.TakesParcel() {
+		if s.Action.UseAtRelease() {
 			m.effect(Effect{Kind: ReturnUse, GrantID: s.GrantID})
 		}
 		c.Session = Session{}

@@ -205,6 +205,9 @@ type inbound struct {
 	payload []byte // nil when the message was larger than protocol.MaxEnvelope
 	size    int
 	ack     func() // sends the PUBACK (on the connection it came from); never nil
+	// own: a copy the worker replayed itself (the broker had lost it):
+	// no broker delivers it again, whatever a later connection says.
+	own bool
 }
 
 // New checks opts and returns a link ready to Run.
@@ -290,8 +293,10 @@ type resumption struct {
 	present bool // the broker kept the session: it delivers again what was not acknowledged
 }
 
-// resume tells the worker of connection s (replacing a notice it has not
-// read yet: only the newest connection matters).
+// resume tells the worker of connection s. A notice it has not read yet
+// is replaced, keeping its news that the broker lost a session: messages
+// held from before that connection are the worker's to apply even if the
+// broker kept the newer one's session.
 func (l *Link) resume(s *session, present bool) {
 	for {
 		select {
@@ -300,7 +305,8 @@ func (l *Link) resume(s *session, present bool) {
 		default:
 		}
 		select {
-		case <-l.resumed:
+		case old := <-l.resumed:
+			present = present && old.present
 		default:
 		}
 	}
@@ -684,6 +690,8 @@ func (l *Link) onMessage(s *session, m mqtt.Message) {
 func (l *Link) worker(ctx context.Context) {
 	var abandoned *session // a lost connection whose messages are left to the broker
 	var held []inbound     // its messages, in order, in case the broker lost them
+	var last *resumption   // the newest connection heard of
+	var lostAt uint64      // the epoch of the newest connection whose broker had lost the session
 	handle := func(in inbound) {
 		if in.s != nil && in.s == abandoned {
 			l.log.Debug("message of a lost connection left for the broker to deliver again", "topic", in.topic)
@@ -708,27 +716,47 @@ func (l *Link) worker(ctx context.Context) {
 			in.ack()
 		case ctx.Err() == nil:
 			abandoned = in.s
-			held = append(held[:0], in)
+			held = append(held[:0:0], in)
+		}
+	}
+	// settle acts on held messages once a connection newer than theirs is
+	// up: the broker delivers again what it kept (present), the worker
+	// applies the rest — all of them when the broker lost the session, and
+	// always its own replayed copies — on that connection, in order.
+	settle := func() {
+		if abandoned == nil || last == nil || last.s == nil || last.s.epoch <= abandoned.epoch {
+			return
+		}
+		r := *last
+		// The broker still has them only if no connection since theirs
+		// found the session lost.
+		kept := r.present && lostAt <= abandoned.epoch
+		var replay []inbound
+		for _, in := range held {
+			if !kept || in.own {
+				replay = append(replay, in)
+			}
+		}
+		held, abandoned = nil, nil
+		if len(replay) == 0 {
+			return
+		}
+		l.log.Warn("the broker lost the session: applying the messages it will not deliver again", "messages", len(replay))
+		for _, in := range replay {
+			in.s, in.ack, in.own = r.s, func() {}, true // a PUBACK would go to a connection that is gone
+			handle(in)
 		}
 	}
 	for {
+		settle()
 		select {
 		case <-ctx.Done():
 			return
 		case r := <-l.resumed:
-			if len(held) == 0 || r.s == abandoned {
-				continue
+			if !r.present && r.s.epoch > lostAt {
+				lostAt = r.s.epoch
 			}
-			replay := held
-			held, abandoned = nil, nil
-			if r.present {
-				continue // the broker delivers them again
-			}
-			l.log.Warn("the broker lost the session: applying the messages it will not deliver again", "messages", len(replay))
-			for _, in := range replay {
-				in.s, in.ack = r.s, func() {} // their PUBACK would go to a connection that is gone
-				handle(in)
-			}
+			last = &r
 		case in := <-l.inbox:
 			l.inboxBytes.Add(-int64(len(in.payload)))
 			handle(in)

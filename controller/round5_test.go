@@ -18,7 +18,7 @@ import (
 // the door of parcel B (I1: "a reclaim naming no parcel is for the one in
 // its compartment when it was put"; the hole closed by 80d7e36, reopened by
 // a re-put).
-func TestRound5AttackReclaimRePutRebindsToTheNextParcel(t *testing.T) {
+func TestReclaimPutAgainKeepsItsParcel(t *testing.T) {
 	r := newRig(t, "M")
 	dep := depositOp("d-1", 1, "111111", "M", 0)
 	dep.ParcelID = ""
@@ -60,7 +60,7 @@ func TestRound5AttackReclaimRePutRebindsToTheNextParcel(t *testing.T) {
 // door opened", and a pickup's use is given back when its door never
 // opens; the service use is not: the grant is used up by a door that
 // stayed shut, the menu ends, and the technician can open no door at all.
-func TestRound5AttackServiceMenuUseLostOnALockFault(t *testing.T) {
+func TestServiceUseGivenBackOnALockFault(t *testing.T) {
 	r := newRig(t, "M M M")
 	r.apply(body(wire.GrantOp{Op: "put", GrantID: "svc-1", Version: 1, Action: "service", Holder: "13700001111",
 		CodeHash: hash("99887766"), Uses: ptr(1), ValidUntil: ptr(t0.Add(time.Hour))}))

@@ -40,7 +40,7 @@ func revokedIn(f *failingLocker, id string) bool {
 // them as B's, counting on the broker to deliver them again; the broker
 // kept B's session (session_present true on C) but never had them, as they
 // came on A: the held revoke is dropped and never applied (I4, I11).
-func TestRound5AttackReplayedRevokeDroppedWhenTheReplayConnectionIsLost(t *testing.T) {
+func TestReplayedRevokeSurvivesALostReplayConnection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &failingLocker{Locker: clienttest.New(lockerID, 4)}
 		link, b, _, logs := startFakeLink(t, f, func(o *client.Options) { o.Transient = transientOnly })
@@ -106,7 +106,7 @@ func (g *gatedLocker) Execute(ctx context.Context, cmd *wire.Command) (wire.Comm
 // is held as A's, and no notice ever comes for it while B lives. The broker
 // lost it: the revoke is never applied (I4, I11). Run a number of times:
 // each run misses it with probability about 1/2.
-func TestRound5AttackResumptionReadBeforeTheLostConnectionsMessageFails(t *testing.T) {
+func TestResumptionReadBeforeTheMessageFails(t *testing.T) {
 	const runs = 16
 	missed := 0
 	for range runs {
