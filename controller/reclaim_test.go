@@ -19,16 +19,20 @@ import (
 // bound to its parcel; the reclaim was not.
 //
 // Put before the deposit, it is bound to the next parcel deposited; put
-// while a parcel is in, to that parcel.
+// while a parcel is in, to that parcel; put again at a higher version once
+// that parcel is gone (its validity extended), it keeps that binding (found
+// by an attack on the fix: re-bound on the empty compartment, it went to
+// the next parcel).
 func TestReclaimWithoutParcelIDOpensOnlyItsParcel(t *testing.T) {
-	for _, after := range []bool{false, true} {
-		t.Run(map[bool]string{false: "put before the deposit", true: "put after it"}[after], func(t *testing.T) {
-			reclaimWithoutParcelID(t, after)
-		})
+	for _, tc := range []struct {
+		name               string
+		putAfter, putAgain bool
+	}{{"put before the deposit", false, false}, {"put after it", true, false}, {"put again after the pickup", true, true}} {
+		t.Run(tc.name, func(t *testing.T) { reclaimWithoutParcelID(t, tc.putAfter, tc.putAgain) })
 	}
 }
 
-func reclaimWithoutParcelID(t *testing.T, putAfter bool) {
+func reclaimWithoutParcelID(t *testing.T, putAfter, putAgain bool) {
 	r := newRig(t, "M")
 	dep := depositOp("d-1", 1, "111111", "M", 0)
 	dep.ParcelID = ""
@@ -50,6 +54,11 @@ func reclaimWithoutParcelID(t *testing.T, putAfter bool) {
 	r.door(1, false)
 	if s := r.state(1); s != "free" {
 		t.Fatalf("after the pickup compartment 1 is %s", s)
+	}
+	if putAgain {
+		rc.Version = 2
+		rc.ValidUntil = ptr(t0.Add(96 * time.Hour))
+		r.apply(body(rc))
 	}
 	// The next courier deposits parcel B, for another recipient.
 	r.apply(body(depositOp("d-2", 1, "222222", "M", 0)))
