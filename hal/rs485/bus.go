@@ -289,44 +289,37 @@ func (b *Bus) Stats() Stats {
 func (b *Bus) Unlock(ctx context.Context, addr, ch int) error {
 	wait := time.NewTimer(ResolveWait)
 	defer wait.Stop()
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		b.mu.Lock()
 		i, ok := b.index[addr]
-		if ok && (ch < 1 || ch > b.boards[i].cfg.Channels) {
-			ok = false
+		ok = ok && ch >= 1 && ch <= b.boards[i].cfg.Channels
+		pending := ok && b.boards[i].pending&(1<<(ch-1)) != 0
+		up := ok && b.boards[i].state.Up
+		stopped := b.stopped
+		b.mu.Unlock()
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: bus %s board %d channel %d", ErrNoBoard, b.cfg.Name, addr, ch)
+		case pending && !up:
+			// Never sent blind to a board that does not answer.
+			return fmt.Errorf("%w: bus %s board %d channel %d", ErrUnresolved, b.cfg.Name, addr, ch)
+		case stopped && !pending:
+			return ErrStopped
 		}
-		if !ok || b.boards[i].pending&(1<<(ch-1)) == 0 {
-			b.mu.Unlock()
+		if !pending {
 			break
 		}
-		// Unresolved. A board that answers resolves it within a few
-		// polls (it is read first): wait for that, never for a board
-		// that does not answer.
-		up := b.boards[i].state.Up
-		b.mu.Unlock()
-		if !up {
-			return fmt.Errorf("%w: bus %s board %d channel %d", ErrUnresolved, b.cfg.Name, addr, ch)
-		}
+		// Unresolved on a board that answers: it is read first, and
+		// resolves it within a few polls. Wait for that.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-wait.C:
 			return fmt.Errorf("%w: bus %s board %d channel %d", ErrUnresolved, b.cfg.Name, addr, ch)
-		case <-time.After(5 * time.Millisecond):
+		case <-poll.C:
 		}
-	}
-	b.mu.Lock()
-	i, ok := b.index[addr]
-	stopped := b.stopped
-	if ok && (ch < 1 || ch > b.boards[i].cfg.Channels) {
-		ok = false
-	}
-	b.mu.Unlock()
-	switch {
-	case !ok:
-		return fmt.Errorf("%w: bus %s board %d channel %d", ErrNoBoard, b.cfg.Name, addr, ch)
-	case stopped:
-		return ErrStopped
 	}
 	r := &unlockReq{board: addr, ch: ch, written: make(chan error, 1)}
 	select {
@@ -338,12 +331,11 @@ func (b *Bus) Unlock(ctx context.Context, addr, ch int) error {
 	case err := <-r.written:
 		return err
 	case <-ctx.Done():
-		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
-			// Never written: the caller ends its release now (a lock
-			// fault), and a door that opened much later would not be its.
-			return ctx.Err()
-		}
-		// The worker took it: it is being written, and counts as pending.
+		// Abandoned unless the worker took it: then it is being written,
+		// and counts as pending. Never written otherwise: the caller ends
+		// its release now (a lock fault), and a door that opened much
+		// later would not be its.
+		r.state.CompareAndSwap(reqQueued, reqAbandoned)
 		return ctx.Err()
 	}
 }

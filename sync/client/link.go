@@ -164,7 +164,7 @@ type Link struct {
 	will  []byte // the offline status: last will and clean-shutdown message
 	inbox chan inbound
 	// resumed tells the worker of each new connection and whether the
-	// broker kept the session (the latest wins: capacity 1, see resume).
+	// broker kept the session (capacity 1: resume merges an unread notice).
 	resumed chan resumption
 
 	// dial, when set, opens every connection instead of the network (the
@@ -697,6 +697,8 @@ func (l *Link) worker(ctx context.Context) {
 			l.log.Debug("message of a lost connection left for the broker to deliver again", "topic", in.topic)
 			if len(held) < maxHeld {
 				held = append(held, in)
+			} else {
+				l.log.Warn("too many messages of a lost connection to hold: left to the broker alone", "topic", in.topic)
 			}
 			return
 		}
